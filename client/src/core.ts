@@ -1,0 +1,156 @@
+// The worker core, shared by the browser page and the Node worker. It only sees frames in and
+// frames out; the backend setup and the socket belong to the entry points.
+import * as tf from '@tensorflow/tfjs-core';
+import {
+  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, chunkRanges, decodeFrame, encode, getModel, modelHash, validate, zooHashes,
+  type Assign, type Hello, type RunInfo, type WorkerKind,
+} from '@tabtrain/shared';
+import { Net } from '@tabtrain/shared/net';
+
+export interface WorkerIdentity {
+  workerId: string;
+  kind: WorkerKind;
+  backend: string;
+  adapter: Record<string, unknown> | null;
+  token?: string;
+}
+
+/** What the page shows and the Node worker logs. */
+export interface WorkerStatus {
+  state: 'connecting' | 'joining' | 'idle' | 'working' | 'closed';
+  run: RunInfo | null;
+  step: number;
+  shardSize: number;
+  computeMs: number;
+  uploadMs: number;
+  examplesPerSec: number;
+  tensors: number;
+}
+
+/** Sends one frame; resolves when the socket has taken it (Node: written; browser: drained). */
+export type SendFrame = (frame: Uint8Array) => Promise<void>;
+
+export class WorkerCore {
+  private net: Net | null = null;
+  private run: RunInfo | null = null;
+  private version = -1;
+  private incoming: Float32Array | null = null;
+  private incomingVersion = -1;
+  private received = 0;
+  private grad: Float32Array | null = null;
+  private queue: Promise<void> = Promise.resolve();
+  readonly status: WorkerStatus = { state: 'connecting', run: null, step: -1, shardSize: 0, computeMs: 0, uploadMs: 0, examplesPerSec: 0, tensors: 0 };
+
+  constructor(
+    private readonly id: WorkerIdentity,
+    private readonly send: SendFrame,
+    private readonly opts: { delayMsPerExample?: number; onStatus?: (s: WorkerStatus) => void; log?: (line: string) => void } = {},
+  ) {}
+
+  hello(): Uint8Array {
+    const h: Hello = { type: MSG.hello, protocol: PROTOCOL_VERSION, workerId: this.id.workerId, kind: this.id.kind, backend: this.id.backend, adapter: this.id.adapter, modelHashes: zooHashes() };
+    if (this.id.token) h.token = this.id.token;
+    this.update({ state: 'joining' });
+    return encode(h);
+  }
+
+  /** Queues one incoming frame; frames are handled strictly in order. Rejections surface via `failed`. */
+  receive(frame: Uint8Array): Promise<void> {
+    this.queue = this.queue.then(() => this.handle(frame));
+    return this.queue;
+  }
+
+  private async handle(frame: Uint8Array): Promise<void> {
+    const { header, body } = decodeFrame(frame);
+    const msg = validate(header);
+    switch (msg.type) {
+      case MSG.welcome: {
+        const spec = getModel(msg.run.model);
+        if (modelHash(spec) !== msg.run.modelHash) throw new Error(`model ${spec.name}: coordinator hash ${msg.run.modelHash} differs from ours ${modelHash(spec)}`);
+        this.net?.dispose();
+        this.net = new Net(spec);
+        this.run = msg.run;
+        this.version = -1;
+        this.grad = new Float32Array(this.net.total);
+        this.update({ state: 'idle', run: msg.run });
+        this.opts.log?.(`joined as ${msg.workerId}: ${spec.name}, ${this.net.total.toLocaleString('en-US')} parameters`);
+        return;
+      }
+      case MSG.weights: {
+        const net = this.need();
+        if (msg.total !== net.total || msg.offset + body.byteLength / 4 > net.total) throw new Error(`weights slice ${msg.offset}+${body.byteLength / 4} does not fit ${net.total}`);
+        if (msg.offset === 0 || msg.version !== this.incomingVersion) {
+          this.incoming ??= new Float32Array(net.total);
+          this.incomingVersion = msg.version;
+          this.received = 0;
+        }
+        this.incoming!.set(asFloat32(body), msg.offset);
+        this.received += body.byteLength / 4;
+        if (this.received === net.total) {
+          net.setWeights(this.incoming!);
+          this.version = msg.version;
+        }
+        return;
+      }
+      case MSG.assign:
+        return this.compute(msg, body);
+      case MSG.notice:
+        this.opts.log?.(`coordinator: ${msg.message}`);
+        return;
+      default:
+        throw new Error(`unexpected ${msg.type} from the coordinator`);
+    }
+  }
+
+  private async compute(a: Assign, body: Uint8Array): Promise<void> {
+    const net = this.need();
+    if (a.version !== this.version) throw new Error(`shard ${a.step}/${a.shard} needs weights v${a.version}, have v${this.version}`);
+    if (body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
+    const images = body.subarray(0, a.count * IMAGE_BYTES);
+    const labels = body.subarray(a.count * IMAGE_BYTES);
+    this.update({ state: 'working', step: a.step, shardSize: a.count });
+    const t0 = performance.now();
+    const stats = a.task === 'train'
+      ? await net.gradient(images, labels, a.count, this.run!.seed, a.step, a.position, this.grad!)
+      : await net.evaluate(images, labels, a.count);
+    if (this.opts.delayMsPerExample) await new Promise((r) => setTimeout(r, this.opts.delayMsPerExample! * a.count));
+    const computeMs = performance.now() - t0;
+    let encodeMs = 0;
+    let sendMs = 0;
+    if (a.task === 'train') {
+      for (const [o, e] of chunkRanges(net.total)) {
+        const t1 = performance.now();
+        const frame = encode({ type: MSG.gradient, step: a.step, shard: a.shard, offset: o, total: net.total }, this.grad!.subarray(o, e));
+        const t2 = performance.now();
+        await this.send(frame);
+        encodeMs += t2 - t1;
+        sendMs += performance.now() - t2;
+      }
+    }
+    await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs, sendMs } }));
+    this.update({
+      state: 'idle', computeMs, uploadMs: encodeMs + sendMs,
+      examplesPerSec: a.task === 'train' ? (a.count * 1000) / (computeMs + encodeMs + sendMs) : this.status.examplesPerSec,
+      tensors: tf.memory().numTensors,
+    });
+  }
+
+  private need(): Net {
+    if (!this.net) throw new Error('message before welcome');
+    return this.net;
+  }
+
+  private update(patch: Partial<WorkerStatus>): void {
+    Object.assign(this.status, patch);
+    this.opts.onStatus?.(this.status);
+  }
+
+  close(): void {
+    this.update({ state: 'closed' });
+  }
+
+  dispose(): void {
+    this.net?.dispose();
+    this.net = null;
+  }
+}

@@ -1,0 +1,502 @@
+// The coordinator: owns the weights, the data and the clock. Workers only compute.
+//
+// One step: plan shards over the connected workers → send each its shard (weights first if it
+// holds an older version) → collect each shard's gradient SUM → sum in shard order → SGD →
+// version+1. Shards wait in a queue, so a shard whose worker vanishes goes to the next idle one
+// and the step's gradient stays the exact gradient of the whole batch.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { WebSocketServer, type WebSocket } from 'ws';
+import {
+  CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES, MSG, PROTOCOL_VERSION, ProtocolError, asFloat32, chunkRanges, decodeFrame, encode,
+  epochOrder, getModel, initParams, modelHash, paramLayout, planShards, sgdStep, stepsPerEpoch, validate,
+  type Assign, type Gradient, type Hello, type ModelSpec, type Result, type RunInfo, type WorkerKind,
+} from '@tabtrain/shared';
+import { firstNonFinite, sumInOrder } from './aggregate';
+import { gather, type Dataset, type Split } from './data';
+
+export interface CoordinatorOptions {
+  model: string;
+  epochs: number;
+  batch: number;
+  lr?: number;
+  seed: number;
+  port: number;
+  host: string;
+  minWorkers: number;
+  maxSteps?: number;
+  token?: string;
+  /** Test images evaluated at each epoch's end (d2l: all 10,000). */
+  evalExamples: number;
+  /** How long a new socket may take to say hello. */
+  helloTimeoutMs: number;
+  /** Serves the built page and dashboard from here, if present. */
+  staticDir?: string;
+  log: (line: string) => void;
+  /** Progress during an epoch; replaced in place on a terminal. */
+  progress: (line: string) => void;
+}
+
+export const DEFAULTS = {
+  epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1,
+  evalExamples: 10_000, helloTimeoutMs: 10_000,
+} as const;
+
+/** Per-connection state. */
+const CONN = {
+  /** Socket open, no valid hello yet. */
+  hello: 'hello',
+  /** Joined, no shard in hand. */
+  idle: 'idle',
+  /** Computing a shard. */
+  working: 'working',
+  /** Socket closed; kept for the status table. */
+  lost: 'lost',
+} as const;
+type ConnState = (typeof CONN)[keyof typeof CONN];
+
+interface Conn {
+  id: number;
+  ws: WebSocket;
+  state: ConnState;
+  workerId: string;
+  kind: WorkerKind;
+  backend: string;
+  adapter: Record<string, unknown> | null;
+  remote: string;
+  /** Weights version this worker holds (or will hold once queued frames arrive). */
+  version: number;
+  task: Task | null;
+  /** Measured train examples/s (EMA), used to size shards. 0 = unknown. */
+  speed: number;
+  shardSize: number;
+  computeMs: number;
+  uploadMs: number;
+  bytesIn: number;
+  bytesOut: number;
+  shardsDone: number;
+  joinedAt: number;
+}
+
+interface Task {
+  kind: 'train' | 'eval';
+  step: number;
+  shard: number;
+  position: number;
+  count: number;
+  /** Example indices into the split. */
+  indices: Uint32Array;
+  split: Split;
+  owner: Conn | null;
+  done: boolean;
+  /** Gradient floats received so far (train). */
+  received: number;
+  grad: Float32Array | null;
+  result: Result | null;
+}
+
+export interface EpochMetrics {
+  epoch: number;
+  steps: number;
+  examples: number;
+  loss: number;
+  trainAcc: number;
+  testAcc: number | null;
+  examplesPerSec: number;
+  seconds: number;
+}
+
+export interface Summary {
+  model: string;
+  modelHash: string;
+  paramCount: number;
+  config: { epochs: number; batch: number; lr: number; seed: number; minWorkers: number; maxSteps: number | null; evalExamples: number };
+  steps: number;
+  examples: number;
+  epochs: EpochMetrics[];
+  examplesPerSec: number;
+  seconds: number;
+  workersSeen: number;
+  weightsSha256: string;
+  stoppedBy: 'epochs' | 'max-steps';
+}
+
+export class Coordinator {
+  readonly spec: ModelSpec;
+  readonly run: RunInfo;
+  /** The only truth: every worker starts from these. */
+  readonly weights: Float32Array;
+  version = 0;
+  step = 0;
+  epoch = 0;
+  private readonly gradSum: Float32Array;
+  private readonly conns = new Map<number, Conn>();
+  private nextConnId = 1;
+  private tasks: Task[] = [];
+  private tasksDone: (() => void) | null = null;
+  private weightFrames: { version: number; frames: Uint8Array[] } | null = null;
+  private bufferPool: Float32Array[] = [];
+  private http: Server | null = null;
+  private wss: WebSocketServer | null = null;
+  private waitingSince = 0;
+  readonly history: EpochMetrics[] = [];
+  private closed = false;
+
+  constructor(readonly opts: CoordinatorOptions, readonly data: Dataset) {
+    this.spec = getModel(opts.model);
+    const { total } = paramLayout(this.spec);
+    this.run = { model: this.spec.name, modelHash: modelHash(this.spec), seed: opts.seed, batch: opts.batch, lr: opts.lr ?? this.spec.lr, paramCount: total };
+    this.weights = initParams(this.spec, opts.seed);
+    this.gradSum = new Float32Array(total);
+  }
+
+  // ---- network ----
+
+  async listen(): Promise<number> {
+    this.http = createServer((req, res) => this.serveHttp(req, res));
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+    this.http.on('upgrade', (req, socket, head) => {
+      if (new URL(req.url ?? '/', 'http://x').pathname !== '/ws') return socket.destroy();
+      this.wss!.handleUpgrade(req, socket, head, (ws) => this.accept(ws, req));
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.http!.once('error', reject);
+      this.http!.listen(this.opts.port, this.opts.host, () => resolve());
+    });
+    const addr = this.http.address();
+    return typeof addr === 'object' && addr ? addr.port : this.opts.port;
+  }
+
+  private serveHttp(req: IncomingMessage, res: ServerResponse): void {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path === '/api/status') {
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(this.status()));
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end(`not found: ${path}\n`);
+  }
+
+  private accept(ws: WebSocket, req: IncomingMessage): void {
+    const conn: Conn = {
+      id: this.nextConnId++, ws, state: CONN.hello, workerId: '', kind: 'node', backend: '?', adapter: null,
+      remote: req.socket.remoteAddress ?? '?', version: -1, task: null, speed: 0, shardSize: 0, computeMs: 0, uploadMs: 0,
+      bytesIn: 0, bytesOut: 0, shardsDone: 0, joinedAt: Date.now(),
+    };
+    this.conns.set(conn.id, conn);
+    const helloTimer = setTimeout(() => { if (conn.state === CONN.hello) this.drop(conn, CLOSE.helloTimeout, `no hello within ${this.opts.helloTimeoutMs} ms`); }, this.opts.helloTimeoutMs);
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      conn.bytesIn += data.byteLength;
+      try {
+        if (!isBinary) throw new ProtocolError(CLOSE.malformed, 'text frame; the protocol is binary');
+        const { header, body } = decodeFrame(data);
+        this.onMessage(conn, validate(header), body);
+      } catch (e) {
+        if (e instanceof ProtocolError) this.drop(conn, e.code, e.message);
+        else this.drop(conn, CLOSE.malformed, `internal: ${(e as Error).message}`);
+      }
+    });
+    ws.on('close', (code, reason) => {
+      clearTimeout(helloTimer);
+      this.onClose(conn, code, reason.toString());
+    });
+    ws.on('error', (e) => this.opts.log(`worker #${conn.id}: socket error ${e.message}`));
+  }
+
+  /** Closes a connection with a named code; the close handler returns its shard to the queue. */
+  private drop(conn: Conn, code: number, reason: string): void {
+    if (conn.state === CONN.lost) return;
+    this.opts.log(`worker #${conn.id} (${conn.remote}) closed: ${CLOSE_NAMES[code] ?? code} (${code}) ${reason}`);
+    conn.ws.close(code, reason.slice(0, 120));
+    // A peer that never answers the close handshake must not hold its shard.
+    setTimeout(() => conn.ws.terminate(), 2000).unref();
+    this.release(conn);
+  }
+
+  private onClose(conn: Conn, code: number, reason: string): void {
+    if (conn.state !== CONN.lost && conn.state !== CONN.hello && !this.closed) {
+      this.opts.log(`worker #${conn.id} left (${CLOSE_NAMES[code] ?? code}${reason ? `: ${reason}` : ''})`);
+    }
+    this.release(conn);
+  }
+
+  /** Marks a connection lost and puts its unfinished shard back in the queue. */
+  private release(conn: Conn): void {
+    if (conn.state === CONN.lost) return;
+    conn.state = CONN.lost;
+    const t = conn.task;
+    conn.task = null;
+    if (t && !t.done) {
+      t.owner = null;
+      t.received = 0;
+      this.opts.log(`shard ${t.step}/${t.shard} (${t.count} examples) goes back to the queue`);
+    }
+    if (this.workers().length === 0 && !this.closed) this.noteWaiting();
+    this.dispatch();
+  }
+
+  private onMessage(conn: Conn, msg: ReturnType<typeof validate>, body: Uint8Array): void {
+    if (conn.state === CONN.lost) return;
+    if (conn.state === CONN.hello) {
+      if (msg.type !== MSG.hello) throw new ProtocolError(CLOSE.unexpected, `${msg.type} before hello`);
+      return this.onHello(conn, msg);
+    }
+    switch (msg.type) {
+      case MSG.gradient: return this.onGradient(conn, msg, body);
+      case MSG.result: return this.onResult(conn, msg);
+      default: throw new ProtocolError(CLOSE.unexpected, `${msg.type} is not allowed from a joined worker`);
+    }
+  }
+
+  private onHello(conn: Conn, h: Hello): void {
+    if (h.protocol !== PROTOCOL_VERSION) throw new ProtocolError(CLOSE.protocolMismatch, `protocol ${h.protocol}, coordinator speaks ${PROTOCOL_VERSION}; reload the page or update the worker`);
+    if (this.opts.token !== undefined && !sameSecret(h.token, this.opts.token)) throw new ProtocolError(CLOSE.unauthorized, 'missing or wrong token');
+    const theirs = h.modelHashes[this.run.model];
+    if (theirs !== this.run.modelHash) throw new ProtocolError(CLOSE.modelMismatch, `worker has ${this.run.model} as ${String(theirs)}, run needs ${this.run.modelHash}; update the worker`);
+    if (h.kind !== 'node' && h.kind !== 'browser') throw new ProtocolError(CLOSE.badField, `hello.kind must be node or browser`);
+    for (const other of this.conns.values()) {
+      if (other !== conn && other.workerId === h.workerId && other.state !== CONN.lost) this.drop(other, CLOSE.replaced, 'the same worker connected again');
+    }
+    Object.assign(conn, { state: CONN.idle, workerId: h.workerId, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now() });
+    this.sendFrame(conn, encode({ type: MSG.welcome, workerId: h.workerId, run: this.run }));
+    this.opts.log(`worker #${conn.id} joined: ${h.kind}/${h.backend} from ${conn.remote} (${this.workers().length} connected)`);
+    this.dispatch();
+  }
+
+  private onGradient(conn: Conn, g: Gradient, body: Uint8Array): void {
+    const t = this.ownedTask(conn, g.step, g.shard, 'train');
+    const slice = asFloat32(body);
+    if (g.total !== this.run.paramCount || g.offset + slice.length > this.run.paramCount) {
+      throw new ProtocolError(CLOSE.badGradient, `gradient slice [${g.offset}, ${g.offset + slice.length}) of ${g.total} does not fit ${this.run.paramCount} parameters`);
+    }
+    const bad = firstNonFinite(slice);
+    if (bad >= 0) throw new ProtocolError(CLOSE.badGradient, `gradient[${g.offset + bad}] is ${slice[bad]}`);
+    t.grad ??= this.takeBuffer();
+    t.grad.set(slice, g.offset);
+    t.received += slice.length;
+  }
+
+  private onResult(conn: Conn, r: Result): void {
+    const t = this.ownedTask(conn, r.step, r.shard, r.task);
+    if (r.count !== t.count || r.correct > r.count) throw new ProtocolError(CLOSE.badField, `result counts ${r.correct}/${r.count} for a shard of ${t.count}`);
+    if (t.kind === 'train' && t.received !== this.run.paramCount) throw new ProtocolError(CLOSE.badGradient, `result after ${t.received} of ${this.run.paramCount} gradient floats`);
+    t.done = true;
+    t.result = r;
+    conn.task = null;
+    conn.state = CONN.idle;
+    conn.shardsDone++;
+    if (t.kind === 'train') {
+      conn.computeMs = r.timings.computeMs;
+      conn.uploadMs = r.timings.encodeMs + r.timings.sendMs;
+      const speed = (r.count * 1000) / Math.max(1, r.timings.computeMs);
+      conn.speed = conn.speed ? 0.7 * conn.speed + 0.3 * speed : speed;
+    }
+    if (this.tasks.every((x) => x.done)) this.tasksDone?.();
+    this.dispatch();
+  }
+
+  /** The task this connection is computing, or a named protocol error. */
+  private ownedTask(conn: Conn, step: number, shard: number, kind: 'train' | 'eval'): Task {
+    const t = conn.task;
+    if (t && t.step === step && t.shard === shard && t.kind === kind) return t;
+    const done = this.tasks.find((x) => x.step === step && x.shard === shard && x.kind === kind && x.done);
+    if (done) throw new ProtocolError(CLOSE.duplicate, `${kind} shard ${step}/${shard} is already done`);
+    throw new ProtocolError(CLOSE.notOwner, `${kind} shard ${step}/${shard} is not assigned to this worker`);
+  }
+
+  private sendFrame(conn: Conn, frame: Uint8Array): void {
+    conn.bytesOut += frame.byteLength;
+    conn.ws.send(frame);
+  }
+
+  // ---- scheduling ----
+
+  private workers(): Conn[] {
+    return [...this.conns.values()].filter((c) => c.state === CONN.idle || c.state === CONN.working);
+  }
+
+  /** Gives each idle worker the next unowned shard, weights first if it holds an older version. */
+  private dispatch(): void {
+    for (const conn of this.conns.values()) {
+      if (conn.state !== CONN.idle) continue;
+      const t = this.tasks.find((x) => !x.done && !x.owner);
+      if (!t) return;
+      t.owner = conn;
+      t.received = 0;
+      conn.task = t;
+      conn.state = CONN.working;
+      conn.shardSize = t.count;
+      if (conn.version !== this.version) {
+        for (const f of this.encodedWeights()) this.sendFrame(conn, f);
+        conn.version = this.version;
+      }
+      const a: Assign = { type: MSG.assign, task: t.kind, step: t.step, shard: t.shard, version: this.version, position: t.position, count: t.count };
+      this.sendFrame(conn, encode(a, gather(t.split, t.indices)));
+    }
+  }
+
+  /** The weights as chunk frames, encoded once per version and shared by every worker. */
+  private encodedWeights(): Uint8Array[] {
+    if (this.weightFrames?.version !== this.version) {
+      const total = this.weights.length;
+      const frames = chunkRanges(total).map(([o, e]) => encode({ type: MSG.weights, version: this.version, offset: o, total }, this.weights.subarray(o, e)));
+      this.weightFrames = { version: this.version, frames };
+    }
+    return this.weightFrames.frames;
+  }
+
+  private takeBuffer(): Float32Array {
+    return this.bufferPool.pop() ?? new Float32Array(this.run.paramCount);
+  }
+
+  private noteWaiting(): void {
+    this.waitingSince = Date.now();
+    this.opts.log(`waiting for workers: ${this.workers().length} connected, run paused until one joins (need ${this.opts.minWorkers} to start)`);
+  }
+
+  /** Runs the tasks through the queue until every one is done. */
+  private async execute(tasks: Task[]): Promise<void> {
+    this.tasks = tasks;
+    const done = new Promise<void>((resolve) => { this.tasksDone = resolve; });
+    if (this.workers().length === 0) this.noteWaiting();
+    this.dispatch();
+    await done;
+    this.tasksDone = null;
+    if (this.closed) throw new RunStopped();
+  }
+
+  private async waitForWorkers(n: number): Promise<void> {
+    if (this.workers().length >= n) return;
+    this.opts.log(`waiting for ${n} worker${n > 1 ? 's' : ''} on ws://<this host>:<port>/ws (${this.workers().length} connected)`);
+    while (this.workers().length < n && !this.closed) await new Promise((r) => setTimeout(r, 100));
+  }
+
+  // ---- training ----
+
+  /** One synchronous step over `indices` (positions in the training set). Returns its stats. */
+  async trainStep(indices: Uint32Array): Promise<{ lossSum: number; correct: number; count: number }> {
+    const live = this.workers();
+    const plan = planShards(indices.length, live.map((c) => c.speed || 1));
+    const tasks: Task[] = plan.map((p) => ({
+      kind: 'train', step: this.step, shard: p.id, position: p.position, count: p.count,
+      indices: indices.subarray(p.position, p.position + p.count), split: this.data.train,
+      owner: null, done: false, received: 0, grad: null, result: null,
+    }));
+    await this.execute(tasks);
+    const grads = tasks.map((t) => t.grad!);
+    sumInOrder(grads, this.gradSum);
+    for (const g of grads) this.bufferPool.push(g);
+    sgdStep(this.weights, this.gradSum, this.run.lr, indices.length);
+    this.version++;
+    this.step++;
+    const sum = (f: (r: Result) => number) => tasks.reduce((a, t) => a + f(t.result!), 0);
+    return { lossSum: sum((r) => r.lossSum), correct: sum((r) => r.correct), count: indices.length };
+  }
+
+  /** Test accuracy at the current weights, forward only, split over the workers. */
+  async evaluate(): Promise<number> {
+    const n = Math.min(this.opts.evalExamples, this.data.test.count);
+    const tasks: Task[] = [];
+    for (let o = 0, shard = 0; o < n; o += this.opts.batch, shard++) {
+      const count = Math.min(this.opts.batch, n - o);
+      const indices = new Uint32Array(count).map((_, i) => o + i);
+      tasks.push({ kind: 'eval', step: this.step, shard, position: o, count, indices, split: this.data.test, owner: null, done: false, received: 0, grad: null, result: null });
+    }
+    await this.execute(tasks);
+    return tasks.reduce((a, t) => a + t.result!.correct, 0) / n;
+  }
+
+  async train(): Promise<Summary> {
+    const { epochs, batch, seed } = this.opts;
+    const n = this.data.train.count;
+    const perEpoch = stepsPerEpoch(n, batch);
+    const maxSteps = this.opts.maxSteps ?? Infinity;
+    await this.waitForWorkers(this.opts.minWorkers);
+    const t0 = performance.now();
+    let trainSeconds = 0;
+    let stoppedBy: Summary['stoppedBy'] = 'epochs';
+    for (this.epoch = 0; this.epoch < epochs && !this.closed; this.epoch++) {
+      const order = epochOrder(n, seed, this.epoch);
+      let lossSum = 0, correct = 0, examples = 0, stepSeconds = 0, steps = 0;
+      const e0 = performance.now();
+      let lastProgress = 0;
+      for (let s = 0; s < perEpoch && !this.closed; s++) {
+        if (this.step >= maxSteps) { stoppedBy = 'max-steps'; break; }
+        const s0 = performance.now();
+        const r = await this.trainStep(order.subarray(s * batch, Math.min(n, (s + 1) * batch)));
+        stepSeconds += (performance.now() - s0) / 1000;
+        lossSum += r.lossSum; correct += r.correct; examples += r.count; steps++;
+        if (performance.now() - lastProgress > 1000 || s === perEpoch - 1) {
+          lastProgress = performance.now();
+          const eta = (stepSeconds / steps) * (Math.min(perEpoch, steps + maxSteps - this.step) - steps);
+          this.opts.progress(`epoch ${this.epoch + 1}/${epochs} step ${s + 1}/${perEpoch}: loss ${(lossSum / examples).toFixed(3)}, train acc ${(correct / examples).toFixed(3)}, ${(examples / stepSeconds).toFixed(1)} examples/sec, ${this.workers().length} workers, epoch eta ${formatSeconds(eta)}`);
+        }
+      }
+      if (steps === 0) break;
+      trainSeconds += stepSeconds;
+      const partial = examples < n;
+      // A smoke run cut short by --max-steps skips the 10,000-image evaluation of a partial epoch.
+      const testAcc = partial ? null : await this.evaluate();
+      const m: EpochMetrics = { epoch: this.epoch + 1, steps, examples, loss: lossSum / examples, trainAcc: correct / examples, testAcc, examplesPerSec: examples / stepSeconds, seconds: (performance.now() - e0) / 1000 };
+      this.history.push(m);
+      this.opts.log(`epoch ${m.epoch}${partial ? ' (partial)' : ''}: loss ${m.loss.toFixed(3)}, train acc ${m.trainAcc.toFixed(3)}, test acc ${testAcc === null ? 'n/a' : testAcc.toFixed(3)}, ${m.examplesPerSec.toFixed(1)} examples/sec`);
+      if (partial) { stoppedBy = 'max-steps'; break; }
+    }
+    const examples = this.history.reduce((a, m) => a + m.examples, 0);
+    return {
+      model: this.spec.name, modelHash: this.run.modelHash, paramCount: this.run.paramCount,
+      config: { epochs, batch, lr: this.run.lr, seed, minWorkers: this.opts.minWorkers, maxSteps: this.opts.maxSteps ?? null, evalExamples: this.opts.evalExamples },
+      steps: this.step, examples, epochs: this.history, examplesPerSec: examples / Math.max(trainSeconds, 1e-9),
+      seconds: (performance.now() - t0) / 1000, workersSeen: this.nextConnId - 1,
+      weightsSha256: weightsSha256(this.weights), stoppedBy,
+    };
+  }
+
+  status() {
+    return {
+      model: this.run.model, modelHash: this.run.modelHash, paramCount: this.run.paramCount,
+      config: { epochs: this.opts.epochs, batch: this.opts.batch, lr: this.run.lr, seed: this.opts.seed, maxSteps: this.opts.maxSteps ?? null },
+      step: this.step, epoch: this.epoch, version: this.version,
+      waitingForWorkers: this.workers().length === 0, waitingSince: this.workers().length === 0 ? this.waitingSince : null,
+      history: this.history,
+      workers: [...this.conns.values()].filter((c) => c.state !== CONN.hello).map((c) => ({
+        id: c.id, workerId: c.workerId, kind: c.kind, backend: c.backend, adapter: c.adapter, remote: c.remote, state: c.state,
+        shardSize: c.shardSize, computeMs: c.computeMs, uploadMs: c.uploadMs, bytesIn: c.bytesIn, bytesOut: c.bytesOut,
+        examplesPerSec: c.speed, shardsDone: c.shardsDone,
+      })),
+    };
+  }
+
+  /** Says goodbye to every worker with `code` and stops listening. */
+  async close(code: number = CLOSE.finished, reason = 'run finished'): Promise<void> {
+    this.closed = true;
+    for (const c of this.conns.values()) if (c.state !== CONN.lost) { c.ws.close(code, reason); c.state = CONN.lost; }
+    this.tasksDone?.();
+    await new Promise<void>((r) => (this.wss ? this.wss.close(() => r()) : r()));
+    this.http?.closeAllConnections();
+    await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
+  }
+}
+
+/** Thrown out of a step when the coordinator is closed under it (signal, stop). */
+export class RunStopped extends Error { constructor() { super('run stopped'); } }
+
+export function weightsSha256(w: Float32Array): string {
+  return createHash('sha256').update(new Uint8Array(w.buffer, w.byteOffset, w.byteLength)).digest('hex');
+}
+
+/** Constant-time comparison of a presented secret with the configured one. */
+export function sameSecret(given: unknown, expected: string): boolean {
+  if (typeof given !== 'string') return false;
+  const a = createHash('sha256').update(given).digest();
+  const b = createHash('sha256').update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+export function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  if (s < 60) return `${s.toFixed(0)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.round((s % 3600) / 60)).padStart(2, '0')}m`;
+}

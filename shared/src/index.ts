@@ -1,0 +1,5 @@
+export * from './models';
+export * from './protocol';
+export * from './rng';
+export * from './shard';
+export * from './sgd';

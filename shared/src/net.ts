@@ -1,0 +1,125 @@
+// The one builder: turns a ModelSpec into TensorFlow.js computation. Written with tfjs-core ops
+// (not tf.layers) so that dropout masks come from our seeded generator and every backend
+// (cpu, wasm, webgl, webgpu) runs the identical graph.
+// The union package, not tfjs-core alone: it registers the gradient of every op.
+import * as tf from '@tensorflow/tfjs';
+import { dropoutLayers, paramLayout, type ModelSpec, type ParamInfo } from './models';
+import { dropoutMask } from './rng';
+import { IMAGE_BYTES } from './protocol';
+
+export interface ShardStats { lossSum: number; correct: number; count: number }
+
+export class Net {
+  readonly params: ParamInfo[];
+  readonly total: number;
+  /** Resident weights, one variable per parameter, in layout order. */
+  readonly vars: tf.Variable[];
+
+  constructor(readonly spec: ModelSpec) {
+    const layout = paramLayout(spec);
+    this.params = layout.params;
+    this.total = layout.total;
+    this.vars = this.params.map((p) => tf.variable(tf.zeros(p.shape), true));
+  }
+
+  /** Loads a flat weight vector (one write per variable). */
+  setWeights(flat: Float32Array): void {
+    if (flat.length !== this.total) throw new Error(`weights have ${flat.length} floats, model ${this.spec.name} needs ${this.total}`);
+    this.params.forEach((p, i) => {
+      // slice(): backends may keep a reference to the array they are given; ours is reused.
+      const t = tf.tensor(flat.slice(p.offset, p.offset + p.size), p.shape, 'float32');
+      this.vars[i].assign(t);
+      t.dispose();
+    });
+  }
+
+  /** uint8 28×28 images → float [n, input, input, 1] in [0, 1], resized bilinearly as d2l does. */
+  inputs(images: Uint8Array, count: number): tf.Tensor4D {
+    return tf.tidy(() => {
+      const x = tf.div(tf.tensor4d(images.subarray(0, count * IMAGE_BYTES), [count, 28, 28, 1], 'int32'), 255) as tf.Tensor4D;
+      const side = this.spec.input;
+      return side === 28 ? x : tf.image.resizeBilinear(x, [side, side], false, true);
+    });
+  }
+
+  /** Logits for a batch. `masks` holds one [n, units] tensor per dropout layer, or null (eval). */
+  forward(x: tf.Tensor4D, masks: tf.Tensor2D[] | null): tf.Tensor2D {
+    let h: tf.Tensor = x;
+    let v = 0;
+    let d = 0;
+    this.spec.layers.forEach((l) => {
+      switch (l.kind) {
+        case 'conv':
+          h = tf.relu(tf.add(tf.conv2d(h as tf.Tensor4D, this.vars[v] as tf.Tensor4D, l.stride, l.pad), this.vars[v + 1]));
+          v += 2;
+          break;
+        case 'pool':
+          h = tf.maxPool(h as tf.Tensor4D, l.size, l.stride, 'valid');
+          break;
+        case 'flatten':
+          h = tf.reshape(h, [h.shape[0], -1]);
+          break;
+        case 'dense':
+          h = tf.add(tf.matMul(h as tf.Tensor2D, this.vars[v] as tf.Tensor2D), this.vars[v + 1]);
+          if (l.relu) h = tf.relu(h);
+          v += 2;
+          break;
+        case 'dropout':
+          if (masks) h = tf.mul(h, masks[d]);
+          d++;
+          break;
+      }
+    });
+    return h as tf.Tensor2D;
+  }
+
+  /**
+   * The gradient SUM over a shard, read back variable by variable into `out` (never one big GPU
+   * tensor: WebGPU caps a binding at 128 MiB). Dropout masks are seeded per example.
+   */
+  async gradient(images: Uint8Array, labels: Uint8Array, count: number, seed: number, step: number, position: number, out: Float32Array): Promise<ShardStats> {
+    const masks = dropoutLayers(this.spec).map((l) => tf.tensor2d(dropoutMask(seed, step, l.layer, position, count, l.units, l.rate), [count, l.units]));
+    const x = this.inputs(images, count);
+    const y = tf.tensor1d(Int32Array.from(labels.subarray(0, count)), 'int32');
+    let correctT: tf.Scalar | null = null;
+    const { value, grads } = tf.variableGrads(() => {
+      const logits = this.forward(x, masks);
+      correctT = tf.keep(countCorrect(logits, y));
+      return lossSum(logits, y);
+    }, this.vars);
+    tf.dispose([x, y, ...masks]);
+    try {
+      for (let i = 0; i < this.params.length; i++) {
+        out.set(await grads[this.vars[i].name].data() as Float32Array, this.params[i].offset);
+      }
+      return { lossSum: (await value.data())[0], correct: (await correctT!.data())[0], count };
+    } finally {
+      tf.dispose([value, correctT!, ...Object.values(grads)]);
+    }
+  }
+
+  /** Forward only, no dropout: loss sum and correct count. */
+  async evaluate(images: Uint8Array, labels: Uint8Array, count: number): Promise<ShardStats> {
+    const [loss, correct] = tf.tidy(() => {
+      const y = tf.tensor1d(Int32Array.from(labels.subarray(0, count)), 'int32');
+      const logits = this.forward(this.inputs(images, count), null);
+      return [lossSum(logits, y), countCorrect(logits, y)];
+    });
+    try {
+      return { lossSum: (await loss.data())[0], correct: (await correct.data())[0], count };
+    } finally {
+      tf.dispose([loss, correct]);
+    }
+  }
+
+  dispose(): void { tf.dispose(this.vars); }
+}
+
+/** Sum (not mean) of the cross-entropy over the batch: the coordinator divides once. */
+function lossSum(logits: tf.Tensor2D, y: tf.Tensor1D): tf.Scalar {
+  return tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(y, 10)))) as tf.Scalar;
+}
+
+function countCorrect(logits: tf.Tensor2D, y: tf.Tensor1D): tf.Scalar {
+  return tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), y), 'int32')) as tf.Scalar;
+}

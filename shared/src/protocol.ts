@@ -1,0 +1,217 @@
+// The wire protocol: one source of truth for both ends. See PROTOCOL.md for the grammar.
+//
+// Every WebSocket message is one binary frame:
+//   u32 LE header length | msgpack header | zero padding to a multiple of 4 | raw body
+// The body (fp32 weights/gradients, uint8 images) starts 4-byte aligned in the frame, so the
+// receiver views it as a Float32Array without copying.
+import { Packr } from 'msgpackr';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Tensors larger than this travel as several frames, each a slice of the flat vector. */
+export const CHUNK_FLOATS = 2 * 1024 * 1024; // 8 MiB of fp32: far under ws's payload limit, big enough that framing costs nothing
+/** The largest frame either end accepts: one chunk plus its header, or one shard of images. */
+export const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+export const IMAGE_BYTES = 28 * 28;
+
+export const MSG = {
+  /** worker: I am here; my protocol version, token, backend and the model hashes I can build. */
+  hello: 'hello',
+  /** coordinator: you are in; your id and the run you are joining. */
+  welcome: 'welcome',
+  /** coordinator: a slice [offset, offset+n) of the weights at `version`; body fp32. */
+  weights: 'weights',
+  /** coordinator: compute this shard (train: gradient; eval: forward only); body images ++ labels. */
+  assign: 'assign',
+  /** worker: a slice of my shard's gradient SUM; body fp32. */
+  gradient: 'gradient',
+  /** worker: my shard is done: loss sum, correct count, example count and timings. */
+  result: 'result',
+  /** coordinator: the run is over (or paused); why, in words. */
+  notice: 'notice',
+} as const;
+export type MsgType = (typeof MSG)[keyof typeof MSG];
+
+/** Close codes, each with a reason string sent beside it. 1009 is ws's own "message too big". */
+export const CLOSE = {
+  /** The run finished; thank you. */
+  finished: 1000,
+  /** A frame was larger than MAX_FRAME_BYTES. */
+  tooBig: 1009,
+  /** The frame is not header+body, or the header is not msgpack. */
+  malformed: 4000,
+  /** The header's type is not one of MSG. */
+  unknownType: 4001,
+  /** A field is missing or of the wrong type or range. */
+  badField: 4002,
+  /** The hello's protocol version is not ours. */
+  protocolMismatch: 4003,
+  /** The worker cannot build this run's model (hash differs or absent). */
+  modelMismatch: 4004,
+  /** Missing or wrong token. */
+  unauthorized: 4005,
+  /** No hello within the hello timeout. */
+  helloTimeout: 4006,
+  /** A gradient or result for a step/shard this worker does not own. */
+  notOwner: 4007,
+  /** A second result for a shard already done. */
+  duplicate: 4008,
+  /** A gradient of the wrong length, or with NaN/Inf. */
+  badGradient: 4009,
+  /** Too many messages too fast. */
+  flood: 4010,
+  /** The worker does not read what we send it; its buffer grew past the limit. */
+  slowReader: 4011,
+  /** The same worker identity connected again; this older socket is dropped. */
+  replaced: 4012,
+  /** The worker missed its step deadline or heartbeat. */
+  timeout: 4013,
+  /** The coordinator is shutting down. */
+  shutdown: 4014,
+  /** A message that is valid but not allowed now (e.g. a second hello). */
+  unexpected: 4015,
+} as const;
+export type CloseCode = (typeof CLOSE)[keyof typeof CLOSE];
+export const CLOSE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(CLOSE).map(([k, v]) => [v, k]));
+
+export type WorkerKind = 'node' | 'browser';
+
+export interface Hello {
+  type: typeof MSG.hello;
+  protocol: number;
+  /** Stable identity across reconnects (a tab keeps it in sessionStorage, a process for its life). */
+  workerId: string;
+  kind: WorkerKind;
+  backend: string;
+  adapter: Record<string, unknown> | null;
+  modelHashes: Record<string, string>;
+  token?: string;
+}
+
+export interface RunInfo {
+  model: string;
+  modelHash: string;
+  seed: number;
+  batch: number;
+  lr: number;
+  paramCount: number;
+}
+
+export interface Welcome { type: typeof MSG.welcome; workerId: string; run: RunInfo }
+export interface Weights { type: typeof MSG.weights; version: number; offset: number; total: number }
+export interface Assign {
+  type: typeof MSG.assign;
+  task: 'train' | 'eval';
+  step: number;
+  shard: number;
+  /** Weights version the shard must be computed at. */
+  version: number;
+  /** Index of the shard's first example in the global batch (seeds its dropout masks). */
+  position: number;
+  count: number;
+}
+export interface Gradient { type: typeof MSG.gradient; step: number; shard: number; offset: number; total: number }
+export interface Timings { computeMs: number; encodeMs: number; sendMs: number }
+export interface Result {
+  type: typeof MSG.result;
+  task: 'train' | 'eval';
+  step: number;
+  shard: number;
+  lossSum: number;
+  correct: number;
+  count: number;
+  timings: Timings;
+}
+export interface Notice { type: typeof MSG.notice; state: string; message: string }
+
+export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice;
+
+const packr = new Packr({ useRecords: false });
+
+/** Encodes one frame. `body` is copied once into the frame, after the aligned header. */
+export function encode(header: Message, body?: ArrayBufferView): Uint8Array {
+  const head = packr.pack(header);
+  const bodyAt = align4(4 + head.length);
+  const bodyBytes = body ? body.byteLength : 0;
+  const frame = new Uint8Array(bodyAt + bodyBytes);
+  new DataView(frame.buffer).setUint32(0, head.length, true);
+  frame.set(head, 4);
+  if (body) frame.set(new Uint8Array(body.buffer, body.byteOffset, body.byteLength), bodyAt);
+  return frame;
+}
+
+export class ProtocolError extends Error {
+  constructor(public code: CloseCode, message: string) { super(message); }
+}
+
+/** Splits a frame into its header (unvalidated) and a view of its body. Throws ProtocolError. */
+export function decodeFrame(frame: Uint8Array): { header: unknown; body: Uint8Array } {
+  if (frame.byteLength < 5) throw new ProtocolError(CLOSE.malformed, `frame of ${frame.byteLength} bytes is shorter than its length prefix`);
+  const headLen = new DataView(frame.buffer, frame.byteOffset, 4).getUint32(0, true);
+  if (4 + headLen > frame.byteLength) throw new ProtocolError(CLOSE.malformed, `header length ${headLen} exceeds frame of ${frame.byteLength} bytes`);
+  let header: unknown;
+  try {
+    header = packr.unpack(frame.subarray(4, 4 + headLen));
+  } catch (e) {
+    throw new ProtocolError(CLOSE.malformed, `header is not msgpack: ${(e as Error).message}`);
+  }
+  const bodyAt = Math.min(align4(4 + headLen), frame.byteLength);
+  return { header, body: frame.subarray(bodyAt) };
+}
+
+/** Views a body as fp32 without copying when it is aligned (it is, for frames from encode()). */
+export function asFloat32(body: Uint8Array): Float32Array {
+  if (body.byteLength % 4 !== 0) throw new ProtocolError(CLOSE.badGradient, `fp32 body of ${body.byteLength} bytes is not a multiple of 4`);
+  if (body.byteOffset % 4 === 0) return new Float32Array(body.buffer, body.byteOffset, body.byteLength / 4);
+  return new Float32Array(body.slice().buffer);
+}
+
+function align4(n: number): number { return (n + 3) & ~3; }
+
+// ---- validation: everything that arrives is untrusted ----
+
+type Check = 'int' | 'num' | 'str' | 'obj' | 'bool' | 'task';
+const SCHEMA: Record<MsgType, Record<string, Check>> = {
+  hello: { protocol: 'int', workerId: 'str', kind: 'str', backend: 'str', modelHashes: 'obj' },
+  welcome: { workerId: 'str', run: 'obj' },
+  weights: { version: 'int', offset: 'int', total: 'int' },
+  assign: { task: 'task', step: 'int', shard: 'int', version: 'int', position: 'int', count: 'int' },
+  gradient: { step: 'int', shard: 'int', offset: 'int', total: 'int' },
+  result: { task: 'task', step: 'int', shard: 'int', lossSum: 'num', correct: 'int', count: 'int', timings: 'obj' },
+  notice: { state: 'str', message: 'str' },
+};
+const MSG_TYPES = new Set<string>(Object.values(MSG));
+
+function ok(v: unknown, c: Check): boolean {
+  switch (c) {
+    case 'int': return Number.isSafeInteger(v) && (v as number) >= 0;
+    case 'num': return typeof v === 'number' && Number.isFinite(v);
+    case 'str': return typeof v === 'string' && v.length <= 256;
+    case 'obj': return typeof v === 'object' && v !== null && !Array.isArray(v);
+    case 'bool': return typeof v === 'boolean';
+    case 'task': return v === 'train' || v === 'eval';
+  }
+}
+
+/** Checks a decoded header's type and the type of every required field. Throws ProtocolError. */
+export function validate(header: unknown): Message {
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new ProtocolError(CLOSE.malformed, 'header is not a map');
+  const type = (header as { type?: unknown }).type;
+  if (typeof type !== 'string' || !MSG_TYPES.has(type)) throw new ProtocolError(CLOSE.unknownType, `unknown message type ${JSON.stringify(type)?.slice(0, 40)}`);
+  for (const [field, check] of Object.entries(SCHEMA[type as MsgType])) {
+    if (!ok((header as Record<string, unknown>)[field], check)) throw new ProtocolError(CLOSE.badField, `${type}.${field} must be ${check}, got ${JSON.stringify((header as Record<string, unknown>)[field])?.slice(0, 40)}`);
+  }
+  if (type === MSG.result) {
+    const t = (header as Result).timings;
+    for (const k of ['computeMs', 'encodeMs', 'sendMs'] as const) if (!ok(t[k], 'num')) throw new ProtocolError(CLOSE.badField, `result.timings.${k} must be a finite number`);
+  }
+  return header as Message;
+}
+
+/** Splits a flat vector into CHUNK_FLOATS-sized [offset, end) ranges. */
+export function chunkRanges(total: number, chunk = CHUNK_FLOATS): [number, number][] {
+  const out: [number, number][] = [];
+  for (let o = 0; o < total; o += chunk) out.push([o, Math.min(total, o + chunk)]);
+  if (total === 0) out.push([0, 0]);
+  return out;
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+// The suite starts real coordinators, workers and browsers: on a 2-core machine files run one
+// at a time so that they don't starve each other.
+export default defineConfig({
+  test: {
+    include: ['tests/**/*.test.ts'],
+    fileParallelism: false,
+    testTimeout: 300_000,
+    hookTimeout: 120_000,
+    reporters: ['verbose'],
+  },
+});
