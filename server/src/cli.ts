@@ -34,6 +34,8 @@ serve options:
   --host ADDR         address to listen on (default ${DEFAULTS.host}: reachable from the LAN)
   --data DIR          folder with the four Fashion-MNIST IDX .gz files (default ${DEFAULT_DATA_DIR})
   --min-workers N     workers to wait for before the first step (default ${DEFAULTS.minWorkers})
+  --balance MODE      speed: shard sizes follow each worker's measured examples/s (default);
+                      equal: even shards, bit-reproducible runs (fp32 sums depend on the split)
   --max-steps N       stop after N steps in all (smoke runs); a partial epoch skips the test evaluation
   --eval-examples N   test images evaluated per epoch (default all ${DEFAULTS.evalExamples.toLocaleString('en-US')})
   --local-workers N   also start N Node workers on this machine (default 0)
@@ -94,11 +96,12 @@ async function serve(argv: string[]): Promise<void> {
       seed: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, data: { type: 'string' },
       'min-workers': { type: 'string' }, 'max-steps': { type: 'string' }, 'eval-examples': { type: 'string' },
       'local-workers': { type: 'string' }, 'local-backend': { type: 'string', default: 'wasm' }, token: { type: 'string' },
-      summary: { type: 'string' }, 'weights-out': { type: 'string' },
+      summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string', default: DEFAULTS.balance },
     },
   });
   if (!MODELS[v.model!]) throw new UsageError(`unknown model '${v.model}'. Models:\n${modelList()}`);
   if (!['wasm', 'cpu'].includes(v['local-backend']!)) throw new UsageError(`--local-backend must be wasm or cpu, got '${v['local-backend']}'`);
+  if (v.balance !== 'speed' && v.balance !== 'equal') throw new UsageError(`--balance must be speed or equal, got '${v.balance}'`);
   const localWorkers = int(v['local-workers'], 'local-workers') ?? 0;
   const dataDir = v.data ?? DEFAULT_DATA_DIR;
   const data = loadFashionMnist(dataDir);
@@ -109,7 +112,7 @@ async function serve(argv: string[]): Promise<void> {
     lr: num(v.lr, 'lr'), seed: int(v.seed, 'seed') ?? DEFAULTS.seed, port: int(v.port, 'port') ?? DEFAULTS.port, host: v.host ?? DEFAULTS.host,
     minWorkers: int(v['min-workers'], 'min-workers', 1) ?? Math.max(DEFAULTS.minWorkers, localWorkers),
     maxSteps: int(v['max-steps'], 'max-steps', 1), evalExamples: int(v['eval-examples'], 'eval-examples', 1) ?? DEFAULTS.evalExamples,
-    token: v.token, helloTimeoutMs: DEFAULTS.helloTimeoutMs,
+    balance: v.balance, token: v.token, helloTimeoutMs: DEFAULTS.helloTimeoutMs,
     log,
     progress: tty ? (line) => process.stdout.write(`\r\x1b[K${line}`) : log,
   }, data);

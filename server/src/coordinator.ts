@@ -14,6 +14,7 @@ import {
 } from '@tabtrain/shared';
 import { firstNonFinite, sumInOrder } from './aggregate';
 import { gather, type Dataset, type Split } from './data';
+import { serveStatic } from './static';
 
 export interface CoordinatorOptions {
   model: string;
@@ -25,6 +26,12 @@ export interface CoordinatorOptions {
   host: string;
   minWorkers: number;
   maxSteps?: number;
+  /**
+   * How shards are sized: 'speed' in proportion to each worker's measured examples/s (no step
+   * waits on a slow tab), 'equal' evenly. Both give the exact batch gradient; only 'equal' is
+   * bit-reproducible, because fp32 sums depend on where the batch is cut.
+   */
+  balance: 'speed' | 'equal';
   token?: string;
   /** Test images evaluated at each epoch's end (d2l: all 10,000). */
   evalExamples: number;
@@ -38,7 +45,7 @@ export interface CoordinatorOptions {
 }
 
 export const DEFAULTS = {
-  epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1,
+  epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1, balance: 'speed',
   evalExamples: 10_000, helloTimeoutMs: 10_000,
 } as const;
 
@@ -174,6 +181,7 @@ export class Coordinator {
       res.end(JSON.stringify(this.status()));
       return;
     }
+    if (path !== '/ws') return serveStatic(req, res, this.opts.staticDir);
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end(`not found: ${path}\n`);
   }
@@ -377,7 +385,7 @@ export class Coordinator {
   /** One synchronous step over `indices` (positions in the training set). Returns its stats. */
   async trainStep(indices: Uint32Array): Promise<{ lossSum: number; correct: number; count: number }> {
     const live = this.workers();
-    const plan = planShards(indices.length, live.map((c) => c.speed || 1));
+    const plan = planShards(indices.length, live.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)));
     const tasks: Task[] = plan.map((p) => ({
       kind: 'train', step: this.step, shard: p.id, position: p.position, count: p.count,
       indices: indices.subarray(p.position, p.position + p.count), split: this.data.train,

@@ -1,0 +1,52 @@
+// Real runs for tests: a real coordinator on port 0, real worker processes, real Fashion-MNIST.
+import type { ChildProcess } from 'node:child_process';
+import { Coordinator, DEFAULTS, type CoordinatorOptions, type Summary } from '../../server/src/coordinator';
+import { loadFashionMnist, type Dataset } from '../../server/src/data';
+import { spawnWorker } from '../../server/src/cli';
+
+let dataset: Dataset | null = null;
+/** The real dataset, loaded once per test file. */
+export function data(): Dataset {
+  dataset ??= loadFashionMnist();
+  return dataset;
+}
+
+export type TestRunOptions = Partial<CoordinatorOptions> & { model: string };
+
+export async function startCoordinator(opts: TestRunOptions): Promise<{ coord: Coordinator; port: number; url: string; lines: string[] }> {
+  const lines: string[] = [];
+  const coord = new Coordinator({
+    epochs: 1, batch: 16, seed: 7, balance: 'equal', port: 0, host: '127.0.0.1', minWorkers: 1, evalExamples: 1000,
+    helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {}, ...opts,
+  }, data());
+  const port = await coord.listen();
+  return { coord, port, url: `ws://127.0.0.1:${port}/ws`, lines };
+}
+
+export function workers(url: string, n: number, args: string[] = ['--backend', 'wasm']): ChildProcess[] {
+  return Array.from({ length: n }, () => spawnWorker(url, [...args, '--quiet'], 'pipe'));
+}
+
+export function kill(procs: ChildProcess[]): void {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+}
+
+/** Trains to the end with `n` local worker processes; returns the summary and a copy of the weights. */
+export async function trainWith(n: number, opts: TestRunOptions, workerArgs?: string[]): Promise<{ summary: Summary; weights: Float32Array; lines: string[] }> {
+  const { coord, url, lines } = await startCoordinator({ minWorkers: n, ...opts });
+  const procs = workers(url, n, workerArgs);
+  try {
+    const summary = await coord.train();
+    return { summary, weights: coord.weights.slice(), lines };
+  } finally {
+    await coord.close();
+    kill(procs);
+  }
+}
+
+export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) throw new Error(`lengths differ: ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { Packr } from 'msgpackr';
+import { CLOSE, MSG, PROTOCOL_VERSION, ProtocolError, asFloat32, chunkRanges, decodeFrame, encode, validate, zooHashes } from '@tabtrain/shared';
+
+function codeOf(f: () => unknown): number | undefined {
+  try { f(); } catch (e) { return e instanceof ProtocolError ? e.code : -1; }
+  return undefined;
+}
+
+describe('protocol framing', () => {
+  it('round-trips a header and an fp32 body, viewing the body without a copy', () => {
+    const grad = new Float32Array([1.5, -2, 3e-8, 0, 7]);
+    const frame = encode({ type: MSG.gradient, step: 3, shard: 1, offset: 10, total: 99 }, grad);
+    const { header, body } = decodeFrame(frame);
+    expect(validate(header)).toEqual({ type: 'gradient', step: 3, shard: 1, offset: 10, total: 99 });
+    const view = asFloat32(body);
+    expect(Array.from(view)).toEqual(Array.from(grad));
+    expect(view.buffer).toBe(frame.buffer); // a view, not a copy
+    expect(body.byteOffset % 4).toBe(0);
+  });
+
+  it('copies only when the frame itself sits at an unaligned offset', () => {
+    const frame = encode({ type: MSG.weights, version: 1, offset: 0, total: 2 }, new Float32Array([1, 2]));
+    const shifted = new Uint8Array(frame.length + 1).subarray(1);
+    shifted.set(frame);
+    expect(Array.from(asFloat32(decodeFrame(shifted).body))).toEqual([1, 2]);
+  });
+
+  it('names what is wrong with a bad frame', () => {
+    expect(codeOf(() => decodeFrame(new Uint8Array([1, 2])))).toBe(CLOSE.malformed);
+    expect(codeOf(() => decodeFrame(new Uint8Array([255, 255, 0, 0, 1, 2, 3])))).toBe(CLOSE.malformed);
+    const junk = new Uint8Array([3, 0, 0, 0, 0xc1, 0xc1, 0xc1]); // 0xc1 is never valid msgpack
+    expect(codeOf(() => decodeFrame(junk))).toBe(CLOSE.malformed);
+    expect(codeOf(() => validate([1, 2]))).toBe(CLOSE.malformed);
+    expect(codeOf(() => validate({ type: 'launch-missiles' }))).toBe(CLOSE.unknownType);
+    expect(codeOf(() => validate({ type: 'gradient', step: '3', shard: 0, offset: 0, total: 1 }))).toBe(CLOSE.badField);
+    expect(codeOf(() => validate({ type: 'gradient', step: -1, shard: 0, offset: 0, total: 1 }))).toBe(CLOSE.badField);
+    expect(codeOf(() => validate({ type: 'result', task: 'train', step: 0, shard: 0, lossSum: NaN, correct: 0, count: 1, timings: {} }))).toBe(CLOSE.badField);
+    expect(codeOf(() => validate({ type: 'result', task: 'train', step: 0, shard: 0, lossSum: 1, correct: 0, count: 1, timings: { computeMs: 1, encodeMs: 1 } }))).toBe(CLOSE.badField);
+    expect(codeOf(() => asFloat32(new Uint8Array(6)))).toBe(CLOSE.badGradient);
+  });
+
+  it('accepts a well-formed hello from msgpack written by someone else', () => {
+    const head = new Packr().pack({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', kind: 'node', backend: 'cpu', adapter: null, modelHashes: zooHashes() });
+    const frame = new Uint8Array(4 + head.length);
+    new DataView(frame.buffer).setUint32(0, head.length, true);
+    frame.set(head, 4);
+    expect(validate(decodeFrame(frame).header).type).toBe('hello');
+  });
+
+  it('chunks a vector into ranges that cover it exactly', () => {
+    expect(chunkRanges(10, 4)).toEqual([[0, 4], [4, 8], [8, 10]]);
+    expect(chunkRanges(8, 4)).toEqual([[0, 4], [4, 8]]);
+    expect(chunkRanges(0, 4)).toEqual([[0, 0]]);
+  });
+
+  it('close codes are unique', () => {
+    const codes = Object.values(CLOSE);
+    expect(new Set(codes).size).toBe(codes.length);
+  });
+});
