@@ -5,6 +5,7 @@
 // version+1. Shards wait in a queue, so a shard whose worker vanishes goes to the next idle one
 // and the step's gradient stays the exact gradient of the whole batch.
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
@@ -100,6 +101,9 @@ interface Task {
   received: number;
   grad: Float32Array | null;
   result: Result | null;
+  /** Connection that delivered the result, and when (performance.now()). */
+  doneBy: number | null;
+  doneAt: number;
 }
 
 export interface EpochMetrics {
@@ -113,6 +117,31 @@ export interface EpochMetrics {
   seconds: number;
 }
 
+/** Where one step's wall time went; emitted as the 'step' event after every step. */
+export interface StepRecord {
+  step: number;
+  epoch: number;
+  examples: number;
+  loss: number;
+  acc: number;
+  wallMs: number;
+  /** From the first assign sent until the last shard's result arrived. */
+  collectMs: number;
+  /** Slowest shard's compute and upload, as the worker measured them. */
+  computeMs: number;
+  uploadMs: number;
+  aggregateMs: number;
+  applyMs: number;
+  /** Encoding the new weights into frames (sending them overlaps the next step's dispatch). */
+  broadcastMs: number;
+  /** Connection id of the worker whose result came last: the one the step waited for. */
+  straggler: number | null;
+  shards: { shard: number; worker: number | null; count: number; computeMs: number; uploadMs: number }[];
+  at: number;
+}
+
+export type RunState = 'waiting' | 'running' | 'paused' | 'evaluating' | 'finished' | 'stopped' | 'failed';
+
 export interface Summary {
   model: string;
   modelHash: string;
@@ -125,7 +154,7 @@ export interface Summary {
   seconds: number;
   workersSeen: number;
   weightsSha256: string;
-  stoppedBy: 'epochs' | 'max-steps';
+  stoppedBy: 'epochs' | 'max-steps' | 'stop';
 }
 
 export class Coordinator {
@@ -148,8 +177,24 @@ export class Coordinator {
   private waitingSince = 0;
   readonly history: EpochMetrics[] = [];
   private closed = false;
+  /**
+   * 'step' (StepRecord), 'epoch' (EpochMetrics), 'log' (string), 'state' (RunState), 'workers' ()
+   * for the dashboard, metrics and logs; listeners must be cheap (they run on the training path).
+   */
+  readonly events = new EventEmitter();
+  state: RunState = 'waiting';
+  stateReason = '';
+  private paused = false;
+  private stopRequested = false;
+  private resumeWaiters: (() => void)[] = [];
+  readonly startedAt = Date.now();
+  lastStep: StepRecord | null = null;
 
-  constructor(readonly opts: CoordinatorOptions, readonly data: Dataset) {
+  readonly opts: CoordinatorOptions;
+
+  constructor(opts: CoordinatorOptions, readonly data: Dataset) {
+    const log = opts.log;
+    this.opts = { ...opts, log: (line) => { log(line); this.events.emit('log', line); } };
     this.spec = getModel(opts.model);
     const { total } = paramLayout(this.spec);
     this.run = { model: this.spec.name, modelHash: modelHash(this.spec), seed: opts.seed, batch: opts.batch, lr: opts.lr ?? this.spec.lr, paramCount: total };
@@ -241,6 +286,7 @@ export class Coordinator {
       this.opts.log(`shard ${t.step}/${t.shard} (${t.count} examples) goes back to the queue`);
     }
     if (this.workers().length === 0 && !this.closed) this.noteWaiting();
+    this.events.emit('workers');
     this.dispatch();
   }
 
@@ -269,6 +315,8 @@ export class Coordinator {
     Object.assign(conn, { state: CONN.idle, workerId: h.workerId, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now() });
     this.sendFrame(conn, encode({ type: MSG.welcome, workerId: h.workerId, run: this.run }));
     this.opts.log(`worker #${conn.id} joined: ${h.kind}/${h.backend} from ${conn.remote} (${this.workers().length} connected)`);
+    if (this.state === 'waiting' && this.step > 0) this.setState(this.paused ? 'paused' : 'running');
+    this.events.emit('workers');
     this.dispatch();
   }
 
@@ -291,6 +339,8 @@ export class Coordinator {
     if (t.kind === 'train' && t.received !== this.run.paramCount) throw new ProtocolError(CLOSE.badGradient, `result after ${t.received} of ${this.run.paramCount} gradient floats`);
     t.done = true;
     t.result = r;
+    t.doneBy = conn.id;
+    t.doneAt = performance.now();
     conn.task = null;
     conn.state = CONN.idle;
     conn.shardsDone++;
@@ -360,6 +410,7 @@ export class Coordinator {
 
   private noteWaiting(): void {
     this.waitingSince = Date.now();
+    if (this.state === 'running' || this.state === 'evaluating') this.setState('waiting', 'no workers connected');
     this.opts.log(`waiting for workers: ${this.workers().length} connected, run paused until one joins (need ${this.opts.minWorkers} to start)`);
   }
 
@@ -376,30 +427,87 @@ export class Coordinator {
 
   private async waitForWorkers(n: number): Promise<void> {
     if (this.workers().length >= n) return;
+    if (this.closed) throw new RunStopped();
     this.opts.log(`waiting for ${n} worker${n > 1 ? 's' : ''} on ws://<this host>:<port>/ws (${this.workers().length} connected)`);
     while (this.workers().length < n && !this.closed) await new Promise((r) => setTimeout(r, 100));
+  }
+
+  // ---- control ----
+
+  private setState(state: RunState, reason = ''): void {
+    if (this.state === state && this.stateReason === reason) return;
+    this.state = state;
+    this.stateReason = reason;
+    this.events.emit('state', state);
+  }
+
+  /** Holds the run before its next step until resume() or stop(). */
+  pause(reason = 'paused by an operator'): void {
+    if (this.paused || this.closed) return;
+    this.paused = true;
+    this.opts.log(`pausing after step ${this.step}: ${reason}`);
+    this.setState('paused', reason);
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.opts.log(`resuming at step ${this.step}`);
+    this.setState('running');
+    for (const w of this.resumeWaiters.splice(0)) w();
+  }
+
+  /** Ends the run after the current step; train() then returns its summary as usual. */
+  stop(reason = 'stopped by an operator'): void {
+    if (this.stopRequested) return;
+    this.stopRequested = true;
+    this.stateReason = reason;
+    this.opts.log(`stopping after step ${this.step}: ${reason}`);
+    this.resume();
+  }
+
+  private async whilePaused(): Promise<void> {
+    while (this.paused && !this.stopRequested && !this.closed) await new Promise<void>((r) => this.resumeWaiters.push(r));
   }
 
   // ---- training ----
 
   /** One synchronous step over `indices` (positions in the training set). Returns its stats. */
   async trainStep(indices: Uint32Array): Promise<{ lossSum: number; correct: number; count: number }> {
+    const t0 = performance.now();
     const live = this.workers();
     const plan = planShards(indices.length, live.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)));
     const tasks: Task[] = plan.map((p) => ({
       kind: 'train', step: this.step, shard: p.id, position: p.position, count: p.count,
       indices: indices.subarray(p.position, p.position + p.count), split: this.data.train,
-      owner: null, done: false, received: 0, grad: null, result: null,
+      owner: null, done: false, received: 0, grad: null, result: null, doneBy: null, doneAt: 0,
     }));
     await this.execute(tasks);
+    const t1 = performance.now();
     const grads = tasks.map((t) => t.grad!);
     sumInOrder(grads, this.gradSum);
     for (const g of grads) this.bufferPool.push(g);
+    const t2 = performance.now();
     sgdStep(this.weights, this.gradSum, this.run.lr, indices.length);
     this.version++;
     this.step++;
+    const t3 = performance.now();
+    this.encodedWeights();
+    const t4 = performance.now();
     const sum = (f: (r: Result) => number) => tasks.reduce((a, t) => a + f(t.result!), 0);
-    return { lossSum: sum((r) => r.lossSum), correct: sum((r) => r.correct), count: indices.length };
+    const stats = { lossSum: sum((r) => r.lossSum), correct: sum((r) => r.correct), count: indices.length };
+    const last = tasks.reduce((a, t) => (t.doneAt > a.doneAt ? t : a));
+    const upload = (r: Result) => r.timings.encodeMs + r.timings.sendMs;
+    this.lastStep = {
+      step: this.step, epoch: this.epoch + 1, examples: indices.length, loss: stats.lossSum / stats.count, acc: stats.correct / stats.count,
+      wallMs: t4 - t0, collectMs: t1 - t0, computeMs: Math.max(...tasks.map((t) => t.result!.timings.computeMs)),
+      uploadMs: Math.max(...tasks.map((t) => upload(t.result!))), aggregateMs: t2 - t1, applyMs: t3 - t2, broadcastMs: t4 - t3,
+      straggler: tasks.length > 1 ? last.doneBy : null,
+      shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!) })),
+      at: Date.now(),
+    };
+    this.events.emit('step', this.lastStep);
+    return stats;
   }
 
   /** Test accuracy at the current weights, forward only, split over the workers. */
@@ -409,56 +517,81 @@ export class Coordinator {
     for (let o = 0, shard = 0; o < n; o += this.opts.batch, shard++) {
       const count = Math.min(this.opts.batch, n - o);
       const indices = new Uint32Array(count).map((_, i) => o + i);
-      tasks.push({ kind: 'eval', step: this.step, shard, position: o, count, indices, split: this.data.test, owner: null, done: false, received: 0, grad: null, result: null });
+      tasks.push({ kind: 'eval', step: this.step, shard, position: o, count, indices, split: this.data.test, owner: null, done: false, received: 0, grad: null, result: null, doneBy: null, doneAt: 0 });
     }
     await this.execute(tasks);
     return tasks.reduce((a, t) => a + t.result!.correct, 0) / n;
   }
 
+  /**
+   * Trains from the current position (step 0, or a checkpoint's) to the end. The position in the
+   * run is derived from `step` alone: epoch = step ÷ steps-per-epoch, so a resumed run replays
+   * exactly the batches an uninterrupted one would.
+   */
   async train(): Promise<Summary> {
     const { epochs, batch, seed } = this.opts;
     const n = this.data.train.count;
     const perEpoch = stepsPerEpoch(n, batch);
-    const maxSteps = this.opts.maxSteps ?? Infinity;
-    await this.waitForWorkers(this.opts.minWorkers);
+    const maxSteps = Math.min(this.opts.maxSteps ?? Infinity, epochs * perEpoch);
     const t0 = performance.now();
-    let trainSeconds = 0;
-    let stoppedBy: Summary['stoppedBy'] = 'epochs';
-    for (this.epoch = 0; this.epoch < epochs && !this.closed; this.epoch++) {
-      const order = epochOrder(n, seed, this.epoch);
-      let lossSum = 0, correct = 0, examples = 0, stepSeconds = 0, steps = 0;
-      const e0 = performance.now();
-      let lastProgress = 0;
-      for (let s = 0; s < perEpoch && !this.closed; s++) {
-        if (this.step >= maxSteps) { stoppedBy = 'max-steps'; break; }
+    let lastProgress = 0;
+    try {
+      this.setState('waiting', `waiting for ${this.opts.minWorkers} worker(s)`);
+      await this.waitForWorkers(this.opts.minWorkers);
+      this.setState('running');
+      while (this.step < maxSteps && !this.closed && !this.stopRequested) {
+        this.epoch = Math.floor(this.step / perEpoch);
+        const s = this.step % perEpoch;
+        const order = epochOrder(n, seed, this.epoch);
+        await this.whilePaused();
+        if (this.stopRequested || this.closed) break;
         const s0 = performance.now();
         const r = await this.trainStep(order.subarray(s * batch, Math.min(n, (s + 1) * batch)));
-        stepSeconds += (performance.now() - s0) / 1000;
-        lossSum += r.lossSum; correct += r.correct; examples += r.count; steps++;
-        if (performance.now() - lastProgress > 1000 || s === perEpoch - 1) {
+        const acc = this.epochAcc;
+        acc.seconds += (performance.now() - s0) / 1000;
+        acc.lossSum += r.lossSum; acc.correct += r.correct; acc.examples += r.count; acc.steps++;
+        const epochEnd = s === perEpoch - 1;
+        if (performance.now() - lastProgress > 1000 || epochEnd) {
           lastProgress = performance.now();
-          const eta = (stepSeconds / steps) * (Math.min(perEpoch, steps + maxSteps - this.step) - steps);
-          this.opts.progress(`epoch ${this.epoch + 1}/${epochs} step ${s + 1}/${perEpoch}: loss ${(lossSum / examples).toFixed(3)}, train acc ${(correct / examples).toFixed(3)}, ${(examples / stepSeconds).toFixed(1)} examples/sec, ${this.workers().length} workers, epoch eta ${formatSeconds(eta)}`);
+          const left = Math.min(perEpoch - s - 1, maxSteps - this.step);
+          this.opts.progress(`epoch ${this.epoch + 1}/${epochs} step ${s + 1}/${perEpoch}: loss ${(acc.lossSum / acc.examples).toFixed(3)}, train acc ${(acc.correct / acc.examples).toFixed(3)}, ${(acc.examples / acc.seconds).toFixed(1)} examples/sec, ${this.workers().length} workers, epoch eta ${formatSeconds((acc.seconds / acc.steps) * left)}`);
         }
+        if (epochEnd) await this.endEpoch(false);
+        else await this.afterStep?.(this);
       }
-      if (steps === 0) break;
-      trainSeconds += stepSeconds;
-      const partial = examples < n;
-      // A smoke run cut short by --max-steps skips the 10,000-image evaluation of a partial epoch.
-      const testAcc = partial ? null : await this.evaluate();
-      const m: EpochMetrics = { epoch: this.epoch + 1, steps, examples, loss: lossSum / examples, trainAcc: correct / examples, testAcc, examplesPerSec: examples / stepSeconds, seconds: (performance.now() - e0) / 1000 };
-      this.history.push(m);
-      this.opts.log(`epoch ${m.epoch}${partial ? ' (partial)' : ''}: loss ${m.loss.toFixed(3)}, train acc ${m.trainAcc.toFixed(3)}, test acc ${testAcc === null ? 'n/a' : testAcc.toFixed(3)}, ${m.examplesPerSec.toFixed(1)} examples/sec`);
-      if (partial) { stoppedBy = 'max-steps'; break; }
+      // A run cut short mid-epoch records the partial epoch; it skips the 10,000-image evaluation.
+      if (this.epochAcc.steps > 0) await this.endEpoch(true);
+    } catch (e) {
+      if (!(e instanceof RunStopped)) { this.setState('failed', (e as Error).message); throw e; }
     }
+    this.setState(this.stopRequested ? 'stopped' : 'finished', this.stopRequested ? this.stateReason : `${this.step} steps done`);
     const examples = this.history.reduce((a, m) => a + m.examples, 0);
+    const trainSeconds = this.history.reduce((a, m) => a + m.examples / m.examplesPerSec, 0);
     return {
       model: this.spec.name, modelHash: this.run.modelHash, paramCount: this.run.paramCount,
       config: { epochs, batch, lr: this.run.lr, seed, minWorkers: this.opts.minWorkers, maxSteps: this.opts.maxSteps ?? null, evalExamples: this.opts.evalExamples },
       steps: this.step, examples, epochs: this.history, examplesPerSec: examples / Math.max(trainSeconds, 1e-9),
       seconds: (performance.now() - t0) / 1000, workersSeen: this.nextConnId - 1,
-      weightsSha256: weightsSha256(this.weights), stoppedBy,
+      weightsSha256: weightsSha256(this.weights), stoppedBy: this.step >= epochs * perEpoch ? 'epochs' : this.stopRequested ? 'stop' : 'max-steps',
     };
+  }
+
+  /** Training totals of the epoch in progress (checkpointed with the weights). */
+  epochAcc = { steps: 0, examples: 0, lossSum: 0, correct: 0, seconds: 0 };
+  /** Called after each step that does not end an epoch, and after each epoch (checkpoints). */
+  afterStep: ((c: Coordinator) => Promise<void> | void) | null = null;
+
+  private async endEpoch(partial: boolean): Promise<void> {
+    const acc = this.epochAcc;
+    this.setState('evaluating');
+    const testAcc = partial ? null : await this.evaluate();
+    this.setState(this.paused ? 'paused' : 'running', this.paused ? this.stateReason : '');
+    const m: EpochMetrics = { epoch: this.epoch + 1, steps: acc.steps, examples: acc.examples, loss: acc.lossSum / acc.examples, trainAcc: acc.correct / acc.examples, testAcc, examplesPerSec: acc.examples / acc.seconds, seconds: acc.seconds };
+    this.history.push(m);
+    this.epochAcc = { steps: 0, examples: 0, lossSum: 0, correct: 0, seconds: 0 };
+    this.opts.log(`epoch ${m.epoch}${partial ? ' (partial)' : ''}: loss ${m.loss.toFixed(3)}, train acc ${m.trainAcc.toFixed(3)}, test acc ${testAcc === null ? 'n/a' : testAcc.toFixed(3)}, ${m.examplesPerSec.toFixed(1)} examples/sec`);
+    this.events.emit('epoch', m);
+    if (!partial) await this.afterStep?.(this);
   }
 
   status() {
