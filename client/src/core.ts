@@ -128,6 +128,8 @@ export class WorkerCore {
       }
     }
     await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs, sendMs } }));
+    const mem = tf.memory();
+    await this.send(encode({ type: MSG.status, tensors: mem.numTensors, bytes: mem.numBytes }));
     this.update({
       state: 'idle', computeMs, uploadMs: encodeMs + sendMs,
       examplesPerSec: a.task === 'train' ? (a.count * 1000) / (computeMs + encodeMs + sendMs) : this.status.examplesPerSec,

@@ -1,13 +1,14 @@
 // `tabtrain`: the command line. `serve` runs a coordinator (optionally with local workers),
 // `worker` joins one as a headless Node worker.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { MODELS, paramLayout } from '@tabtrain/shared';
 import { Coordinator, DEFAULTS, type Summary } from './coordinator';
 import { DataError, DEFAULT_DATA_DIR, loadFashionMnist } from './data';
+import { CheckpointError, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint';
+import { exportLayersModel } from './export';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -41,8 +42,16 @@ serve options:
   --local-workers N   also start N Node workers on this machine (default 0)
   --local-backend B   backend of the local workers: wasm | cpu (default wasm)
   --token T           workers must present this token
+  --admin-token T     pause/resume/stop from the dashboard need this token (without it: read-only)
+  --log FILE          append a JSONL metrics log: one line per step, per epoch and per state change
   --summary FILE      write a JSON summary: config, per-epoch metrics, examples/s, SHA-256 of the weights
   --weights-out FILE  write the final weights: raw little-endian fp32 in parameter order (see README)
+  --checkpoint DIR    save weights, step, data-order seed and metrics to DIR atomically, every
+                      --checkpoint-every N steps (default 100), at each epoch's end and on exit
+  --resume DIR        continue the run saved in DIR (its model and hyper-parameters; --epochs may extend it)
+  --export DIR        at the end, write the model in TensorFlow.js LayersModel format (model.json + weights.bin)
+  --deadline-ms N     a shard not returned in N ms goes to another worker (default: 5× the worker's
+                      measured time, at least 120 s)
 
 worker options:
   --url URL           coordinator WebSocket, e.g. ws://host:8080/ws
@@ -76,12 +85,6 @@ function num(v: string | undefined, name: string): number | undefined {
   return n;
 }
 
-/** Writes a file atomically: a crash leaves the old file or the new one, never half of one. */
-export function writeAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data);
-  renameSync(tmp, path);
-}
 
 /** Spawns a worker process running this CLI. */
 export function spawnWorker(url: string, args: string[] = [], stdio: 'inherit' | 'pipe' = 'inherit'): ChildProcess {
@@ -96,9 +99,24 @@ async function serve(argv: string[]): Promise<void> {
       seed: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, data: { type: 'string' },
       'min-workers': { type: 'string' }, 'max-steps': { type: 'string' }, 'eval-examples': { type: 'string' },
       'local-workers': { type: 'string' }, 'local-backend': { type: 'string', default: 'wasm' }, token: { type: 'string' },
-      summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string', default: DEFAULTS.balance },
+      'admin-token': { type: 'string' }, log: { type: 'string' },
+      summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
+      checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
+      export: { type: 'string' },
     },
   });
+  // A resumed run takes its model and hyper-parameters from the checkpoint; --epochs may extend it.
+  const resumed = v.resume ? loadCheckpoint(v.resume) : null;
+  if (resumed) {
+    const c = resumed.ckpt;
+    for (const [flag, given, saved] of [['model', argv.includes('--model') ? v.model : undefined, c.model], ['batch', v.batch, String(c.config.batch)], ['seed', v.seed, String(c.config.seed)], ['lr', v.lr, String(c.config.lr)]] as const) {
+      if (given !== undefined && String(given) !== saved) throw new UsageError(`--${flag} ${given} conflicts with the checkpoint's ${saved}; a resumed run keeps its hyper-parameters`);
+    }
+    v.model = c.model; v.batch = String(c.config.batch); v.seed = String(c.config.seed); v.lr = String(c.config.lr);
+    v.epochs ??= String(c.config.epochs); v.balance ??= c.config.balance;
+    v.checkpoint ??= v.resume;
+  }
+  v.balance ??= DEFAULTS.balance;
   if (!MODELS[v.model!]) throw new UsageError(`unknown model '${v.model}'. Models:\n${modelList()}`);
   if (!['wasm', 'cpu'].includes(v['local-backend']!)) throw new UsageError(`--local-backend must be wasm or cpu, got '${v['local-backend']}'`);
   if (v.balance !== 'speed' && v.balance !== 'equal') throw new UsageError(`--balance must be speed or equal, got '${v.balance}'`);
@@ -112,26 +130,39 @@ async function serve(argv: string[]): Promise<void> {
     lr: num(v.lr, 'lr'), seed: int(v.seed, 'seed') ?? DEFAULTS.seed, port: int(v.port, 'port') ?? DEFAULTS.port, host: v.host ?? DEFAULTS.host,
     minWorkers: int(v['min-workers'], 'min-workers', 1) ?? Math.max(DEFAULTS.minWorkers, localWorkers),
     maxSteps: int(v['max-steps'], 'max-steps', 1), evalExamples: int(v['eval-examples'], 'eval-examples', 1) ?? DEFAULTS.evalExamples,
-    balance: v.balance, token: v.token, helloTimeoutMs: DEFAULTS.helloTimeoutMs,
+    balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log, helloTimeoutMs: DEFAULTS.helloTimeoutMs, deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
     log,
     progress: tty ? (line) => process.stdout.write(`\r\x1b[K${line}`) : log,
   }, data);
+  if (resumed) {
+    coord.restore({ step: resumed.ckpt.step, weights: resumed.weights, epochAcc: resumed.ckpt.epochAcc, history: resumed.ckpt.history });
+    log(`resumed from ${v.resume} at step ${coord.step} (epoch ${Math.floor(coord.step / Math.ceil(data.train.count / coord.opts.batch)) + 1}), weights sha256 ${resumed.ckpt.weightsSha256.slice(0, 16)}…`);
+  }
+  const checkpointEvery = int(v['checkpoint-every'], 'checkpoint-every', 1) ?? 100;
+  if (v.checkpoint) {
+    const dir = v.checkpoint;
+    coord.afterStep = (c) => {
+      // Every N steps, and at each epoch's end (the epoch accumulator has just been reset).
+      if (c.step % checkpointEvery === 0 || c.epochAcc.steps === 0) saveCheckpoint(dir, c);
+    };
+  }
   const port = await coord.listen();
   log(`tabtrain ${coord.spec.name} (${coord.run.paramCount.toLocaleString('en-US')} parameters), lr ${coord.run.lr}, batch ${coord.opts.batch}, ${coord.opts.epochs} epochs, data ${dataDir}`);
   log(`listening on http://${coord.opts.host}:${port}/ — workers: ws://<host>:${port}/ws`);
+  log(`dashboard: http://${coord.opts.host}:${port}/dashboard (${coord.dashboard.control === 'admin' ? 'controls need --admin-token' : 'read-only: no --admin-token'}), metrics: /metrics`);
   const children: ChildProcess[] = [];
   const url = `ws://127.0.0.1:${port}/ws`;
   for (let i = 0; i < localWorkers; i++) {
     children.push(spawnWorker(url, ['--backend', v['local-backend']!, '--quiet', ...(v.token ? ['--token', v.token] : [])]));
   }
-  const stop = async (signal: string) => {
-    log(`${signal}: stopping`);
-    await coord.close();
-    for (const c of children) c.kill();
-    process.exit(130);
+  // First signal: finish the step in hand, then save and exit as at the end. Second: exit now.
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    if (++signals > 1) { for (const c of children) c.kill(); process.exit(130); }
+    coord.stop(`${signal}; press Ctrl-C again to quit without saving`);
   };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
   let summary: Summary;
   try {
     summary = await coord.train();
@@ -140,10 +171,12 @@ async function serve(argv: string[]): Promise<void> {
     for (const c of children) c.kill();
   }
   log(`done: ${summary.steps} steps, ${summary.examplesPerSec.toFixed(1)} examples/sec, weights sha256 ${summary.weightsSha256.slice(0, 16)}…`);
-  if (v.summary) { writeAtomic(v.summary, JSON.stringify(summary, null, 2) + '\n'); log(`summary written to ${v.summary}`); }
+  if (v.checkpoint) { saveCheckpoint(v.checkpoint, coord); log(`checkpoint at step ${coord.step} written to ${v.checkpoint}`); }
+  if (v.export) { await exportLayersModel(coord.spec, coord.weights, v.export); log(`TensorFlow.js LayersModel written to ${v.export}/model.json`); }
+  if (v.summary) { writeFileAtomic(v.summary, JSON.stringify(summary, null, 2) + '\n'); log(`summary written to ${v.summary}`); }
   if (v['weights-out']) {
     const w = coord.weights;
-    writeAtomic(v['weights-out'], new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
+    writeFileAtomic(v['weights-out'], new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
     log(`weights written to ${v['weights-out']} (${w.length.toLocaleString('en-US')} fp32, little-endian, parameter order)`);
   }
 }
@@ -173,7 +206,7 @@ async function main(): Promise<void> {
 
 const isEntry = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isEntry) main().catch((e) => {
-  if (e instanceof UsageError || e instanceof DataError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+  if (e instanceof UsageError || e instanceof DataError || e instanceof CheckpointError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
     console.error(`tabtrain: ${(e as Error).message}`);
     process.exit(2);
   }

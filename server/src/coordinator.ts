@@ -16,6 +16,7 @@ import {
 import { firstNonFinite, sumInOrder } from './aggregate';
 import { gather, type Dataset, type Split } from './data';
 import { serveStatic } from './static';
+import { Dashboard } from './dashboard';
 
 export interface CoordinatorOptions {
   model: string;
@@ -38,8 +39,21 @@ export interface CoordinatorOptions {
   evalExamples: number;
   /** How long a new socket may take to say hello. */
   helloTimeoutMs: number;
+  /**
+   * A shard not returned within this many ms is taken back and its worker dropped. 0 = derive it
+   * from the worker's measured speed: 5× its expected time, at least `minDeadlineMs`.
+   */
+  deadlineMs?: number;
+  /** Floor of the derived deadline, and the deadline of a worker with no measured speed yet. */
+  minDeadlineMs?: number;
+  /** Idle workers are pinged this often; one that misses two pongs is dropped. */
+  heartbeatMs?: number;
   /** Serves the built page and dashboard from here, if present. */
   staticDir?: string;
+  /** Pause/resume/stop from the dashboard need this bearer token; without it the dashboard is read-only. */
+  adminToken?: string;
+  /** Appends one JSON line per step, epoch and state change to this file (--log). */
+  metricsLog?: string;
   log: (line: string) => void;
   /** Progress during an epoch; replaced in place on a terminal. */
   progress: (line: string) => void;
@@ -47,7 +61,7 @@ export interface CoordinatorOptions {
 
 export const DEFAULTS = {
   epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1, balance: 'speed',
-  evalExamples: 10_000, helloTimeoutMs: 10_000,
+  evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, heartbeatMs: 10_000,
 } as const;
 
 /** Per-connection state. */
@@ -84,7 +98,21 @@ interface Conn {
   bytesOut: number;
   shardsDone: number;
   joinedAt: number;
+  /** Live tensors and bytes on the worker's backend, as it last reported (flat across steps = no leak). */
+  tensors: number;
+  tensorBytes: number;
+  /** Fires when the shard in hand is overdue. */
+  deadline: NodeJS.Timeout | null;
+  /** Pings sent to an idle worker without a pong since. */
+  missedPongs: number;
+  /** Token bucket against floods: messages allowed now, refilled at FLOOD_RATE per second. */
+  tokens: number;
+  tokensAt: number;
 }
+
+/** A legitimate worker sends ⌈P / CHUNK_FLOATS⌉ + 1 messages per shard (24 for AlexNet). */
+const FLOOD_RATE = 400;
+const FLOOD_BURST = 800;
 
 interface Task {
   kind: 'train' | 'eval';
@@ -173,6 +201,7 @@ export class Coordinator {
   private weightFrames: { version: number; frames: Uint8Array[] } | null = null;
   private bufferPool: Float32Array[] = [];
   private http: Server | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
   private wss: WebSocketServer | null = null;
   private waitingSince = 0;
   readonly history: EpochMetrics[] = [];
@@ -200,7 +229,11 @@ export class Coordinator {
     this.run = { model: this.spec.name, modelHash: modelHash(this.spec), seed: opts.seed, batch: opts.batch, lr: opts.lr ?? this.spec.lr, paramCount: total };
     this.weights = initParams(this.spec, opts.seed);
     this.gradSum = new Float32Array(total);
+    this.dashboard = new Dashboard(this);
   }
+
+  /** /dashboard, /api/status, /api/events, /metrics, /api/control and the --log file. */
+  readonly dashboard: Dashboard;
 
   // ---- network ----
 
@@ -215,17 +248,15 @@ export class Coordinator {
       this.http!.once('error', reject);
       this.http!.listen(this.opts.port, this.opts.host, () => resolve());
     });
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), this.opts.heartbeatMs ?? DEFAULTS.heartbeatMs);
+    this.heartbeatTimer.unref();
     const addr = this.http.address();
     return typeof addr === 'object' && addr ? addr.port : this.opts.port;
   }
 
   private serveHttp(req: IncomingMessage, res: ServerResponse): void {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
-    if (path === '/api/status') {
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(JSON.stringify(this.status()));
-      return;
-    }
+    if (this.dashboard.handle(req, res)) return;
     if (path !== '/ws') return serveStatic(req, res, this.opts.staticDir);
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end(`not found: ${path}\n`);
@@ -235,13 +266,15 @@ export class Coordinator {
     const conn: Conn = {
       id: this.nextConnId++, ws, state: CONN.hello, workerId: '', kind: 'node', backend: '?', adapter: null,
       remote: req.socket.remoteAddress ?? '?', version: -1, task: null, speed: 0, shardSize: 0, computeMs: 0, uploadMs: 0,
-      bytesIn: 0, bytesOut: 0, shardsDone: 0, joinedAt: Date.now(),
+      bytesIn: 0, bytesOut: 0, shardsDone: 0, joinedAt: Date.now(), tensors: 0, tensorBytes: 0, deadline: null, missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(),
     };
     this.conns.set(conn.id, conn);
     const helloTimer = setTimeout(() => { if (conn.state === CONN.hello) this.drop(conn, CLOSE.helloTimeout, `no hello within ${this.opts.helloTimeoutMs} ms`); }, this.opts.helloTimeoutMs);
+    ws.on('pong', () => { conn.missedPongs = 0; });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       conn.bytesIn += data.byteLength;
       try {
+        if (!takeToken(conn)) throw new ProtocolError(CLOSE.flood, `more than ${FLOOD_RATE} messages/s`);
         if (!isBinary) throw new ProtocolError(CLOSE.malformed, 'text frame; the protocol is binary');
         const { header, body } = decodeFrame(data);
         this.onMessage(conn, validate(header), body);
@@ -278,6 +311,7 @@ export class Coordinator {
   private release(conn: Conn): void {
     if (conn.state === CONN.lost) return;
     conn.state = CONN.lost;
+    if (conn.deadline) clearTimeout(conn.deadline);
     const t = conn.task;
     conn.task = null;
     if (t && !t.done) {
@@ -299,6 +333,7 @@ export class Coordinator {
     switch (msg.type) {
       case MSG.gradient: return this.onGradient(conn, msg, body);
       case MSG.result: return this.onResult(conn, msg);
+      case MSG.status: conn.tensors = msg.tensors; conn.tensorBytes = msg.bytes; return;
       default: throw new ProtocolError(CLOSE.unexpected, `${msg.type} is not allowed from a joined worker`);
     }
   }
@@ -326,6 +361,8 @@ export class Coordinator {
     if (g.total !== this.run.paramCount || g.offset + slice.length > this.run.paramCount) {
       throw new ProtocolError(CLOSE.badGradient, `gradient slice [${g.offset}, ${g.offset + slice.length}) of ${g.total} does not fit ${this.run.paramCount} parameters`);
     }
+    // In order, so `received` counts distinct floats: a repeated slice cannot fake a full gradient.
+    if (g.offset !== t.received) throw new ProtocolError(CLOSE.badGradient, `gradient slice at ${g.offset}, expected the next at ${t.received}`);
     const bad = firstNonFinite(slice);
     if (bad >= 0) throw new ProtocolError(CLOSE.badGradient, `gradient[${g.offset + bad}] is ${slice[bad]}`);
     t.grad ??= this.takeBuffer();
@@ -341,6 +378,7 @@ export class Coordinator {
     t.result = r;
     t.doneBy = conn.id;
     t.doneAt = performance.now();
+    if (conn.deadline) clearTimeout(conn.deadline);
     conn.task = null;
     conn.state = CONN.idle;
     conn.shardsDone++;
@@ -391,6 +429,30 @@ export class Coordinator {
       }
       const a: Assign = { type: MSG.assign, task: t.kind, step: t.step, shard: t.shard, version: this.version, position: t.position, count: t.count };
       this.sendFrame(conn, encode(a, gather(t.split, t.indices)));
+      const ms = this.deadlineFor(conn, t);
+      conn.deadline = setTimeout(() => {
+        // Bytes still queued for it mean it never read its shard: a slow reader, not a slow GPU.
+        const queued = conn.ws.bufferedAmount;
+        if (queued > 0) this.drop(conn, CLOSE.slowReader, `${queued} bytes sent to it are still unread after ${ms} ms`);
+        else this.drop(conn, CLOSE.timeout, `shard ${t.step}/${t.shard} not returned within its ${ms} ms deadline`);
+      }, ms);
+    }
+  }
+
+  /** A fixed --deadline, or 5× the time this worker's measured speed predicts, never below the floor. */
+  private deadlineFor(conn: Conn, t: Task): number {
+    if (this.opts.deadlineMs) return this.opts.deadlineMs;
+    const floor = this.opts.minDeadlineMs ?? DEFAULTS.minDeadlineMs;
+    return conn.speed ? Math.max(floor, (5 * 1000 * t.count) / conn.speed) : floor;
+  }
+
+  /** Pings idle workers; a busy one is covered by its deadline (its event loop may be blocked computing). */
+  private heartbeat(): void {
+    for (const c of this.conns.values()) {
+      if (c.state !== CONN.idle) { c.missedPongs = 0; continue; }
+      if (c.missedPongs >= 2) { this.drop(c, CLOSE.timeout, 'missed two heartbeats'); continue; }
+      c.missedPongs++;
+      c.ws.ping();
     }
   }
 
@@ -430,6 +492,17 @@ export class Coordinator {
     if (this.closed) throw new RunStopped();
     this.opts.log(`waiting for ${n} worker${n > 1 ? 's' : ''} on ws://<this host>:<port>/ws (${this.workers().length} connected)`);
     while (this.workers().length < n && !this.closed) await new Promise((r) => setTimeout(r, 100));
+  }
+
+  /** Continues from a checkpoint: weights, step, the epoch in progress and the metrics history. */
+  restore(state: { step: number; weights: Float32Array; epochAcc: Coordinator['epochAcc']; history: EpochMetrics[] }): void {
+    if (state.weights.length !== this.weights.length) throw new Error(`checkpoint has ${state.weights.length} weights, model needs ${this.weights.length}`);
+    this.weights.set(state.weights);
+    this.step = state.step;
+    this.version = state.step;
+    this.epochAcc = { ...state.epochAcc };
+    this.history.splice(0, this.history.length, ...state.history);
+    this.weightFrames = null;
   }
 
   // ---- control ----
@@ -604,7 +677,7 @@ export class Coordinator {
       workers: [...this.conns.values()].filter((c) => c.state !== CONN.hello).map((c) => ({
         id: c.id, workerId: c.workerId, kind: c.kind, backend: c.backend, adapter: c.adapter, remote: c.remote, state: c.state,
         shardSize: c.shardSize, computeMs: c.computeMs, uploadMs: c.uploadMs, bytesIn: c.bytesIn, bytesOut: c.bytesOut,
-        examplesPerSec: c.speed, shardsDone: c.shardsDone,
+        examplesPerSec: c.speed, shardsDone: c.shardsDone, tensors: c.tensors, tensorBytes: c.tensorBytes,
       })),
     };
   }
@@ -612,6 +685,9 @@ export class Coordinator {
   /** Says goodbye to every worker with `code` and stops listening. */
   async close(code: number = CLOSE.finished, reason = 'run finished'): Promise<void> {
     this.closed = true;
+    this.dashboard.close();
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    for (const c of this.conns.values()) if (c.deadline) clearTimeout(c.deadline);
     for (const c of this.conns.values()) if (c.state !== CONN.lost) { c.ws.close(code, reason); c.state = CONN.lost; }
     this.tasksDone?.();
     await new Promise<void>((r) => (this.wss ? this.wss.close(() => r()) : r()));
@@ -625,6 +701,15 @@ export class RunStopped extends Error { constructor() { super('run stopped'); } 
 
 export function weightsSha256(w: Float32Array): string {
   return createHash('sha256').update(new Uint8Array(w.buffer, w.byteOffset, w.byteLength)).digest('hex');
+}
+
+function takeToken(conn: Conn): boolean {
+  const now = Date.now();
+  conn.tokens = Math.min(FLOOD_BURST, conn.tokens + ((now - conn.tokensAt) * FLOOD_RATE) / 1000);
+  conn.tokensAt = now;
+  if (conn.tokens < 1) return false;
+  conn.tokens--;
+  return true;
 }
 
 /** Constant-time comparison of a presented secret with the configured one. */

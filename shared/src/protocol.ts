@@ -29,6 +29,8 @@ export const MSG = {
   result: 'result',
   /** coordinator: the run is over (or paused); why, in words. */
   notice: 'notice',
+  /** worker: my health after a shard: live tensors and bytes on my backend (shown on the dashboard). */
+  status: 'status',
 } as const;
 export type MsgType = (typeof MSG)[keyof typeof MSG];
 
@@ -124,7 +126,9 @@ export interface Result {
 }
 export interface Notice { type: typeof MSG.notice; state: string; message: string }
 
-export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice;
+export interface Status { type: typeof MSG.status; tensors: number; bytes: number }
+
+export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice | Status;
 
 const packr = new Packr({ useRecords: false });
 
@@ -179,6 +183,7 @@ const SCHEMA: Record<MsgType, Record<string, Check>> = {
   gradient: { step: 'int', shard: 'int', offset: 'int', total: 'int' },
   result: { task: 'task', step: 'int', shard: 'int', lossSum: 'num', correct: 'int', count: 'int', timings: 'obj' },
   notice: { state: 'str', message: 'str' },
+  status: { tensors: 'int', bytes: 'int' },
 };
 const MSG_TYPES = new Set<string>(Object.values(MSG));
 

@@ -1,0 +1,133 @@
+// Faults: workers die, lag or vanish, the coordinator itself is killed; the run goes on, exact.
+import { describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { StepRecord } from '../../server/src/coordinator';
+import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+describe('faults', () => {
+  const RUN = { model: 'alexnet-tiny', batch: 24, maxSteps: 8, seed: 3, balance: 'equal' as const };
+
+  it('a worker killed with SIGKILL mid-step: its shard is recomputed, no step skipped or doubled, weights within 1e-5', async () => {
+    const clean = await trainWith(3, RUN, ['--backend', 'wasm', '--delay-ms', '20']);
+    const { coord, url, lines } = await startCoordinator({ ...RUN, minWorkers: 3 });
+    const procs = workers(url, 3, ['--backend', 'wasm', '--delay-ms', '20']);
+    const steps: StepRecord[] = [];
+    let killedAt = -1;
+    coord.events.on('step', (s: StepRecord) => {
+      steps.push(s);
+      if (s.step === 3) {
+        // The next step is dispatched synchronously after this event; each shard then takes
+        // ≥ 160 ms (8 examples × 20 ms), so 50 ms later every worker holds a shard in flight.
+        setTimeout(() => { killedAt = coord.step; procs[1].kill('SIGKILL'); }, 50);
+      }
+    });
+    try {
+      const summary = await coord.train();
+      expect(killedAt).toBe(3);
+      expect(steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(summary.examples).toBe(8 * 24);
+      expect(lines.some((l) => /shard 3\/\d \(8 examples\) goes back to the queue/.test(l))).toBe(true);
+      const diff = maxAbsDiff(coord.weights, clean.weights);
+      console.log(`SIGKILLed worker: max |w - w_clean| = ${diff.toExponential(2)}`);
+      expect(diff).toBeLessThan(1e-5);
+    } finally {
+      await coord.close();
+      kill(procs);
+    }
+  });
+
+  it('a slow worker gets a smaller shard, and steps get faster than with equal shards', async () => {
+    const timed = async (balance: 'speed' | 'equal') => {
+      const { coord, url } = await startCoordinator({ model: 'vgg11-tiny', batch: 32, maxSteps: 14, balance, minWorkers: 2 });
+      const fast = workers(url, 1, ['--backend', 'wasm']);
+      const slow = workers(url, 1, ['--backend', 'wasm', '--delay-ms', '15']);
+      const steps: StepRecord[] = [];
+      coord.events.on('step', (s: StepRecord) => steps.push(s));
+      try {
+        await coord.train();
+        const status = coord.status();
+        return { steps: steps.slice(6), status };
+      } finally {
+        await coord.close();
+        kill([...fast, ...slow]);
+      }
+    };
+    const speed = await timed('speed');
+    const equal = await timed('equal');
+    const last = speed.steps[speed.steps.length - 1];
+    const sizes = last.shards.map((s) => s.count);
+    const slowest = last.shards.reduce((a, s) => (s.computeMs > a.computeMs ? s : a));
+    console.log(`straggler: speed-balanced shards ${sizes.join('/')}, median step ${median(speed.steps.map((s) => s.wallMs)).toFixed(0)} ms vs equal ${median(equal.steps.map((s) => s.wallMs)).toFixed(0)} ms`);
+    expect(slowest.count).toBeLessThan(8); // the slow worker's share shrank from 16
+    expect(Math.min(...sizes)).toBe(slowest.count);
+    expect(median(speed.steps.map((s) => s.wallMs))).toBeLessThan(0.7 * median(equal.steps.map((s) => s.wallMs)));
+  });
+
+  it('with zero workers the run waits, says so, and resumes when one joins', async () => {
+    const { coord, url, lines } = await startCoordinator({ model: 'vgg11-tiny', batch: 16, maxSteps: 6 });
+    const first = workers(url, 1);
+    let second: ReturnType<typeof workers> = [];
+    coord.events.on('step', (s: StepRecord) => { if (s.step === 2) first[0].kill('SIGKILL'); });
+    coord.events.on('state', (state: string) => {
+      if (state === 'waiting' && coord.step >= 2 && second.length === 0) setTimeout(() => { second = workers(url, 1); }, 300);
+    });
+    try {
+      const summary = await coord.train();
+      expect(summary.steps).toBe(6);
+      expect(lines.some((l) => l.includes('waiting for workers: 0 connected'))).toBe(true);
+      expect(second.length).toBe(1);
+    } finally {
+      await coord.close();
+      kill([...first, ...second]);
+    }
+  });
+
+  it('the coordinator killed with SIGKILL resumes from its checkpoint and ends equal to an uninterrupted run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tabtrain-ckpt-'));
+    const port = await freePort();
+    const cfg = ['--model', 'alexnet-tiny', '--batch', '16', '--seed', '9', '--max-steps', '12', '--balance', 'equal', '--min-workers', '2', '--port', String(port), '--host', '127.0.0.1'];
+    const out = join(dir, 'final.bin');
+    const serve = (extra: string[]) => spawn('bin/tabtrain', ['serve', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const first = serve([...cfg, '--checkpoint', dir, '--checkpoint-every', '2']);
+    const url = `ws://127.0.0.1:${port}/ws`;
+    const procs = workers(url, 2, ['--backend', 'wasm', '--delay-ms', '10']);
+    try {
+      const ckpt = join(dir, 'checkpoint.json');
+      for (let i = 0; i < 600 && !(existsSync(ckpt) && JSON.parse(readFileSync(ckpt, 'utf8')).step >= 4); i++) await sleep(100);
+      first.kill('SIGKILL');
+      const savedAt = JSON.parse(readFileSync(ckpt, 'utf8')).step;
+      expect(savedAt).toBeGreaterThanOrEqual(4);
+      expect(savedAt).toBeLessThan(12);
+      const second = serve(['--resume', dir, '--max-steps', '12', '--min-workers', '2', '--port', String(port), '--host', '127.0.0.1', '--weights-out', out]);
+      let log = '';
+      second.stdout!.on('data', (d) => { log += d; });
+      second.stderr!.on('data', (d) => { log += d; });
+      const code = await new Promise((r) => second.on('exit', r));
+      expect(code, log).toBe(0);
+      expect(log).toContain(`resumed from ${dir} at step ${savedAt}`);
+      const resumed = new Float32Array(new Uint8Array(readFileSync(out)).buffer);
+      const clean = await trainWith(2, { model: 'alexnet-tiny', batch: 16, seed: 9, maxSteps: 12, balance: 'equal', epochs: 10 });
+      const diff = maxAbsDiff(resumed, clean.weights);
+      console.log(`resume after SIGKILL at checkpoint step ${savedAt}: max |w - w_clean| = ${diff.toExponential(2)}`);
+      expect(diff).toBeLessThan(1e-5);
+    } finally {
+      first.kill('SIGKILL');
+      kill(procs);
+    }
+  });
+});
