@@ -214,6 +214,9 @@ export class Coordinator {
   state: RunState = 'waiting';
   stateReason = '';
   private paused = false;
+  /** Kept apart from stateReason, which every state change (evaluating, waiting) overwrites. */
+  private pauseReason = '';
+  private stopReason = '';
   private stopRequested = false;
   private resumeWaiters: (() => void)[] = [];
   readonly startedAt = Date.now();
@@ -287,7 +290,11 @@ export class Coordinator {
       clearTimeout(helloTimer);
       this.onClose(conn, code, reason.toString());
     });
-    ws.on('error', (e) => this.opts.log(`worker #${conn.id}: socket error ${e.message}`));
+    ws.on('error', (e: Error & { code?: string }) => {
+      // ws has already closed the socket (with 1009 for an oversized frame); name it in our log.
+      if (e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.drop(conn, CLOSE.tooBig, `frame over ${MAX_FRAME_BYTES} bytes: ${e.message}`);
+      else this.drop(conn, CLOSE.malformed, `socket error ${e.code ?? ''} ${e.message}`);
+    });
   }
 
   /** Closes a connection with a named code; the close handler returns its shard to the queue. */
@@ -350,7 +357,7 @@ export class Coordinator {
     Object.assign(conn, { state: CONN.idle, workerId: h.workerId, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now() });
     this.sendFrame(conn, encode({ type: MSG.welcome, workerId: h.workerId, run: this.run }));
     this.opts.log(`worker #${conn.id} joined: ${h.kind}/${h.backend} from ${conn.remote} (${this.workers().length} connected)`);
-    if (this.state === 'waiting' && this.step > 0) this.setState(this.paused ? 'paused' : 'running');
+    if (this.state === 'waiting' && this.step > 0) this.setState(this.paused ? 'paused' : 'running', this.paused ? this.pauseReason : '');
     this.events.emit('workers');
     this.dispatch();
   }
@@ -518,6 +525,7 @@ export class Coordinator {
   pause(reason = 'paused by an operator'): void {
     if (this.paused || this.closed) return;
     this.paused = true;
+    this.pauseReason = reason;
     this.opts.log(`pausing after step ${this.step}: ${reason}`);
     this.setState('paused', reason);
   }
@@ -534,7 +542,7 @@ export class Coordinator {
   stop(reason = 'stopped by an operator'): void {
     if (this.stopRequested) return;
     this.stopRequested = true;
-    this.stateReason = reason;
+    this.stopReason = reason;
     this.opts.log(`stopping after step ${this.step}: ${reason}`);
     this.resume();
   }
@@ -637,7 +645,7 @@ export class Coordinator {
     } catch (e) {
       if (!(e instanceof RunStopped)) { this.setState('failed', (e as Error).message); throw e; }
     }
-    this.setState(this.stopRequested ? 'stopped' : 'finished', this.stopRequested ? this.stateReason : `${this.step} steps done`);
+    this.setState(this.stopRequested ? 'stopped' : 'finished', this.stopRequested ? this.stopReason : `${this.step} steps done`);
     const examples = this.history.reduce((a, m) => a + m.examples, 0);
     const trainSeconds = this.history.reduce((a, m) => a + m.examples / m.examplesPerSec, 0);
     return {
@@ -658,7 +666,7 @@ export class Coordinator {
     const acc = this.epochAcc;
     this.setState('evaluating');
     const testAcc = partial ? null : await this.evaluate();
-    this.setState(this.paused ? 'paused' : 'running', this.paused ? this.stateReason : '');
+    this.setState(this.paused ? 'paused' : 'running', this.paused ? this.pauseReason : '');
     const m: EpochMetrics = { epoch: this.epoch + 1, steps: acc.steps, examples: acc.examples, loss: acc.lossSum / acc.examples, trainAcc: acc.correct / acc.examples, testAcc, examplesPerSec: acc.examples / acc.seconds, seconds: acc.seconds };
     this.history.push(m);
     this.epochAcc = { steps: 0, examples: 0, lossSum: 0, correct: 0, seconds: 0 };

@@ -1,0 +1,53 @@
+// Export: the trained model in TensorFlow.js LayersModel format, loaded back with
+// tf.loadLayersModel over HTTP (as a page would), gives the coordinator's test accuracy.
+import { describe, expect, it } from 'vitest';
+import { createServer } from 'node:http';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { getModel } from '@tabtrain/shared';
+import { Net } from '@tabtrain/shared/net';
+import { exportLayersModel } from '../../server/src/export';
+import { data, kill, startCoordinator, workers } from '../helpers/run';
+
+describe('export', () => {
+  it('tf.loadLayersModel loads the exported model and it scores the same test accuracy', async () => {
+    const N = 2000;
+    const { coord, url } = await startCoordinator({ model: 'alexnet-small', batch: 32, maxSteps: 200, lr: 0.1, evalExamples: N, minWorkers: 2 });
+    const procs = workers(url, 2);
+    let acc: number;
+    const dir = mkdtempSync(join(tmpdir(), 'tabtrain-export-'));
+    try {
+      await coord.train();
+      acc = await coord.evaluate();
+      await exportLayersModel(coord.spec, coord.weights, dir);
+    } finally {
+      await coord.close();
+      kill(procs);
+    }
+    expect(acc).toBeGreaterThan(0.3); // it learned something, so agreement is not chance
+
+    const server = createServer((req, res) => res.end(readFileSync(join(dir, req.url!.slice(1)))));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      await tf.setBackend('cpu');
+      const model = await tf.loadLayersModel(`http://127.0.0.1:${(server.address() as { port: number }).port}/model.json`);
+      expect(model.countParams()).toBe(coord.run.paramCount);
+      const net = new Net(getModel('alexnet-small')); // only for its input preprocessing
+      const test = data().test;
+      let correct = 0;
+      for (let o = 0; o < N; o += 500) {
+        const x = net.inputs(test.images.subarray(o * 784, (o + 500) * 784), 500);
+        const pred = (model.predict(x) as tf.Tensor).argMax(1).dataSync();
+        for (let i = 0; i < 500; i++) if (pred[i] === test.labels[o + i]) correct++;
+        x.dispose();
+      }
+      net.dispose();
+      console.log(`export: coordinator test acc ${acc.toFixed(4)}, reloaded LayersModel ${(correct / N).toFixed(4)} on ${N} images`);
+      expect(Math.abs(correct / N - acc)).toBeLessThanOrEqual(1 / N); // at most one near-tie may flip
+    } finally {
+      server.close();
+    }
+  });
+});
