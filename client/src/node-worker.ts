@@ -14,6 +14,8 @@ export interface NodeWorkerOptions {
   /** Extra milliseconds per example, to simulate a slow GPU in straggler tests. */
   delayMsPerExample?: number;
   quiet?: boolean;
+  /** Independent worker sessions in this one process (load tests); default 1. */
+  instances?: number;
 }
 
 /** Codes after which reconnecting cannot help. */
@@ -39,9 +41,15 @@ export async function setupNodeBackend(backend: NodeWorkerOptions['backend']): P
 
 /** Runs until the coordinator ends the run (resolves) or refuses us for good (rejects). */
 export async function runNodeWorker(opts: NodeWorkerOptions): Promise<void> {
-  const log = (line: string) => { if (!opts.quiet) console.log(`[worker ${workerId.slice(0, 8)}] ${line}`); };
-  const workerId = opts.workerId ?? randomUUID();
   const { backend, adapter } = await setupNodeBackend(opts.backend);
+  const instances = opts.instances ?? 1;
+  // Several instances share one process and backend: lightweight workers for load tests.
+  await Promise.all(Array.from({ length: instances }, (_, i) =>
+    runInstance(opts, instances > 1 ? `${opts.workerId ?? randomUUID()}-${i}` : opts.workerId ?? randomUUID(), backend, adapter)));
+}
+
+async function runInstance(opts: NodeWorkerOptions, workerId: string, backend: string, adapter: Record<string, unknown> | null): Promise<void> {
+  const log = (line: string) => { if (!opts.quiet) console.log(`[worker ${workerId.slice(0, 8)}] ${line}`); };
   log(`backend ${backend}${adapter ? ` on ${JSON.stringify(adapter)}` : ''}; connecting to ${opts.url}`);
   let delay = 250;
   for (;;) {

@@ -58,6 +58,8 @@ worker options:
   --backend B         wasm (default; XNNPACK, one core) | cpu (pure JS, tiny models only)
   --token T           the coordinator's --token
   --delay-ms X        add X ms per example (simulates a slow GPU; for tests)
+  --instances N       run N independent worker sessions in this process (load tests)
+  --quiet             log errors only
 
 models:
 ${modelList()}
@@ -184,12 +186,12 @@ async function serve(argv: string[]): Promise<void> {
 async function worker(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv, strict: true,
-    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' } },
+    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' } },
   });
   if (!v.url) throw new UsageError('worker needs --url ws://HOST:PORT/ws (the coordinator prints it when it starts)');
   if (!['wasm', 'cpu', 'webgpu'].includes(v.backend!)) throw new UsageError(`--backend must be wasm, cpu or webgpu, got '${v.backend}'`);
   const { runNodeWorker } = await import('@tabtrain/client/node-worker');
-  await runNodeWorker({ url: v.url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, delayMsPerExample: num(v['delay-ms'], 'delay-ms'), quiet: v.quiet });
+  await runNodeWorker({ url: v.url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, delayMsPerExample: num(v['delay-ms'], 'delay-ms'), quiet: v.quiet, instances: int(v.instances, 'instances', 1) });
   process.exit(0);
 }
 

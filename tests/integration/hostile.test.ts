@@ -11,7 +11,7 @@ import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpe
 
 const packr = new Packr({ useRecords: false });
 /** A frame with an arbitrary header, bypassing encode()'s types. */
-function rawFrame(header: unknown, body = new Uint8Array(0)): Uint8Array {
+function rawFrame(header: unknown, body: ArrayLike<number> = []): Uint8Array {
   const head = packr.pack(header);
   const at = (4 + head.length + 3) & ~3;
   const f = new Uint8Array(at + body.length);
