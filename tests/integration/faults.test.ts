@@ -5,6 +5,8 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import WebSocket from 'ws';
+import { CLOSE, PROTOCOL_VERSION, encode, zooHashes } from '@tabtrain/shared';
 import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
 
@@ -128,6 +130,30 @@ describe('faults', () => {
     } finally {
       first.kill('SIGKILL');
       kill(procs);
+    }
+  });
+
+  it('an idle worker that stops answering heartbeats is dropped with timeout; a rejoin under the same id is not counted twice', async () => {
+    const { coord, url, lines } = await startCoordinator({ model: 'vgg11-tiny', minWorkers: 2, heartbeatMs: 200 });
+    const join = (id: string) => new Promise<WebSocket>((resolve) => {
+      const ws = new WebSocket(url);
+      ws.on('open', () => ws.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: id, kind: 'node', backend: 'test', adapter: null, modelHashes: zooHashes() })));
+      ws.once('message', () => resolve(ws));
+      ws.on('error', () => {});
+    });
+    try {
+      const a = await join('same-id');
+      const closed = new Promise<number>((r) => a.on('close', (code) => r(code)));
+      const b = await join('same-id');
+      expect(await closed).toBe(CLOSE.replaced);
+      expect(coord.status().workers.filter((w) => w.state !== 'lost').length).toBe(1);
+      // b stops reading: no pongs. The run is waiting for a second worker, so b stays idle.
+      (b as unknown as { _socket: { pause(): void } })._socket.pause();
+      for (let i = 0; i < 50 && !lines.some((l) => l.includes('missed two heartbeats')); i++) await sleep(100);
+      expect(lines.find((l) => l.includes('missed two heartbeats'))).toMatch(/closed: timeout \(4013\)/);
+      b.terminate();
+    } finally {
+      await coord.close();
     }
   });
 });
