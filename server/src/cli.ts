@@ -4,7 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { MODELS, paramLayout } from '@tabtrain/shared';
+import { IMAGE_BYTES, MAX_FRAME_BYTES, MODELS, paramLayout } from '@tabtrain/shared';
+import { DEFAULT_RANK, parseCompression, type Compression } from '@tabtrain/shared/compress';
 import { Coordinator, DEFAULTS, type Summary } from './coordinator';
 import { DataError, DEFAULT_DATA_DIR, loadFashionMnist } from './data';
 import { CheckpointError, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint';
@@ -23,6 +24,7 @@ const HELP = `tabtrain: train d2l's AlexNet / VGG-11 on Fashion-MNIST across bro
 Usage:
   tabtrain serve [options]          run a coordinator; open http://HOST:PORT/ in a tab to join
   tabtrain worker --url URL [opts]  join a coordinator as a headless Node worker
+  tabtrain bench scaleout|micro     the scale-out and communication benchmarks (tabtrain bench --help)
   tabtrain help                     this text
 
 serve options:
@@ -40,7 +42,7 @@ serve options:
   --max-steps N       stop after N steps in all (smoke runs); a partial epoch skips the test evaluation
   --eval-examples N   test images evaluated per epoch (default all ${DEFAULTS.evalExamples.toLocaleString('en-US')})
   --local-workers N   also start N Node workers on this machine (default 0)
-  --local-backend B   backend of the local workers: wasm | cpu (default wasm)
+  --local-backend B   backend of the local workers: wasm | cpu | webgpu (default wasm)
   --token T           workers must present this token
   --admin-token T     pause/resume/stop from the dashboard need this token (without it: read-only)
   --log FILE          append a JSONL metrics log: one line per step, per epoch and per state change
@@ -52,12 +54,19 @@ serve options:
   --export DIR        at the end, write the model in TensorFlow.js LayersModel format (model.json + weights.bin)
   --deadline-ms N     a shard not returned in N ms goes to another worker (default: 5× the worker's
                       measured time, at least 120 s)
+  --compress MODE     how workers send gradients: none (fp32, default) | fp16 | int8 (per-chunk
+                      scales, error feedback) | powersgd (rank-r dense kernels + int8 for the rest)
+  --rank R            powersgd's rank (default ${DEFAULT_RANK})
 
 worker options:
   --url URL           coordinator WebSocket, e.g. ws://host:8080/ws
   --backend B         wasm (default; XNNPACK, one core) | cpu (pure JS, tiny models only)
+                      | webgpu (Dawn: Vulkan GPU, else OpenGL/llvmpipe; see docs/GPU.md)
   --token T           the coordinator's --token
   --delay-ms X        add X ms per example (simulates a slow GPU; for tests)
+  --synthetic-ms-per-example X
+                      benchmark stand-in for a GPU: no tfjs, sleep X ms per example, send a fixed
+                      gradient of the model's full size (d2l's V100: 0.25; see docs/BENCHMARKS.md)
   --instances N       run N independent worker sessions in this process (load tests)
   --quiet             log errors only
 
@@ -77,6 +86,21 @@ function int(v: string | undefined, name: string, min = 0): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${v}'`);
+  return n;
+}
+
+function compression(mode: string, rank: string | undefined): Compression {
+  try {
+    return parseCompression(mode, int(rank, 'rank', 1) ?? DEFAULT_RANK);
+  } catch (e) {
+    throw new UsageError(`--compress/--rank: ${(e as Error).message}`);
+  }
+}
+
+function nonNegative(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number ≥ 0, got '${v}'`);
   return n;
 }
 
@@ -104,7 +128,7 @@ async function serve(argv: string[]): Promise<void> {
       'admin-token': { type: 'string' }, log: { type: 'string' },
       summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
       checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
-      export: { type: 'string' },
+      export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' },
     },
   });
   // A resumed run takes its model and hyper-parameters from the checkpoint; --epochs may extend it.
@@ -120,7 +144,10 @@ async function serve(argv: string[]): Promise<void> {
   }
   v.balance ??= DEFAULTS.balance;
   if (!MODELS[v.model!]) throw new UsageError(`unknown model '${v.model}'. Models:\n${modelList()}`);
-  if (!['wasm', 'cpu'].includes(v['local-backend']!)) throw new UsageError(`--local-backend must be wasm or cpu, got '${v['local-backend']}'`);
+  if (!['wasm', 'cpu', 'webgpu'].includes(v['local-backend']!)) throw new UsageError(`--local-backend must be wasm, cpu or webgpu, got '${v['local-backend']}'`);
+  // One shard travels as one frame (784 + 1 bytes per example), so a batch must fit one frame.
+  const maxBatch = Math.floor(MAX_FRAME_BYTES / (IMAGE_BYTES + 1)) - 64;
+  if (v.batch !== undefined && Number(v.batch) > maxBatch) throw new UsageError(`--batch ${v.batch} is over the ${maxBatch} examples one shard frame can carry; use a smaller global batch`);
   if (v.balance !== 'speed' && v.balance !== 'equal') throw new UsageError(`--balance must be speed or equal, got '${v.balance}'`);
   const localWorkers = int(v['local-workers'], 'local-workers') ?? 0;
   const dataDir = v.data ?? DEFAULT_DATA_DIR;
@@ -132,7 +159,7 @@ async function serve(argv: string[]): Promise<void> {
     lr: num(v.lr, 'lr'), seed: int(v.seed, 'seed') ?? DEFAULTS.seed, port: int(v.port, 'port') ?? DEFAULTS.port, host: v.host ?? DEFAULTS.host,
     minWorkers: int(v['min-workers'], 'min-workers', 1) ?? Math.max(DEFAULTS.minWorkers, localWorkers),
     maxSteps: int(v['max-steps'], 'max-steps', 1), evalExamples: int(v['eval-examples'], 'eval-examples', 1) ?? DEFAULTS.evalExamples,
-    balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log, helloTimeoutMs: DEFAULTS.helloTimeoutMs, deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
+    balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log, compress: compression(v.compress!, v.rank), helloTimeoutMs: DEFAULTS.helloTimeoutMs, deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
     log,
     progress: tty ? (line) => process.stdout.write(`\r\x1b[K${line}`) : log,
   }, data);
@@ -186,12 +213,12 @@ async function serve(argv: string[]): Promise<void> {
 async function worker(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv, strict: true,
-    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' } },
+    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' } },
   });
   if (!v.url) throw new UsageError('worker needs --url ws://HOST:PORT/ws (the coordinator prints it when it starts)');
   if (!['wasm', 'cpu', 'webgpu'].includes(v.backend!)) throw new UsageError(`--backend must be wasm, cpu or webgpu, got '${v.backend}'`);
   const { runNodeWorker } = await import('@tabtrain/client/node-worker');
-  await runNodeWorker({ url: v.url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, delayMsPerExample: num(v['delay-ms'], 'delay-ms'), quiet: v.quiet, instances: int(v.instances, 'instances', 1) });
+  await runNodeWorker({ url: v.url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, delayMsPerExample: num(v['delay-ms'], 'delay-ms'), syntheticMsPerExample: nonNegative(v['synthetic-ms-per-example'], 'synthetic-ms-per-example'), quiet: v.quiet, instances: int(v.instances, 'instances', 1) });
   process.exit(0);
 }
 
@@ -203,6 +230,7 @@ async function main(): Promise<void> {
   }
   if (cmd === 'serve') return serve(rest);
   if (cmd === 'worker') return worker(rest);
+  if (cmd === 'bench') return (await import('./bench/index')).bench(rest);
   throw new UsageError(`unknown command '${cmd}'; try: tabtrain help`);
 }
 

@@ -9,11 +9,12 @@ import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
-  CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES, MSG, PROTOCOL_VERSION, ProtocolError, asFloat32, chunkRanges, decodeFrame, encode,
+  CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES, MSG, PROTOCOL_VERSION, ProtocolError, chunkRanges, decodeFrame, encode,
   epochOrder, getModel, initParams, modelHash, paramLayout, planShards, sgdStep, stepsPerEpoch, validate,
   type Assign, type Gradient, type Hello, type ModelSpec, type Result, type RunInfo, type WorkerKind,
 } from '@tabtrain/shared';
-import { firstNonFinite, sumInOrder } from './aggregate';
+import { NO_COMPRESSION, planSegments, type Compression } from '@tabtrain/shared/compress';
+import { StreamReducer } from './reducer';
 import { gather, type Dataset, type Split } from './data';
 import { serveStatic } from './static';
 import { Dashboard } from './dashboard';
@@ -28,6 +29,8 @@ export interface CoordinatorOptions {
   host: string;
   minWorkers: number;
   maxSteps?: number;
+  /** How workers send gradients (compress.ts): none (fp32), fp16, int8 or powersgd; default none. */
+  compress?: Compression;
   /**
    * How shards are sized: 'speed' in proportion to each worker's measured examples/s (no step
    * waits on a slow tab), 'equal' evenly. Both give the exact batch gradient; only 'equal' is
@@ -127,7 +130,6 @@ interface Task {
   done: boolean;
   /** Gradient floats received so far (train). */
   received: number;
-  grad: Float32Array | null;
   result: Result | null;
   /** Connection that delivered the result, and when (performance.now()). */
   doneBy: number | null;
@@ -159,6 +161,8 @@ export interface StepRecord {
   computeMs: number;
   uploadMs: number;
   aggregateMs: number;
+  /** Time spent summing gradient segments as they arrived, inside collectMs (streaming aggregation). */
+  foldMs?: number;
   applyMs: number;
   /** Encoding the new weights into frames (sending them overlaps the next step's dispatch). */
   broadcastMs: number;
@@ -194,12 +198,13 @@ export class Coordinator {
   step = 0;
   epoch = 0;
   private readonly gradSum: Float32Array;
+  /** Sums gradient segments in shard order as they arrive (reducer.ts). */
+  private readonly reducer: StreamReducer;
   private readonly conns = new Map<number, Conn>();
   private nextConnId = 1;
   private tasks: Task[] = [];
   private tasksDone: (() => void) | null = null;
   private weightFrames: { version: number; frames: Uint8Array[] } | null = null;
-  private bufferPool: Float32Array[] = [];
   private http: Server | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private wss: WebSocketServer | null = null;
@@ -231,7 +236,10 @@ export class Coordinator {
     const { total } = paramLayout(this.spec);
     this.run = { model: this.spec.name, modelHash: modelHash(this.spec), seed: opts.seed, batch: opts.batch, lr: opts.lr ?? this.spec.lr, paramCount: total };
     this.weights = initParams(this.spec, opts.seed);
-    this.gradSum = new Float32Array(total);
+    const compress = opts.compress ?? NO_COMPRESSION;
+    if (compress.mode !== 'none') this.run.compress = compress;
+    this.reducer = new StreamReducer(planSegments(paramLayout(this.spec).params, total, compress), total, (shard, why) => this.onBadShard(shard, why));
+    this.gradSum = this.reducer.sum;
     this.dashboard = new Dashboard(this);
   }
 
@@ -324,6 +332,7 @@ export class Coordinator {
     if (t && !t.done) {
       t.owner = null;
       t.received = 0;
+      if (t.kind === 'train') this.reducer.revoke(t.shard);
       this.opts.log(`shard ${t.step}/${t.shard} (${t.count} examples) goes back to the queue`);
     }
     if (this.workers().length === 0 && !this.closed) this.noteWaiting();
@@ -364,17 +373,21 @@ export class Coordinator {
 
   private onGradient(conn: Conn, g: Gradient, body: Uint8Array): void {
     const t = this.ownedTask(conn, g.step, g.shard, 'train');
-    const slice = asFloat32(body);
-    if (g.total !== this.run.paramCount || g.offset + slice.length > this.run.paramCount) {
-      throw new ProtocolError(CLOSE.badGradient, `gradient slice [${g.offset}, ${g.offset + slice.length}) of ${g.total} does not fit ${this.run.paramCount} parameters`);
-    }
+    // The reducer checks the segment against the run's plan (offset, codec, exact body length).
     // In order, so `received` counts distinct floats: a repeated slice cannot fake a full gradient.
     if (g.offset !== t.received) throw new ProtocolError(CLOSE.badGradient, `gradient slice at ${g.offset}, expected the next at ${t.received}`);
-    const bad = firstNonFinite(slice);
-    if (bad >= 0) throw new ProtocolError(CLOSE.badGradient, `gradient[${g.offset + bad}] is ${slice[bad]}`);
-    t.grad ??= this.takeBuffer();
-    t.grad.set(slice, g.offset);
-    t.received += slice.length;
+    t.received += this.reducer.accept(t.shard, g, body);
+  }
+
+  /** A shard's gradient decoded to NaN/Inf (found when folded): redo the shard, drop its sender. */
+  private onBadShard(shard: number, why: string): void {
+    const t = this.tasks.find((x) => x.kind === 'train' && x.shard === shard);
+    if (!t) return;
+    const sender = t.done ? this.conns.get(t.doneBy ?? -1) : t.owner;
+    if (t.done) Object.assign(t, { done: false, result: null, owner: null, received: 0, doneBy: null });
+    if (sender) this.drop(sender, CLOSE.badGradient, `shard ${t.step}/${shard}: ${why}`);
+    else this.reducer.revoke(shard);
+    this.dispatch();
   }
 
   private onResult(conn: Conn, r: Result): void {
@@ -473,10 +486,6 @@ export class Coordinator {
     return this.weightFrames.frames;
   }
 
-  private takeBuffer(): Float32Array {
-    return this.bufferPool.pop() ?? new Float32Array(this.run.paramCount);
-  }
-
   private noteWaiting(): void {
     this.waitingSince = Date.now();
     if (this.state === 'running' || this.state === 'evaluating') this.setState('waiting', 'no workers connected');
@@ -561,13 +570,12 @@ export class Coordinator {
     const tasks: Task[] = plan.map((p) => ({
       kind: 'train', step: this.step, shard: p.id, position: p.position, count: p.count,
       indices: indices.subarray(p.position, p.position + p.count), split: this.data.train,
-      owner: null, done: false, received: 0, grad: null, result: null, doneBy: null, doneAt: 0,
+      owner: null, done: false, received: 0, result: null, doneBy: null, doneAt: 0,
     }));
+    this.reducer.begin(tasks.length);
     await this.execute(tasks);
     const t1 = performance.now();
-    const grads = tasks.map((t) => t.grad!);
-    sumInOrder(grads, this.gradSum);
-    for (const g of grads) this.bufferPool.push(g);
+    this.reducer.finish(); // the sum is gradSum, already complete: segments were folded as they came
     const t2 = performance.now();
     sgdStep(this.weights, this.gradSum, this.run.lr, indices.length);
     this.version++;
@@ -582,7 +590,7 @@ export class Coordinator {
     this.lastStep = {
       step: this.step, epoch: this.epoch + 1, examples: indices.length, loss: stats.lossSum / stats.count, acc: stats.correct / stats.count,
       wallMs: t4 - t0, collectMs: t1 - t0, computeMs: Math.max(...tasks.map((t) => t.result!.timings.computeMs)),
-      uploadMs: Math.max(...tasks.map((t) => upload(t.result!))), aggregateMs: t2 - t1, applyMs: t3 - t2, broadcastMs: t4 - t3,
+      uploadMs: Math.max(...tasks.map((t) => upload(t.result!))), aggregateMs: t2 - t1, foldMs: this.reducer.foldMs, applyMs: t3 - t2, broadcastMs: t4 - t3,
       straggler: tasks.length > 1 ? last.doneBy : null,
       shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!) })),
       at: Date.now(),
@@ -598,7 +606,7 @@ export class Coordinator {
     for (let o = 0, shard = 0; o < n; o += this.opts.batch, shard++) {
       const count = Math.min(this.opts.batch, n - o);
       const indices = new Uint32Array(count).map((_, i) => o + i);
-      tasks.push({ kind: 'eval', step: this.step, shard, position: o, count, indices, split: this.data.test, owner: null, done: false, received: 0, grad: null, result: null, doneBy: null, doneAt: 0 });
+      tasks.push({ kind: 'eval', step: this.step, shard, position: o, count, indices, split: this.data.test, owner: null, done: false, received: 0, result: null, doneBy: null, doneAt: 0 });
     }
     await this.execute(tasks);
     return tasks.reduce((a, t) => a + t.result!.correct, 0) / n;

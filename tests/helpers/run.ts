@@ -50,3 +50,9 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
 }
+
+/** The first `train` training and `test` test images: real data, shorter epochs (20 steps of 32 for 640). */
+export function subset(d: Dataset, train: number, test: number): Dataset {
+  const cut = (s: Dataset['train'], n: number) => ({ images: s.images.subarray(0, n * 784), labels: s.labels.subarray(0, n), count: n });
+  return { dir: d.dir, train: cut(d.train, train), test: cut(d.test, test) };
+}

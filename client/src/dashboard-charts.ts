@@ -1,0 +1,96 @@
+// The dashboard's three charts, drawn by uPlot: d2l's Animator curves, examples/s over time, and
+// the per-step timeline of where the wall time went. Each chart follows its box's width.
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+import { PHASES, curveData, speedData, timelineData, type RunView } from './dashboard-model';
+
+// d2l's Animator draws train loss 'b-', train acc 'm--', test acc 'g-.' (matplotlib's defaults).
+const BLUE = '#1f77b4';
+const MAGENTA = '#bf3fbf';
+const GREEN = '#2ca02c';
+const PHASE_COLORS = ['#1f77b4', '#ff7f0e', '#9e9e9e', '#2ca02c', '#d62728', '#9467bd'];
+
+const fixed = (digits: number) => (_u: uPlot, v: number | null) => (v === null || v === undefined ? '–' : v.toFixed(digits));
+
+function axisColor(): string {
+  return getComputedStyle(document.body).color || '#444';
+}
+
+function heightFor(width: number): number {
+  return Math.round(Math.min(280, Math.max(180, width * 0.55)));
+}
+
+export class Charts {
+  readonly curves: uPlot;
+  readonly speed: uPlot;
+  readonly timeline: uPlot;
+  /** Each phase's own ms for the timeline's legend (its series hold running sums). */
+  private parts: number[][] = PHASES.map(() => []);
+
+  constructor(curvesEl: HTMLElement, speedEl: HTMLElement, timelineEl: HTMLElement) {
+    const stroke = axisColor();
+    const grid = { stroke: '#8883', width: 1 };
+    const axis = (label: string, extra: Partial<uPlot.Axis> = {}): uPlot.Axis => ({ label, stroke, grid, ticks: grid, ...extra });
+    const size = (el: HTMLElement) => { const width = Math.max(200, el.clientWidth); return { width, height: heightFor(width) }; };
+
+    this.curves = new uPlot({
+      ...size(curvesEl),
+      scales: { x: { time: false }, loss: { auto: true }, acc: { range: [0, 1] } },
+      axes: [axis('epoch'), axis('loss', { scale: 'loss' }), axis('accuracy', { scale: 'acc', side: 1, grid: { show: false } })],
+      series: [
+        { label: 'epoch', value: fixed(2) },
+        { label: 'step loss', scale: 'loss', stroke: `${BLUE}66`, width: 1, points: { show: false }, value: fixed(3) },
+        { label: 'train loss', scale: 'loss', stroke: BLUE, width: 2, spanGaps: true, points: { show: true, size: 6 }, value: fixed(3) },
+        { label: 'train acc', scale: 'acc', stroke: MAGENTA, width: 2, dash: [8, 4], spanGaps: true, points: { show: true, size: 6 }, value: fixed(3) },
+        { label: 'test acc', scale: 'acc', stroke: GREEN, width: 2, dash: [8, 3, 2, 3], spanGaps: true, points: { show: true, size: 6 }, value: fixed(3) },
+      ],
+    }, [[], [], [], [], []], curvesEl);
+
+    this.speed = new uPlot({
+      ...size(speedEl),
+      scales: { x: { time: false }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
+      axes: [axis('seconds'), axis('examples/s')],
+      series: [
+        { label: 's', value: fixed(1) },
+        { label: 'per step', stroke: `${BLUE}55`, width: 1, points: { show: false }, value: fixed(1) },
+        { label: '20-step average', stroke: BLUE, width: 2, points: { show: false }, value: fixed(1) },
+      ],
+    }, [[], [], []], speedEl);
+
+    // uPlot stacks nothing itself: series hold running sums, drawn tallest first so that each
+    // shorter bar covers the one below it; the legend shows each phase's own ms.
+    const bars = uPlot.paths.bars!({ size: [0.85, 40] });
+    const order = PHASES.map((_, i) => i).reverse();
+    this.timeline = new uPlot({
+      ...size(timelineEl),
+      scales: { x: { time: false }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.05)] } },
+      axes: [axis('step'), axis('ms')],
+      series: [
+        { label: 'step', value: fixed(0) },
+        ...order.map((i): uPlot.Series => ({
+          label: PHASES[i][1], stroke: PHASE_COLORS[i], fill: PHASE_COLORS[i], width: 0, paths: bars, points: { show: false },
+          value: (_u, _v, _si, idx) => (idx === null || this.parts[i][idx] === undefined ? '–' : this.parts[i][idx].toFixed(1)),
+        })),
+      ],
+    }, [[], ...order.map(() => [])], timelineEl);
+
+    const follow = (chart: uPlot, el: HTMLElement) => new ResizeObserver(() => chart.setSize(size(el))).observe(el);
+    follow(this.curves, curvesEl);
+    follow(this.speed, speedEl);
+    follow(this.timeline, timelineEl);
+  }
+
+  update(v: RunView): void {
+    this.curves.setData(curveData(v));
+    this.speed.setData(speedData(v));
+    const t = timelineData(v);
+    this.parts = t.parts;
+    const [x, ...stacked] = t.data;
+    this.timeline.setData([x, ...PHASES.map((_, i) => stacked[i]).reverse()]);
+  }
+
+  /** Points on the per-step loss line (tests read it through window.tabtrainDashboard). */
+  lossPoints(): number {
+    return Array.from(this.curves.data[1] ?? [] as number[]).filter((y) => y !== null && y !== undefined).length;
+  }
+}

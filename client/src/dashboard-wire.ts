@@ -1,0 +1,134 @@
+// What the coordinator sends the dashboard page: the JSON of GET /api/status and of the
+// server-sent events on GET /api/events. Types only, imported by both ends (server/src/dashboard.ts
+// and client/src/dashboard.ts), so neither can drift from the other.
+//
+// The event stream:
+//   event: snapshot   data: Snapshot   once, when the page connects (and again after a reconnect)
+//   event: update     data: Update     at most DASHBOARD.updateIntervalMs apart, only when something changed
+// A snapshot's steps and log are those of the latest update, so the updates that follow neither
+// repeat nor skip a step; its epochs are the coordinator's whole history (a resumed run restores
+// it), so an update may repeat an epoch: pages merge epochs by number.
+
+/** A worker's state as the dashboard names it. */
+export const WORKER_STATE = {
+  /** Connected and said hello, but has not returned its first shard yet (receiving weights, compiling). */
+  joining: 'joining',
+  /** Computing a shard. */
+  working: 'working',
+  /** Waiting for the next shard. */
+  idle: 'idle',
+  /** Socket closed; kept in the table so that its bytes still count. */
+  lost: 'lost',
+} as const;
+export type WorkerState = (typeof WORKER_STATE)[keyof typeof WORKER_STATE];
+
+/** Whether POST /api/control is open: 'admin' when the coordinator has --admin-token, else read-only. */
+export type ControlMode = 'admin' | 'read-only';
+
+/** Actions of POST /api/control. */
+export const CONTROL_ACTIONS = ['pause', 'resume', 'stop'] as const;
+export type ControlAction = (typeof CONTROL_ACTIONS)[number];
+
+/** One training step, as plotted: numbers rounded for the wire. Times in ms. */
+export interface StepPoint {
+  step: number;
+  /** 1-based epoch the step belongs to. */
+  epoch: number;
+  loss: number;
+  acc: number;
+  examples: number;
+  /** examples / wall time of the step. */
+  examplesPerSec: number;
+  wallMs: number;
+  /** Slowest shard's compute, as its worker measured it. */
+  computeMs: number;
+  /** Slowest shard's encode + send, as its worker measured it. */
+  uploadMs: number;
+  /** The rest of the collect phase: weights and shards on the wire, queueing, the straggler's lag. */
+  waitMs: number;
+  aggregateMs: number;
+  applyMs: number;
+  broadcastMs: number;
+  /** Connection id of the worker the step waited for (null with one shard). */
+  straggler: number | null;
+  /** Wall clock (ms since 1970) when the step ended. */
+  at: number;
+}
+
+/** An epoch's d2l figures (the coordinator's EpochMetrics). */
+export interface EpochPoint {
+  epoch: number;
+  steps: number;
+  examples: number;
+  loss: number;
+  trainAcc: number;
+  /** null for a partial epoch (a run cut short skips the test evaluation). */
+  testAcc: number | null;
+  examplesPerSec: number;
+  seconds: number;
+}
+
+export interface WorkerRow {
+  /** Connection id: the coordinator's own number for this socket. */
+  id: number;
+  workerId: string;
+  kind: string;
+  backend: string;
+  /** The adapter in one line (description or vendor/architecture, Dawn backend, "fallback"), '' when none. */
+  adapterName: string;
+  state: WorkerState;
+  shardSize: number;
+  computeMs: number;
+  uploadMs: number;
+  bytesIn: number;
+  bytesOut: number;
+  examplesPerSec: number;
+  shardsDone: number;
+  /** The latest step waited for this worker. */
+  straggler: boolean;
+}
+
+/** The run header: what the run is and where it stands. */
+export interface RunHeader {
+  model: string;
+  modelHash: string;
+  paramCount: number;
+  config: { epochs: number; batch: number; lr: number; seed: number; maxSteps: number | null; balance: string; minWorkers: number; evalExamples: number };
+  /** waiting | running | paused | evaluating | finished | stopped | failed */
+  state: string;
+  /** Why the run is in its state (pause reason, failure message, ...); '' when none. */
+  reason: string;
+  step: number;
+  /** Steps the run will take in all: epochs × steps per epoch, or --max-steps if smaller. */
+  totalSteps: number;
+  stepsPerEpoch: number;
+  /** 1-based epoch in progress (the last one once the run is over). */
+  epoch: number;
+  startedAt: number;
+  /** Seconds since the coordinator started, as of `now`. */
+  elapsedSec: number;
+  /** Seconds left at the recent step rate; null when unknown or not running. */
+  etaSec: number | null;
+  /** Bytes to and from every worker that ever joined. */
+  totalBytes: number;
+  /** The latest d2l-style line: loss, train acc, test acc, examples/sec. */
+  line: string;
+  control: ControlMode;
+  /** Server wall clock when this header was made (ms since 1970). */
+  now: number;
+}
+
+export interface Update {
+  /** Increases by one per update; a snapshot carries the seq of the update it reflects. */
+  seq: number;
+  header: RunHeader;
+  workers: WorkerRow[];
+  /** Steps since the previous update (a snapshot: every step kept). */
+  steps: StepPoint[];
+  /** Epochs since the previous update (a snapshot: all). */
+  epochs: EpochPoint[];
+  /** Coordinator log lines since the previous update (a snapshot: the latest few). */
+  log: string[];
+}
+
+export type Snapshot = Update;
