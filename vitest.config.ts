@@ -9,5 +9,7 @@ export default defineConfig({
     testTimeout: 300_000,
     hookTimeout: 120_000,
     reporters: ['verbose'],
+    // Builds client/dist for the browser tests when it is missing or stale.
+    globalSetup: ['tests/helpers/build-client.ts'],
   },
 });

@@ -2,10 +2,12 @@
 // frames out; the backend setup and the socket belong to the entry points.
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, chunkRanges, decodeFrame, encode, getModel, modelHash, validate, zooHashes,
+  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, getModel, modelHash, paramLayout, validate, zooHashes,
   type Assign, type Hello, type RunInfo, type WorkerKind,
 } from '@tabtrain/shared';
 import { Net } from '@tabtrain/shared/net';
+import { GradientEncoder, checkCompression, gradientFrame, planSegments } from '@tabtrain/shared/compress';
+import { SyntheticNet, type Trainable } from './synthetic';
 
 export interface WorkerIdentity {
   workerId: string;
@@ -31,7 +33,11 @@ export interface WorkerStatus {
 export type SendFrame = (frame: Uint8Array) => Promise<void>;
 
 export class WorkerCore {
-  private net: Net | null = null;
+  private net: Trainable | null = null;
+  /** Encodes gradients as the run's --compress says, keeping this worker's error feedback. */
+  private encoder: GradientEncoder | null = null;
+  /** Gradient frames of the last step, one per segment, reused by the next. */
+  private frames: Uint8Array[] = [];
   private run: RunInfo | null = null;
   private version = -1;
   private incoming: Float32Array | null = null;
@@ -44,7 +50,7 @@ export class WorkerCore {
   constructor(
     private readonly id: WorkerIdentity,
     private readonly send: SendFrame,
-    private readonly opts: { delayMsPerExample?: number; onStatus?: (s: WorkerStatus) => void; log?: (line: string) => void } = {},
+    private readonly opts: { delayMsPerExample?: number; syntheticMsPerExample?: number; onStatus?: (s: WorkerStatus) => void; log?: (line: string) => void } = {},
   ) {}
 
   hello(): Uint8Array {
@@ -68,10 +74,12 @@ export class WorkerCore {
         const spec = getModel(msg.run.model);
         if (modelHash(spec) !== msg.run.modelHash) throw new Error(`model ${spec.name}: coordinator hash ${msg.run.modelHash} differs from ours ${modelHash(spec)}`);
         this.net?.dispose();
-        this.net = new Net(spec);
+        // Synthetic: the benchmark's stand-in GPU (synthetic.ts); same protocol, no tfjs compute.
+        this.net = this.opts.syntheticMsPerExample !== undefined ? new SyntheticNet(spec, this.opts.syntheticMsPerExample) : new Net(spec);
         this.run = msg.run;
         this.version = -1;
         this.grad = new Float32Array(this.net.total);
+        this.encoder = new GradientEncoder(planSegments(paramLayout(spec).params, this.net.total, checkCompression(msg.run.compress)), this.net.total, msg.run.seed);
         this.update({ state: 'idle', run: msg.run });
         this.opts.log?.(`joined as ${msg.workerId}: ${spec.name}, ${this.net.total.toLocaleString('en-US')} parameters`);
         return;
@@ -118,9 +126,13 @@ export class WorkerCore {
     let encodeMs = 0;
     let sendMs = 0;
     if (a.task === 'train') {
-      for (const [o, e] of chunkRanges(net.total)) {
+      // One frame per segment of the run's plan, the body encoded straight into the frame.
+      for (const seg of this.encoder!.plan) {
         const t1 = performance.now();
-        const frame = encode({ type: MSG.gradient, step: a.step, shard: a.shard, offset: o, total: net.total }, this.grad!.subarray(o, e));
+        // Last step's frame is free again: the socket copied it (Node: masking; browser: send()).
+        const { frame, body } = gradientFrame(seg, a.step, a.shard, net.total, this.frames[seg.index]);
+        this.frames[seg.index] = frame;
+        this.encoder!.encode(seg, this.grad!, body);
         const t2 = performance.now();
         await this.send(frame);
         encodeMs += t2 - t1;
@@ -137,7 +149,7 @@ export class WorkerCore {
     });
   }
 
-  private need(): Net {
+  private need(): Trainable {
     if (!this.net) throw new Error('message before welcome');
     return this.net;
   }

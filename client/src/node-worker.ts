@@ -13,6 +13,8 @@ export interface NodeWorkerOptions {
   workerId?: string;
   /** Extra milliseconds per example, to simulate a slow GPU in straggler tests. */
   delayMsPerExample?: number;
+  /** Benchmark stand-in for a GPU: no tfjs compute, sleep this long per example (synthetic.ts). */
+  syntheticMsPerExample?: number;
   quiet?: boolean;
   /** Independent worker sessions in this one process (load tests); default 1. */
   instances?: number;
@@ -41,7 +43,7 @@ export async function setupNodeBackend(backend: NodeWorkerOptions['backend']): P
 
 /** Runs until the coordinator ends the run (resolves) or refuses us for good (rejects). */
 export async function runNodeWorker(opts: NodeWorkerOptions): Promise<void> {
-  const { backend, adapter } = await setupNodeBackend(opts.backend);
+  const { backend, adapter } = opts.syntheticMsPerExample !== undefined ? { backend: 'synthetic', adapter: null } : await setupNodeBackend(opts.backend);
   const instances = opts.instances ?? 1;
   // Several instances share one process and backend: lightweight workers for load tests.
   await Promise.all(Array.from({ length: instances }, (_, i) =>
@@ -68,7 +70,7 @@ function session(opts: NodeWorkerOptions, workerId: string, backend: string, ada
     const ws = new WebSocket(opts.url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
     let joined = false;
     const send = (frame: Uint8Array) => new Promise<void>((res, rej) => ws.send(frame, (err) => (err ? rej(err) : res())));
-    const core = new WorkerCore({ workerId, kind: 'node', backend, adapter, token: opts.token }, send, { delayMsPerExample: opts.delayMsPerExample, log });
+    const core = new WorkerCore({ workerId, kind: 'node', backend, adapter, token: opts.token }, send, { delayMsPerExample: opts.delayMsPerExample, syntheticMsPerExample: opts.syntheticMsPerExample, log });
     ws.on('open', () => { ws.send(core.hello()); });
     ws.on('message', (data: Buffer) => {
       joined = true;

@@ -9,7 +9,29 @@ import { IMAGE_BYTES } from './protocol';
 
 export interface ShardStats { lossSum: number; correct: number; count: number }
 
+/**
+ * How weights reach the variables and gradients come back. The default works on every backend;
+ * a backend can install a faster one (client/src/webgpu-io.ts: staging buffers reused across
+ * steps, in-place queue writes) by assigning `Net.io`.
+ */
+export interface TensorIO {
+  /** Reads ts[i] into out at params[i].offset. */
+  read(ts: tf.Tensor[], params: ParamInfo[], out: Float32Array): Promise<void>;
+  /** Writes flat's slices into the variables it can; returns which it did (Net assigns the rest). */
+  write?(vars: tf.Variable[], params: ParamInfo[], flat: Float32Array): boolean[];
+  dispose?(): void;
+}
+
+const defaultIO: TensorIO = {
+  async read(ts, params, out) {
+    // Every read is started before the first is awaited: their round trips overlap.
+    const reads = ts.map((t) => t.data());
+    for (let i = 0; i < ts.length; i++) out.set(await reads[i] as Float32Array, params[i].offset);
+  },
+};
+
 export class Net {
+  static io: TensorIO = defaultIO;
   readonly params: ParamInfo[];
   readonly total: number;
   /** Resident weights, one variable per parameter, in layout order. */
@@ -19,13 +41,17 @@ export class Net {
     const layout = paramLayout(spec);
     this.params = layout.params;
     this.total = layout.total;
-    this.vars = this.params.map((p) => tf.variable(tf.zeros(p.shape), true));
+    // tidy() frees the zeros each variable starts from (a variable only shares their buffer):
+    // without it every Net left one model-sized set of tensors behind, per (re)join.
+    this.vars = this.params.map((p) => tf.tidy(() => tf.variable(tf.zeros(p.shape), true)));
   }
 
   /** Loads a flat weight vector (one write per variable). */
   setWeights(flat: Float32Array): void {
     if (flat.length !== this.total) throw new Error(`weights have ${flat.length} floats, model ${this.spec.name} needs ${this.total}`);
+    const done = Net.io.write?.(this.vars, this.params, flat);
     this.params.forEach((p, i) => {
+      if (done?.[i]) return;
       // slice(): backends may keep a reference to the array they are given; ours is reused.
       const t = tf.tensor(flat.slice(p.offset, p.offset + p.size), p.shape, 'float32');
       this.vars[i].assign(t);
@@ -89,9 +115,7 @@ export class Net {
     }, this.vars);
     tf.dispose([x, y, ...masks]);
     try {
-      for (let i = 0; i < this.params.length; i++) {
-        out.set(await grads[this.vars[i].name].data() as Float32Array, this.params[i].offset);
-      }
+      await Net.io.read(this.vars.map((v) => grads[v.name]), this.params, out);
       return { lossSum: (await value.data())[0], correct: (await correctT!.data())[0], count };
     } finally {
       tf.dispose([value, correctT!, ...Object.values(grads)]);

@@ -5,6 +5,7 @@
 // The body (fp32 weights/gradients, uint8 images) starts 4-byte aligned in the frame, so the
 // receiver views it as a Float32Array without copying.
 import { Packr } from 'msgpackr';
+import type { Codec, Compression } from './compress';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -97,6 +98,8 @@ export interface RunInfo {
   batch: number;
   lr: number;
   paramCount: number;
+  /** How gradients travel (compress.ts); absent = fp32. Workers build the same segment plan from it. */
+  compress?: Compression;
 }
 
 export interface Welcome { type: typeof MSG.welcome; workerId: string; run: RunInfo }
@@ -112,7 +115,11 @@ export interface Assign {
   position: number;
   count: number;
 }
-export interface Gradient { type: typeof MSG.gradient; step: number; shard: number; offset: number; total: number }
+export interface Gradient {
+  type: typeof MSG.gradient; step: number; shard: number; offset: number; total: number;
+  /** The body's encoding when not raw fp32 (compress.ts); must match the run's segment plan. */
+  codec?: Codec;
+}
 export interface Timings { computeMs: number; encodeMs: number; sendMs: number }
 export interface Result {
   type: typeof MSG.result;
@@ -167,7 +174,8 @@ export function decodeFrame(frame: Uint8Array): { header: unknown; body: Uint8Ar
 export function asFloat32(body: Uint8Array): Float32Array {
   if (body.byteLength % 4 !== 0) throw new ProtocolError(CLOSE.badGradient, `fp32 body of ${body.byteLength} bytes is not a multiple of 4`);
   if (body.byteOffset % 4 === 0) return new Float32Array(body.buffer, body.byteOffset, body.byteLength / 4);
-  return new Float32Array(body.slice().buffer);
+  // A copy: Buffer#slice is a view, so copy through Uint8Array to get an aligned buffer of our own.
+  return new Float32Array(new Uint8Array(body).buffer);
 }
 
 function align4(n: number): number { return (n + 3) & ~3; }

@@ -1,0 +1,10 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { setupDawn } from '@tabtrain/client/dawn';
+const r = await setupDawn({ backends: (process.argv[2] ?? 'opengl').split(',') as any });
+console.log(r.adapter.backendType);
+const a = tf.tensor([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16].concat(new Array(2000).fill(1)));
+console.log('made');
+const b = tf.add(a, a);
+console.log('added');
+console.log((await b.data()).slice(0, 4));
+process.exit(0);

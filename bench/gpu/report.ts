@@ -1,0 +1,62 @@
+// Merges the GPU comparison's JSON files into one, and prints the markdown section that
+// docs/BENCHMARKS.md gets (run.sh appends it).
+//
+//   node --import tsx bench/gpu/report.ts --gpu NAME [--torch F] [--probe F] [--worker F] [--io F]
+//        [--train F] [--json OUT.json] [--note TEXT]
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+const { values: v } = parseArgs({
+  options: {
+    gpu: { type: 'string', default: 'unknown GPU' }, torch: { type: 'string' }, probe: { type: 'string' }, worker: { type: 'string' },
+    io: { type: 'string' }, train: { type: 'string' }, json: { type: 'string' }, note: { type: 'string' },
+  },
+});
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Any = any;
+const load = (f?: string): Any => (f && existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : null);
+const torch = load(v.torch), probe = load(v.probe), worker = load(v.worker), io = load(v.io), train = load(v.train);
+const fmt = (x: number | null | undefined, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : '—');
+const tr = (model: string, mode: string, what: string): number | null => torch?.results?.find((r: Any) => r.model === model && r.mode === mode && r.what === what)?.examplesPerSec ?? null;
+const wk = (model: string, mode: 'noread' | 'read'): number | null => worker?.results?.find((r: Any) => r.model === model)?.[mode]?.examplesPerSec ?? null;
+const ratio = (a: number | null, b: number | null) => (a && b ? a / b : null);
+
+const lines: string[] = [];
+const date = new Date().toISOString().slice(0, 10);
+lines.push(`### Same-GPU comparison on ${v.gpu} (${date})`, '');
+const adapter = worker?.results?.[0]?.adapter ?? probe?.adapter;
+if (adapter) lines.push(`tabtrain WebGPU worker: Dawn (npm webgpu) ${adapter.backendType} backend, adapter ${[adapter.vendor, adapter.architecture, adapter.device, adapter.description].filter(Boolean).join(' / ')}${adapter.isFallbackAdapter ? ' (fallback adapter)' : ''}.`);
+if (torch) lines.push(`PyTorch ${torch.torch} (CUDA ${torch.cuda}, cuDNN ${torch.cudnn}) on ${torch.gpu}.`);
+if (v.note) lines.push(v.note);
+lines.push('', 'Examples/s at batch 128, fp32, 224×224 Fashion-MNIST. PyTorch "fp32" = TF32 off (true fp32 like WebGPU shaders), cudnn.benchmark on; "default" = PyTorch defaults as d2l runs them (cuDNN convs may use TF32). tabtrain "fwd+bwd" leaves the gradients on the GPU; "+ readback" is `Net.gradient` as a worker runs it (gradient copied into one flat fp32 array).', '');
+lines.push('| model | PyTorch fp32 train | PyTorch fp32 fwd+bwd | PyTorch default train | tabtrain WebGPU fwd+bwd | tabtrain + readback | WebGPU fwd+bwd ÷ PyTorch fp32 fwd+bwd | ÷ PyTorch default train |');
+lines.push('|---|--:|--:|--:|--:|--:|--:|--:|');
+const ratios: Record<string, number | null> = {};
+for (const m of ['alexnet', 'vgg11']) {
+  const r1 = ratio(wk(m, 'noread'), tr(m, 'fp32', 'fwdbwd'));
+  ratios[m] = r1;
+  lines.push(`| ${m} | ${fmt(tr(m, 'fp32', 'train'))} | ${fmt(tr(m, 'fp32', 'fwdbwd'))} | ${fmt(tr(m, 'default', 'train'))} | ${fmt(wk(m, 'noread'))} | ${fmt(wk(m, 'read'))} | ${r1 === null ? '—' : `${(100 * r1).toFixed(1)}%`} | ${(() => { const r = ratio(wk(m, 'noread'), tr(m, 'default', 'train')); return r === null ? '—' : `${(100 * r).toFixed(1)}%`; })()} |`);
+}
+if (worker?.results?.length) {
+  lines.push('');
+  for (const r of worker.results) {
+    lines.push(`- tabtrain ${r.model}: first step (shader compiles) ${fmt(r.noread?.firstStepMs, 0)} ms; median step ${fmt(r.noread?.medianStepMs, 1)} ms without readback, ${fmt(r.read?.medianStepMs, 1)} ms with; ` +
+      `pipelines compiled during timed steps: ${r.noread?.pipelinesCompiledWhileTimed ?? '—'}/${r.read?.pipelinesCompiledWhileTimed ?? '—'}; tensors leaked: ${r.read?.tensorsLeaked ?? '—'}.` +
+      (r.profile ? ` Top kernels by GPU time: ${r.profile.top.slice(0, 6).map((t: Any) => `${t.kernel} ${t.ms} ms ×${t.count}`).join(', ')}.` : ''));
+  }
+}
+if (io?.results?.length) {
+  for (const r of io.results) {
+    lines.push(`- ${r.model} weights upload / gradient readback (${fmt(r.fast?.megabytes, 1)} MB): tfjs's own path ${fmt(r.tfjs?.uploadMs)} / ${fmt(r.tfjs?.readbackMs)} ms, tabtrain's webgpu-io ${fmt(r.fast?.uploadMs)} / ${fmt(r.fast?.readbackMs)} ms (${fmt(r.fast?.readbackGBs, 2)} GB/s).`);
+  }
+}
+if (train) {
+  lines.push('', `Real run (coordinator + ${train.workers} Dawn ${train.backend} workers on this one GPU, ${train.model}, batch ${train.batch}, lr ${train.lr}, real Fashion-MNIST, ${train.seconds} s budget): ` +
+    `${train.steps} steps, ${fmt(train.examplesPerSec)} examples/s over the run (${fmt(train.steadyExamplesPerSec)} after the first 3 steps); ` +
+    `loss ${fmt(train.lossFirst, 3)} (mean of the first ${train.lossWindow} steps) → ${fmt(train.lossLast, 3)} (last ${train.lossWindow}).` +
+    (train.medianStep ? ` Median step ${fmt(train.medianStep.wallMs, 0)} ms: worker compute ${fmt(train.medianStep.computeMs, 0)}, gradient upload ${fmt(train.medianStep.uploadMs, 0)}, SGD ${fmt(train.medianStep.applyMs, 0)}, broadcast ${fmt(train.medianStep.broadcastMs, 0)} ms.` : ''));
+}
+lines.push('');
+const md = lines.join('\n');
+console.log(md);
+if (v.json) writeFileSync(v.json, JSON.stringify({ gpu: v.gpu, date: new Date().toISOString(), ratios, probe, torch, worker, io, train, markdown: md }, null, 2) + '\n');

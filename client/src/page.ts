@@ -1,0 +1,183 @@
+// The worker page: open http://COORDINATOR:PORT/ on a GPU machine and this tab trains.
+//
+// Only two things here are browser-specific: the backend setup (page-backend.ts) and the socket
+// (page-socket.ts). The protocol and the arithmetic are WorkerCore's, the same as the Node
+// worker's. URL parameters:
+//   ?coordinator=ws://HOST:PORT/ws   join another coordinator than the one that served the page
+//   ?backend=webgpu|webgl|wasm|cpu   try this backend first
+//   ?token=T                         the coordinator's --token
+import * as tf from '@tensorflow/tfjs-core';
+import { CLOSE, CLOSE_NAMES } from '@tabtrain/shared';
+import type { WorkerStatus } from './core';
+import { selectBackend, simulateDeviceLoss, type BackendChoice, type DeviceLoss } from './page-backend';
+import { Backoff, FATAL_CODES, coordinatorUrl, runSession, stableWorkerId } from './page-socket';
+import { PageUi } from './page-ui';
+
+/** One finished shard, as the page saw it: for the memory check and the speed figures. */
+export interface ShardRecord { step: number; shardSize: number; computeMs: number; uploadMs: number; examplesPerSec: number; tensors: number; bytes: number; heapBytes: number | null }
+
+/** What tests (and curious users, from the console) can read: `window.tabtrain.snapshot()`. */
+export interface PageSnapshot {
+  backend: string | null;
+  adapter: Record<string, unknown> | null;
+  notice: string;
+  connection: string;
+  coordinator: string;
+  workerId: string;
+  status: WorkerStatus | null;
+  shards: ShardRecord[];
+  deviceLosses: number;
+  memory: { numTensors: number; numBytes: number; numBytesInGPU?: number };
+  heapBytes: number | null;
+  error: string | null;
+}
+
+declare global {
+  interface Window { tabtrain?: { snapshot(): PageSnapshot; simulateDeviceLoss(): boolean } }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** tf.memory() throws while no backend is up (between a device loss and the next backend). */
+const memory = (): PageSnapshot['memory'] => {
+  try {
+    return tf.memory() as PageSnapshot['memory'];
+  } catch {
+    return { numTensors: 0, numBytes: 0 };
+  }
+};
+const heap = (): number | null => (performance as unknown as { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? null;
+
+async function main(): Promise<void> {
+  const ui = new PageUi(document);
+  const params = new URLSearchParams(location.search);
+  const state: PageSnapshot = {
+    backend: null, adapter: null, notice: '', connection: 'starting', coordinator: '', workerId: '', status: null, shards: [],
+    deviceLosses: 0, memory: memory(), heapBytes: heap(), error: null,
+  };
+  window.tabtrain = {
+    snapshot: () => ({ ...state, status: state.status && { ...state.status }, shards: [...state.shards], memory: memory(), heapBytes: heap() }),
+    simulateDeviceLoss,
+  };
+  const connection = (text: string, level?: 'ok' | 'warn' | 'error') => {
+    state.connection = text;
+    ui.set('connection', text, level);
+  };
+  const log = (line: string) => ui.addLog(line);
+  const fail = (message: string) => {
+    state.error = message;
+    ui.setNotice('error', message);
+    connection(`stopped: ${message}`, 'error');
+  };
+
+  try {
+    state.coordinator = coordinatorUrl(location, params);
+  } catch (e) {
+    fail((e as Error).message);
+    return;
+  }
+  ui.set('coordinator', state.coordinator);
+  let workerId = stableWorkerId(sessionStorage);
+  state.workerId = workerId;
+  ui.set('worker', workerId);
+  // tfjs's console advice is for developers, not for people lending a GPU.
+  tf.env().set('PROD', true);
+
+  const forced = params.get('backend');
+  let choice: BackendChoice;
+  let lost: DeviceLoss | null = null;
+  const adopt = (c: BackendChoice) => {
+    choice = c;
+    lost = null;
+    c.lost.then((l) => { if (choice === c) lost = l; });
+    Object.assign(state, { backend: c.backend, adapter: c.adapter, notice: c.notice });
+    ui.showBackend(c);
+    log(`backend ${c.backend}`);
+  };
+  connection('choosing a backend…');
+  try {
+    adopt(await selectBackend({ forced }));
+  } catch (e) {
+    fail((e as Error).message);
+    return;
+  }
+
+  let wasWorking = false;
+  const onStatus = (s: WorkerStatus) => {
+    state.status = { ...s };
+    ui.showStatus(s);
+    const m = memory();
+    if (wasWorking && s.state === 'idle') {
+      state.shards.push({ step: s.step, shardSize: s.shardSize, computeMs: s.computeMs, uploadMs: s.uploadMs, examplesPerSec: s.examplesPerSec, tensors: m.numTensors, bytes: m.numBytes, heapBytes: heap() });
+      if (state.shards.length > 1000) state.shards.splice(0, state.shards.length - 1000);
+    }
+    if (s.state === 'idle' && s.run) connection('joined: waiting for a shard', 'ok');
+    if (s.state === 'working') connection('joined: computing a shard', 'ok');
+    wasWorking = s.state === 'working';
+    ui.showMemory(m, heap());
+  };
+
+  const backoff = new Backoff();
+  const token = params.get('token') ?? undefined;
+  for (;;) {
+    connection(`connecting to ${state.coordinator}…`);
+    const outcome = await runSession({
+      url: state.coordinator,
+      identity: { workerId, kind: 'browser', backend: choice!.backend, adapter: choice!.adapter, token },
+      lost: choice!.lost,
+      onStatus,
+      onOpen: () => connection('connected: saying hello'),
+      log,
+    });
+    ui.showMemory(memory(), heap());
+    const gone: DeviceLoss | null = outcome.deviceLost ?? lost;
+    if (gone) {
+      // The device and every tensor on it are gone. Start a new backend (WebGPU again if it comes
+      // back, else the next one down) and rejoin under the same id; the coordinator has already
+      // put our unfinished shard back in its queue.
+      state.deviceLosses++;
+      connection('GPU device lost: re-initialising', 'warn');
+      log(`GPU device lost (${gone.reason}); re-initialising the backend`);
+      if (state.deviceLosses > 1) await sleep(backoff.next());
+      try {
+        adopt(await selectBackend({ forced, prefix: `The GPU device was lost (${gone.reason}) and this tab started again. ` }));
+      } catch (e) {
+        fail(`the GPU device was lost and no backend could be restarted: ${(e as Error).message}`);
+        return;
+      }
+      continue;
+    }
+    const name = CLOSE_NAMES[outcome.code] ?? String(outcome.code);
+    if (outcome.code === CLOSE.finished && outcome.joined) {
+      connection(`run finished${outcome.reason && outcome.reason !== 'run finished' ? `: ${outcome.reason}` : ''}. Thank you!`, 'ok');
+      log(`run finished (${outcome.reason})`);
+      return;
+    }
+    if (outcome.code === CLOSE.replaced) {
+      // Another tab holds our id (a duplicated tab copies sessionStorage): take a new one.
+      workerId = stableWorkerId(sessionStorage, true);
+      state.workerId = workerId;
+      ui.set('worker', workerId);
+      log(`another tab uses this worker id; continuing as ${workerId}`);
+      continue;
+    }
+    if (FATAL_CODES.has(outcome.code) && outcome.code !== CLOSE.finished) {
+      fail(`the coordinator refused this tab: ${name} (${outcome.code}) ${outcome.reason}`);
+      return;
+    }
+    if (outcome.joined) backoff.reset();
+    const wait = backoff.next();
+    const why = outcome.code === 1006 ? 'the coordinator is unreachable' : `${name}${outcome.reason ? `: ${outcome.reason}` : ''}`;
+    log(`disconnected (${why}); retrying in ${(wait / 1000).toFixed(1)} s`);
+    connection(`disconnected (${why}); reconnecting in ${(wait / 1000).toFixed(1)} s (attempt ${backoff.attempts})`, 'warn');
+    await sleep(wait);
+  }
+}
+
+main().catch((e) => {
+  const el = document.getElementById('notice');
+  if (el) {
+    el.className = 'notice error';
+    el.textContent = `The worker stopped: ${(e as Error).message ?? e}`;
+  }
+  console.error(e);
+});

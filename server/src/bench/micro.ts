@@ -1,0 +1,228 @@
+// `tabtrain bench micro`: the costs under one step, each next to the physical limit measured in
+// the same run (a plain memory copy of the same bytes).
+//
+//   aggregation   N shards' gradients summed by the coordinator's streaming reducer (reducer.ts),
+//                 in GB/s of gradient read, next to copying the same bodies; also the path it
+//                 replaced (copy each slice into a per-shard buffer, check it, sum at the end)
+//   codecs        per mode: the worker's encode of a whole gradient, the coordinator's check +
+//                 decode + fold of one shard, bytes on the wire; frame header encode/decode
+//   framing       our header+raw-body frames against msgpackr with moreTypes for an 8 MiB chunk
+//   websocket     loopback MB/s for one 187 MB message, worker → coordinator (masked) and back,
+//                 as one frame with ws's defaults (the baseline) and as 8 MiB frames with bufferutil
+import { spawn } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Packr } from 'msgpackr';
+import { CHUNK_FLOATS, decodeFrame, encode, getModel, MSG, paramLayout, validate } from '@tabtrain/shared';
+import { COMPRESS_MODES, GradientEncoder, gradientFrame, parseCompression, planBytes, planSegments, type CompressMode, type Segment } from '@tabtrain/shared/compress';
+import { fillGradient } from '@tabtrain/client/synthetic';
+import { firstNonFinite, sumInOrder } from '../aggregate';
+import { StreamReducer } from '../reducer';
+import type { PeerOptions } from './ws-peer';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export interface MicroOptions {
+  model: string;
+  shards: number;
+  reps: number;
+  modes: CompressMode[];
+  rank: number;
+  ws: boolean;
+  wsReps: number;
+  log: (line: string) => void;
+}
+
+export interface Timing { best: number; median: number; runs: number[] }
+
+function time(reps: number, f: () => void, warmup = 1): Timing {
+  for (let i = 0; i < warmup; i++) f();
+  const runs: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    f();
+    runs.push((performance.now() - t0) / 1000);
+  }
+  const sorted = runs.slice().sort((a, b) => a - b);
+  return { best: sorted[0], median: sorted[Math.floor(sorted.length / 2)], runs };
+}
+
+const gbs = (bytes: number, s: number) => bytes / s / 1e9;
+
+/** N shards of a gradient, each cut into the plan's fp32 bodies, every body its own buffer (as ws delivers them). */
+function shardBodies(plan: Segment[], total: number, shards: number): Uint8Array[][] {
+  const grad = new Float32Array(total);
+  return Array.from({ length: shards }, (_, k) => {
+    fillGradient(grad, k + 1);
+    return plan.map((s) => new Uint8Array(grad.slice(s.offset, s.offset + s.count).buffer));
+  });
+}
+
+export async function micro(o: MicroOptions) {
+  const spec = getModel(o.model);
+  const { params, total } = paramLayout(spec);
+  const bytes = 4 * total;
+  const res: Record<string, unknown> = { model: spec.name, floats: total, shards: o.shards };
+
+  // ---- aggregation, next to a memory copy of the same bytes ----
+  const plan = planSegments(params, total, parseCompression('none'));
+  o.log(`aggregation: ${o.shards} shards × ${(bytes / 1e6).toFixed(1)} MB in ${plan.length} bodies each`);
+  const bodies = shardBodies(plan, total, o.shards);
+  const input = o.shards * bytes;
+  const dst = new Float32Array(total);
+  const copy = time(o.reps, () => {
+    for (const b of bodies) plan.forEach((s, i) => dst.set(new Float32Array(b[i].buffer), s.offset));
+  });
+  const reducer = new StreamReducer(plan, total);
+  const fold = (order: 'round-robin' | 'shard-major') => time(o.reps, () => {
+    reducer.begin(o.shards);
+    if (order === 'shard-major') bodies.forEach((b, k) => plan.forEach((s, i) => reducer.accept(k, { offset: s.offset, total }, b[i])));
+    else plan.forEach((s, i) => bodies.forEach((b, k) => reducer.accept(k, { offset: s.offset, total }, b[i])));
+    reducer.finish();
+  });
+  const rr = fold('round-robin');
+  const sm = fold('shard-major');
+  // The path the reducer replaced: each slice checked and copied into its shard's buffer, summed at the end.
+  const bufs = Array.from({ length: o.shards }, () => new Float32Array(total));
+  const old = time(Math.min(o.reps, 3), () => {
+    bodies.forEach((b, k) => plan.forEach((s, i) => {
+      const slice = new Float32Array(b[i].buffer);
+      if (firstNonFinite(slice) >= 0) throw new Error('non-finite');
+      bufs[k].set(slice, s.offset);
+    }));
+    sumInOrder(bufs, dst);
+  });
+  bufs.length = 0;
+  const exact = sumInOrder(bodies.map((b) => { const v = new Float32Array(total); plan.forEach((s, i) => v.set(new Float32Array(b[i].buffer), s.offset)); return v; }), new Float32Array(total));
+  reducer.begin(o.shards);
+  plan.forEach((s, i) => bodies.forEach((b, k) => reducer.accept(k, { offset: s.offset, total }, b[i])));
+  const same = reducer.finish().every((x, i) => Object.is(x, exact[i]));
+  res.aggregation = {
+    inputBytes: input, simd: reducer.simd, bitIdenticalToReference: same,
+    memcpyGBs: gbs(input, copy.median), memcpyBestGBs: gbs(input, copy.best),
+    reducerGBs: gbs(input, rr.median), reducerBestGBs: gbs(input, rr.best),
+    reducerShardMajorGBs: gbs(input, sm.median),
+    reducerVsMemcpy: copy.median / rr.median,
+    oldPathGBs: gbs(input, old.median),
+    timings: { copy, roundRobin: rr, shardMajor: sm, oldPath: old },
+  };
+  o.log(`  memory copy ${gbs(input, copy.median).toFixed(2)} GB/s | reducer ${gbs(input, rr.median).toFixed(2)} GB/s (${((100 * copy.median) / rr.median).toFixed(0)}% of copy; shard-major ${gbs(input, sm.median).toFixed(2)}) | old path ${gbs(input, old.median).toFixed(2)} GB/s | SIMD ${reducer.simd} | bit-identical to sumInOrder: ${same}`);
+  bodies.length = 0;
+
+  // ---- codecs: encode on the worker, check + decode + fold on the coordinator, per mode ----
+  const grad = new Float32Array(total);
+  fillGradient(grad, 1);
+  const codecs: Record<string, unknown>[] = [];
+  const none = planBytes(plan, total);
+  for (const mode of o.modes) {
+    const c = parseCompression(mode, o.rank);
+    const p = planSegments(params, total, c);
+    const enc = new GradientEncoder(p, total, 1);
+    const reps = mode === 'powersgd' ? 1 : o.reps;
+    let frames: { frame: Uint8Array; body: Uint8Array }[] = [];
+    const encodeT = time(reps, () => {
+      frames = p.map((s) => { const f = gradientFrame(s, 1, 0, total); enc.encode(s, grad, f.body); return f; });
+    });
+    const r = new StreamReducer(p, total);
+    const foldOne = (shards: number) => time(reps, () => {
+      r.begin(shards);
+      for (let k = 0; k < shards; k++) {
+        frames.forEach((f, i) => {
+          const d = decodeFrame(f.frame);
+          r.accept(k, validate(d.header) as { offset: number; total: number; codec?: string }, d.body);
+          void i;
+        });
+      }
+      r.finish();
+    });
+    const first = foldOne(1);
+    const two = foldOne(2);
+    const wire = planBytes(p, total);
+    const row = {
+      mode, rank: c.rank, frames: p.length, bytesPerWorkerPerStep: wire, ratioToFp32: wire / none,
+      encodeMs: 1000 * encodeT.median, encodeGBs: gbs(bytes, encodeT.median),
+      decodeFirstMs: 1000 * first.median, decodeAddMs: 1000 * (two.median - first.median),
+    };
+    codecs.push(row);
+    o.log(`  ${mode.padEnd(8)} ${(wire / 1e6).toFixed(2).padStart(7)} MB/worker/step (1/${(none / wire).toFixed(1)} of fp32) in ${p.length} frames | worker encode ${row.encodeMs.toFixed(0)} ms | coordinator fold: first shard ${row.decodeFirstMs.toFixed(0)} ms, each further shard ${row.decodeAddMs.toFixed(0)} ms`);
+  }
+  res.codecs = codecs;
+
+  // ---- framing: our frames against msgpackr's typed-array extension, one 8 MiB chunk ----
+  const chunk = grad.subarray(0, CHUNK_FLOATS);
+  const header = { type: MSG.gradient, step: 1, shard: 0, offset: 0, total } as const;
+  const n = 20;
+  let frame = encode(header, chunk);
+  const ours = time(o.reps, () => { for (let i = 0; i < n; i++) frame = encode(header, chunk); });
+  const oursDecode = time(o.reps, () => { for (let i = 0; i < n; i++) { const d = decodeFrame(frame); validate(d.header); new Float32Array(d.body.buffer, d.body.byteOffset, d.body.byteLength / 4); } });
+  const packr = new Packr({ moreTypes: true, useRecords: false });
+  let packed = packr.pack({ ...header, body: chunk });
+  const mp = time(o.reps, () => { for (let i = 0; i < n; i++) packed = packr.pack({ ...header, body: chunk }); });
+  const mpDecode = time(o.reps, () => { for (let i = 0; i < n; i++) packr.unpack(packed); });
+  const small = encode({ type: MSG.result, task: 'train', step: 1, shard: 0, lossSum: 1, correct: 1, count: 16, timings: { computeMs: 1, encodeMs: 1, sendMs: 1 } });
+  const hdr = time(o.reps, () => { for (let i = 0; i < 10000; i++) validate(decodeFrame(small).header); });
+  const chunkBytes = 4 * CHUNK_FLOATS * n;
+  res.framing = {
+    chunkBytes: 4 * CHUNK_FLOATS,
+    oursEncodeGBs: gbs(chunkBytes, ours.median), oursDecodeGBs: gbs(chunkBytes, oursDecode.median),
+    msgpackrEncodeGBs: gbs(chunkBytes, mp.median), msgpackrDecodeGBs: gbs(chunkBytes, mpDecode.median),
+    smallMessageDecodeUs: (1e6 * hdr.median) / 10000,
+  };
+  o.log(`  framing, 8 MiB chunk: ours encode ${gbs(chunkBytes, ours.median).toFixed(2)} GB/s (one copy), decode ${gbs(chunkBytes, oursDecode.median).toFixed(0)} GB/s (a view) | msgpackr moreTypes pack ${gbs(chunkBytes, mp.median).toFixed(2)} GB/s, unpack ${gbs(chunkBytes, mpDecode.median).toFixed(2)} GB/s | small message decode+validate ${((1e6 * hdr.median) / 10000).toFixed(1)} µs`);
+
+  // ---- loopback WebSocket ----
+  if (o.ws) {
+    const msg = bytes;
+    const variants: { name: string; frameBytes: number; bufferutil: boolean }[] = [
+      { name: 'one frame, no bufferutil (baseline)', frameBytes: msg, bufferutil: false },
+      { name: 'one frame, bufferutil', frameBytes: msg, bufferutil: true },
+      { name: '8 MiB frames, no bufferutil', frameBytes: 4 * CHUNK_FLOATS, bufferutil: false },
+      { name: '8 MiB frames, bufferutil (tabtrain)', frameBytes: 4 * CHUNK_FLOATS, bufferutil: true },
+    ];
+    const rows: Record<string, unknown>[] = [];
+    for (const v of variants) {
+      for (const direction of ['up', 'down'] as const) {
+        const r = await wsLoopback({ direction, bytes: msg, frameBytes: v.frameBytes, reps: o.wsReps }, v.bufferutil);
+        const sorted = r.times.slice().sort((a, b) => a - b);
+        const median = sorted[Math.floor(sorted.length / 2)];
+        const row = { variant: v.name, direction, messageBytes: r.total, medianMBs: r.total / median / 1e6, bestMBs: r.total / sorted[0] / 1e6, times: r.times };
+        rows.push(row);
+        o.log(`  websocket ${direction === 'up' ? 'worker → coordinator (masked)' : 'coordinator → worker'}, ${v.name}: ${row.medianMBs.toFixed(0)} MB/s median, ${row.bestMBs.toFixed(0)} best (${o.wsReps} messages of ${(r.total / 1e6).toFixed(1)} MB)`);
+      }
+    }
+    res.websocket = rows;
+  }
+  return res;
+}
+
+/** Runs the two ends of one loopback measurement as separate processes. */
+async function wsLoopback(o: PeerOptions, bufferutil: boolean): Promise<{ times: number[]; total: number }> {
+  const env = { ...process.env };
+  if (bufferutil) delete env.WS_NO_BUFFER_UTIL;
+  else env.WS_NO_BUFFER_UTIL = '1';
+  const peer = (role: string, opts: PeerOptions) => spawn(process.execPath, ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'server/src/bench/ws-peer.ts'), role, JSON.stringify(opts)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = (p: ReturnType<typeof peer>) => {
+    let buf = '';
+    const waiters: ((l: string) => void)[] = [];
+    const ready: string[] = [];
+    p.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const l = buf.slice(0, i); buf = buf.slice(i + 1);
+        const w = waiters.shift(); if (w) w(l); else ready.push(l);
+      }
+    });
+    return () => new Promise<string>((r) => { const l = ready.shift(); if (l !== undefined) r(l); else waiters.push(r); });
+  };
+  const server = peer('server', o);
+  const fromServer = lines(server);
+  const { port } = JSON.parse(await fromServer()) as { port: number };
+  const client = peer('client', { ...o, port });
+  const fromClient = lines(client);
+  const out = JSON.parse(await (o.direction === 'up' ? fromClient() : fromServer())) as { times: number[]; total: number };
+  server.kill();
+  client.kill();
+  return out;
+}
+
+export { COMPRESS_MODES };

@@ -1,0 +1,430 @@
+// Gradient compression, selectable per run (`--compress none|fp16|int8|powersgd`).
+//
+// Both ends derive the same *segment plan* from the run (model layout + compression): the flat
+// gradient is cut into segments, each travelling as one `gradient` frame whose body is encoded by
+// the segment's codec. The coordinator checks every body against the plan (exact length, finite
+// scales and factors), decodes it and sums decoded shards in shard order, so a compressed run is
+// as reproducible as an fp32 one.
+//
+//   fp32     raw little-endian floats (no compression)
+//   fp16     IEEE half floats, round to nearest even, saturating at ±65504
+//   int8     per-segment pieces (segment ∩ parameter tensor), each with an fp32 scale:
+//            body = fp32 scale per piece | one int8 code per float; value = fround(code · scale)
+//   lowrank  a dense kernel [rows, cols] as rank-r factors, factor-major: body = Pᵀ [r, rows] | Qᵀ [r, cols]
+//            (fp32); value[i][j] = fround(Σ_k P[k][i] · Q[k][j]), summed in k order in double precision
+//
+// int8 and lowrank keep error feedback on the worker: what a step's encoding lost is added to the
+// next step's gradient, so nothing is dropped for good, only delayed (Karimireddy et al. 2019;
+// Vogels et al. 2019, PowerSGD). The low-rank codec is PowerSGD's rank-r power iteration with a
+// warm-started Q, done by each worker on its own gradient in one round (PowerSGD proper all-reduces
+// P first; a star topology would pay a second round trip per step for that).
+//
+// Pure code: no Node or DOM imports, so the page and the Node worker run the same encoder.
+import type { ParamInfo } from './models';
+import { CHUNK_FLOATS, encode, type Gradient } from './protocol';
+import { mixSeed, rng } from './rng';
+
+export const COMPRESS_MODES = ['none', 'fp16', 'int8', 'powersgd'] as const;
+export type CompressMode = (typeof COMPRESS_MODES)[number];
+
+/** A run's compression; travels in the welcome's run info (absent = none). */
+export interface Compression {
+  mode: CompressMode;
+  /** Rank of the low-rank factors (powersgd only). */
+  rank: number;
+}
+
+export const NO_COMPRESSION: Compression = { mode: 'none', rank: 0 };
+/** PowerSGD's paper reaches full accuracy on its benchmarks at rank 2–4; 4 costs AlexNet ~0.3 MB. */
+export const DEFAULT_RANK = 4;
+
+export const CODECS = ['fp32', 'fp16', 'int8', 'lowrank'] as const;
+export type Codec = (typeof CODECS)[number];
+
+/** One frame's worth of the gradient. */
+export interface Segment {
+  index: number;
+  codec: Codec;
+  /** First float of the segment in the flat vector, and how many floats it covers. */
+  offset: number;
+  count: number;
+  /** int8: [offset, count] of each piece with its own scale (absolute offsets). */
+  pieces: [number, number][];
+  /** lowrank: the kernel's shape and the rank. */
+  rows: number;
+  cols: number;
+  rank: number;
+  /** Exact body length in bytes. */
+  bytes: number;
+}
+
+/** Bodies stay near 8 MiB whatever the codec: one fp32 chunk's worth of bytes. */
+const CHUNK_BYTES = CHUNK_FLOATS * 4;
+
+export function parseCompression(mode: string, rank = DEFAULT_RANK): Compression {
+  if (!(COMPRESS_MODES as readonly string[]).includes(mode)) throw new Error(`compression must be one of ${COMPRESS_MODES.join(', ')}, got '${mode}'`);
+  if (!Number.isSafeInteger(rank) || rank < 1 || rank > 64) throw new Error(`rank must be an integer in 1..64, got ${rank}`);
+  return { mode: mode as CompressMode, rank: mode === 'powersgd' ? rank : 0 };
+}
+
+/** Checks a run's compression as it arrives in a welcome (untrusted like everything else). */
+export function checkCompression(c: unknown): Compression {
+  if (c === undefined || c === null) return NO_COMPRESSION;
+  const { mode, rank } = c as Partial<Compression>;
+  return parseCompression(String(mode), mode === 'powersgd' ? Number(rank) : DEFAULT_RANK);
+}
+
+/** A dense kernel worth sending as factors: the factors are at most 1/8 of its int8 bytes. */
+function lowRankWorthIt(p: ParamInfo, rank: number): boolean {
+  if (p.role !== 'kernel' || p.shape.length !== 2) return false;
+  const [rows, cols] = p.shape;
+  return Math.min(rows, cols) > 2 * rank && 4 * rank * (rows + cols) * 8 <= rows * cols;
+}
+
+/**
+ * The segment plan of a run. Every end calls this with the same arguments and gets the same
+ * plan; `chunk` (floats per fp32 frame) only changes in tests.
+ */
+export function planSegments(params: ParamInfo[], total: number, c: Compression, chunk = CHUNK_FLOATS): Segment[] {
+  const segs: Segment[] = [];
+  const push = (s: Omit<Segment, 'index' | 'bytes'>) => segs.push({ ...s, index: segs.length, bytes: bodyBytes(s) });
+  // Contiguous run [from, to) of plain-codec floats, cut into frames of about CHUNK_BYTES.
+  const plain = (codec: Codec, from: number, to: number) => {
+    const per = codec === 'fp16' ? chunk * 2 : codec === 'int8' ? chunk * 4 : chunk;
+    for (let o = from; o < to; o += per) {
+      const end = Math.min(to, o + per);
+      const pieces: [number, number][] = [];
+      if (codec === 'int8') {
+        for (const p of params) {
+          const a = Math.max(o, p.offset), b = Math.min(end, p.offset + p.size);
+          if (a < b) pieces.push([a, b - a]);
+        }
+      }
+      push({ codec, offset: o, count: end - o, pieces, rows: 0, cols: 0, rank: 0 });
+    }
+  };
+  if (total === 0) return [{ index: 0, codec: 'fp32', offset: 0, count: 0, pieces: [], rows: 0, cols: 0, rank: 0, bytes: 0 }];
+  if (c.mode !== 'powersgd') {
+    plain(c.mode === 'none' ? 'fp32' : c.mode, 0, total);
+    return segs;
+  }
+  let from = 0;
+  for (const p of params) {
+    if (!lowRankWorthIt(p, c.rank)) continue;
+    if (from < p.offset) plain('int8', from, p.offset);
+    push({ codec: 'lowrank', offset: p.offset, count: p.size, pieces: [], rows: p.shape[0], cols: p.shape[1], rank: c.rank });
+    from = p.offset + p.size;
+  }
+  if (from < total) plain('int8', from, total);
+  return segs;
+}
+
+function bodyBytes(s: Omit<Segment, 'index' | 'bytes'>): number {
+  switch (s.codec) {
+    case 'fp32': return 4 * s.count;
+    case 'fp16': return 2 * s.count;
+    case 'int8': return 4 * s.pieces.length + s.count;
+    case 'lowrank': return 4 * s.rank * (s.rows + s.cols);
+  }
+}
+
+/** Bytes one worker uploads per step under a plan: bodies plus frame headers (result excluded). */
+export function planBytes(plan: Segment[], total: number, step = 1000, shard = 7): number {
+  return plan.reduce((a, s) => a + gradientHeader(s, step, shard, total).length + s.bytes, 0);
+}
+
+function gradientHeader(s: Segment, step: number, shard: number, total: number): Uint8Array {
+  const h: Gradient = { type: 'gradient', step, shard, offset: s.offset, total };
+  if (s.codec !== 'fp32') h.codec = s.codec;
+  return encode(h);
+}
+
+/**
+ * One gradient frame whose body the caller writes in place (no second copy of the body):
+ * the frame is encode(header) followed by `bytes` of body, 4-byte aligned like every frame.
+ * `reuse` may be a frame this returned before, once the socket no longer needs it.
+ */
+export function gradientFrame(s: Segment, step: number, shard: number, total: number, reuse?: Uint8Array | null): { frame: Uint8Array; body: Uint8Array } {
+  const head = gradientHeader(s, step, shard, total);
+  // Reusing last step's frame saves a fresh 8 MiB allocation (and its page faults) per frame.
+  const frame = reuse?.length === head.length + s.bytes ? reuse : new Uint8Array(head.length + s.bytes);
+  frame.set(head);
+  return { frame, body: frame.subarray(head.length) };
+}
+
+// ---- fp16 ----
+
+/** IEEE binary16 bits of x: round to nearest even; saturates at ±65504 (a gradient is never Inf). */
+export function toHalf(x: number): number {
+  F32[0] = x;
+  return halfBits(U32[0]);
+}
+const F32 = new Float32Array(1);
+const U32 = new Uint32Array(F32.buffer);
+
+function halfBits(f: number): number {
+  const sign = (f >>> 16) & 0x8000;
+  const a = f & 0x7fffffff;
+  if (a >= 0x477ff000) return sign | (a > 0x7f800000 ? 0x7e00 : 0x7bff); // NaN stays NaN; ≥ 65520 saturates
+  if (a >= 0x38800000) return sign | ((a + 0xfff + ((a >>> 13) & 1) - 0x38000000) >>> 13);
+  // Below 2^-14: a subnormal half, in units of 2^-24 (exact in double), ties to even.
+  F32[0] = 0; U32[0] = a;
+  const y = F32[0] * 16777216;
+  let n = Math.round(y);
+  if (n - y === 0.5 && (n & 1)) n -= 1;
+  return sign | n;
+}
+
+let halfTable: Float32Array | null = null;
+/** All 65,536 halves as fp32 (256 KiB, built once): decoding is one table load per float. */
+export function halfToFloatTable(): Float32Array {
+  if (halfTable) return halfTable;
+  const t = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const e = (h >>> 10) & 0x1f, m = h & 0x3ff;
+    const v = e === 0 ? m * 2 ** -24 : e === 31 ? (m ? NaN : Infinity) : (1 + m / 1024) * 2 ** (e - 15);
+    t[h] = h & 0x8000 ? -v : v;
+  }
+  halfTable = t;
+  return t;
+}
+
+// ---- worker side: the encoder, with error feedback ----
+
+/**
+ * Encodes a worker's gradient, segment by segment, into frame bodies. Keeps the worker's error
+ * feedback (int8, lowrank) and PowerSGD's warm-started Q matrices between steps.
+ */
+export class GradientEncoder {
+  /** What the last encodings lost, per float; added to the next gradient. Null without error feedback. */
+  readonly residual: Float32Array | null;
+  private readonly q = new Map<number, Float64Array>();
+
+  constructor(readonly plan: Segment[], readonly total: number, seed = 0) {
+    this.residual = plan.some((s) => s.codec === 'int8' || s.codec === 'lowrank') ? new Float32Array(total) : null;
+    for (const s of plan) {
+      if (s.codec !== 'lowrank') continue;
+      // PowerSGD starts Q from a random Gaussian-ish matrix; any full-rank start works.
+      const next = rng(mixSeed(seed, 0x9053d, s.index));
+      this.q.set(s.index, Float64Array.from({ length: s.rank * s.cols }, () => next() - 0.5));
+    }
+  }
+
+  /** Writes segment `s` of `grad` into `body` (s.bytes long). `grad` is not modified. */
+  encode(s: Segment, grad: Float32Array, body: Uint8Array): void {
+    if (body.byteLength !== s.bytes) throw new Error(`segment ${s.index}: body of ${body.byteLength} bytes, plan says ${s.bytes}`);
+    switch (s.codec) {
+      case 'fp32': body.set(new Uint8Array(grad.buffer, grad.byteOffset + 4 * s.offset, 4 * s.count)); return;
+      case 'fp16': return encodeHalf(grad, s.offset, s.count, body);
+      case 'int8': return encodeInt8(s, grad, this.residual!, body);
+      case 'lowrank': return encodeLowRank(s, grad, this.residual!, this.q.get(s.index)!, body);
+    }
+  }
+}
+
+function encodeHalf(grad: Float32Array, offset: number, count: number, body: Uint8Array): void {
+  const bits = new Uint32Array(grad.buffer, grad.byteOffset + 4 * offset, count);
+  const out = new Uint16Array(body.buffer, body.byteOffset, count);
+  for (let i = 0; i < count; i++) {
+    const f = bits[i];
+    const a = f & 0x7fffffff;
+    // The common case inline; zero, subnormals, huge values and NaN take halfBits.
+    out[i] = a >= 0x38800000 && a < 0x477ff000 ? ((f >>> 16) & 0x8000) | ((a + 0xfff + ((a >>> 13) & 1) - 0x38000000) >>> 13) : halfBits(f);
+  }
+}
+
+function encodeInt8(s: Segment, grad: Float32Array, err: Float32Array, body: Uint8Array): void {
+  const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
+  const codes = new Int8Array(body.buffer, body.byteOffset + 4 * s.pieces.length, s.count);
+  s.pieces.forEach(([o, n], k) => {
+    // Pass 1: v = gradient + carried error (kept in err), and its largest magnitude.
+    let max = 0;
+    for (let i = o; i < o + n; i++) {
+      const v = grad[i] + err[i];
+      err[i] = v;
+      const m = v < 0 ? -v : v;
+      if (m > max) max = m;
+    }
+    const scale = Math.fround(max / 127);
+    scales[k] = scale;
+    const inv = scale > 0 ? 1 / scale : 0;
+    // Pass 2: round to the nearest code; what rounding lost stays in err for the next step.
+    const at = o - s.offset;
+    for (let i = o; i < o + n; i++) {
+      const v = err[i];
+      const q = Math.round(v * inv);
+      codes[at + i - o] = q;
+      err[i] = v - Math.fround(q * scale);
+    }
+  });
+}
+
+/**
+ * PowerSGD's rank-r step on M = gradient + error (M is [rows, cols], row-major):
+ * P = M Q, orthonormalise P's columns, Q = Mᵀ P, send P and Q; error = M − P Qᵀ.
+ * Factors are stored factor-major (Pᵀ [r, rows], Qᵀ [r, cols]) so every inner loop is contiguous.
+ */
+function encodeLowRank(s: Segment, grad: Float32Array, err: Float32Array, q: Float64Array, body: Uint8Array): void {
+  const { rows, cols, rank: r, offset } = s;
+  const p = new Float64Array(r * rows);
+  // M = grad + err, kept in err; P = M Q.
+  for (let i = 0; i < rows; i++) {
+    const row = offset + i * cols;
+    for (let j = row; j < row + cols; j++) err[j] += grad[j];
+    for (let k = 0; k < r; k++) {
+      const qk = k * cols;
+      let d = 0;
+      for (let j = 0; j < cols; j++) d += err[row + j] * q[qk + j];
+      p[k * rows + i] = d;
+    }
+  }
+  orthonormalise(p, rows, r);
+  // Q = Mᵀ P.
+  q.fill(0);
+  for (let i = 0; i < rows; i++) {
+    const row = offset + i * cols;
+    for (let k = 0; k < r; k++) {
+      const pik = p[k * rows + i];
+      if (pik === 0) continue;
+      const qk = k * cols;
+      for (let j = 0; j < cols; j++) q[qk + j] += pik * err[row + j];
+    }
+  }
+  const { pf, qf } = factors(s, body);
+  pf.set(p);
+  qf.set(q);
+  // error = M − P Qᵀ, with the fp32 factors exactly as the coordinator will decode them.
+  const v = new Float64Array(cols);
+  for (let i = 0; i < rows; i++) {
+    lowRankRow(pf, qf, i, rows, cols, r, v);
+    const row = offset + i * cols;
+    for (let j = 0; j < cols; j++) err[row + j] -= Math.fround(v[j]);
+  }
+}
+
+function factors(s: Segment, body: Uint8Array): { pf: Float32Array; qf: Float32Array } {
+  return {
+    pf: new Float32Array(body.buffer, body.byteOffset, s.rows * s.rank),
+    qf: new Float32Array(body.buffer, body.byteOffset + 4 * s.rows * s.rank, s.cols * s.rank),
+  };
+}
+
+/**
+ * Row i of P Qᵀ into v (double, before rounding): v[j] = Σ_k P[k][i] · Q[k][j], summed in k order.
+ * Both ends compute a low-rank value with this one function, so they agree bit for bit.
+ */
+function lowRankRow(pf: Float32Array, qf: Float32Array, i: number, rows: number, cols: number, r: number, v: Float64Array): void {
+  const p0 = pf[i];
+  for (let j = 0; j < cols; j++) v[j] = p0 * qf[j];
+  for (let k = 1; k < r; k++) {
+    const pk = pf[k * rows + i];
+    const qk = k * cols;
+    for (let j = 0; j < cols; j++) v[j] += pk * qf[qk + j];
+  }
+}
+
+/** Modified Gram–Schmidt on the r columns of P, stored factor-major ([r, rows]); a zero column stays zero. */
+function orthonormalise(p: Float64Array, rows: number, r: number): void {
+  for (let k = 0; k < r; k++) {
+    const pk = k * rows;
+    for (let l = 0; l < k; l++) {
+      const pl = l * rows;
+      let dot = 0;
+      for (let i = 0; i < rows; i++) dot += p[pk + i] * p[pl + i];
+      for (let i = 0; i < rows; i++) p[pk + i] -= dot * p[pl + i];
+    }
+    let norm = 0;
+    for (let i = 0; i < rows; i++) norm += p[pk + i] * p[pk + i];
+    norm = Math.sqrt(norm);
+    const inv = norm > 1e-30 ? 1 / norm : 0;
+    for (let i = 0; i < rows; i++) p[pk + i] *= inv;
+  }
+}
+
+// ---- coordinator side: check and decode ----
+
+/** Why a body does not fit its segment, or null. Runs before a body is kept. */
+export function checkBody(s: Segment, body: Uint8Array): string | null {
+  if (body.byteLength !== s.bytes) return `${s.codec} segment at ${s.offset} needs a ${s.bytes}-byte body, got ${body.byteLength}`;
+  if (body.byteOffset % 4 !== 0) return `body is not 4-byte aligned`;
+  if (s.codec === 'int8') {
+    const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
+    // 127 · scale must stay finite, or a decoded value could be Inf.
+    for (let k = 0; k < scales.length; k++) if (!(scales[k] >= 0 && scales[k] <= 2.6e36)) return `int8 scale ${k} is ${scales[k]}`;
+  } else if (s.codec === 'lowrank') {
+    const f = new Float32Array(body.buffer, body.byteOffset, s.bytes / 4);
+    for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i])) return `low-rank factor [${i}] is ${f[i]}`;
+  }
+  return null;
+}
+
+/**
+ * Decodes a checked body into out[s.offset, s.offset + s.count) (fp32, overwriting). Returns false
+ * if a decoded value is not finite. Low-rank segments are usually folded with `addLowRank` instead.
+ */
+export function decodeInto(s: Segment, body: Uint8Array, out: Float32Array, at = s.offset): boolean {
+  const n = s.count;
+  switch (s.codec) {
+    case 'fp32': {
+      out.set(new Float32Array(body.buffer, body.byteOffset, n), at);
+      return allFinite(out, at, n);
+    }
+    case 'fp16': {
+      const t = halfToFloatTable();
+      const h = new Uint16Array(body.buffer, body.byteOffset, n);
+      let bad = 0;
+      for (let i = 0; i < n; i++) {
+        const v = h[i];
+        bad |= ~v & 0x7c00 ? 0 : 1; // exponent all ones: Inf or NaN
+        out[at + i] = t[v];
+      }
+      return bad === 0;
+    }
+    case 'int8': {
+      const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
+      const codes = new Int8Array(body.buffer, body.byteOffset + 4 * s.pieces.length, n);
+      s.pieces.forEach(([o, len], k) => {
+        const scale = scales[k];
+        const from = o - s.offset;
+        for (let i = from; i < from + len; i++) out[at + i] = codes[i] * scale;
+      });
+      return true; // scales were checked: |code · scale| ≤ 127 · 2.6e36 is finite
+    }
+    case 'lowrank': {
+      const { rows, cols, rank: r } = s;
+      const { pf, qf } = factors(s, body);
+      const v = new Float64Array(cols);
+      let bad = 0;
+      for (let i = 0; i < rows; i++) {
+        lowRankRow(pf, qf, i, rows, cols, r, v);
+        const row = at + i * cols;
+        for (let j = 0; j < cols; j++) { const x = Math.fround(v[j]); out[row + j] = x; bad += x - x; }
+      }
+      return bad === 0;
+    }
+  }
+}
+
+/** out[at..] += the low-rank body's matrix (fp32 adds, like every fold); false if a sum is not finite. */
+export function addLowRank(s: Segment, body: Uint8Array, out: Float32Array, at = s.offset): boolean {
+  const { rows, cols, rank: r } = s;
+  const { pf, qf } = factors(s, body);
+  const v = new Float64Array(cols);
+  let bad = 0;
+  for (let i = 0; i < rows; i++) {
+    lowRankRow(pf, qf, i, rows, cols, r, v);
+    const row = at + i * cols;
+    for (let j = 0; j < cols; j++) {
+      out[row + j] += Math.fround(v[j]);
+      const x = out[row + j];
+      bad += x - x;
+    }
+  }
+  return bad === 0;
+}
+
+function allFinite(v: Float32Array, at: number, n: number): boolean {
+  let bad = 0;
+  for (let i = at; i < at + n; i++) { const x = v[i]; bad += x - x; }
+  return bad === 0;
+}

@@ -1,0 +1,292 @@
+// The worker page in real headless Chromium (Debian's, through playwright-core), one browser
+// process per worker, against a real in-process coordinator on port 0 with real Fashion-MNIST.
+// WebGPU here is SwiftShader (a software fallback adapter): slow, so the model is vgg11-tiny.
+import type { ChildProcess } from 'node:child_process';
+import { networkInterfaces } from 'node:os';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CLOSE } from '@tabtrain/shared';
+import { spawnWorker } from '../../server/src/cli';
+import { Coordinator, DEFAULTS, type CoordinatorOptions } from '../../server/src/coordinator';
+import { loadFashionMnist, type Dataset } from '../../server/src/data';
+import type { PageSnapshot } from '../../client/src/page';
+import { WITHOUT, openTab, screenshot, waitFor, type Tab } from '../helpers/browser';
+import { ensureClientBuilt } from '../helpers/build-client';
+
+const RUN = { model: 'vgg11-tiny', batch: 16, seed: 11 };
+
+let data: Dataset;
+const tabs: Tab[] = [];
+const procs: ChildProcess[] = [];
+const coords: Coordinator[] = [];
+const references = new Map<number, Float32Array>();
+
+interface Started { coord: Coordinator; port: number; http: string; ws: string; lines: string[] }
+
+async function startCoordinator(opts: Partial<CoordinatorOptions>): Promise<Started> {
+  const lines: string[] = [];
+  const coord = new Coordinator({
+    ...RUN, epochs: 1, port: 0, host: '127.0.0.1', minWorkers: 1, balance: 'equal', evalExamples: 100,
+    helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {}, ...opts,
+  } as CoordinatorOptions, data);
+  coords.push(coord);
+  const port = await coord.listen();
+  const host = opts.host ?? '127.0.0.1';
+  return { coord, port, http: `http://${host}:${port}/`, ws: `ws://${host}:${port}/ws`, lines };
+}
+
+function nodeWorker(url: string, backend = 'cpu'): ChildProcess {
+  const p = spawnWorker(url, ['--backend', backend, '--quiet'], 'pipe');
+  procs.push(p);
+  return p;
+}
+
+async function tab(name: string, url: string, opts?: Parameters<typeof openTab>[2]): Promise<Tab> {
+  const t = await openTab(name, url, opts);
+  tabs.push(t);
+  return t;
+}
+
+/** The weights after `steps` steps of RUN with one Node worker (cpu backend): the reference. */
+async function reference(steps: number): Promise<Float32Array> {
+  const have = references.get(steps);
+  if (have) return have;
+  const { coord, ws } = await startCoordinator({ maxSteps: steps });
+  const w = nodeWorker(ws);
+  try {
+    const summary = await coord.train();
+    expect(summary.steps).toBe(steps);
+  } finally {
+    await coord.close();
+    w.kill('SIGKILL');
+  }
+  references.set(steps, coord.weights.slice());
+  return references.get(steps)!;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  expect(a.length).toBe(b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor(s.length / 2)] : NaN; };
+/** Examples/s of a tab after its first shard (which compiles every shader). */
+const speedOf = (s: PageSnapshot) => median(s.shards.slice(1).map((x) => x.examplesPerSec));
+
+beforeAll(() => {
+  ensureClientBuilt();
+  data = loadFashionMnist();
+});
+
+afterEach(async (ctx) => {
+  if (ctx.task.result?.state === 'fail') {
+    for (const t of tabs) console.log(`--- console of ${t.name} ---\n${t.console.join('\n')}`);
+  }
+  await Promise.all(tabs.splice(0).map((t) => t.close()));
+  for (const p of procs.splice(0)) if (p.exitCode === null) p.kill('SIGKILL');
+  await Promise.all(coords.splice(0).map((c) => c.close().catch(() => {})));
+});
+
+afterAll(() => {
+  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+});
+
+describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () => {
+  it('(a) two WebGPU tabs and one Node worker train to the same weights as one Node worker', async () => {
+    const steps = 4;
+    const ref = await reference(steps);
+    const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 3, maxSteps: steps });
+    const [t1, t2] = await Promise.all([tab('tab1', http), tab('tab2', http)]);
+    nodeWorker(ws);
+    const summary = await coord.train();
+    await coord.close(); // as the CLI does: tells every worker the run is over
+    expect(summary.steps).toBe(steps);
+
+    const diff = maxAbsDiff(coord.weights, ref);
+    console.log(`(a) max |w(2 tabs + 1 node) - w(1 node)| after ${steps} steps: ${diff.toExponential(2)}`);
+    expect(diff).toBeLessThan(1e-4);
+    // The weights moved: not a comparison of two copies of the initial weights.
+    expect(maxAbsDiff(coord.weights, new Float32Array(ref.length))).toBeGreaterThan(0);
+
+    // The coordinator's status lists each worker with its kind, backend and adapter.
+    // (A worker that reconnected appears once per connection: count identities.)
+    const status = coord.status();
+    const browsers = status.workers.filter((w) => w.kind === 'browser');
+    const ids = [...new Set(browsers.map((w) => w.workerId))];
+    expect(ids).toHaveLength(2);
+    for (const w of browsers) {
+      expect(w.backend).toBe('webgpu');
+      expect(w.adapter).not.toBeNull();
+      expect(w.adapter).toMatchObject({ api: 'webgpu', isFallbackAdapter: true });
+    }
+    for (const id of ids) expect(browsers.filter((w) => w.workerId === id).reduce((a, w) => a + w.shardsDone, 0)).toBeGreaterThanOrEqual(1);
+    expect(new Set(status.workers.filter((w) => w.kind === 'node').map((w) => w.workerId)).size).toBe(1);
+    expect(lines.filter((l) => l.includes('joined: browser/webgpu')).length).toBeGreaterThanOrEqual(2);
+
+    // Each page says the same about itself, and ends on "run finished".
+    for (const t of [t1, t2]) {
+      const s = await waitFor(`${t.name} to show the end of the run`, () => t.snapshot(), (x) => x.connection.startsWith('run finished'), 15_000);
+      expect(s.backend).toBe('webgpu');
+      expect(s.adapter).toMatchObject({ api: 'webgpu', vendor: expect.any(String), architecture: expect.any(String) });
+      expect(s.notice).toMatch(/Computing with WebGPU.*fallback \(software\) adapter/);
+      expect(s.shards.length).toBeGreaterThanOrEqual(1);
+      expect(s.error).toBeNull();
+      const shown = await t.page.locator('#backend').textContent();
+      expect(shown).toBe('webgpu');
+      expect(await t.page.locator('#adapter').textContent()).toMatch(/fallback adapter: yes/);
+    }
+    // (c) the page as a person sees it
+    console.log(`(c) screenshot: ${await screenshot(t1, 'browser-worker-webgpu.png')}`);
+  });
+
+  it('(b) closing a tab mid-run does not hang the run, and the weights stay exact', async () => {
+    const steps = 6;
+    const ref = await reference(steps);
+    const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 3, maxSteps: steps });
+    const [t1, t2] = await Promise.all([tab('tab1', http), tab('tab2', http)]);
+    nodeWorker(ws);
+    const run = coord.train();
+    // Close tab2 once it has finished a shard and holds the next one: its shard must be requeued.
+    await waitFor('tab2 to be computing its second shard', () => t2.snapshot(), (s) => s.shards.length >= 1 && s.status?.state === 'working', 120_000, 50);
+    await t2.page.close();
+    const summary = await run;
+    expect(summary.steps).toBe(steps);
+    const diff = maxAbsDiff(coord.weights, ref);
+    console.log(`(b) max |w - w(1 node)| after ${steps} steps with a tab closed mid-step: ${diff.toExponential(2)}`);
+    expect(diff).toBeLessThan(1e-4);
+    const gone = coord.status().workers.find((w) => w.kind === 'browser' && w.state === 'lost' && w.shardsDone >= 1);
+    expect(gone).toBeDefined();
+    expect(lines.some((l) => /left|closed/.test(l))).toBe(true);
+    const s1 = await t1.snapshot();
+    expect(s1.shards.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('survives a WebGPU device loss: re-initialises, rejoins under the same id, weights stay exact', async () => {
+    const steps = 6;
+    const ref = await reference(steps);
+    const { coord, http, ws } = await startCoordinator({ minWorkers: 2, maxSteps: steps });
+    const t = await tab('tab', http);
+    nodeWorker(ws);
+    const run = coord.train();
+    const before = await waitFor('the tab to finish a shard', () => t.snapshot(), (s) => s.shards.length >= 1, 120_000, 50);
+    // Lose the device mid-shard if we can catch one (the next shard is assigned at once).
+    await waitFor('the tab to be computing', () => t.snapshot(), (s) => s.status?.state === 'working', 60_000, 20).catch(() => {});
+    expect(await t.page.evaluate(() => window.tabtrain!.simulateDeviceLoss())).toBe(true);
+    const after = await waitFor('the tab to rejoin and compute again', () => t.snapshot(), (s) => s.deviceLosses === 1 && s.shards.length > before.shards.length + 1, 120_000, 100);
+    const summary = await run;
+    expect(summary.steps).toBe(steps);
+    expect(after.backend).toBe('webgpu');
+    expect(after.notice).toMatch(/GPU device was lost/);
+    expect(after.workerId).toBe(before.workerId);
+    const diff = maxAbsDiff(coord.weights, ref);
+    console.log(`device loss: max |w - w(1 node)| after ${steps} steps: ${diff.toExponential(2)}`);
+    expect(diff).toBeLessThan(1e-4);
+    const conns = coord.status().workers.filter((w) => w.workerId === before.workerId);
+    expect(conns.length).toBeGreaterThanOrEqual(2); // the same worker joined twice
+    // Nothing from the lost device lingers: the same tensor count as before the loss.
+    const final = await t.snapshot();
+    expect(final.shards.at(-1)!.tensors).toBe(before.shards[0].tensors);
+  });
+
+  it('reconnects with backoff when the coordinator goes away and comes back, under the same worker id', async () => {
+    const first = await startCoordinator({ minWorkers: 1 });
+    const t = await tab('tab', first.http + '?backend=cpu');
+    const joined = await waitFor('the tab to join', () => t.snapshot(), (x) => x.connection.startsWith('joined'), 60_000);
+    await first.coord.close(CLOSE.shutdown, 'coordinator restarting');
+    const waiting = await waitFor('the tab to notice', () => t.snapshot(), (x) => x.connection.startsWith('disconnected'), 10_000, 50);
+    expect(waiting.connection).toMatch(/shutdown: coordinator restarting\); reconnecting in \d+\.\d s \(attempt 1\)/);
+    // A few refused attempts (nothing listens), then a coordinator on the same port again.
+    await new Promise((r) => setTimeout(r, 2500));
+    expect((await t.snapshot()).connection).toMatch(/coordinator is unreachable|reconnecting/);
+    const second = await startCoordinator({ minWorkers: 1, port: first.port });
+    await waitFor('the tab to rejoin the new coordinator', () => second.coord.status().workers, (w) => w.length === 1, 30_000);
+    const w = second.coord.status().workers[0];
+    expect(w).toMatchObject({ workerId: joined.workerId, kind: 'browser', backend: 'cpu' });
+    expect((await t.snapshot()).workerId).toBe(joined.workerId);
+  });
+
+  it('a second tab with the same worker id (a duplicated tab) makes the first take a new id; both stay in', async () => {
+    const { coord, http } = await startCoordinator({ minWorkers: 1 });
+    const t1 = await tab('tab1', http + '?backend=cpu');
+    const first = await waitFor('tab1 to join', () => t1.snapshot(), (x) => x.connection.startsWith('joined'), 60_000);
+    // "Duplicate tab" copies sessionStorage, and with it the worker id.
+    const t2 = await tab('tab2', http + '?backend=cpu', { initScript: `sessionStorage.setItem('tabtrain.workerId', ${JSON.stringify(first.workerId)});` });
+    await waitFor('tab2 to join under the copied id', () => t2.snapshot(), (x) => x.connection.startsWith('joined') && x.workerId === first.workerId, 60_000);
+    const again = await waitFor('tab1 to rejoin under a new id', () => t1.snapshot(), (x) => x.connection.startsWith('joined') && x.workerId !== first.workerId, 30_000);
+    const live = coord.status().workers.filter((w) => w.state !== 'lost');
+    expect(live.map((w) => w.workerId).sort()).toEqual([first.workerId, again.workerId].sort());
+  });
+
+  it('memory stays flat over 20 steps (tf.memory and the JS heap)', async () => {
+    const steps = 20;
+    const { coord, http } = await startCoordinator({ minWorkers: 1, maxSteps: steps });
+    const t = await tab('tab', http);
+    const summary = await coord.train();
+    expect(summary.steps).toBe(steps);
+    const s = await waitFor('the tab to show the end of the run', () => t.snapshot(), (x) => x.shards.length >= steps, 15_000);
+    const tensors = new Set(s.shards.map((x) => x.tensors));
+    const bytes = new Set(s.shards.map((x) => x.bytes));
+    const params = coord.run.paramCount;
+    const heaps = s.shards.map((x) => x.heapBytes ?? 0);
+    console.log(`memory after ${steps} steps on webgpu (${coord.run.model}, ${params} params, batch ${RUN.batch}): ` +
+      `tf.memory() numTensors ${s.shards.at(-1)!.tensors} (every step: ${[...tensors].join(',')}), numBytes ${s.shards.at(-1)!.bytes} (= ${(s.shards.at(-1)!.bytes / 4 / params).toFixed(2)}× the weights), ` +
+      `JS heap ${(heaps.at(-1)! / 1048576).toFixed(1)} MB (min ${(Math.min(...heaps) / 1048576).toFixed(1)}, max ${(Math.max(...heaps) / 1048576).toFixed(1)}); ` +
+      `${speedOf(s).toFixed(1)} examples/s`);
+    expect(tensors.size).toBe(1);
+    expect(bytes.size).toBe(1);
+    // Only the weights stay resident between steps: one variable per parameter tensor.
+    expect(s.shards[0].bytes).toBe(params * 4);
+    // The JS heap does not grow with the steps (allow GC noise).
+    expect(Math.max(...heaps.slice(10))).toBeLessThan(Math.min(...heaps.slice(0, 10)) + 8 * 1048576);
+    console.log(`(c) screenshot: ${await screenshot(t, 'browser-worker-20-steps.png')}`);
+  });
+
+  it('falls back webgpu → webgl → wasm → cpu with a notice that says why, and trains on each', async () => {
+    const steps = 5;
+    const ref = await reference(steps);
+    // Each browser lacks one more thing, as real machines do: no WebGPU adapter (most Linux
+    // desktops today), then no WebGL either, then no WebAssembly either. And ?backend= overrides.
+    const cases: { name: string; query: string; webgpu: boolean; initScript?: string; backend: string; notice: RegExp }[] = [
+      { name: 'no WebGPU adapter', query: '', webgpu: false, backend: 'webgl', notice: /^Computing with WebGL.*Passed over: WebGPU: (the browser offers no WebGPU adapter|this browser has no WebGPU)/ },
+      { name: 'no WebGPU, no WebGL', query: '', webgpu: false, initScript: WITHOUT.webgl, backend: 'wasm', notice: /^Computing with WebAssembly \(CPU\), \d+ threads?\..*Passed over: WebGPU: .*WebGL: / },
+      { name: 'no WebGPU, WebGL or WebAssembly', query: '', webgpu: false, initScript: WITHOUT.webgl + WITHOUT.wasm, backend: 'cpu', notice: /^Computing with plain JavaScript.*Passed over: WebGPU: .*WebGL: .*WebAssembly \(CPU\): this browser has no WebAssembly/ },
+      { name: '?backend=wasm on a WebGPU browser', query: '?backend=wasm', webgpu: true, backend: 'wasm', notice: /^Computing with WebAssembly \(CPU\), \d+ threads? \(chosen by \?backend=wasm\)/ },
+    ];
+    const speeds: Record<string, number> = {};
+    for (const c of cases) {
+      const { coord, http } = await startCoordinator({ minWorkers: 1, maxSteps: steps });
+      const t = await tab(c.backend, http + c.query, { webgpu: c.webgpu, initScript: c.initScript });
+      const summary = await coord.train();
+      expect(summary.steps).toBe(steps);
+      const s = await waitFor(`${c.name}: the page to finish`, () => t.snapshot(), (x) => x.shards.length >= steps, 15_000);
+      expect(s.backend, c.name).toBe(c.backend);
+      expect(s.notice, c.name).toMatch(c.notice);
+      expect(coord.status().workers[0]).toMatchObject({ kind: 'browser', backend: c.backend });
+      const diff = maxAbsDiff(coord.weights, ref);
+      expect(diff, c.name).toBeLessThan(1e-4);
+      speeds[`${c.backend}${c.query ? ' (forced)' : ''}`] = speedOf(s);
+      // The threaded wasm build loads: the page is cross-origin isolated (COOP/COEP).
+      if (c.backend === 'wasm') expect(s.adapter).toMatchObject({ api: 'wasm', crossOriginIsolated: true, multithread: true });
+      if (!c.query) await screenshot(t, `browser-worker-${c.backend}.png`);
+      await t.close();
+      await coord.close();
+    }
+    console.log(`examples/s by backend (${RUN.model}, batch ${RUN.batch}, one tab, median after the first shard): ${Object.entries(speeds).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
+  });
+});
+
+describe('opening the page from another machine on the LAN', () => {
+  const lan = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+
+  it.skipIf(!lan)('over plain http it is not a secure context: WebGPU is off and the notice says so; the Chrome flag turns it on', async () => {
+    const { http } = await startCoordinator({ host: lan!, minWorkers: 1 });
+    const plain = await tab('lan', http);
+    const s = await waitFor('the lan tab to join', () => plain.snapshot(), (x) => x.connection.startsWith('joined'), 60_000);
+    expect(s.backend).toBe('webgl');
+    expect(s.notice).toMatch(/WebGPU: this page is not a secure context/);
+    const flagged = await tab('lan-flag', http, { extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${http.replace(/\/$/, '')}`] });
+    const f = await waitFor('the flagged tab to join', () => flagged.snapshot(), (x) => x.connection.startsWith('joined'), 60_000);
+    expect(f.backend).toBe('webgpu');
+  });
+});

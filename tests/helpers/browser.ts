@@ -1,0 +1,112 @@
+// Real headless Chromium for the browser tests: Debian's /usr/bin/chromium driven by npm
+// playwright-core (never `npx playwright install`). One browser PROCESS per simulated worker:
+// tabs of one browser share one GPU process, which is not what separate machines look like.
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { PageSnapshot } from '../../client/src/page';
+import { ROOT } from './build-client';
+
+export const CHROMIUM = process.env.TABTRAIN_CHROMIUM ?? '/usr/bin/chromium';
+export const ARTIFACTS = join(ROOT, 'artifacts');
+
+/** SwiftShader gives WebGPU (a fallback adapter) and WebGL without a GPU; the rest keeps the browser quiet. */
+export const CHROMIUM_FLAGS = [
+  '--enable-unsafe-webgpu',
+  '--enable-unsafe-swiftshader',
+  '--use-angle=swiftshader',
+  '--no-sandbox',
+  '--disable-gpu-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+export interface Tab {
+  name: string;
+  context: BrowserContext;
+  page: Page;
+  /** The page's console and errors, for the failure report. */
+  console: string[];
+  snapshot(): Promise<PageSnapshot>;
+  /** Closes the browser process and removes its profile. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** Drop --enable-unsafe-webgpu: the browser then has no WebGPU adapter, like most Linux desktops. */
+  webgpu?: boolean;
+  extraArgs?: string[];
+  /** Runs in the page before its own scripts (to take an API away, as a browser without it would). */
+  initScript?: string;
+}
+
+/** Init scripts that make the page see a browser without WebGL (canvas and OffscreenCanvas) or WebAssembly. */
+export const WITHOUT = {
+  webgl: `for (const C of [globalThis.HTMLCanvasElement, globalThis.OffscreenCanvas]) {
+    if (!C) continue;
+    const get = C.prototype.getContext;
+    C.prototype.getContext = function (type, ...rest) { return /webgl/i.test(String(type)) ? null : get.call(this, type, ...rest); };
+  }`,
+  wasm: 'delete globalThis.WebAssembly;',
+};
+
+/** Starts one headless Chromium with a fresh profile and opens `url` in it. */
+export async function openTab(name: string, url: string, opts: OpenOptions = {}): Promise<Tab> {
+  const profile = mkdtempSync(join(tmpdir(), `tabtrain-chromium-${name}-`));
+  const args = CHROMIUM_FLAGS.filter((f) => opts.webgpu !== false || f !== '--enable-unsafe-webgpu').concat(opts.extraArgs ?? []);
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args,
+    viewport: { width: 1000, height: 760 },
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  if (opts.initScript) await page.addInitScript(opts.initScript);
+  const lines: string[] = [];
+  page.on('console', (m) => { lines.push(`[${name} ${m.type()}] ${m.text()}`); if (lines.length > 400) lines.shift(); });
+  page.on('pageerror', (e) => lines.push(`[${name} pageerror] ${e.message}`));
+  await page.goto(url);
+  let closed = false;
+  return {
+    name, context, page, console: lines,
+    snapshot: () => page.evaluate(() => {
+      if (!window.tabtrain) throw new Error('the page has not started (no window.tabtrain)');
+      return window.tabtrain.snapshot();
+    }),
+    async close() {
+      if (closed) return;
+      closed = true;
+      await context.close().catch(() => {});
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Polls `get` until `ok` holds; throws with `what` and the last value on timeout. */
+export async function waitFor<T>(what: string, get: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs: number, everyMs = 250): Promise<T> {
+  const t0 = Date.now();
+  let last: T | undefined;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      last = await get();
+      if (ok(last)) return last;
+    } catch (e) {
+      lastError = e;
+    }
+    if (Date.now() - t0 > timeoutMs) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value ${JSON.stringify(last)?.slice(0, 600)}${lastError ? `; last error ${(lastError as Error).message}` : ''}`);
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function screenshot(tab: Tab, file: string): Promise<string> {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const path = join(ARTIFACTS, file);
+  await tab.page.screenshot({ path, fullPage: true });
+  return path;
+}
