@@ -24,12 +24,12 @@ export class DashboardUi {
 
   constructor(private readonly doc: Document, private readonly onControl: (action: ControlAction, token: string) => void) {
     const ids = ['title', 'state', 'mode', 'connection', 'config', 'reason', 'step', 'epoch', 'elapsed', 'eta', 'bytes', 'workers-count', 'd2l',
-      'token', 'pause', 'resume', 'stop', 'control-message', 'control-note', 'log'] as const;
+      'token', 'pause', 'resume', 'stop', 'export', 'control-message', 'control-note', 'log'] as const;
     this.e = Object.fromEntries(ids.map((id) => [id, get(doc, id)])) as Record<(typeof ids)[number], HTMLElement>;
     const token = this.e.token as HTMLInputElement;
     token.value = sessionStorage.getItem(TOKEN_KEY) ?? '';
     token.addEventListener('change', () => sessionStorage.setItem(TOKEN_KEY, token.value));
-    for (const action of ['pause', 'resume'] as const) this.e[action].addEventListener('click', () => this.onControl(action, token.value));
+    for (const action of ['pause', 'resume', 'export'] as const) this.e[action].addEventListener('click', () => this.onControl(action, token.value));
     this.e.stop.addEventListener('click', () => {
       if (Date.now() > this.stopArmedUntil) {
         this.stopArmedUntil = Date.now() + CONFIRM_MS;
@@ -100,6 +100,7 @@ export class DashboardUi {
     (this.e.pause as HTMLButtonElement).disabled = !admin || over || h.state === 'paused';
     (this.e.resume as HTMLButtonElement).disabled = !admin || over || h.state !== 'paused';
     (this.e.stop as HTMLButtonElement).disabled = !admin || over;
+    (this.e.export as HTMLButtonElement).disabled = !admin || over;
     this.e['control-note'].textContent = over ? `the run is ${h.state}` : admin
       ? 'Pause, resume and stop need the admin token (the coordinator\'s --admin-token).'
       : 'Read-only: the coordinator was started without --admin-token.';

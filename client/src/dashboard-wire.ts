@@ -26,7 +26,7 @@ export type WorkerState = (typeof WORKER_STATE)[keyof typeof WORKER_STATE];
 export type ControlMode = 'admin' | 'read-only';
 
 /** Actions of POST /api/control. */
-export const CONTROL_ACTIONS = ['pause', 'resume', 'stop'] as const;
+export const CONTROL_ACTIONS = ['pause', 'resume', 'stop', 'export'] as const;
 export type ControlAction = (typeof CONTROL_ACTIONS)[number];
 
 /** One training step, as plotted: numbers rounded for the wire. Times in ms. */

@@ -34,8 +34,8 @@ async function control(action: ControlAction, token: string): Promise<void> {
       headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
       body: JSON.stringify({ action }),
     });
-    const body = (await res.json().catch(() => ({}))) as { error?: string; state?: string };
-    const after = { pause: 'the run pauses after the current step', resume: 'the run goes on', stop: 'the run stops after the current step' }[action];
+    const body = (await res.json().catch(() => ({}))) as { error?: string; state?: string; step?: number; dir?: string };
+    const after = { pause: 'the run pauses after the current step', resume: 'the run goes on', stop: 'the run stops after the current step', export: `the weights of step ${body.step} are in ${body.dir}` }[action];
     if (res.ok) ui.setControlMessage('ok', `${action} accepted: ${after}`);
     else ui.setControlMessage('error', `${action} refused: ${body.error ?? res.statusText} (HTTP ${res.status})`);
   } catch (e) {

@@ -9,7 +9,6 @@ import { DEFAULT_RANK, parseCompression, type Compression } from '@tabtrain/shar
 import { Coordinator, DEFAULTS, type Summary } from './coordinator';
 import { DataError, DEFAULT_DATA_DIR, loadFashionMnist } from './data';
 import { CheckpointError, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint';
-import { exportLayersModel } from './export';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -51,7 +50,8 @@ serve options:
   --checkpoint DIR    save weights, step, data-order seed and metrics to DIR atomically, every
                       --checkpoint-every N steps (default 100), at each epoch's end and on exit
   --resume DIR        continue the run saved in DIR (its model and hyper-parameters; --epochs may extend it)
-  --export DIR        at the end, write the model in TensorFlow.js LayersModel format (model.json + weights.bin)
+  --export DIR        at the end, and on demand from the dashboard, write the model in TensorFlow.js
+                      LayersModel format (model.json + weights.bin)
   --deadline-ms N     a shard not returned in N ms goes to another worker (default: 5× the worker's
                       measured time, at least 120 s)
   --compress MODE     how workers send gradients: none (fp32, default) | fp16 | int8 (per-chunk
@@ -159,7 +159,7 @@ async function serve(argv: string[]): Promise<void> {
     lr: num(v.lr, 'lr'), seed: int(v.seed, 'seed') ?? DEFAULTS.seed, port: int(v.port, 'port') ?? DEFAULTS.port, host: v.host ?? DEFAULTS.host,
     minWorkers: int(v['min-workers'], 'min-workers', 1) ?? Math.max(DEFAULTS.minWorkers, localWorkers),
     maxSteps: int(v['max-steps'], 'max-steps', 1), evalExamples: int(v['eval-examples'], 'eval-examples', 1) ?? DEFAULTS.evalExamples,
-    balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log, compress: compression(v.compress!, v.rank), helloTimeoutMs: DEFAULTS.helloTimeoutMs, deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
+    exportDir: v.export, balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log, compress: compression(v.compress!, v.rank), helloTimeoutMs: DEFAULTS.helloTimeoutMs, deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
     log,
     progress: tty ? (line) => process.stdout.write(`\r\x1b[K${line}`) : log,
   }, data);
@@ -201,7 +201,7 @@ async function serve(argv: string[]): Promise<void> {
   }
   log(`done: ${summary.steps} steps, ${summary.examplesPerSec.toFixed(1)} examples/sec, weights sha256 ${summary.weightsSha256.slice(0, 16)}…`);
   if (v.checkpoint) { saveCheckpoint(v.checkpoint, coord); log(`checkpoint at step ${coord.step} written to ${v.checkpoint}`); }
-  if (v.export) { await exportLayersModel(coord.spec, coord.weights, v.export); log(`TensorFlow.js LayersModel written to ${v.export}/model.json`); }
+  if (v.export) await coord.exportNow();
   if (v.summary) { writeFileAtomic(v.summary, JSON.stringify(summary, null, 2) + '\n'); log(`summary written to ${v.summary}`); }
   if (v['weights-out']) {
     const w = coord.weights;

@@ -51,6 +51,8 @@ export interface CoordinatorOptions {
   minDeadlineMs?: number;
   /** Idle workers are pinged this often; one that misses two pongs is dropped. */
   heartbeatMs?: number;
+  /** --export: where the LayersModel goes, at the end and on demand (dashboard 'export'). */
+  exportDir?: string;
   /** Serves the built page and dashboard from here, if present. */
   staticDir?: string;
   /** Pause/resume/stop from the dashboard need this bearer token; without it the dashboard is read-only. */
@@ -508,6 +510,18 @@ export class Coordinator {
     if (this.closed) throw new RunStopped();
     this.opts.log(`waiting for ${n} worker${n > 1 ? 's' : ''} on ws://<this host>:<port>/ws (${this.workers().length} connected)`);
     while (this.workers().length < n && !this.closed) await new Promise((r) => setTimeout(r, 100));
+  }
+
+  /**
+   * Writes the current weights as a LayersModel into opts.exportDir. Weights only change inside
+   * the synchronous SGD call, so the copy taken here is always a whole step's weights.
+   */
+  async exportNow(): Promise<number> {
+    const step = this.step;
+    const { exportLayersModel } = await import('./export');
+    await exportLayersModel(this.spec, this.weights.slice(), this.opts.exportDir!);
+    this.opts.log(`exported the weights of step ${step} as a TensorFlow.js LayersModel to ${this.opts.exportDir}`);
+    return step;
   }
 
   /** Continues from a checkpoint: weights, step, the epoch in progress and the metrics history. */

@@ -6,7 +6,7 @@
 //   GET  /api/status     JSON: the coordinator's status() plus the run header and the workers table
 //   GET  /api/events     server-sent events: a snapshot, then coalesced updates (see dashboard-wire.ts)
 //   GET  /metrics        Prometheus text format (prom-client, a registry of this coordinator's own)
-//   POST /api/control    {"action": "pause" | "resume" | "stop"}, `Authorization: Bearer <--admin-token>`
+//   POST /api/control    {"action": "pause" | "resume" | "stop" | "export"}, `Authorization: Bearer <--admin-token>`
 //
 // Why the stream costs training nothing: event listeners only push to arrays and arm one timer;
 // at most one update per DASHBOARD.updateIntervalMs is built, serialised once and written to every
@@ -375,6 +375,15 @@ export class Dashboard {
       return json(res, 400, { error: (e as Error).message });
     }
     const c = this.coord;
+    if (action === 'export') {
+      if (!c.opts.exportDir) return json(res, 409, { error: 'start the coordinator with --export DIR to export on demand' });
+      try {
+        const step = await c.exportNow();
+        return json(res, 200, { ok: true, action, step, dir: c.opts.exportDir });
+      } catch (e) {
+        return json(res, 500, { error: `export failed: ${(e as Error).message}` });
+      }
+    }
     if (TERMINAL.includes(c.state)) return json(res, 409, { error: `the run is already ${c.state}`, state: c.state, reason: c.stateReason });
     const who = `from the dashboard (${req.socket.remoteAddress ?? '?'})`;
     if (action === 'pause') c.pause(`paused ${who}`);

@@ -51,3 +51,31 @@ describe('export', () => {
     }
   });
 });
+
+describe('export on demand', () => {
+  it('POST /api/control {action: export} with the admin token writes a loadable LayersModel mid-run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tabtrain-export-now-'));
+    const { coord, port, url } = await startCoordinator({ model: 'vgg11-tiny', batch: 16, maxSteps: 400, adminToken: 'adm', exportDir: dir });
+    const procs = workers(url, 1);
+    const run = coord.train();
+    try {
+      while (coord.step < 3) await new Promise((r) => setTimeout(r, 50));
+      const post = (token?: string) => fetch(`http://127.0.0.1:${port}/api/control`, {
+        method: 'POST', headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) }, body: JSON.stringify({ action: 'export' }),
+      });
+      expect((await post()).status).toBe(401);
+      const res = await post('adm');
+      const body = (await res.json()) as { ok: boolean; step: number };
+      expect(res.status).toBe(200);
+      expect(body.step).toBeGreaterThanOrEqual(3);
+      const json = JSON.parse(readFileSync(join(dir, 'model.json'), 'utf8'));
+      expect(json.format).toBe('layers-model');
+      expect(readFileSync(join(dir, 'weights.bin')).byteLength).toBe(coord.run.paramCount * 4);
+      coord.stop('test done');
+      await run;
+    } finally {
+      await coord.close();
+      kill(procs);
+    }
+  });
+});
