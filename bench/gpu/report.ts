@@ -9,15 +9,19 @@ import { parseArgs } from 'node:util';
 const { values: v } = parseArgs({
   options: {
     gpu: { type: 'string', default: 'unknown GPU' }, torch: { type: 'string' }, probe: { type: 'string' }, worker: { type: 'string' },
-    io: { type: 'string' }, train: { type: 'string' }, json: { type: 'string' }, note: { type: 'string' },
+    io: { type: 'string' }, train: { type: 'string' }, json: { type: 'string' }, note: { type: 'string' }, variants: { type: 'string' },
   },
 });
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
 const load = (f?: string): Any => (f && existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : null);
 const torch = load(v.torch), probe = load(v.probe), worker = load(v.worker), io = load(v.io), train = load(v.train);
+// --variants name=file,...: the same worker bench with one setting changed (run.sh's A/B runs).
+const variants = Object.fromEntries((v.variants ?? '').split(',').filter(Boolean).map((kv) => { const [name, f] = kv.split('='); return [name, load(f)]; }).filter(([, j]) => j));
 const fmt = (x: number | null | undefined, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : '—');
-const tr = (model: string, mode: string, what: string): number | null => torch?.results?.find((r: Any) => r.model === model && r.mode === mode && r.what === what)?.examplesPerSec ?? null;
+// A tabtrain model is compared with PyTorch's of its family ('alexnet-tiny' → 'alexnet': smoke runs only).
+const family = (m: string) => m.split('-')[0];
+const tr = (model: string, mode: string, what: string): number | null => torch?.results?.find((r: Any) => r.model === family(model) && r.mode === mode && r.what === what)?.examplesPerSec ?? null;
 const wk = (model: string, mode: 'noread' | 'read'): number | null => worker?.results?.find((r: Any) => r.model === model)?.[mode]?.examplesPerSec ?? null;
 const ratio = (a: number | null, b: number | null) => (a && b ? a / b : null);
 
@@ -28,11 +32,11 @@ const adapter = worker?.results?.[0]?.adapter ?? probe?.adapter;
 if (adapter) lines.push(`tabtrain WebGPU worker: Dawn (npm webgpu) ${adapter.backendType} backend, adapter ${[adapter.vendor, adapter.architecture, adapter.device, adapter.description].filter(Boolean).join(' / ')}${adapter.isFallbackAdapter ? ' (fallback adapter)' : ''}.`);
 if (torch) lines.push(`PyTorch ${torch.torch} (CUDA ${torch.cuda}, cuDNN ${torch.cudnn}) on ${torch.gpu}.`);
 if (v.note) lines.push(v.note);
-lines.push('', 'Examples/s at batch 128, fp32, 224×224 Fashion-MNIST. PyTorch "fp32" = TF32 off (true fp32 like WebGPU shaders), cudnn.benchmark on; "default" = PyTorch defaults as d2l runs them (cuDNN convs may use TF32). tabtrain "fwd+bwd" leaves the gradients on the GPU; "+ readback" is `Net.gradient` as a worker runs it (gradient copied into one flat fp32 array).', '');
+lines.push('', `Examples/s at batch ${worker?.batch ?? 128} (PyTorch ${torch?.results?.[0]?.batch ?? '—'}), fp32, 224×224 Fashion-MNIST. PyTorch "fp32" = TF32 off (true fp32 like WebGPU shaders), cudnn.benchmark on; "default" = PyTorch defaults as d2l runs them (cuDNN convs may use TF32). tabtrain "fwd+bwd" leaves the gradients on the GPU; "+ readback" is Net.gradient as a worker runs it (gradient copied into one flat fp32 array).`, '');
 lines.push('| model | PyTorch fp32 train | PyTorch fp32 fwd+bwd | PyTorch default train | tabtrain WebGPU fwd+bwd | tabtrain + readback | WebGPU fwd+bwd ÷ PyTorch fp32 fwd+bwd | ÷ PyTorch default train |');
 lines.push('|---|--:|--:|--:|--:|--:|--:|--:|');
 const ratios: Record<string, number | null> = {};
-for (const m of ['alexnet', 'vgg11']) {
+for (const m of worker?.results?.map((r: Any) => r.model as string) ?? ['alexnet', 'vgg11']) {
   const r1 = ratio(wk(m, 'noread'), tr(m, 'fp32', 'fwdbwd'));
   ratios[m] = r1;
   lines.push(`| ${m} | ${fmt(tr(m, 'fp32', 'train'))} | ${fmt(tr(m, 'fp32', 'fwdbwd'))} | ${fmt(tr(m, 'default', 'train'))} | ${fmt(wk(m, 'noread'))} | ${fmt(wk(m, 'read'))} | ${r1 === null ? '—' : `${(100 * r1).toFixed(1)}%`} | ${(() => { const r = ratio(wk(m, 'noread'), tr(m, 'default', 'train')); return r === null ? '—' : `${(100 * r).toFixed(1)}%`; })()} |`);
@@ -42,7 +46,20 @@ if (worker?.results?.length) {
   for (const r of worker.results) {
     lines.push(`- tabtrain ${r.model}: first step (shader compiles) ${fmt(r.noread?.firstStepMs, 0)} ms; median step ${fmt(r.noread?.medianStepMs, 1)} ms without readback, ${fmt(r.read?.medianStepMs, 1)} ms with; ` +
       `pipelines compiled during timed steps: ${r.noread?.pipelinesCompiledWhileTimed ?? '—'}/${r.read?.pipelinesCompiledWhileTimed ?? '—'}; tensors leaked: ${r.read?.tensorsLeaked ?? '—'}.` +
-      (r.profile ? ` Top kernels by GPU time: ${r.profile.top.slice(0, 6).map((t: Any) => `${t.kernel} ${t.ms} ms ×${t.count}`).join(', ')}.` : ''));
+      (r.profile ? (r.profile.top.some((t: Any) => t.ms > 0)
+        ? ` Top kernels by GPU time (one step, timestamp queries): ${r.profile.top.slice(0, 8).map((t: Any) => `${t.kernel} ${t.ms} ms ×${t.count}`).join(', ')}.`
+        : ` No timestamp queries on this adapter: kernel counts only (${r.profile.kernels} kernels a step).`) : ''));
+  }
+}
+const VARIANT_TEXT: Record<string, string> = {
+  'tfjs-dW': "tfjs's own Conv2DBackpropFilter (one thread per weight)",
+  'mm-dX': "tfjs's tiled Conv2DBackpropInput (WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false, not its naive default)",
+};
+const defaultKernels = adapter?.kernels ? `weight-gradient kernel ${adapter.kernels}, naive input gradient` : 'defaults';
+for (const [name, j] of Object.entries(variants) as [string, Any][]) {
+  for (const r of j.results ?? []) {
+    const base = worker?.results?.find((b: Any) => b.model === r.model)?.noread;
+    lines.push(`- A/B ${r.model}, fwd+bwd with ${VARIANT_TEXT[name] ?? name}: ${fmt(r.noread?.examplesPerSec)} examples/s (the run above, ${defaultKernels}: ${fmt(base?.examplesPerSec)}).`);
   }
 }
 if (io?.results?.length) {
@@ -59,4 +76,4 @@ if (train) {
 lines.push('');
 const md = lines.join('\n');
 console.log(md);
-if (v.json) writeFileSync(v.json, JSON.stringify({ gpu: v.gpu, date: new Date().toISOString(), ratios, probe, torch, worker, io, train, markdown: md }, null, 2) + '\n');
+if (v.json) writeFileSync(v.json, JSON.stringify({ gpu: v.gpu, date: new Date().toISOString(), ratios, probe, torch, worker, variants, io, train, markdown: md }, null, 2) + '\n');

@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$OUTDIR"
 WORK=$(mktemp -d /tmp/tabtrain-gpu-bench.XXXXXX)
+[ -n "${KEEP:-}" ] || trap 'rm -rf "$WORK"' EXIT   # KEEP=1 keeps the unpacked kit and the JSON parts
 exec > >(tee "$OUTDIR/run.log") 2>&1
 say() { echo "[run.sh $((SECONDS - START))s] $*"; }
 
@@ -94,13 +95,18 @@ fi
 
 # ---- (a) PyTorch ----
 say "(a) PyTorch"
-PY=python3
+PY=${PYTHON:-python3}
 if [ $SMOKE = 1 ] && ! $PY -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then TORCH_ARGS="$TORCH_ARGS --device cpu"; fi
 timeout 180 $PY "$K/torch_bench.py" --data "$DATA" $TORCH_ARGS --json "$WORK/torch.json" || say "(a) failed or timed out"
 
 # ---- (b) the WebGPU worker alone ----
 say "(b) tabtrain WebGPU worker, batch $BATCH: $MODELS"
-timeout 240 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps $STEPS --warmup 2 --data "$DATA" --json "$WORK/worker.json" $MODELS || say "(b) failed or timed out"
+timeout 240 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps $STEPS --warmup 2 --profile --data "$DATA" --json "$WORK/worker.json" $MODELS || say "(b) failed or timed out"
+# A/B on the first model, forward+backward only: tfjs's own weight-gradient kernel instead of
+# tabtrain's split-K one, and tfjs's tiled (MM) input-gradient kernel instead of its naive default.
+M1=${MODELS%% *}
+TABTRAIN_WEBGPU_KERNELS=tfjs timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-tfjs-dW.json" $M1 || say "(b) variant tfjs-dW failed or timed out"
+TABTRAIN_WEBGPU_FLAGS=WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-mm-dX.json" $M1 || say "(b) variant mm-dX failed or timed out"
 timeout 90 "$NODE" "$K/io-bench.mjs" --reps 3 --json "$WORK/io.json" $MODELS || say "(b) io-bench failed or timed out"
 
 # ---- (c) a real run: coordinator + 2 Dawn workers ----
@@ -114,7 +120,7 @@ timeout $((CSECONDS + 120)) "$NODE" "$K/train-bench.mjs" --model $CMODEL --batch
 # ---- report ----
 NOTE=""; [ $SMOKE = 1 ] && NOTE="SMOKE RUN (tiny models, batch $BATCH): not a benchmark."
 "$NODE" "$K/report.mjs" --gpu "$GPU" --probe "$WORK/probe.json" --torch "$WORK/torch.json" --worker "$WORK/worker.json" --io "$WORK/io.json" \
-  --train "$WORK/train.json" --json "$OUTDIR/gpu-bench.json" ${NOTE:+--note "$NOTE"} > "$OUTDIR/BENCHMARKS-gpu.md"
+  --train "$WORK/train.json" --variants "tfjs-dW=$WORK/variant-tfjs-dW.json,mm-dX=$WORK/variant-mm-dX.json" --json "$OUTDIR/gpu-bench.json" ${NOTE:+--note "$NOTE"} > "$OUTDIR/BENCHMARKS-gpu.md"
 cat "$OUTDIR/BENCHMARKS-gpu.md"
 if [ -z "$APPEND" ] && [ -d docs ] && [ -f package.json ] && grep -q '"name": "tabtrain"' package.json; then APPEND=docs/BENCHMARKS.md; fi
 if [ -n "$APPEND" ] && [ $SMOKE = 0 ]; then { echo; cat "$OUTDIR/BENCHMARKS-gpu.md"; } >> "$APPEND"; say "appended to $APPEND"; fi

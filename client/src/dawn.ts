@@ -21,6 +21,7 @@ import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Net } from '@tabtrain/shared/net';
 import { webgpuTensorIO } from './webgpu-io';
+import { registerWebGPUKernels } from './webgpu-kernels';
 
 export type DawnBackendName = 'vulkan' | 'opengl';
 
@@ -36,6 +37,8 @@ export type DawnAdapterInfo = {
   featureLevel: 'core' | 'compatibility';
   maxStorageBufferBindingSize: number;
   maxBufferSize: number;
+  /** Which Conv2DBackpropFilter runs: tabtrain's split-K kernel or tfjs's own. */
+  kernels?: 'split-k' | 'tfjs';
 };
 
 export interface DawnOptions {
@@ -226,5 +229,18 @@ async function setup(opts: DawnOptions): Promise<{ backend: 'webgpu'; adapter: D
   // Weights written in place and gradients read through reused staging buffers (webgpu-io.ts);
   // TABTRAIN_WEBGPU_IO=tfjs keeps tfjs's own data()/assign paths (for A/B measurements).
   if (process.env.TABTRAIN_WEBGPU_IO !== 'tfjs') Net.io = webgpuTensorIO();
+  // The weight gradient of convolutions: tfjs's kernel runs one thread per weight, which starves a
+  // GPU on the first layers; webgpu-kernels.ts has a split-K tiled one. On llvmpipe (2 CPU threads)
+  // neither wins everywhere (docs/GPU.md), so by default: split-k on Vulkan, tfjs's on OpenGL.
+  // TABTRAIN_WEBGPU_KERNELS=split-k|tfjs forces one.
+  const kernels = process.env.TABTRAIN_WEBGPU_KERNELS ?? (info.backendType === 'vulkan' ? 'split-k' : 'tfjs');
+  if (kernels !== 'tfjs' && kernels !== 'split-k') throw new DawnError(`TABTRAIN_WEBGPU_KERNELS must be split-k or tfjs, got '${kernels}'`);
+  if (kernels === 'split-k') registerWebGPUKernels();
+  info.kernels = kernels;
+  // tfjs flags for experiments, e.g. TABTRAIN_WEBGPU_FLAGS=WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false
+  for (const kv of envList('TABTRAIN_WEBGPU_FLAGS') ?? []) {
+    const [k, v] = kv.split('=');
+    tf.env().set(k, v === 'true' ? true : v === 'false' ? false : Number.isFinite(Number(v)) ? Number(v) : v);
+  }
   return { backend: 'webgpu', adapter: info };
 }

@@ -509,7 +509,7 @@ export class Coordinator {
     if (this.workers().length >= n) return;
     if (this.closed) throw new RunStopped();
     this.opts.log(`waiting for ${n} worker${n > 1 ? 's' : ''} on ws://<this host>:<port>/ws (${this.workers().length} connected)`);
-    while (this.workers().length < n && !this.closed) await new Promise((r) => setTimeout(r, 100));
+    while (this.workers().length < n && !this.closed && !this.stopRequested) await new Promise((r) => setTimeout(r, 100));
   }
 
   /**

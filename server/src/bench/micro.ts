@@ -173,16 +173,19 @@ export async function micro(o: MicroOptions) {
   // ---- loopback WebSocket ----
   if (o.ws) {
     const msg = bytes;
-    const variants: { name: string; frameBytes: number; bufferutil: boolean }[] = [
+    const variants: { name: string; frameBytes: number; bufferutil: boolean; mask?: 'zero'; only?: 'up' }[] = [
       { name: 'one frame, no bufferutil (baseline)', frameBytes: msg, bufferutil: false },
       { name: 'one frame, bufferutil', frameBytes: msg, bufferutil: true },
       { name: '8 MiB frames, no bufferutil', frameBytes: 4 * CHUNK_FLOATS, bufferutil: false },
       { name: '8 MiB frames, bufferutil (tabtrain)', frameBytes: 4 * CHUNK_FLOATS, bufferutil: true },
+      // For scale only, not used: RFC 6455 requires a fresh random key; a zero key skips masking.
+      { name: '8 MiB frames, zero masking key (not used)', frameBytes: 4 * CHUNK_FLOATS, bufferutil: true, mask: 'zero', only: 'up' },
     ];
     const rows: Record<string, unknown>[] = [];
     for (const v of variants) {
       for (const direction of ['up', 'down'] as const) {
-        const r = await wsLoopback({ direction, bytes: msg, frameBytes: v.frameBytes, reps: o.wsReps }, v.bufferutil);
+        if (v.only && v.only !== direction) continue;
+        const r = await wsLoopback({ direction, bytes: msg, frameBytes: v.frameBytes, reps: o.wsReps, mask: v.mask }, v.bufferutil);
         const sorted = r.times.slice().sort((a, b) => a - b);
         const median = sorted[Math.floor(sorted.length / 2)];
         const row = { variant: v.name, direction, messageBytes: r.total, medianMBs: r.total / median / 1e6, bestMBs: r.total / sorted[0] / 1e6, times: r.times };

@@ -5,7 +5,7 @@
 //   ws-peer.ts client <json options>   connects to the port
 //
 // The sender (the client for 'up', worker → coordinator, masked; the server for 'down',
-// coordinator → worker, unmasked) sends `reps` messages of `bytes` in frames of `frameBytes`;
+// coordinator → worker, unmasked) sends one unmeasured message, then `reps` messages of `bytes` in frames of `frameBytes`;
 // after each whole message the receiver answers one byte. The sender prints one JSON line of
 // per-message seconds. Frames are encoded once up front: this measures the transport alone.
 // WS_NO_BUFFER_UTIL=1 in the environment turns off ws's native masking (the baseline).
@@ -19,6 +19,8 @@ export interface PeerOptions {
   frameBytes: number;
   reps: number;
   port?: number;
+  /** Client masking key: 'random' (RFC 6455, default) or 'zero' (ws's generateMask; masking is skipped). */
+  mask?: 'random' | 'zero';
 }
 
 function frames(o: PeerOptions): Uint8Array[] {
@@ -31,6 +33,9 @@ function frames(o: PeerOptions): Uint8Array[] {
 
 async function sendAll(ws: WebSocket, fs: Uint8Array[], reps: number, acks: AsyncIterator<unknown>): Promise<number[]> {
   const times: number[] = [];
+  // One unmeasured message first: burn in the JIT and the allocator.
+  for (const f of fs) ws.send(f);
+  await acks.next();
   for (let r = 0; r < reps; r++) {
     const t0 = performance.now();
     for (const f of fs) ws.send(f);
@@ -79,7 +84,7 @@ async function main(): Promise<void> {
     });
     return;
   }
-  const ws = new WebSocket(`ws://127.0.0.1:${o.port}/`, wsOpts);
+  const ws = new WebSocket(`ws://127.0.0.1:${o.port}/`, { ...wsOpts, ...(o.mask === 'zero' ? { generateMask: (m: Buffer) => { m.fill(0); } } : {}) });
   await new Promise((r) => ws.once('open', r));
   if (o.direction === 'down') {
     receiver(ws, total);
