@@ -80,7 +80,7 @@ echo "make-kit: compressing (xz)"
 KIT=$OUT/tabtrain-gpu-kit.tar.xz
 tar -C "$OUT/stage" -cf - tabtrain-gpu-kit | xz -T0 -6 > "$KIT.tmp"
 mv "$KIT.tmp" "$KIT"
-rm -rf "$OUT/stage" "$OUT/apt-cache"
+rm -rf "$OUT/stage" "$OUT/apt-cache" "$OUT/apt-lists"   # only the tarball travels (device tool: carry artifacts/gpu-kit)
 BYTES=$(stat -c %s "$KIT")
 echo "make-kit: $KIT: $((BYTES / 1048576)) MiB in $((SECONDS - t0)) s"
 # The device tool carries at most 64 MiB (kit + working tree) per call.
