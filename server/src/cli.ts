@@ -114,7 +114,8 @@ function num(v: string | undefined, name: string): number | undefined {
 
 /** Spawns a worker process running this CLI. */
 export function spawnWorker(url: string, args: string[] = [], stdio: 'inherit' | 'pipe' = 'inherit'): ChildProcess {
-  return spawn(process.execPath, ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'server/src/cli.ts'), 'worker', '--url', url, ...args], { cwd: ROOT, stdio });
+  // An IPC channel lets the worker notice its parent's death (even by SIGKILL) and exit with it.
+  return spawn(process.execPath, ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'server/src/cli.ts'), 'worker', '--url', url, '--local', ...args], { cwd: ROOT, stdio: [stdio, stdio, stdio, 'ipc'] });
 }
 
 async function serve(argv: string[]): Promise<void> {
@@ -213,10 +214,16 @@ async function serve(argv: string[]): Promise<void> {
 async function worker(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv, strict: true,
-    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' } },
+    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' }, local: { type: 'boolean', default: false } },
   });
   if (!v.url) throw new UsageError('worker needs --url ws://HOST:PORT/ws (the coordinator prints it when it starts)');
   if (!['wasm', 'cpu', 'webgpu'].includes(v.backend!)) throw new UsageError(`--backend must be wasm, cpu or webgpu, got '${v.backend}'`);
+  if (v.local && process.send) {
+    // A local worker belongs to its coordinator: Ctrl-C in the terminal reaches the whole process
+    // group, and the coordinator, not the worker, decides when to stop (it finishes the step first).
+    process.on('SIGINT', () => {});
+    process.on('disconnect', () => process.exit(0));
+  }
   const { runNodeWorker } = await import('@tabtrain/client/node-worker');
   await runNodeWorker({ url: v.url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, delayMsPerExample: num(v['delay-ms'], 'delay-ms'), syntheticMsPerExample: nonNegative(v['synthetic-ms-per-example'], 'synthetic-ms-per-example'), quiet: v.quiet, instances: int(v.instances, 'instances', 1) });
   process.exit(0);

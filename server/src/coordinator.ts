@@ -338,6 +338,7 @@ export class Coordinator {
       this.opts.log(`shard ${t.step}/${t.shard} (${t.count} examples) goes back to the queue`);
     }
     if (this.workers().length === 0 && !this.closed) this.noteWaiting();
+    this.abandonIfStopped();
     this.events.emit('workers');
     this.dispatch();
   }
@@ -502,7 +503,9 @@ export class Coordinator {
     this.dispatch();
     await done;
     this.tasksDone = null;
-    if (this.closed) throw new RunStopped();
+    // Stopped with shards nobody is left to compute: drop the step unapplied (the weights stay
+    // those of the last whole step, which is what a checkpoint then saves).
+    if (this.closed || !tasks.every((t) => t.done)) throw new RunStopped();
   }
 
   private async waitForWorkers(n: number): Promise<void> {
@@ -568,6 +571,12 @@ export class Coordinator {
     this.stopReason = reason;
     this.opts.log(`stopping after step ${this.step}: ${reason}`);
     this.resume();
+    this.abandonIfStopped();
+  }
+
+  /** A stop with no worker left cannot finish the step in hand: give it up. */
+  private abandonIfStopped(): void {
+    if (this.stopRequested && this.workers().length === 0) this.tasksDone?.();
   }
 
   private async whilePaused(): Promise<void> {
@@ -638,6 +647,7 @@ export class Coordinator {
     const maxSteps = Math.min(this.opts.maxSteps ?? Infinity, epochs * perEpoch);
     const t0 = performance.now();
     let lastProgress = 0;
+    let partialEpoch: EpochMetrics | null = null;
     try {
       this.setState('waiting', `waiting for ${this.opts.minWorkers} worker(s)`);
       await this.waitForWorkers(this.opts.minWorkers);
@@ -663,17 +673,18 @@ export class Coordinator {
         else await this.afterStep?.(this);
       }
       // A run cut short mid-epoch records the partial epoch; it skips the 10,000-image evaluation.
-      if (this.epochAcc.steps > 0) await this.endEpoch(true);
+      if (this.epochAcc.steps > 0) partialEpoch = await this.endEpoch(true);
     } catch (e) {
       if (!(e instanceof RunStopped)) { this.setState('failed', (e as Error).message); throw e; }
     }
     this.setState(this.stopRequested ? 'stopped' : 'finished', this.stopRequested ? this.stopReason : `${this.step} steps done`);
-    const examples = this.history.reduce((a, m) => a + m.examples, 0);
-    const trainSeconds = this.history.reduce((a, m) => a + m.examples / m.examplesPerSec, 0);
+    const epochsDone = partialEpoch ? [...this.history, partialEpoch] : [...this.history];
+    const examples = epochsDone.reduce((a, m) => a + m.examples, 0);
+    const trainSeconds = epochsDone.reduce((a, m) => a + m.examples / m.examplesPerSec, 0);
     return {
       model: this.spec.name, modelHash: this.run.modelHash, paramCount: this.run.paramCount,
       config: { epochs, batch, lr: this.run.lr, seed, minWorkers: this.opts.minWorkers, maxSteps: this.opts.maxSteps ?? null, evalExamples: this.opts.evalExamples },
-      steps: this.step, examples, epochs: this.history, examplesPerSec: examples / Math.max(trainSeconds, 1e-9),
+      steps: this.step, examples, epochs: epochsDone, examplesPerSec: examples / Math.max(trainSeconds, 1e-9),
       seconds: (performance.now() - t0) / 1000, workersSeen: this.nextConnId - 1,
       weightsSha256: weightsSha256(this.weights), stoppedBy: this.step >= epochs * perEpoch ? 'epochs' : this.stopRequested ? 'stop' : 'max-steps',
     };
@@ -684,17 +695,22 @@ export class Coordinator {
   /** Called after each step that does not end an epoch, and after each epoch (checkpoints). */
   afterStep: ((c: Coordinator) => Promise<void> | void) | null = null;
 
-  private async endEpoch(partial: boolean): Promise<void> {
+  private async endEpoch(partial: boolean): Promise<EpochMetrics> {
     const acc = this.epochAcc;
     this.setState('evaluating');
     const testAcc = partial ? null : await this.evaluate();
     this.setState(this.paused ? 'paused' : 'running', this.paused ? this.pauseReason : '');
     const m: EpochMetrics = { epoch: this.epoch + 1, steps: acc.steps, examples: acc.examples, loss: acc.lossSum / acc.examples, trainAcc: acc.correct / acc.examples, testAcc, examplesPerSec: acc.examples / acc.seconds, seconds: acc.seconds };
-    this.history.push(m);
-    this.epochAcc = { steps: 0, examples: 0, lossSum: 0, correct: 0, seconds: 0 };
+    // A partial epoch (stop, --max-steps) is reported but not closed: a resumed run goes on
+    // accumulating it, so the epoch's line is still one line over all its steps.
+    if (!partial) {
+      this.history.push(m);
+      this.epochAcc = { steps: 0, examples: 0, lossSum: 0, correct: 0, seconds: 0 };
+    }
     this.opts.log(`epoch ${m.epoch}${partial ? ' (partial)' : ''}: loss ${m.loss.toFixed(3)}, train acc ${m.trainAcc.toFixed(3)}, test acc ${testAcc === null ? 'n/a' : testAcc.toFixed(3)}, ${m.examplesPerSec.toFixed(1)} examples/sec`);
     this.events.emit('epoch', m);
     if (!partial) await this.afterStep?.(this);
+    return m;
   }
 
   status() {

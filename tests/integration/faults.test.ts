@@ -1,6 +1,6 @@
 // Faults: workers die, lag or vanish, the coordinator itself is killed; the run goes on, exact.
 import { describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -154,6 +154,31 @@ describe('faults', () => {
       b.terminate();
     } finally {
       await coord.close();
+    }
+  });
+
+  it('Ctrl-C (SIGINT to the whole process group) finishes the step, saves a checkpoint, and takes the local workers with it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tabtrain-sigint-'));
+    const port = await freePort();
+    const serve = spawn('bin/tabtrain', ['serve', '--model', 'vgg11-tiny', '--batch', '16', '--local-workers', '2', '--port', String(port), '--host', '127.0.0.1', '--checkpoint', dir, '--summary', join(dir, 'summary.json')], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let log = '';
+    serve.stdout!.on('data', (d) => { log += d; });
+    serve.stderr!.on('data', (d) => { log += d; });
+    try {
+      for (let i = 0; i < 600 && !/step [5-9]\d*\/3750/.test(log); i++) await sleep(100);
+      process.kill(-serve.pid!, 'SIGINT'); // what a terminal's Ctrl-C does: the coordinator and its workers
+      const code = await new Promise((r) => serve.on('exit', r));
+      expect(code, log).toBe(0);
+      const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
+      const ckpt = JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8'));
+      expect(summary.stoppedBy).toBe('stop');
+      expect(ckpt.step).toBe(summary.steps);
+      expect(ckpt.epochAcc.steps).toBe(summary.steps); // the partial epoch stays open for a resume
+      expect(log).toContain(`checkpoint at step ${summary.steps} written`);
+      await sleep(1000);
+      expect(spawnSync('pgrep', ['-f', `127.0.0.1:${port}/ws`]).stdout.toString().trim()).toBe('');
+    } finally {
+      try { process.kill(-serve.pid!, 'SIGKILL'); } catch { /* already gone */ }
     }
   });
 });
