@@ -2,11 +2,11 @@
 // frames out; the backend setup and the socket belong to the entry points.
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, getModel, modelHash, paramLayout, validate, zooHashes,
-  type Assign, type Hello, type RunInfo, type WorkerKind,
+  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, sgdStep, validate, zooHashes,
+  type Assign, type Hello, type RunInfo, type Update, type WorkerKind,
 } from '@tabtrain/shared';
 import { Net } from '@tabtrain/shared/net';
-import { GradientEncoder, checkCompression, gradientFrame, planSegments } from '@tabtrain/shared/compress';
+import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments } from '@tabtrain/shared/compress';
 import { SyntheticNet, type Trainable } from './synthetic';
 
 export interface WorkerIdentity {
@@ -40,9 +40,16 @@ export class WorkerCore {
   private frames: Uint8Array[] = [];
   private run: RunInfo | null = null;
   private version = -1;
-  private incoming: Float32Array | null = null;
+  /** This worker's copy of the weights: filled by full weights, advanced by compressed runs' updates. */
+  private replica: Float32Array | null = null;
   private incomingVersion = -1;
   private received = 0;
+  private updateVersion = -1;
+  private updateReceived = 0;
+  private hashed: { version: number; hash: string } | null = null;
+  /** An assign parked until the full weights it asked for (resync) have arrived. */
+  private parked: { a: Assign; body: Uint8Array } | null = null;
+  private resyncedAt = -1;
   private grad: Float32Array | null = null;
   private queue: Promise<void> = Promise.resolve();
   readonly status: WorkerStatus = { state: 'connecting', run: null, step: -1, shardSize: 0, computeMs: 0, uploadMs: 0, examplesPerSec: 0, tensors: 0 };
@@ -50,7 +57,11 @@ export class WorkerCore {
   constructor(
     private readonly id: WorkerIdentity,
     private readonly send: SendFrame,
-    private readonly opts: { delayMsPerExample?: number; syntheticMsPerExample?: number; onStatus?: (s: WorkerStatus) => void; log?: (line: string) => void } = {},
+    private readonly opts: {
+      delayMsPerExample?: number; syntheticMsPerExample?: number; onStatus?: (s: WorkerStatus) => void; log?: (line: string) => void;
+      /** Fault injection for tests: perturb the replica after applying this version's update. */
+      corruptVersion?: number;
+    } = {},
   ) {}
 
   hello(): Uint8Array {
@@ -78,6 +89,8 @@ export class WorkerCore {
         this.net = this.opts.syntheticMsPerExample !== undefined ? new SyntheticNet(spec, this.opts.syntheticMsPerExample) : new Net(spec);
         this.run = msg.run;
         this.version = -1;
+        this.replica = null;
+        this.parked = null;
         this.grad = new Float32Array(this.net.total);
         this.encoder = new GradientEncoder(planSegments(paramLayout(spec).params, this.net.total, checkCompression(msg.run.compress)), this.net.total, msg.run.seed);
         this.update({ state: 'idle', run: msg.run });
@@ -88,18 +101,27 @@ export class WorkerCore {
         const net = this.need();
         if (msg.total !== net.total || msg.offset + body.byteLength / 4 > net.total) throw new Error(`weights slice ${msg.offset}+${body.byteLength / 4} does not fit ${net.total}`);
         if (msg.offset === 0 || msg.version !== this.incomingVersion) {
-          this.incoming ??= new Float32Array(net.total);
+          this.replica ??= new Float32Array(net.total);
+          this.version = -1; // the replica is being overwritten
           this.incomingVersion = msg.version;
           this.received = 0;
         }
-        this.incoming!.set(asFloat32(body), msg.offset);
+        this.replica!.set(asFloat32(body), msg.offset);
         this.received += body.byteLength / 4;
         if (this.received === net.total) {
-          net.setWeights(this.incoming!);
+          net.setWeights(this.replica!);
           this.version = msg.version;
+          this.hashed = null;
+          const p = this.parked;
+          if (p && p.a.version === this.version) {
+            this.parked = null;
+            return this.compute(p.a, p.body);
+          }
         }
         return;
       }
+      case MSG.update:
+        return this.applyUpdate(msg, body);
       case MSG.assign:
         return this.compute(msg, body);
       case MSG.notice:
@@ -110,9 +132,50 @@ export class WorkerCore {
     }
   }
 
+  /**
+   * One segment of a compressed run's update: decoded into the (idle) gradient buffer; once all
+   * have come, SGD applies it to the replica with the coordinator's arithmetic, so the replica
+   * stays bit-equal to the coordinator's weights (checked by the assigns' hashes).
+   */
+  private applyUpdate(u: Update, body: Uint8Array): void {
+    const net = this.need();
+    const s = this.encoder!.plan.find((x) => x.offset === u.offset);
+    if (!s || (u.codec ?? 'fp32') !== s.codec || u.total !== net.total) throw new Error(`update segment at ${u.offset} (${u.codec ?? 'fp32'}) is not in this run's plan`);
+    if (u.offset === 0) { this.updateVersion = u.version; this.updateReceived = 0; }
+    if (u.version !== this.updateVersion || u.offset !== this.updateReceived) throw new Error(`update v${u.version} segment at ${u.offset} arrived out of order`);
+    const aligned = body.byteOffset % 4 === 0 ? body : new Uint8Array(body);
+    const why = checkBody(s, aligned);
+    if (why || !decodeInto(s, aligned, this.grad!)) throw new Error(`update v${u.version}: ${why ?? 'decodes to NaN/Inf'}`);
+    this.updateReceived += s.count;
+    if (this.updateReceived < net.total) return;
+    // Not on the base version (a resync is on its way, or we missed one): the next assign asks.
+    if (this.version !== u.version - 1 || !this.replica) { this.version = -1; return; }
+    sgdStep(this.replica, this.grad!, this.run!.lr, u.batch);
+    if (u.version === this.opts.corruptVersion) this.replica[0] += 1;
+    net.setWeights(this.replica);
+    this.version = u.version;
+    this.hashed = null;
+  }
+
+  /** True when the replica is the weights the assign needs: its version, and its hash when the assign carries one. */
+  private holds(a: Assign): boolean {
+    if (a.version !== this.version) return false;
+    if (a.hash === undefined || !this.replica) return true;
+    if (this.hashed?.version !== this.version) this.hashed = { version: this.version, hash: replicaHash(this.replica) };
+    return this.hashed.hash === a.hash;
+  }
+
   private async compute(a: Assign, body: Uint8Array): Promise<void> {
     const net = this.need();
-    if (a.version !== this.version) throw new Error(`shard ${a.step}/${a.shard} needs weights v${a.version}, have v${this.version}`);
+    if (!this.holds(a)) {
+      if (this.resyncedAt === a.version) throw new Error(`weights still differ from the coordinator's v${a.version} after a full copy`);
+      this.opts.log?.(`replica ${a.version === this.version ? `hash ${this.hashed?.hash} differs from the coordinator's ${a.hash}` : `is v${this.version}, shard needs v${a.version}`}: asking for the full weights`);
+      this.resyncedAt = a.version;
+      this.version = -1;
+      this.parked = { a, body };
+      await this.send(encode({ type: MSG.resync, version: a.version }));
+      return;
+    }
     if (body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
     const images = body.subarray(0, a.count * IMAGE_BYTES);
     const labels = body.subarray(a.count * IMAGE_BYTES);

@@ -13,6 +13,8 @@ export interface NodeWorkerOptions {
   workerId?: string;
   /** Extra milliseconds per example, to simulate a slow GPU in straggler tests. */
   delayMsPerExample?: number;
+  /** Fault injection for tests: perturb the weights after applying this version's update. */
+  corruptVersion?: number;
   /** Benchmark stand-in for a GPU: no tfjs compute, sleep this long per example (synthetic.ts). */
   syntheticMsPerExample?: number;
   quiet?: boolean;
@@ -70,7 +72,7 @@ function session(opts: NodeWorkerOptions, workerId: string, backend: string, ada
     const ws = new WebSocket(opts.url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
     let joined = false;
     const send = (frame: Uint8Array) => new Promise<void>((res, rej) => ws.send(frame, (err) => (err ? rej(err) : res())));
-    const core = new WorkerCore({ workerId, kind: 'node', backend, adapter, token: opts.token }, send, { delayMsPerExample: opts.delayMsPerExample, syntheticMsPerExample: opts.syntheticMsPerExample, log });
+    const core = new WorkerCore({ workerId, kind: 'node', backend, adapter, token: opts.token }, send, { delayMsPerExample: opts.delayMsPerExample, corruptVersion: opts.corruptVersion, syntheticMsPerExample: opts.syntheticMsPerExample, log });
     ws.on('open', () => { ws.send(core.hello()); });
     ws.on('message', (data: Buffer) => {
       joined = true;

@@ -6,6 +6,7 @@
 // then are older weights files deleted. A crash at any instant leaves a complete checkpoint.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync, fsyncSync, openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
+import { NO_COMPRESSION, type Compression } from '@tabtrain/shared/compress';
 import { weightsSha256, type Coordinator, type EpochMetrics } from './coordinator';
 
 export const CHECKPOINT_VERSION = 1;
@@ -16,7 +17,11 @@ export interface Checkpoint {
   model: string;
   modelHash: string;
   paramCount: number;
-  config: { epochs: number; batch: number; lr: number; seed: number; balance: string };
+  /**
+   * compress: how gradients and updates travel. Its error-feedback residuals are not saved (they
+   * live on every worker), so a resumed compressed run is close to, not bit-equal with, an unbroken one.
+   */
+  config: { epochs: number; batch: number; lr: number; seed: number; balance: string; compress?: Compression };
   /** Plain SGD without momentum keeps no state beyond the learning rate. */
   optimizer: { kind: 'sgd'; lr: number };
   step: number;
@@ -47,7 +52,7 @@ export function saveCheckpoint(dir: string, c: Coordinator): Checkpoint {
   const ckpt: Checkpoint = {
     format: 'tabtrain-checkpoint', version: CHECKPOINT_VERSION,
     model: c.run.model, modelHash: c.run.modelHash, paramCount: c.run.paramCount,
-    config: { epochs: c.opts.epochs, batch: c.opts.batch, lr: c.run.lr, seed: c.opts.seed, balance: c.opts.balance },
+    config: { epochs: c.opts.epochs, batch: c.opts.batch, lr: c.run.lr, seed: c.opts.seed, balance: c.opts.balance, compress: c.run.compress ?? NO_COMPRESSION },
     optimizer: { kind: 'sgd', lr: c.run.lr },
     step: c.step, epoch: c.epoch, dataOrderSeed: c.opts.seed, epochAcc: { ...c.epochAcc }, history: [...c.history],
     weightsFile, weightsSha256: weightsSha256(w), savedAt: new Date().toISOString(),

@@ -57,6 +57,10 @@ serve options:
   --compress MODE     how workers send gradients: none (fp32, default) | fp16 | int8 (per-chunk
                       scales, error feedback) | powersgd (rank-r dense kernels + int8 for the rest)
   --rank R            powersgd's rank (default ${DEFAULT_RANK})
+                      Compressed runs also broadcast each step's update in the same codec (with the
+                      coordinator's own error feedback) instead of the fp32 weights
+  --verify-every K    compressed runs: every K steps workers check their weights' hash against the
+                      coordinator's and fetch the full weights on a mismatch (default ${DEFAULTS.verifyEvery}; 0 = never)
 
 worker options:
   --url URL           coordinator WebSocket, e.g. ws://host:8080/ws
@@ -64,6 +68,8 @@ worker options:
                       | webgpu (Dawn: Vulkan GPU, else OpenGL/llvmpipe; see docs/GPU.md)
   --token T           the coordinator's --token
   --delay-ms X        add X ms per example (simulates a slow GPU; for tests)
+  --fault-corrupt-version V
+                      perturb this worker's weights after applying update V (tests the hash check)
   --synthetic-ms-per-example X
                       benchmark stand-in for a GPU: no tfjs, sleep X ms per example, send a fixed
                       gradient of the model's full size (d2l's V100: 0.25; see docs/BENCHMARKS.md)
@@ -129,7 +135,7 @@ async function serve(argv: string[]): Promise<void> {
       'admin-token': { type: 'string' }, log: { type: 'string' },
       summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
       checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
-      export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' },
+      export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' },
     },
   });
   // A resumed run takes its model and hyper-parameters from the checkpoint; --epochs may extend it.
@@ -141,6 +147,10 @@ async function serve(argv: string[]): Promise<void> {
     }
     v.model = c.model; v.batch = String(c.config.batch); v.seed = String(c.config.seed); v.lr = String(c.config.lr);
     v.epochs ??= String(c.config.epochs); v.balance ??= c.config.balance;
+    // Older checkpoints carry no compression: they were fp32 runs.
+    const saved = c.config.compress ?? { mode: 'none', rank: 0 };
+    if (argv.includes('--compress') && (v.compress !== saved.mode || (v.rank !== undefined && Number(v.rank) !== saved.rank))) throw new UsageError(`--compress ${v.compress} conflicts with the checkpoint's ${saved.mode}; a resumed run keeps its compression`);
+    v.compress = saved.mode; if (saved.mode === 'powersgd') v.rank = String(saved.rank);
     v.checkpoint ??= v.resume;
   }
   v.balance ??= DEFAULTS.balance;
@@ -160,7 +170,7 @@ async function serve(argv: string[]): Promise<void> {
     lr: num(v.lr, 'lr'), seed: int(v.seed, 'seed') ?? DEFAULTS.seed, port: int(v.port, 'port') ?? DEFAULTS.port, host: v.host ?? DEFAULTS.host,
     minWorkers: int(v['min-workers'], 'min-workers', 1) ?? Math.max(DEFAULTS.minWorkers, localWorkers),
     maxSteps: int(v['max-steps'], 'max-steps', 1), evalExamples: int(v['eval-examples'], 'eval-examples', 1) ?? DEFAULTS.evalExamples,
-    exportDir: v.export, balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log, compress: compression(v.compress!, v.rank), helloTimeoutMs: DEFAULTS.helloTimeoutMs, deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
+    exportDir: v.export, balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log, compress: compression(v.compress!, v.rank), verifyEvery: int(v['verify-every'], 'verify-every', 0), helloTimeoutMs: DEFAULTS.helloTimeoutMs, deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
     log,
     progress: tty ? (line) => process.stdout.write(`\r\x1b[K${line}`) : log,
   }, data);
@@ -214,7 +224,7 @@ async function serve(argv: string[]): Promise<void> {
 async function worker(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv, strict: true,
-    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' }, local: { type: 'boolean', default: false } },
+    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, 'fault-corrupt-version': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' }, local: { type: 'boolean', default: false } },
   });
   if (!v.url) throw new UsageError('worker needs --url ws://HOST:PORT/ws (the coordinator prints it when it starts)');
   if (!['wasm', 'cpu', 'webgpu'].includes(v.backend!)) throw new UsageError(`--backend must be wasm, cpu or webgpu, got '${v.backend}'`);
@@ -225,7 +235,7 @@ async function worker(argv: string[]): Promise<void> {
     process.on('disconnect', () => process.exit(0));
   }
   const { runNodeWorker } = await import('@tabtrain/client/node-worker');
-  await runNodeWorker({ url: v.url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, delayMsPerExample: num(v['delay-ms'], 'delay-ms'), syntheticMsPerExample: nonNegative(v['synthetic-ms-per-example'], 'synthetic-ms-per-example'), quiet: v.quiet, instances: int(v.instances, 'instances', 1) });
+  await runNodeWorker({ url: v.url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, delayMsPerExample: num(v['delay-ms'], 'delay-ms'), corruptVersion: int(v['fault-corrupt-version'], 'fault-corrupt-version', 1), syntheticMsPerExample: nonNegative(v['synthetic-ms-per-example'], 'synthetic-ms-per-example'), quiet: v.quiet, instances: int(v.instances, 'instances', 1) });
   process.exit(0);
 }
 

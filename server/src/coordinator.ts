@@ -11,9 +11,9 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import {
   CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES, MSG, PROTOCOL_VERSION, ProtocolError, chunkRanges, decodeFrame, encode,
   epochOrder, getModel, initParams, modelHash, paramLayout, planShards, sgdStep, stepsPerEpoch, validate,
-  type Assign, type Gradient, type Hello, type ModelSpec, type Result, type RunInfo, type WorkerKind,
+  replicaHash, type Assign, type Gradient, type Hello, type ModelSpec, type Resync, type Result, type RunInfo, type WorkerKind,
 } from '@tabtrain/shared';
-import { NO_COMPRESSION, planSegments, type Compression } from '@tabtrain/shared/compress';
+import { GradientEncoder, NO_COMPRESSION, decodeInto, planSegments, updateFrame, type Compression } from '@tabtrain/shared/compress';
 import { StreamReducer } from './reducer';
 import { gather, type Dataset, type Split } from './data';
 import { serveStatic } from './static';
@@ -29,8 +29,16 @@ export interface CoordinatorOptions {
   host: string;
   minWorkers: number;
   maxSteps?: number;
-  /** How workers send gradients (compress.ts): none (fp32), fp16, int8 or powersgd; default none. */
+  /**
+   * How gradients travel (compress.ts): none (fp32), fp16, int8 or powersgd; default none. A
+   * compressed run also broadcasts the step's update in that codec instead of the weights.
+   */
   compress?: Compression;
+  /**
+   * Compressed runs: every this many versions an assign carries the weights' replicaHash, and a
+   * worker whose replica differs asks for the full weights before computing. Default 10.
+   */
+  verifyEvery?: number;
   /**
    * How shards are sized: 'speed' in proportion to each worker's measured examples/s (no step
    * waits on a slow tab), 'equal' evenly. Both give the exact batch gradient; only 'equal' is
@@ -66,7 +74,7 @@ export interface CoordinatorOptions {
 
 export const DEFAULTS = {
   epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1, balance: 'speed',
-  evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, heartbeatMs: 10_000,
+  evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, heartbeatMs: 10_000, verifyEvery: 10,
 } as const;
 
 /** Per-connection state. */
@@ -113,6 +121,9 @@ interface Conn {
   /** Token bucket against floods: messages allowed now, refilled at FLOOD_RATE per second. */
   tokens: number;
   tokensAt: number;
+  /** Full copies sent because its replica's hash differed, and the version of the last one. */
+  resyncs: number;
+  resyncVersion: number;
 }
 
 /** A legitimate worker sends ⌈P / CHUNK_FLOATS⌉ + 1 messages per shard (24 for AlexNet). */
@@ -166,7 +177,7 @@ export interface StepRecord {
   /** Time spent summing gradient segments as they arrived, inside collectMs (streaming aggregation). */
   foldMs?: number;
   applyMs: number;
-  /** Encoding the new weights into frames (sending them overlaps the next step's dispatch). */
+  /** Encoding the new weights (fp32 runs) or the update (compressed runs) into frames; sending them overlaps the next step's dispatch. */
   broadcastMs: number;
   /** Connection id of the worker whose result came last: the one the step waited for. */
   straggler: number | null;
@@ -180,7 +191,7 @@ export interface Summary {
   model: string;
   modelHash: string;
   paramCount: number;
-  config: { epochs: number; batch: number; lr: number; seed: number; minWorkers: number; maxSteps: number | null; evalExamples: number };
+  config: { epochs: number; batch: number; lr: number; seed: number; minWorkers: number; maxSteps: number | null; evalExamples: number; compress: Compression };
   steps: number;
   examples: number;
   epochs: EpochMetrics[];
@@ -207,6 +218,16 @@ export class Coordinator {
   private tasks: Task[] = [];
   private tasksDone: (() => void) | null = null;
   private weightFrames: { version: number; frames: Uint8Array[] } | null = null;
+  /**
+   * Compressed runs: the step's gradient sum is encoded once more, with the coordinator's own error
+   * feedback, and that encoding is both what the coordinator applies and what it broadcasts, so
+   * every replica applies the identical update (decoded by the same code) and stays bit-equal.
+   */
+  private readonly downlink: GradientEncoder | null = null;
+  /** The decoded update of the last step (what SGD applied). */
+  private readonly applied: Float32Array | null = null;
+  private updateFrames: { version: number; frames: Uint8Array[] } | null = null;
+  private hashCache: { version: number; hash: string } | null = null;
   private http: Server | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private wss: WebSocketServer | null = null;
@@ -240,7 +261,12 @@ export class Coordinator {
     this.weights = initParams(this.spec, opts.seed);
     const compress = opts.compress ?? NO_COMPRESSION;
     if (compress.mode !== 'none') this.run.compress = compress;
-    this.reducer = new StreamReducer(planSegments(paramLayout(this.spec).params, total, compress), total, (shard, why) => this.onBadShard(shard, why));
+    const plan = planSegments(paramLayout(this.spec).params, total, compress);
+    this.reducer = new StreamReducer(plan, total, (shard, why) => this.onBadShard(shard, why));
+    if (compress.mode !== 'none') {
+      this.downlink = new GradientEncoder(plan, total, opts.seed ^ 0x5eed);
+      this.applied = new Float32Array(total);
+    }
     this.gradSum = this.reducer.sum;
     this.dashboard = new Dashboard(this);
   }
@@ -280,6 +306,7 @@ export class Coordinator {
       id: this.nextConnId++, ws, state: CONN.hello, workerId: '', kind: 'node', backend: '?', adapter: null,
       remote: req.socket.remoteAddress ?? '?', version: -1, task: null, speed: 0, shardSize: 0, computeMs: 0, uploadMs: 0,
       bytesIn: 0, bytesOut: 0, shardsDone: 0, joinedAt: Date.now(), tensors: 0, tensorBytes: 0, deadline: null, missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(),
+      resyncs: 0, resyncVersion: -1,
     };
     this.conns.set(conn.id, conn);
     const helloTimer = setTimeout(() => { if (conn.state === CONN.hello) this.drop(conn, CLOSE.helloTimeout, `no hello within ${this.opts.helloTimeoutMs} ms`); }, this.opts.helloTimeoutMs);
@@ -353,6 +380,7 @@ export class Coordinator {
       case MSG.gradient: return this.onGradient(conn, msg, body);
       case MSG.result: return this.onResult(conn, msg);
       case MSG.status: conn.tensors = msg.tensors; conn.tensorBytes = msg.bytes; return;
+      case MSG.resync: return this.onResync(conn, msg);
       default: throw new ProtocolError(CLOSE.unexpected, `${msg.type} is not allowed from a joined worker`);
     }
   }
@@ -380,6 +408,16 @@ export class Coordinator {
     // In order, so `received` counts distinct floats: a repeated slice cannot fake a full gradient.
     if (g.offset !== t.received) throw new ProtocolError(CLOSE.badGradient, `gradient slice at ${g.offset}, expected the next at ${t.received}`);
     t.received += this.reducer.accept(t.shard, g, body);
+  }
+
+  /** The worker's replica differs from ours (hash or version): send it the full weights, once per version. */
+  private onResync(conn: Conn, r: Resync): void {
+    if (!conn.task || r.version !== this.version) throw new ProtocolError(CLOSE.unexpected, `resync for version ${r.version} while ${conn.task ? `the run is at ${this.version}` : 'holding no shard'}`);
+    if (conn.resyncVersion === r.version) throw new ProtocolError(CLOSE.unexpected, `second resync for version ${r.version}: its replica still differs after a full copy`);
+    conn.resyncVersion = r.version;
+    conn.resyncs++;
+    this.opts.log(`worker #${conn.id}: replica differs from version ${r.version}; resending the full weights`);
+    for (const f of this.encodedWeights()) this.sendFrame(conn, f);
   }
 
   /** A shard's gradient decoded to NaN/Inf (found when folded): redo the shard, drop its sender. */
@@ -447,10 +485,14 @@ export class Coordinator {
       conn.state = CONN.working;
       conn.shardSize = t.count;
       if (conn.version !== this.version) {
-        for (const f of this.encodedWeights()) this.sendFrame(conn, f);
+        // One version behind in a compressed run: the (small) update; otherwise the full weights.
+        const update = conn.version === this.version - 1 && this.updateFrames?.version === this.version;
+        for (const f of update ? this.updateFrames!.frames : this.encodedWeights()) this.sendFrame(conn, f);
         conn.version = this.version;
       }
       const a: Assign = { type: MSG.assign, task: t.kind, step: t.step, shard: t.shard, version: this.version, position: t.position, count: t.count };
+      const hash = this.checkHash();
+      if (hash) a.hash = hash;
       this.sendFrame(conn, encode(a, gather(t.split, t.indices)));
       const ms = this.deadlineFor(conn, t);
       conn.deadline = setTimeout(() => {
@@ -487,6 +529,29 @@ export class Coordinator {
       this.weightFrames = { version: this.version, frames };
     }
     return this.weightFrames.frames;
+  }
+
+  /** The weights' replicaHash on every verifyEvery-th version of a compressed run (computed once per version). */
+  private checkHash(): string | undefined {
+    const every = this.opts.verifyEvery ?? DEFAULTS.verifyEvery;
+    if (!this.downlink || every <= 0 || this.version === 0 || this.version % every !== 0) return undefined;
+    if (this.hashCache?.version !== this.version) this.hashCache = { version: this.version, hash: replicaHash(this.weights) };
+    return this.hashCache.hash;
+  }
+
+  /**
+   * Compressed runs: encodes the gradient sum as version+1's update frames (one encode for every
+   * worker) and decodes them into `applied`, exactly as each worker will.
+   */
+  private encodeUpdate(batch: number): void {
+    const version = this.version + 1;
+    const frames = this.downlink!.plan.map((s) => {
+      const { frame, body } = updateFrame(s, version, this.weights.length, batch);
+      this.downlink!.encode(s, this.gradSum, body);
+      if (!decodeInto(s, body, this.applied!)) throw new Error(`update of step ${version} decoded to NaN/Inf at segment ${s.index}`);
+      return frame;
+    });
+    this.updateFrames = { version, frames };
   }
 
   private noteWaiting(): void {
@@ -536,6 +601,7 @@ export class Coordinator {
     this.epochAcc = { ...state.epochAcc };
     this.history.splice(0, this.history.length, ...state.history);
     this.weightFrames = null;
+    this.updateFrames = null;
   }
 
   // ---- control ----
@@ -600,11 +666,14 @@ export class Coordinator {
     const t1 = performance.now();
     this.reducer.finish(); // the sum is gradSum, already complete: segments were folded as they came
     const t2 = performance.now();
-    sgdStep(this.weights, this.gradSum, this.run.lr, indices.length);
+    if (this.downlink) this.encodeUpdate(indices.length);
+    const t2b = performance.now();
+    sgdStep(this.weights, this.applied ?? this.gradSum, this.run.lr, indices.length);
     this.version++;
     this.step++;
     const t3 = performance.now();
-    this.encodedWeights();
+    // fp32 runs broadcast the weights; compressed ones encode full weights only for a joiner.
+    if (!this.downlink) this.encodedWeights();
     const t4 = performance.now();
     const sum = (f: (r: Result) => number) => tasks.reduce((a, t) => a + f(t.result!), 0);
     const stats = { lossSum: sum((r) => r.lossSum), correct: sum((r) => r.correct), count: indices.length };
@@ -613,7 +682,7 @@ export class Coordinator {
     this.lastStep = {
       step: this.step, epoch: this.epoch + 1, examples: indices.length, loss: stats.lossSum / stats.count, acc: stats.correct / stats.count,
       wallMs: t4 - t0, collectMs: t1 - t0, computeMs: Math.max(...tasks.map((t) => t.result!.timings.computeMs)),
-      uploadMs: Math.max(...tasks.map((t) => upload(t.result!))), aggregateMs: t2 - t1, foldMs: this.reducer.foldMs, applyMs: t3 - t2, broadcastMs: t4 - t3,
+      uploadMs: Math.max(...tasks.map((t) => upload(t.result!))), aggregateMs: t2 - t1, foldMs: this.reducer.foldMs, applyMs: t3 - t2b, broadcastMs: t4 - t3 + (t2b - t2),
       straggler: tasks.length > 1 ? last.doneBy : null,
       shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!) })),
       at: Date.now(),
@@ -683,7 +752,7 @@ export class Coordinator {
     const trainSeconds = epochsDone.reduce((a, m) => a + m.examples / m.examplesPerSec, 0);
     return {
       model: this.spec.name, modelHash: this.run.modelHash, paramCount: this.run.paramCount,
-      config: { epochs, batch, lr: this.run.lr, seed, minWorkers: this.opts.minWorkers, maxSteps: this.opts.maxSteps ?? null, evalExamples: this.opts.evalExamples },
+      config: { epochs, batch, lr: this.run.lr, seed, minWorkers: this.opts.minWorkers, maxSteps: this.opts.maxSteps ?? null, evalExamples: this.opts.evalExamples, compress: this.run.compress ?? NO_COMPRESSION },
       steps: this.step, examples, epochs: epochsDone, examplesPerSec: examples / Math.max(trainSeconds, 1e-9),
       seconds: (performance.now() - t0) / 1000, workersSeen: this.nextConnId - 1,
       weightsSha256: weightsSha256(this.weights), stoppedBy: this.step >= epochs * perEpoch ? 'epochs' : this.stopRequested ? 'stop' : 'max-steps',
@@ -723,7 +792,7 @@ export class Coordinator {
       workers: [...this.conns.values()].filter((c) => c.state !== CONN.hello).map((c) => ({
         id: c.id, workerId: c.workerId, kind: c.kind, backend: c.backend, adapter: c.adapter, remote: c.remote, state: c.state,
         shardSize: c.shardSize, computeMs: c.computeMs, uploadMs: c.uploadMs, bytesIn: c.bytesIn, bytesOut: c.bytesOut,
-        examplesPerSec: c.speed, shardsDone: c.shardsDone, tensors: c.tensors, tensorBytes: c.tensorBytes,
+        examplesPerSec: c.speed, shardsDone: c.shardsDone, tensors: c.tensors, tensorBytes: c.tensorBytes, resyncs: c.resyncs,
       })),
     };
   }

@@ -21,7 +21,7 @@
 //
 // Pure code: no Node or DOM imports, so the page and the Node worker run the same encoder.
 import type { ParamInfo } from './models';
-import { CHUNK_FLOATS, encode, type Gradient } from './protocol';
+import { CHUNK_FLOATS, encode, type Gradient, type Message, type Update } from './protocol';
 import { mixSeed, rng } from './rng';
 
 export const COMPRESS_MODES = ['none', 'fp16', 'int8', 'powersgd'] as const;
@@ -145,9 +145,19 @@ function gradientHeader(s: Segment, step: number, shard: number, total: number):
  * `reuse` may be a frame this returned before, once the socket no longer needs it.
  */
 export function gradientFrame(s: Segment, step: number, shard: number, total: number, reuse?: Uint8Array | null): { frame: Uint8Array; body: Uint8Array } {
-  const head = gradientHeader(s, step, shard, total);
+  return frameWithBody(gradientHeader(s, step, shard, total), s.bytes, reuse);
+}
+
+/** The coordinator's update frame for segment `s` (compressed runs broadcast these instead of weights). */
+export function updateFrame(s: Segment, version: number, total: number, batch: number): { frame: Uint8Array; body: Uint8Array } {
+  const h: Update = { type: 'update', version, offset: s.offset, total, batch };
+  if (s.codec !== 'fp32') h.codec = s.codec;
+  return frameWithBody(encode(h as Message), s.bytes);
+}
+
+function frameWithBody(head: Uint8Array, bytes: number, reuse?: Uint8Array | null): { frame: Uint8Array; body: Uint8Array } {
   // Reusing last step's frame saves a fresh 8 MiB allocation (and its page faults) per frame.
-  const frame = reuse?.length === head.length + s.bytes ? reuse : new Uint8Array(head.length + s.bytes);
+  const frame = reuse?.length === head.length + bytes ? reuse : new Uint8Array(head.length + bytes);
   frame.set(head);
   return { frame, body: frame.subarray(head.length) };
 }

@@ -7,7 +7,7 @@
 import { Packr } from 'msgpackr';
 import type { Codec, Compression } from './compress';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Tensors larger than this travel as several frames, each a slice of the flat vector. */
 export const CHUNK_FLOATS = 2 * 1024 * 1024; // 8 MiB of fp32: far under ws's payload limit, big enough that framing costs nothing
@@ -32,6 +32,13 @@ export const MSG = {
   notice: 'notice',
   /** worker: my health after a shard: live tensors and bytes on my backend (shown on the dashboard). */
   status: 'status',
+  /**
+   * coordinator (compressed runs): a segment of step `version`'s encoded gradient sum; applying it
+   * with SGD turns weights `version − 1` into `version`, bit for bit as the coordinator did.
+   */
+  update: 'update',
+  /** worker: my replica's hash differs from the assign's; send me the full weights of `version`. */
+  resync: 'resync',
 } as const;
 export type MsgType = (typeof MSG)[keyof typeof MSG];
 
@@ -104,6 +111,12 @@ export interface RunInfo {
 
 export interface Welcome { type: typeof MSG.welcome; workerId: string; run: RunInfo }
 export interface Weights { type: typeof MSG.weights; version: number; offset: number; total: number }
+export interface Update {
+  type: typeof MSG.update; version: number; offset: number; total: number;
+  /** Examples in the step: SGD divides the gradient sum by it. */
+  batch: number;
+  codec?: Codec;
+}
 export interface Assign {
   type: typeof MSG.assign;
   task: 'train' | 'eval';
@@ -114,6 +127,8 @@ export interface Assign {
   /** Index of the shard's first example in the global batch (seeds its dropout masks). */
   position: number;
   count: number;
+  /** replicaHash of the weights at `version`, every --verify-every versions of a compressed run. */
+  hash?: string;
 }
 export interface Gradient {
   type: typeof MSG.gradient; step: number; shard: number; offset: number; total: number;
@@ -134,8 +149,9 @@ export interface Result {
 export interface Notice { type: typeof MSG.notice; state: string; message: string }
 
 export interface Status { type: typeof MSG.status; tensors: number; bytes: number }
+export interface Resync { type: typeof MSG.resync; version: number }
 
-export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice | Status;
+export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice | Status | Update | Resync;
 
 const packr = new Packr({ useRecords: false });
 
@@ -192,6 +208,8 @@ const SCHEMA: Record<MsgType, Record<string, Check>> = {
   result: { task: 'task', step: 'int', shard: 'int', lossSum: 'num', correct: 'int', count: 'int', timings: 'obj' },
   notice: { state: 'str', message: 'str' },
   status: { tensors: 'int', bytes: 'int' },
+  update: { version: 'int', offset: 'int', total: 'int', batch: 'int' },
+  resync: { version: 'int' },
 };
 const MSG_TYPES = new Set<string>(Object.values(MSG));
 
@@ -219,6 +237,23 @@ export function validate(header: unknown): Message {
     for (const k of ['computeMs', 'encodeMs', 'sendMs'] as const) if (!ok(t[k], 'num')) throw new ProtocolError(CLOSE.badField, `result.timings.${k} must be a finite number`);
   }
   return header as Message;
+}
+
+/**
+ * A fingerprint of a weights replica (not a cryptographic hash: it guards against replicas that
+ * drift, not against forgery). Pure JS, so a page on plain http (no crypto.subtle) computes it
+ * too: two multiply-xor lanes over the raw fp32 bits, about 0.1 s for AlexNet.
+ */
+export function replicaHash(w: Float32Array): string {
+  const u = new Uint32Array(w.buffer, w.byteOffset, w.length);
+  let a = 0x811c9dc5 ^ u.length, b = 0x9e3779b9;
+  const n = u.length & ~1;
+  for (let i = 0; i < n; i += 2) {
+    a = Math.imul(a ^ u[i], 0x01000193);
+    b = Math.imul(b ^ u[i + 1], 0x5bd1e995);
+  }
+  if (n < u.length) a = Math.imul(a ^ u[n], 0x01000193);
+  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
 }
 
 /** Splits a flat vector into CHUNK_FLOATS-sized [offset, end) ranges. */

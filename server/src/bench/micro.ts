@@ -203,7 +203,7 @@ async function wsLoopback(o: PeerOptions, bufferutil: boolean): Promise<{ times:
   const env = { ...process.env };
   if (bufferutil) delete env.WS_NO_BUFFER_UTIL;
   else env.WS_NO_BUFFER_UTIL = '1';
-  const peer = (role: string, opts: PeerOptions) => spawn(process.execPath, ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'server/src/bench/ws-peer.ts'), role, JSON.stringify(opts)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const peer = (role: string, opts: PeerOptions) => spawn(process.execPath, ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'server/src/bench/ws-peer.ts'), role, JSON.stringify(opts)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   const lines = (p: ReturnType<typeof peer>) => {
     let buf = '';
     const waiters: ((l: string) => void)[] = [];

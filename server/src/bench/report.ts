@@ -8,12 +8,12 @@ export function scaleoutMarkdown(runs: ScaleoutRun[], memcpy: number, machine: s
   const lines = [
     `Machine: ${machine}. Memory copy measured in the same run: ${memcpy.toFixed(2)} GB/s.`,
     '',
-    '| compute | model | compress | scaling | N | batch | examples/s | efficiency | step ms | compute | upload | broadcast | aggregate | apply | coordinator MB/step | upload MB/worker | comm ms | comm ÷ copy bound | load |',
-    '|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    '| compute | model | compress | scaling | N | batch | examples/s | efficiency | step ms | compute | upload | broadcast | aggregate | apply | coordinator MB/step | upload MB/worker | comm ms | comm ÷ copy bound | coordinator CPU ms | load |',
+    '|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   ];
   for (const r of runs) {
     const s = r.split;
-    lines.push(`| ${r.kind} | ${r.model} | ${r.compress} | ${r.scaling} | ${r.workers} | ${r.batch} | ${f1(r.examplesPerSec)} | ${r.efficiency === null ? '–' : `${f0(100 * r.efficiency)}%`} | ${f0(s.wall)} | ${f1(s.compute)} | ${f0(s.upload)} | ${f0(s.broadcast)} | ${f0(s.aggregate)} | ${f0(s.apply)} | ${f0(r.bytesPerStep / 1e6)} | ${f1(r.uploadBytesPerWorker / 1e6)} | ${f0(r.commMs)} | ${f1(r.commOverBound)}× | ${r.loadAvg.toFixed(1)} |`);
+    lines.push(`| ${r.kind} | ${r.model} | ${r.compress} | ${r.scaling} | ${r.workers} | ${r.batch} | ${f1(r.examplesPerSec)} | ${r.efficiency === null ? '–' : `${f0(100 * r.efficiency)}%`} | ${f0(s.wall)} | ${f1(s.compute)} | ${f0(s.upload)} | ${f0(s.broadcast)} | ${f0(s.aggregate)} | ${f0(s.apply)} | ${f0(r.bytesPerStep / 1e6)} | ${f1(r.uploadBytesPerWorker / 1e6)} | ${f0(r.commMs)} | ${f1(r.commOverBound)}× | ${r.coordinatorCpuMs === undefined ? '–' : f0(r.coordinatorCpuMs)} | ${r.loadAvg.toFixed(1)} |`);
   }
   return lines.join('\n') + '\n';
 }

@@ -74,6 +74,11 @@ export interface ScaleoutRun {
   /** bytesPerStep at the memory-copy rate measured in this run: the floor for commMs. */
   boundMs: number;
   commOverBound: number;
+  /**
+   * CPU the coordinator's process used per step (user + system, the kernel's socket copies
+   * included). With workers on other machines this, not the wall time, is what the coordinator costs.
+   */
+  coordinatorCpuMs: number;
   loadAvg: number;
 }
 
@@ -118,7 +123,7 @@ export function summaryLine(r: ScaleoutRun): string {
   return `${r.kind} ${r.model} ${r.compress} ${r.scaling} N=${r.workers}: ${r.examplesPerSec.toFixed(1)} examples/s` +
     `${r.efficiency === null ? '' : `, efficiency ${(100 * r.efficiency).toFixed(0)}%`}, batch ${r.batch}, step ${s.wall.toFixed(0)} ms = ` +
     `compute ${s.compute.toFixed(0)} + upload ${s.upload.toFixed(0)} + broadcast ${s.broadcast.toFixed(0)} + aggregate ${s.aggregate.toFixed(0)} + apply ${s.apply.toFixed(0)}; ` +
-    `coordinator moved ${(r.bytesPerStep / 1e6).toFixed(0)} MB/step, comm ${r.commMs.toFixed(0)} ms = ${r.commOverBound.toFixed(1)}× the memory-copy bound`;
+    `coordinator moved ${(r.bytesPerStep / 1e6).toFixed(0)} MB/step using ${r.coordinatorCpuMs.toFixed(0)} ms of CPU, comm ${r.commMs.toFixed(0)} ms = ${r.commOverBound.toFixed(1)}× the memory-copy bound`;
 }
 
 async function runOne(o: ScaleoutOptions, data: Dataset, model: string, compress: Compression, scaling: Scaling, n: number, copyRate: number): Promise<ScaleoutRun> {
@@ -138,9 +143,10 @@ async function runOne(o: ScaleoutOptions, data: Dataset, model: string, compress
   const procs: ChildProcess[] = Array.from({ length: n }, () => spawnWorker(url, [...args, '--quiet'], 'pipe'));
   const errors: string[] = [];
   for (const p of procs) p.stderr?.on('data', (d: Buffer) => errors.push(d.toString()));
-  const marks: { rec: StepRecord; t: number; bytes: number; up: number }[] = [];
+  const marks: { rec: StepRecord; t: number; bytes: number; up: number; cpu: number }[] = [];
+  const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
   const bytesNow = () => coord.status().workers.reduce((a, w) => ({ all: a.all + w.bytesIn + w.bytesOut, up: a.up + w.bytesIn }), { all: 0, up: 0 });
-  coord.events.on('step', (rec: StepRecord) => { const b = bytesNow(); marks.push({ rec, t: performance.now(), bytes: b.all, up: b.up }); });
+  coord.events.on('step', (rec: StepRecord) => { const b = bytesNow(); marks.push({ rec, t: performance.now(), bytes: b.all, up: b.up, cpu: cpuMs() }); });
   const load = loadavg()[0];
   try {
     await coord.train();
@@ -149,7 +155,7 @@ async function runOne(o: ScaleoutOptions, data: Dataset, model: string, compress
     for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
   }
   if (marks.length < o.burnIn + o.steps) throw new Error(`${model} N=${n}: only ${marks.length} steps ran${errors.length ? `; worker said: ${errors.join('').slice(0, 400)}` : ''}`);
-  const start = marks[o.burnIn - 1] ?? { t: marks[0].t - marks[0].rec.wallMs, bytes: 0, up: 0 };
+  const start = marks[o.burnIn - 1] ?? { t: marks[0].t - marks[0].rec.wallMs, bytes: 0, up: 0, cpu: marks[0].cpu };
   const measured = marks.slice(o.burnIn);
   const end = measured[measured.length - 1];
   const seconds = (end.t - start.t) / 1000;
@@ -168,7 +174,8 @@ async function runOne(o: ScaleoutOptions, data: Dataset, model: string, compress
   return {
     kind: o.kind, model, params: total, scaling, compress: compress.mode === 'powersgd' ? `powersgd-r${compress.rank}` : compress.mode, workers: n, batch,
     steps: measured.length, examplesPerSec: examples / seconds, efficiency: null, split, bytesPerStep,
-    uploadBytesPerWorker: (end.up - start.up) / measured.length / n, commMs, boundMs, commOverBound: commMs / boundMs, loadAvg: load,
+    uploadBytesPerWorker: (end.up - start.up) / measured.length / n, commMs, boundMs, commOverBound: commMs / boundMs,
+    coordinatorCpuMs: (end.cpu - start.cpu) / measured.length, loadAvg: load,
   };
 }
 

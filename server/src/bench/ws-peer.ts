@@ -99,4 +99,8 @@ async function main(): Promise<void> {
 // Keep the frame size constant visible to readers of the results.
 export const DEFAULT_FRAME_BYTES = CHUNK_FLOATS * 4;
 
-if (process.argv[1]?.endsWith('ws-peer.ts')) main().catch((e) => { console.error(e); process.exit(1); });
+if (process.argv[1]?.endsWith('ws-peer.ts')) {
+  // Started with an IPC channel: when the benchmark process dies, so does this peer.
+  process.on('disconnect', () => process.exit(0));
+  main().catch((e) => { console.error(e); process.exit(1); });
+}
