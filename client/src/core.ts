@@ -51,6 +51,8 @@ export class WorkerCore {
   private parked: { a: Assign; body: Uint8Array } | null = null;
   private resyncedAt = -1;
   private grad: Float32Array | null = null;
+  /** Compressed runs: the decoded update (apart from `grad`, which a synthetic net fills only once). */
+  private decoded: Float32Array | null = null;
   private queue: Promise<void> = Promise.resolve();
   readonly status: WorkerStatus = { state: 'connecting', run: null, step: -1, shardSize: 0, computeMs: 0, uploadMs: 0, examplesPerSec: 0, tensors: 0 };
 
@@ -90,6 +92,7 @@ export class WorkerCore {
         this.run = msg.run;
         this.version = -1;
         this.replica = null;
+        this.decoded = null;
         this.parked = null;
         this.grad = new Float32Array(this.net.total);
         this.encoder = new GradientEncoder(planSegments(paramLayout(spec).params, this.net.total, checkCompression(msg.run.compress)), this.net.total, msg.run.seed);
@@ -133,7 +136,7 @@ export class WorkerCore {
   }
 
   /**
-   * One segment of a compressed run's update: decoded into the (idle) gradient buffer; once all
+   * One segment of a compressed run's update: decoded into the update buffer; once all
    * have come, SGD applies it to the replica with the coordinator's arithmetic, so the replica
    * stays bit-equal to the coordinator's weights (checked by the assigns' hashes).
    */
@@ -145,12 +148,13 @@ export class WorkerCore {
     if (u.version !== this.updateVersion || u.offset !== this.updateReceived) throw new Error(`update v${u.version} segment at ${u.offset} arrived out of order`);
     const aligned = body.byteOffset % 4 === 0 ? body : new Uint8Array(body);
     const why = checkBody(s, aligned);
-    if (why || !decodeInto(s, aligned, this.grad!)) throw new Error(`update v${u.version}: ${why ?? 'decodes to NaN/Inf'}`);
+    this.decoded ??= new Float32Array(net.total);
+    if (why || !decodeInto(s, aligned, this.decoded)) throw new Error(`update v${u.version}: ${why ?? 'decodes to NaN/Inf'}`);
     this.updateReceived += s.count;
     if (this.updateReceived < net.total) return;
     // Not on the base version (a resync is on its way, or we missed one): the next assign asks.
     if (this.version !== u.version - 1 || !this.replica) { this.version = -1; return; }
-    sgdStep(this.replica, this.grad!, this.run!.lr, u.batch);
+    sgdStep(this.replica, this.decoded!, this.run!.lr, u.batch);
     if (u.version === this.opts.corruptVersion) this.replica[0] += 1;
     net.setWeights(this.replica);
     this.version = u.version;

@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
   CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES, MSG, PROTOCOL_VERSION, ProtocolError, chunkRanges, decodeFrame, encode,
-  epochOrder, getModel, initParams, modelHash, paramLayout, planShards, sgdStep, stepsPerEpoch, validate,
+  epochOrder, getModel, initParams, modelHash, paramLayout, planShards, stepsPerEpoch, validate,
   replicaHash, type Assign, type Gradient, type Hello, type ModelSpec, type Resync, type Result, type RunInfo, type WorkerKind,
 } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, decodeInto, planSegments, updateFrame, type Compression } from '@tabtrain/shared/compress';
@@ -258,14 +258,16 @@ export class Coordinator {
     this.spec = getModel(opts.model);
     const { total } = paramLayout(this.spec);
     this.run = { model: this.spec.name, modelHash: modelHash(this.spec), seed: opts.seed, batch: opts.batch, lr: opts.lr ?? this.spec.lr, paramCount: total };
-    this.weights = initParams(this.spec, opts.seed);
     const compress = opts.compress ?? NO_COMPRESSION;
     if (compress.mode !== 'none') this.run.compress = compress;
     const plan = planSegments(paramLayout(this.spec).params, total, compress);
-    this.reducer = new StreamReducer(plan, total, (shard, why) => this.onBadShard(shard, why));
+    // The weights (and a compressed run's decoded update) live beside the sum, for SIMD SGD.
+    this.reducer = new StreamReducer(plan, total, (shard, why) => this.onBadShard(shard, why), compress.mode === 'none' ? 1 : 2);
+    this.weights = this.reducer.regions[0];
+    this.weights.set(initParams(this.spec, opts.seed));
     if (compress.mode !== 'none') {
       this.downlink = new GradientEncoder(plan, total, opts.seed ^ 0x5eed);
-      this.applied = new Float32Array(total);
+      this.applied = this.reducer.regions[1];
     }
     this.gradSum = this.reducer.sum;
     this.dashboard = new Dashboard(this);
@@ -278,6 +280,10 @@ export class Coordinator {
 
   async listen(): Promise<number> {
     this.http = createServer((req, res) => this.serveHttp(req, res));
+    // Deliberate transport settings: frames are ≤ 8 MiB chunks, so maxPayload stays small (an
+    // oversized frame is refused with 1009 before it is buffered); permessage-deflate is off (it
+    // moved gradients at 26–38 MB/s); ws sets TCP_NODELAY on every socket it adopts, and bufferutil
+    // (a dependency) unmasks worker uploads natively (docs/BENCHMARKS.md §1).
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
     this.http.on('upgrade', (req, socket, head) => {
       if (new URL(req.url ?? '/', 'http://x').pathname !== '/ws') return socket.destroy();
@@ -668,7 +674,7 @@ export class Coordinator {
     const t2 = performance.now();
     if (this.downlink) this.encodeUpdate(indices.length);
     const t2b = performance.now();
-    sgdStep(this.weights, this.applied ?? this.gradSum, this.run.lr, indices.length);
+    this.reducer.sgd(this.weights, this.applied ?? this.gradSum, this.run.lr, indices.length);
     this.version++;
     this.step++;
     const t3 = performance.now();

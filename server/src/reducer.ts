@@ -36,12 +36,27 @@ export class StreamReducer {
    * `onBad` is called (outside the fold loop) for a shard whose body decoded to a non-finite
    * value; that shard has already been taken out of the sum. The caller drops its worker.
    */
-  constructor(readonly plan: Segment[], readonly total: number, private readonly onBad: (shard: number, why: string) => void = () => {}) {
+  constructor(readonly plan: Segment[], readonly total: number, private readonly onBad: (shard: number, why: string) => void = () => {}, regions = 0) {
     const scratch = Math.max(0, ...plan.filter((s) => s.codec !== 'lowrank').map((s) => s.count));
-    this.scratchAt = (total + 15) & ~15;
-    this.arena = new SimdArena(this.scratchAt + scratch);
+    const stride = (total + 15) & ~15;
+    this.scratchAt = stride;
+    this.regionsAt = (stride + scratch + 15) & ~15;
+    this.arena = new SimdArena(this.regionsAt + regions * stride);
     this.sum = this.arena.f32.subarray(0, total);
+    this.regions = Array.from({ length: regions }, (_, i) => this.arena.f32.subarray(this.regionsAt + i * stride, this.regionsAt + i * stride + total));
     for (const s of plan) this.byOffset.set(s.offset, s);
+  }
+
+  private readonly regionsAt: number;
+  /**
+   * Arrays of `total` floats the caller asked for, in the arena beside the sum (the coordinator
+   * keeps its weights here), so that sgd() runs as one SIMD pass.
+   */
+  readonly regions: Float32Array[];
+
+  /** w ← w − lr · g / batch, bit-equal to sgdStep; SIMD when both live in this arena. */
+  sgd(w: Float32Array, g: Float32Array, lr: number, batch: number): void {
+    this.arena.sgd(w, g, lr, batch);
   }
 
   get simd(): boolean { return this.arena.simd; }

@@ -238,8 +238,19 @@ function encodeHalf(grad: Float32Array, offset: number, count: number, body: Uin
   for (let i = 0; i < count; i++) {
     const f = bits[i];
     const a = f & 0x7fffffff;
-    // The common case inline; zero, subnormals, huge values and NaN take halfBits.
-    out[i] = a >= 0x38800000 && a < 0x477ff000 ? ((f >>> 16) & 0x8000) | ((a + 0xfff + ((a >>> 13) & 1) - 0x38000000) >>> 13) : halfBits(f);
+    const sign = (f >>> 16) & 0x8000;
+    if (a >= 0x38800000 && a < 0x477ff000) {
+      out[i] = sign | ((a + 0xfff + ((a >>> 13) & 1) - 0x38000000) >>> 13);
+    } else if (a < 0x38800000) {
+      // A subnormal half (a third of a typical gradient): units of 2^-24, ties to even, as halfBits.
+      const v = grad[offset + i];
+      const y = (v < 0 ? -v : v) * 16777216;
+      let n = Math.round(y);
+      if (n - y === 0.5 && n & 1) n -= 1;
+      out[i] = sign | n;
+    } else {
+      out[i] = halfBits(f); // saturation and NaN
+    }
   }
 }
 

@@ -85,13 +85,15 @@ describe('hostile input', () => {
         return [encode(m, g)];
       })],
       ['duplicate result', () => tamperedWorker(url, (f, m) => (m.type === MSG.result && m.task === 'train' ? [f, f] : [f]))],
+      // Asking for the full weights while holding no shard: no free copies of 187 MB on demand.
+      ['resync while holding no shard', () => attack(url, (ws) => { ws.send(hello()); ws.send(rawFrame({ type: 'resync', version: 0 })); })],
     ];
     const expected: Record<string, number> = {
       'malformed msgpack': CLOSE.malformed, 'text frame': CLOSE.malformed, 'unknown type': CLOSE.unknownType, 'wrong field type': CLOSE.badField,
       'protocol mismatch': CLOSE.protocolMismatch, 'model hash mismatch': CLOSE.modelMismatch, 'never says hello': CLOSE.helloTimeout,
       'gradient before hello': CLOSE.unexpected, 'result for a shard it does not own': CLOSE.notOwner, 'frame over the payload limit': CLOSE.tooBig,
       flood: CLOSE.flood, 'gradient of the wrong length': CLOSE.badGradient, 'NaN in a gradient': CLOSE.badGradient, 'Inf in a gradient': CLOSE.badGradient,
-      'duplicate result': CLOSE.duplicate,
+      'duplicate result': CLOSE.duplicate, 'resync while holding no shard': CLOSE.unexpected,
     };
     const attacks = new Promise<void>((resolve, reject) => {
       coord.events.once('step', async () => {

@@ -9,6 +9,7 @@ import {
 import { sumInOrder } from '../../server/src/aggregate';
 import { StreamReducer } from '../../server/src/reducer';
 import { SimdArena } from '../../server/src/simd';
+import { sgdStep } from '@tabtrain/shared';
 
 function randomVec(n: number, seed: number, scale = 1e-2, zeros = 0.5): Float32Array {
   let x = seed * 2654435761 >>> 0 || 1;
@@ -215,6 +216,27 @@ describe('SIMD kernels', () => {
       expect(a.add(0, 1000, n)).toBe(false);
       a.f32[1000 + n - 1] = 3e38; a.f32[n - 1] = 3e38; // finite + finite = Inf
       expect(a.add(0, 1000, n)).toBe(false);
+    }
+  });
+});
+
+describe('SIMD SGD', () => {
+  it('is sgdStep bit for bit (f64 products, one rounding), odd lengths and tiny values included, and falls back outside the arena', () => {
+    const a = new SimdArena(4096);
+    expect(a.simd).toBe(true);
+    for (const [n, lr, batch] of [[0, 0.1, 32], [1, 0.01, 128], [15, 0.05, 7], [16, 0.1, 1], [17, 0.01, 128], [1000, 0.1, 3]] as const) {
+      const w = randomVec(n, n + 5, 1, 0.1), g = randomVec(n, n + 6, 10 ** ((n % 7) - 6), 0.3);
+      if (n > 3) { g[1] = 1e-40; w[2] = 3e38; g[2] = -3e38; } // a subnormal gradient, a product past fp32's range
+      const ws = a.f32.subarray(0, n), gs = a.f32.subarray(2048, 2048 + n);
+      ws.set(w); gs.set(g);
+      a.sgd(ws, gs, lr, batch);
+      const ref = w.slice();
+      sgdStep(ref, g, lr, batch);
+      expect(Array.from(ws)).toEqual(Array.from(ref));
+      // Not in the arena: the plain loop, same result.
+      const out = w.slice();
+      a.sgd(out, g, lr, batch);
+      expect(Array.from(out)).toEqual(Array.from(ref));
     }
   });
 });

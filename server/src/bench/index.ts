@@ -118,6 +118,7 @@ function write(dir: string, tag: string, json: unknown, md: string, svg: string 
 
 interface MicroResult {
   model: string; floats: number; shards: number;
+  sgd: { simdMs: number; plainMs: number; bitIdentical: boolean };
   aggregation: { memcpyGBs: number; reducerGBs: number; reducerShardMajorGBs: number; reducerVsMemcpy: number; oldPathGBs: number; simd: boolean; bitIdenticalToReference: boolean };
   codecs: { mode: string; rank: number; frames: number; bytesPerWorkerPerStep: number; ratioToFp32: number; encodeMs: number; decodeFirstMs: number; decodeAddMs: number }[];
   framing: { oursEncodeGBs: number; oursDecodeGBs: number; msgpackrEncodeGBs: number; msgpackrDecodeGBs: number; smallMessageDecodeUs: number };
@@ -137,6 +138,8 @@ function microMarkdown(r: MicroResult): string {
     `| previous path: check + copy per slice, scalar sum at the end | ${a.oldPathGBs.toFixed(2)} |`,
     '',
     `Bit-identical to the shard-order reference sum: ${a.bitIdenticalToReference}.`,
+    '',
+    `SGD over the ${r.floats.toLocaleString('en-US')} weights (the coordinator's apply): SIMD ${r.sgd.simdMs.toFixed(1)} ms, plain loop ${r.sgd.plainMs.toFixed(1)} ms; bit-identical: ${r.sgd.bitIdentical}.`,
     '',
     '| mode | frames | bytes/worker/step | ÷ fp32 | worker encode ms | coordinator first shard ms | each further shard ms |',
     '|---|--:|--:|--:|--:|--:|--:|',

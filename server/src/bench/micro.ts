@@ -13,7 +13,7 @@ import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
-import { CHUNK_FLOATS, decodeFrame, encode, getModel, MSG, paramLayout, validate } from '@tabtrain/shared';
+import { CHUNK_FLOATS, decodeFrame, encode, getModel, MSG, paramLayout, sgdStep, validate } from '@tabtrain/shared';
 import { COMPRESS_MODES, GradientEncoder, gradientFrame, parseCompression, planBytes, planSegments, type CompressMode, type Segment } from '@tabtrain/shared/compress';
 import { fillGradient } from '@tabtrain/client/synthetic';
 import { firstNonFinite, sumInOrder } from '../aggregate';
@@ -108,6 +108,19 @@ export async function micro(o: MicroOptions) {
   };
   o.log(`  memory copy ${gbs(input, copy.median).toFixed(2)} GB/s | reducer ${gbs(input, rr.median).toFixed(2)} GB/s (${((100 * copy.median) / rr.median).toFixed(0)}% of copy; shard-major ${gbs(input, sm.median).toFixed(2)}) | old path ${gbs(input, old.median).toFixed(2)} GB/s | SIMD ${reducer.simd} | bit-identical to sumInOrder: ${same}`);
   bodies.length = 0;
+
+  // ---- SGD: the coordinator's apply, SIMD (weights beside the sum in the arena) vs the plain loop ----
+  {
+    const r = new StreamReducer(plan, total, () => {}, 1);
+    const [w, g] = [r.regions[0], r.sum];
+    for (let i = 0; i < total; i += 7) { w[i] = (i % 13) * 1e-2 - 0.06; g[i] = (i % 11) * 1e-3 - 0.005; }
+    const plainW = w.slice();
+    const simd = time(o.reps, () => r.sgd(w, g, 0.01, 128));
+    const plain = time(o.reps, () => sgdStep(plainW, g, 0.01, 128));
+    const sameSgd = w.every((x, i) => Object.is(x, plainW[i]));
+    res.sgd = { simdMs: 1000 * simd.median, plainMs: 1000 * plain.median, bitIdentical: sameSgd };
+    o.log(`sgd over ${total.toLocaleString('en-US')} weights: SIMD ${(1000 * simd.median).toFixed(1)} ms, plain loop ${(1000 * plain.median).toFixed(1)} ms, bit-identical after ${o.reps + 1} steps: ${sameSgd}`);
+  }
 
   // ---- codecs: encode on the worker, check + decode + fold on the coordinator, per mode ----
   const grad = new Float32Array(total);
