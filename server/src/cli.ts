@@ -1,6 +1,7 @@
 // `tabtrain`: the command line. `serve` runs a coordinator (optionally with local workers),
 // `worker` joins one as a headless Node worker.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { networkInterfaces } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -124,6 +125,13 @@ export function spawnWorker(url: string, args: string[] = [], stdio: 'inherit' |
   return spawn(process.execPath, ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'server/src/cli.ts'), 'worker', '--url', url, '--local', ...args], { cwd: ROOT, stdio: [stdio, stdio, stdio, 'ipc'] });
 }
 
+/** Where people can reach this coordinator: the LAN addresses when listening on all interfaces. */
+function pageBases(host: string, port: number): string[] {
+  if (host !== '0.0.0.0' && host !== '::') return [`http://${host.includes(':') ? `[${host}]` : host}:${port}`];
+  const lan = Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal).map((a) => `http://${a!.address}:${port}`);
+  return [...lan, `http://localhost:${port}`];
+}
+
 async function serve(argv: string[]): Promise<void> {
   const { values: v } = parseArgs({
     args: argv, strict: true,
@@ -188,8 +196,9 @@ async function serve(argv: string[]): Promise<void> {
   }
   const port = await coord.listen();
   log(`tabtrain ${coord.spec.name} (${coord.run.paramCount.toLocaleString('en-US')} parameters), lr ${coord.run.lr}, batch ${coord.opts.batch}, ${coord.opts.epochs} epochs, data ${dataDir}`);
-  log(`listening on http://${coord.opts.host}:${port}/ — workers: ws://<host>:${port}/ws`);
-  log(`dashboard: http://${coord.opts.host}:${port}/dashboard (${coord.dashboard.control === 'admin' ? 'controls need --admin-token' : 'read-only: no --admin-token'}), metrics: /metrics`);
+  const bases = pageBases(coord.opts.host, port);
+  log(`join from a browser: open ${bases.map((b) => `${b}/`).join(' or ')} — headless: tabtrain worker --url ${bases[0].replace('http', 'ws')}/ws`);
+  log(`dashboard: ${bases[0]}/dashboard (${coord.dashboard.control === 'admin' ? 'controls need --admin-token' : 'read-only: no --admin-token'}), metrics: /metrics`);
   const children: ChildProcess[] = [];
   const url = `ws://127.0.0.1:${port}/ws`;
   for (let i = 0; i < localWorkers; i++) {
