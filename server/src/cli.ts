@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { IMAGE_BYTES, MAX_FRAME_BYTES, MODELS, paramLayout } from '@tabtrain/shared';
-import { DEFAULT_RANK, parseCompression, type Compression } from '@tabtrain/shared/compress';
+import { DEFAULT_RANK, NO_COMPRESSION, parseCompression, type Compression } from '@tabtrain/shared/compress';
 import { Coordinator, DEFAULTS, type Summary } from './coordinator';
 import { DataError, DEFAULT_DATA_DIR, loadFashionMnist } from './data';
 import { CheckpointError, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint';
@@ -156,7 +156,7 @@ async function serve(argv: string[]): Promise<void> {
     v.model = c.model; v.batch = String(c.config.batch); v.seed = String(c.config.seed); v.lr = String(c.config.lr);
     v.epochs ??= String(c.config.epochs); v.balance ??= c.config.balance;
     // Older checkpoints carry no compression: they were fp32 runs.
-    const saved = c.config.compress ?? { mode: 'none', rank: 0 };
+    const saved = c.config.compress ?? NO_COMPRESSION;
     if (argv.includes('--compress') && (v.compress !== saved.mode || (v.rank !== undefined && Number(v.rank) !== saved.rank))) throw new UsageError(`--compress ${v.compress} conflicts with the checkpoint's ${saved.mode}; a resumed run keeps its compression`);
     v.compress = saved.mode; if (saved.mode === 'powersgd') v.rank = String(saved.rank);
     v.checkpoint ??= v.resume;

@@ -40,14 +40,13 @@ export class StreamReducer {
     const scratch = Math.max(0, ...plan.filter((s) => s.codec !== 'lowrank').map((s) => s.count));
     const stride = (total + 15) & ~15;
     this.scratchAt = stride;
-    this.regionsAt = (stride + scratch + 15) & ~15;
-    this.arena = new SimdArena(this.regionsAt + regions * stride);
+    const regionsAt = (stride + scratch + 15) & ~15;
+    this.arena = new SimdArena(regionsAt + regions * stride);
     this.sum = this.arena.f32.subarray(0, total);
-    this.regions = Array.from({ length: regions }, (_, i) => this.arena.f32.subarray(this.regionsAt + i * stride, this.regionsAt + i * stride + total));
+    this.regions = Array.from({ length: regions }, (_, i) => this.arena.f32.subarray(regionsAt + i * stride, regionsAt + i * stride + total));
     for (const s of plan) this.byOffset.set(s.offset, s);
   }
 
-  private readonly regionsAt: number;
   /**
    * Arrays of `total` floats the caller asked for, in the arena beside the sum (the coordinator
    * keeps its weights here), so that sgd() runs as one SIMD pass.

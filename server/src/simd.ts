@@ -150,10 +150,9 @@ export class SimdArena {
   sgd(w: Float32Array, g: Float32Array, lr: number, batch: number): void {
     if (!this.kSgd || w.buffer !== this.f32.buffer || g.buffer !== this.f32.buffer || w.byteOffset % 16 || g.byteOffset % 16) return sgdStep(w, g, lr, batch);
     if (w.length !== g.length) throw new Error(`sgd: ${w.length} weights vs ${g.length} gradients`);
-    const scale = lr / batch;
     const body = w.length & ~15;
-    this.kSgd(w.byteOffset, g.byteOffset, w.byteOffset + 4 * body, scale);
-    for (let i = body; i < w.length; i++) w[i] -= scale * g[i];
+    this.kSgd(w.byteOffset, g.byteOffset, w.byteOffset + 4 * body, lr / batch);
+    sgdStep(w.subarray(body), g.subarray(body), lr, batch); // the last < 16 floats
   }
 
   /** Whether every float of f32[at .. at+n) is finite. */

@@ -21,7 +21,7 @@
 //
 // Pure code: no Node or DOM imports, so the page and the Node worker run the same encoder.
 import type { ParamInfo } from './models';
-import { CHUNK_FLOATS, encode, type Gradient, type Message, type Update } from './protocol';
+import { CHUNK_FLOATS, encode, type Gradient, type Update } from './protocol';
 import { mixSeed, rng } from './rng';
 
 export const COMPRESS_MODES = ['none', 'fp16', 'int8', 'powersgd'] as const;
@@ -152,7 +152,7 @@ export function gradientFrame(s: Segment, step: number, shard: number, total: nu
 export function updateFrame(s: Segment, version: number, total: number, batch: number): { frame: Uint8Array; body: Uint8Array } {
   const h: Update = { type: 'update', version, offset: s.offset, total, batch };
   if (s.codec !== 'fp32') h.codec = s.codec;
-  return frameWithBody(encode(h as Message), s.bytes);
+  return frameWithBody(encode(h), s.bytes);
 }
 
 function frameWithBody(head: Uint8Array, bytes: number, reuse?: Uint8Array | null): { frame: Uint8Array; body: Uint8Array } {
