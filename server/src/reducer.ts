@@ -11,7 +11,7 @@
 // is decoded into a scratch region first, an fp32 one copied there (ws's Buffer is not wasm memory).
 import { CLOSE, ProtocolError } from '@tabtrain/shared';
 import { addLowRank, checkBody, decodeInto, type Codec, type Segment } from '@tabtrain/shared/compress';
-import { SimdArena } from './simd';
+import { SimdArena } from '@tabtrain/shared/simd';
 
 export interface GradientSlice { offset: number; total: number; codec?: string }
 

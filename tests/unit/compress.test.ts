@@ -8,7 +8,7 @@ import {
 } from '@tabtrain/shared/compress';
 import { sumInOrder } from '../../server/src/aggregate';
 import { StreamReducer } from '../../server/src/reducer';
-import { SimdArena } from '../../server/src/simd';
+import { SimdArena } from '@tabtrain/shared/simd';
 import { sgdStep } from '@tabtrain/shared';
 
 function randomVec(n: number, seed: number, scale = 1e-2, zeros = 0.5): Float32Array {

@@ -1,0 +1,87 @@
+// The WebAssembly SIMD kernels (kernels.wat, compiled into kernels.wasm.ts by `npm run
+// build:kernels`) and the coordinator's arena for its hot loops.
+//
+// Scalar JS sums ~1 float per ns here (≈4 GB/s of gradient read); f32x4 reaches the memory system
+// (measured by `tabtrain bench micro`). What each kernel computes, and why it is bit-identical to
+// the plain loop it replaces, is written beside it in kernels.wat.
+//
+// Pure code: the page loads this too. The module is compiled synchronously, which Chromium allows
+// on a page's main thread only for modules under 4 KiB (tests/unit/simd.test.ts keeps it there).
+import { KERNELS_WASM } from './kernels.wasm';
+import { sgdStep } from './sgd';
+
+/** The kernels' exports; every pointer is a byte address into the memory they were given. */
+export interface Kernels {
+  add(dst: number, src: number, end: number): number;
+  check(src: number, end: number): number;
+  sgd(w: number, g: number, end: number, scale: number): void;
+}
+
+let compiled: WebAssembly.Module | null | undefined;
+
+/** The kernels over `mem`, or null where WebAssembly SIMD is missing (callers fall back to JS). */
+export function instantiateKernels(mem: WebAssembly.Memory): Kernels | null {
+  if (compiled === undefined) {
+    const bytes = Uint8Array.from(atob(KERNELS_WASM), (c) => c.charCodeAt(0));
+    compiled = typeof WebAssembly === 'object' && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+  }
+  return compiled && (new WebAssembly.Instance(compiled, { env: { mem } }).exports as unknown as Kernels);
+}
+
+/** A WebAssembly memory for `bytes` bytes (whole 64 KiB pages, fixed size, so views never detach). */
+export function kernelMemory(bytes: number): WebAssembly.Memory {
+  const pages = Math.max(1, Math.ceil(bytes / 65536));
+  if (pages > 65536) throw new Error(`${bytes} bytes do not fit a 4 GiB WebAssembly memory`);
+  return new WebAssembly.Memory({ initial: pages, maximum: pages });
+}
+
+/**
+ * A memory of `floats` fp32 slots with the aggregation kernels over it. Falls back to scalar JS
+ * where WebAssembly SIMD is missing (then `simd` is false), with the same results.
+ */
+export class SimdArena {
+  readonly f32: Float32Array;
+  readonly simd: boolean;
+  private readonly k: Kernels | null;
+
+  constructor(floats: number) {
+    const mem = kernelMemory(floats * 4);
+    this.k = instantiateKernels(mem);
+    this.f32 = this.k ? new Float32Array(mem.buffer, 0, floats) : new Float32Array(floats);
+    this.simd = this.k !== null;
+  }
+
+  /** f32[dst .. dst+n) += f32[src .. src+n); false if any result is not finite. */
+  add(dst: number, src: number, n: number): boolean {
+    const v = this.f32;
+    const body = this.k ? n & ~15 : 0; // the kernel does 16 floats a turn; the tail is done here
+    let ok = body === 0 || this.k!.add(4 * dst, 4 * src, 4 * (dst + body)) === 1;
+    let bad = 0;
+    for (let i = body; i < n; i++) { v[dst + i] += v[src + i]; const x = v[dst + i]; bad += x - x; }
+    ok &&= bad === 0;
+    return ok;
+  }
+
+  /**
+   * w ← w − lr · g / batch over two arrays in this arena (views of f32), exactly as sgdStep does it.
+   * Arrays elsewhere, or no SIMD: sgdStep itself.
+   */
+  sgd(w: Float32Array, g: Float32Array, lr: number, batch: number): void {
+    if (!this.k || w.buffer !== this.f32.buffer || g.buffer !== this.f32.buffer || w.byteOffset % 16 || g.byteOffset % 16) return sgdStep(w, g, lr, batch);
+    if (w.length !== g.length) throw new Error(`sgd: ${w.length} weights vs ${g.length} gradients`);
+    const body = w.length & ~15;
+    this.k.sgd(w.byteOffset, g.byteOffset, w.byteOffset + 4 * body, lr / batch);
+    sgdStep(w.subarray(body), g.subarray(body), lr, batch); // the last < 16 floats
+  }
+
+  /** Whether every float of f32[at .. at+n) is finite. */
+  check(at: number, n: number): boolean {
+    const v = this.f32;
+    const body = this.k ? n & ~15 : 0;
+    let ok = body === 0 || this.k!.check(4 * at, 4 * (at + body)) === 1;
+    let bad = 0;
+    for (let i = body; i < n; i++) { const x = v[at + i]; bad += x - x; }
+    ok &&= bad === 0;
+    return ok;
+  }
+}
