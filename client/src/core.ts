@@ -15,6 +15,10 @@ export interface WorkerIdentity {
   backend: string;
   adapter: Record<string, unknown> | null;
   token?: string;
+  /** The session secret of our last welcome: presented on a reconnect to be the same worker again. */
+  session?: string;
+  /** The key of a coordinator that started this worker itself (TABTRAIN_LOCAL_KEY). */
+  local?: string;
 }
 
 /** What the page shows and the Node worker logs. */
@@ -69,6 +73,8 @@ export class WorkerCore {
   hello(): Uint8Array {
     const h: Hello = { type: MSG.hello, protocol: PROTOCOL_VERSION, workerId: this.id.workerId, kind: this.id.kind, backend: this.id.backend, adapter: this.id.adapter, modelHashes: zooHashes() };
     if (this.id.token) h.token = this.id.token;
+    if (this.id.session) h.session = this.id.session;
+    if (this.id.local) h.local = this.id.local;
     this.update({ state: 'joining' });
     return encode(h);
   }
@@ -96,6 +102,10 @@ export class WorkerCore {
         this.parked = null;
         this.grad = new Float32Array(this.net.total);
         this.encoder = new GradientEncoder(planSegments(paramLayout(spec).params, this.net.total, checkCompression(msg.run.compress)), this.net.total, msg.run.seed);
+        // Our identity from now on (the identity object outlives this connection): the coordinator
+        // gives a new id when ours was taken, and a secret that makes a reconnect us again.
+        this.id.workerId = msg.workerId;
+        if (msg.session) this.id.session = msg.session;
         this.update({ state: 'idle', run: msg.run });
         this.opts.log?.(`joined as ${msg.workerId}: ${spec.name}, ${this.net.total.toLocaleString('en-US')} parameters`);
         return;

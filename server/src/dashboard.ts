@@ -23,6 +23,7 @@ import {
 import { MAX_STEP_POINTS, thin } from '@tabtrain/client/dashboard-model';
 import { sameSecret, type Coordinator, type EpochMetrics, type RunState, type StepRecord } from './coordinator';
 import { DEFAULT_STATIC_DIR } from './static';
+import { guarded } from './guard';
 
 export const DASHBOARD = {
   /** At most 4 updates a second per page: smooth enough to watch, nothing for the event loop. */
@@ -150,7 +151,7 @@ export class Dashboard {
     }
     if (this.timer) return;
     const wait = Math.max(0, this.lastFlush + DASHBOARD.updateIntervalMs - performance.now());
-    this.timer = setTimeout(() => this.flush(), wait);
+    this.timer = setTimeout(guarded(this.coord.opts.log, 'dashboard flush', () => this.flush()), wait);
     this.timer.unref();
   }
 
@@ -211,7 +212,7 @@ export class Dashboard {
       this.m.streams.set(this.streams.size);
     });
     if (!this.heartbeat) {
-      this.heartbeat = setInterval(() => { for (const r of this.streams) r.write(': ping\n\n'); }, DASHBOARD.heartbeatMs);
+      this.heartbeat = setInterval(guarded(this.coord.opts.log, 'dashboard heartbeat', () => { for (const r of this.streams) r.write(': ping\n\n'); }), DASHBOARD.heartbeatMs);
       this.heartbeat.unref();
     }
   }
@@ -357,22 +358,27 @@ export class Dashboard {
   // ---- control ----
 
   private async onControl(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // A refusal closes the connection: the body the peer may still be sending is never read.
+    const refuse = (status: number, body: unknown, headers: Record<string, string> = {}) => json(res, status, body, { connection: 'close', ...headers });
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (!(declared <= DASHBOARD.maxControlBytes)) return refuse(413, { error: `a control body is at most ${DASHBOARD.maxControlBytes} bytes` });
     const token = this.coord.opts.adminToken;
-    if (!token) return json(res, 403, { error: 'read-only: the coordinator was started without --admin-token' });
+    if (!token) return refuse(403, { error: 'read-only: the coordinator was started without --admin-token' });
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     if (!sameSecret(given, token)) {
       this.coord.opts.log(`dashboard: ${req.socket.remoteAddress ?? '?'} was refused control (missing or wrong admin token)`);
-      return json(res, 401, { error: 'missing or wrong admin token' }, { 'www-authenticate': 'Bearer' });
+      return refuse(401, { error: 'missing or wrong admin token' }, { 'www-authenticate': 'Bearer' });
     }
     // JSON only: a cross-site form cannot send it without a preflight, which we never answer.
-    if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) return json(res, 415, { error: 'send {"action": ...} as application/json' });
+    if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) return refuse(415, { error: 'send {"action": ...} as application/json' });
     let action: ControlAction;
     try {
       const body = JSON.parse(await readBody(req, DASHBOARD.maxControlBytes)) as { action?: unknown };
       if (!CONTROL_ACTIONS.includes(body?.action as ControlAction)) throw new Error(`action must be one of ${CONTROL_ACTIONS.join(', ')}`);
       action = body.action as ControlAction;
     } catch (e) {
-      return json(res, 400, { error: (e as Error).message });
+      if (e instanceof BodyTooLarge) return refuse(413, { error: e.message });
+      return refuse(400, { error: (e as Error).message });
     }
     const c = this.coord;
     if (action === 'export') {
@@ -395,8 +401,7 @@ export class Dashboard {
   // ---- HTTP ----
 
   /** Answers the dashboard's routes; false for any other path (the coordinator serves those). */
-  handle(req: IncomingMessage, res: ServerResponse): boolean {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+  handle(req: IncomingMessage, res: ServerResponse, path: string): boolean {
     const get = req.method === 'GET' || req.method === 'HEAD';
     switch (path) {
       case '/api/status':
@@ -404,7 +409,9 @@ export class Dashboard {
         json(res, 200, this.status());
         return true;
       case '/api/events':
-        if (!get) return methodNotAllowed(res, 'GET');
+        if (!get) return methodNotAllowed(res, 'GET, HEAD');
+        // HEAD gets the stream's headers and no body: a stream that never ends has no HEAD.
+        if (req.method === 'HEAD') { res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' }); res.end(); return true; }
         this.openStream(res);
         return true;
       case '/metrics':
@@ -417,7 +424,7 @@ export class Dashboard {
         return true;
       case '/api/control':
         if (req.method !== 'POST') return methodNotAllowed(res, 'POST');
-        this.onControl(req, res).catch((e: Error) => json(res, 500, { error: e.message }));
+        this.onControl(req, res).catch((e: Error) => { if (!res.headersSent) json(res, 500, { error: e.message }); else res.destroy(); });
         return true;
       case '/dashboard/':
         // The page's asset URLs are relative: they resolve from /dashboard, not /dashboard/.
@@ -480,6 +487,8 @@ function methodNotAllowed(res: ServerResponse, allow: string): true {
   return true;
 }
 
+class BodyTooLarge extends Error {}
+
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolveBody, reject) => {
     const chunks: Buffer[] = [];
@@ -487,8 +496,10 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limit) {
-        reject(new Error(`body over ${limit} bytes`));
-        req.destroy();
+        reject(new BodyTooLarge(`a control body is at most ${limit} bytes`));
+        // Read no more of it; the 413 goes out with connection: close, which ends the socket.
+        req.pause();
+        req.removeAllListeners('data');
         return;
       }
       chunks.push(c);

@@ -72,23 +72,38 @@ export class StreamReducer {
   }
 
   /**
-   * Takes one gradient frame of `shard`. Returns the number of floats it covers. Throws a
-   * ProtocolError (the sender's fault) for a frame that does not fit the plan.
+   * Checks one gradient frame against the run's plan without folding it: its segment and the body,
+   * 4-byte aligned (copied if it was not). Throws a ProtocolError (the sender's fault) for a frame
+   * that does not fit the plan. Verified copies are checked here on arrival and folded later.
    */
-  accept(shard: number, g: GradientSlice, body: Uint8Array): number {
+  check(g: GradientSlice, body: Uint8Array): { segment: Segment; body: Uint8Array } {
     const s = this.byOffset.get(g.offset);
     if (g.total !== this.total || !s) throw new ProtocolError(CLOSE.badGradient, `gradient segment at ${g.offset} of ${g.total} is not in this run's plan of ${this.plan.length} segments over ${this.total} parameters`);
     const codec = (g.codec ?? 'fp32') as Codec;
-    if (codec !== s.codec) throw new ProtocolError(CLOSE.badGradient, `segment at ${g.offset} must be ${s.codec}, got ${codec}; this run uses another --compress`);
-    if (shard < 0 || shard >= this.shards) throw new ProtocolError(CLOSE.notOwner, `shard ${shard} is not in this step`);
-    if (this.held[s.index][shard] || this.next[s.index] > shard) throw new ProtocolError(CLOSE.duplicate, `segment at ${g.offset} of shard ${shard} arrived twice`);
+    if (codec !== s.codec) throw new ProtocolError(CLOSE.badGradient, `segment at ${g.offset} must be ${s.codec}, got ${String(codec).slice(0, 16)}; this run uses another --compress`);
     if (body.byteOffset % 4 !== 0) body = new Uint8Array(body); // a copy (Buffer#slice would be a view)
     const why = checkBody(s, body);
     if (why) throw new ProtocolError(CLOSE.badGradient, why);
+    return { segment: s, body };
+  }
+
+  /**
+   * Takes one gradient frame of `shard` and folds what it can. Returns the number of floats it
+   * covers. Throws a ProtocolError (the sender's fault) for a frame that does not fit the plan.
+   */
+  accept(shard: number, g: GradientSlice, body: Uint8Array): number {
+    const { segment, body: aligned } = this.check(g, body);
+    this.hold(shard, segment, aligned);
+    return segment.count;
+  }
+
+  /** Takes a segment body that check() passed, and folds what it can. */
+  hold(shard: number, s: Segment, body: Uint8Array): void {
+    if (shard < 0 || shard >= this.shards) throw new ProtocolError(CLOSE.notOwner, `shard ${shard} is not in this step`);
+    if (this.held[s.index][shard] || this.next[s.index] > shard) throw new ProtocolError(CLOSE.duplicate, `segment at ${s.offset} of shard ${shard} arrived twice`);
     this.held[s.index][shard] = body;
     this.advance(s);
     this.report();
-    return s.count;
   }
 
   /** The worker of `shard` is gone: forget its bodies and take what it contributed out of the sum. */

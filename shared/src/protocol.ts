@@ -80,9 +80,38 @@ export const CLOSE = {
   shutdown: 4014,
   /** A message that is valid but not allowed now (e.g. a second hello). */
   unexpected: 4015,
+  /** Your results disagreed with other workers' recomputation of the same shards; you are refused for this run. */
+  untrusted: 4016,
 } as const;
 export type CloseCode = (typeof CLOSE)[keyof typeof CLOSE];
 export const CLOSE_NAMES: Record<number, string> = Object.fromEntries(Object.entries(CLOSE).map(([k, v]) => [v, k]));
+
+/** RFC 6455 §5.5: a close frame's payload is ≤ 125 bytes, 2 of them the code. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/**
+ * A close reason that fits a close frame: cut to MAX_CLOSE_REASON_BYTES of UTF-8 at a character
+ * boundary (ws throws a RangeError on a longer one, and attacker text reaches reasons).
+ */
+export function closeReason(text: string): string {
+  const bytes = utf8.encode(text);
+  if (bytes.length <= MAX_CLOSE_REASON_BYTES) return text;
+  let end = MAX_CLOSE_REASON_BYTES - 3; // room for '…' (3 bytes)
+  while (end > 0 && (bytes[end] & 0xc0) === 0x80) end--; // back up to the start of a character
+  return `${utf8d.decode(bytes.subarray(0, end))}…`;
+}
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder();
+
+/** Limits on the strings a peer sends: what the status API, the dashboard and logs echo stays small. */
+export const LIMITS = {
+  /** Any string field (ids, backend names, hashes, messages), in UTF-8 bytes. */
+  stringBytes: 200,
+  /** hello.adapter, as JSON (a WebGPU adapter's info is ~300 bytes). */
+  adapterBytes: 4096,
+  /** hello.modelHashes entries (the zoo has 7 models). */
+  modelHashes: 64,
+} as const;
 
 export type WorkerKind = 'node' | 'browser';
 
@@ -96,6 +125,10 @@ export interface Hello {
   adapter: Record<string, unknown> | null;
   modelHashes: Record<string, string>;
   token?: string;
+  /** The session secret a previous welcome gave this workerId; without it a reused workerId joins as a new worker. */
+  session?: string;
+  /** The key the coordinator hands the workers it starts itself (TABTRAIN_LOCAL_KEY); such workers count as established. */
+  local?: string;
 }
 
 export interface RunInfo {
@@ -109,7 +142,14 @@ export interface RunInfo {
   compress?: Compression;
 }
 
-export interface Welcome { type: typeof MSG.welcome; workerId: string; run: RunInfo }
+export interface Welcome {
+  type: typeof MSG.welcome;
+  /** The identity to use from now on: the hello's, or a fresh one when the hello's belongs to someone else. */
+  workerId: string;
+  run: RunInfo;
+  /** Present it in the hello of a reconnect to be this worker again (its speed, its trust). Never shown anywhere. */
+  session?: string;
+}
 export interface Weights { type: typeof MSG.weights; version: number; offset: number; total: number }
 export interface Update {
   type: typeof MSG.update; version: number; offset: number; total: number;
@@ -198,14 +238,14 @@ function align4(n: number): number { return (n + 3) & ~3; }
 
 // ---- validation: everything that arrives is untrusted ----
 
-type Check = 'int' | 'num' | 'str' | 'obj' | 'bool' | 'task';
+type Check = 'int' | 'num' | 'str' | 'obj' | 'bool' | 'task' | 'nonneg';
 const SCHEMA: Record<MsgType, Record<string, Check>> = {
   hello: { protocol: 'int', workerId: 'str', kind: 'str', backend: 'str', modelHashes: 'obj' },
   welcome: { workerId: 'str', run: 'obj' },
   weights: { version: 'int', offset: 'int', total: 'int' },
   assign: { task: 'task', step: 'int', shard: 'int', version: 'int', position: 'int', count: 'int' },
   gradient: { step: 'int', shard: 'int', offset: 'int', total: 'int' },
-  result: { task: 'task', step: 'int', shard: 'int', lossSum: 'num', correct: 'int', count: 'int', timings: 'obj' },
+  result: { task: 'task', step: 'int', shard: 'int', lossSum: 'nonneg', correct: 'int', count: 'int', timings: 'obj' },
   notice: { state: 'str', message: 'str' },
   status: { tensors: 'int', bytes: 'int' },
   update: { version: 'int', offset: 'int', total: 'int', batch: 'int' },
@@ -217,24 +257,55 @@ function ok(v: unknown, c: Check): boolean {
   switch (c) {
     case 'int': return Number.isSafeInteger(v) && (v as number) >= 0;
     case 'num': return typeof v === 'number' && Number.isFinite(v);
-    case 'str': return typeof v === 'string' && v.length <= 256;
+    case 'str': return typeof v === 'string' && byteLength(v) <= LIMITS.stringBytes;
+    case 'nonneg': return typeof v === 'number' && Number.isFinite(v) && v >= 0;
     case 'obj': return typeof v === 'object' && v !== null && !Array.isArray(v);
     case 'bool': return typeof v === 'boolean';
     case 'task': return v === 'train' || v === 'eval';
   }
 }
 
+/** UTF-8 length, without allocating for the common short ASCII string. */
+function byteLength(s: string): number {
+  return s.length * 3 <= LIMITS.stringBytes ? s.length : utf8.encode(s).length;
+}
+
+/** What an error message may quote of a peer's value: short, and never the whole of a huge one. */
+function quote(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
+  try { return JSON.stringify(v)?.slice(0, 40) ?? String(v); } catch { return typeof v; }
+}
+
+/** The hello's optional and nested fields, which SCHEMA's flat checks don't cover. */
+function validateHello(h: Record<string, unknown>): void {
+  const bad = (field: string, why: string) => new ProtocolError(CLOSE.badField, `hello.${field} ${why}`);
+  if (h.workerId === '') throw bad('workerId', 'must not be empty');
+  if (h.kind !== 'node' && h.kind !== 'browser') throw bad('kind', `must be node or browser, got ${quote(h.kind)}`);
+  for (const f of ['token', 'session', 'local'] as const) if (h[f] !== undefined && !ok(h[f], 'str')) throw bad(f, `must be a string of at most ${LIMITS.stringBytes} bytes`);
+  const a = h.adapter;
+  if (a !== null && a !== undefined) {
+    if (!ok(a, 'obj')) throw bad('adapter', 'must be a map or null');
+    let json: string;
+    try { json = JSON.stringify(a); } catch { throw bad('adapter', 'is not plain data'); }
+    if (json.length > LIMITS.adapterBytes || utf8.encode(json).length > LIMITS.adapterBytes) throw bad('adapter', `is over ${LIMITS.adapterBytes} bytes as JSON`);
+  }
+  const hashes = Object.entries(h.modelHashes as Record<string, unknown>);
+  if (hashes.length > LIMITS.modelHashes) throw bad('modelHashes', `has ${hashes.length} entries, at most ${LIMITS.modelHashes}`);
+  for (const [k, v] of hashes) if (!ok(k, 'str') || !ok(v, 'str')) throw bad('modelHashes', 'must map model names to hash strings');
+}
+
 /** Checks a decoded header's type and the type of every required field. Throws ProtocolError. */
 export function validate(header: unknown): Message {
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new ProtocolError(CLOSE.malformed, 'header is not a map');
   const type = (header as { type?: unknown }).type;
-  if (typeof type !== 'string' || !MSG_TYPES.has(type)) throw new ProtocolError(CLOSE.unknownType, `unknown message type ${JSON.stringify(type)?.slice(0, 40)}`);
+  if (typeof type !== 'string' || !MSG_TYPES.has(type)) throw new ProtocolError(CLOSE.unknownType, `unknown message type ${quote(type)}`);
   for (const [field, check] of Object.entries(SCHEMA[type as MsgType])) {
-    if (!ok((header as Record<string, unknown>)[field], check)) throw new ProtocolError(CLOSE.badField, `${type}.${field} must be ${check}, got ${JSON.stringify((header as Record<string, unknown>)[field])?.slice(0, 40)}`);
+    if (!ok((header as Record<string, unknown>)[field], check)) throw new ProtocolError(CLOSE.badField, `${type}.${field} must be ${check}, got ${quote((header as Record<string, unknown>)[field])}`);
   }
+  if (type === MSG.hello) validateHello(header as Record<string, unknown>);
   if (type === MSG.result) {
     const t = (header as Result).timings;
-    for (const k of ['computeMs', 'encodeMs', 'sendMs'] as const) if (!ok(t[k], 'num')) throw new ProtocolError(CLOSE.badField, `result.timings.${k} must be a finite number`);
+    for (const k of ['computeMs', 'encodeMs', 'sendMs'] as const) if (!ok(t[k], 'nonneg')) throw new ProtocolError(CLOSE.badField, `result.timings.${k} must be a finite number`);
   }
   return header as Message;
 }

@@ -1,0 +1,108 @@
+// Is a worker's result believable? Pure checks, no sockets or timers: the coordinator decides
+// what to do with the answers (verify by recomputation, drop, mark untrusted).
+//
+// Two kinds of evidence:
+//   plausibility   every train shard's gradient norm, per √example, against the recent honest
+//                  shards' median (a liar that scales its gradient ×1000 or sends 1e30s stands out);
+//   agreement      the same shard computed by two workers: dropout masks are seeded by (seed, step,
+//                  position), so honest copies agree to backend precision (wasm vs cpu ~1e-5 of the
+//                  largest gradient, webgpu ~2e-7), and a liar's does not.
+import type { Result } from '@tabtrain/shared';
+
+/** How far two honest copies of one shard may differ: ‖a − b‖ ≤ TOL · max(‖a‖, ‖b‖) (backends differ by ~1e-5). */
+export const GRADIENT_TOLERANCE = 1e-3;
+
+/** What one copy of a shard produced: its result and, for a train shard, its gradient floats (fp32 runs). */
+export interface CopyEvidence {
+  result: Result;
+  /** The gradient's fp32 bodies in parameter order; absent for eval shards. */
+  gradient?: Float32Array[];
+}
+
+/** Σ x² over the bodies, in double precision; NaN or Infinity if any float is not finite. */
+export function sumSquares(parts: Float32Array[]): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  for (const x of parts) {
+    const n = x.length & ~3;
+    for (let i = 0; i < n; i += 4) { s0 += x[i] * x[i]; s1 += x[i + 1] * x[i + 1]; s2 += x[i + 2] * x[i + 2]; s3 += x[i + 3] * x[i + 3]; }
+    for (let i = n; i < x.length; i++) s0 += x[i] * x[i];
+  }
+  return s0 + s1 + s2 + s3;
+}
+
+/** Σ (a − b)² over two copies' bodies (same segmentation: the run's plan); null if they are not cut alike. */
+function distanceSquared(a: Float32Array[], b: Float32Array[]): number | null {
+  if (a.length !== b.length) return null;
+  let s = 0;
+  for (let k = 0; k < a.length; k++) {
+    const x = a[k], y = b[k];
+    if (x.length !== y.length) return null;
+    for (let i = 0; i < x.length; i++) { const d = x[i] - y[i]; s += d * d; }
+  }
+  return s;
+}
+
+/**
+ * Why two copies of one shard disagree, or null when they agree within backend precision.
+ * Counts may differ by a near-tie in an argmax (max(1, 2%) of the examples); loss sums by 1e-3
+ * relative; gradients by GRADIENT_TOLERANCE relative in L2.
+ */
+export function disagreement(a: CopyEvidence, b: CopyEvidence): string | null {
+  const ra = a.result, rb = b.result;
+  if (ra.count !== rb.count) return `example counts ${ra.count} vs ${rb.count}`;
+  const slack = Math.max(1, Math.floor(0.02 * ra.count));
+  if (Math.abs(ra.correct - rb.correct) > slack) return `correct ${ra.correct} vs ${rb.correct} of ${ra.count}`;
+  if (Math.abs(ra.lossSum - rb.lossSum) > 1e-3 * Math.max(ra.lossSum, rb.lossSum) + 1e-4 * ra.count) return `loss sums ${ra.lossSum.toPrecision(6)} vs ${rb.lossSum.toPrecision(6)}`;
+  if (!a.gradient || !b.gradient) return null;
+  const na = Math.sqrt(sumSquares(a.gradient)), nb = Math.sqrt(sumSquares(b.gradient));
+  const d = distanceSquared(a.gradient, b.gradient);
+  if (d === null) return 'gradients are cut differently';
+  const dist = Math.sqrt(d);
+  if (!(dist <= GRADIENT_TOLERANCE * Math.max(na, nb))) return `gradients differ by ${rel(dist, Math.max(na, nb))} of their norm (‖a‖ ${na.toPrecision(4)}, ‖b‖ ${nb.toPrecision(4)})`;
+  return null;
+}
+
+const rel = (d: number, n: number) => (n > 0 ? `${(d / n).toPrecision(3)}×` : `${d.toPrecision(3)} (absolute)`);
+
+/**
+ * The robust yardstick for gradient norms: the median of ‖g‖/√count over the last WINDOW accepted
+ * train shards. ‖g‖/√count sits between ‖mean g‖·√count (aligned examples) and the per-example
+ * spread (random ones), so shards of any size compare; FACTOR leaves room for honest outliers
+ * (early steps, a hard batch), and a flagged shard is recomputed rather than condemned.
+ */
+export class NormMonitor {
+  static readonly WINDOW = 64;
+  /** Flag a shard whose statistic exceeds the median by this factor. */
+  static readonly FACTOR = 20;
+  /** No verdicts until this many honest shards have been seen. */
+  static readonly MIN_HISTORY = 8;
+  private readonly recent: number[] = [];
+
+  /** The statistic of a shard: ‖g‖ / √count. */
+  static statistic(normSq: number, count: number): number {
+    return Math.sqrt(normSq) / Math.sqrt(Math.max(1, count));
+  }
+
+  /** Why this shard's gradient is implausible, or null. */
+  check(normSq: number, count: number): string | null {
+    const s = NormMonitor.statistic(normSq, count);
+    if (!Number.isFinite(s)) return 'its gradient is not finite';
+    if (this.recent.length < NormMonitor.MIN_HISTORY) return null;
+    const m = this.median();
+    if (m > 0 && s > NormMonitor.FACTOR * m) return `its gradient norm per √example is ${(s / m).toFixed(0)}× the recent median (${s.toPrecision(3)} vs ${m.toPrecision(3)})`;
+    return null;
+  }
+
+  /** Records an accepted shard. */
+  accept(normSq: number, count: number): void {
+    const s = NormMonitor.statistic(normSq, count);
+    if (!Number.isFinite(s)) return;
+    this.recent.push(s);
+    if (this.recent.length > NormMonitor.WINDOW) this.recent.shift();
+  }
+
+  median(): number {
+    const s = [...this.recent].sort((a, b) => a - b);
+    return s.length ? s[s.length >> 1] : 0;
+  }
+}
