@@ -1,9 +1,8 @@
 // The dashboard's data, without the DOM: merging the event stream into one run view, and the
-// columns the charts plot. Pure functions, so the server (thin) and tests can use them too.
-import type { EpochPoint, RunHeader, Snapshot, StepPoint, Update, WorkerRow } from './dashboard-wire';
+// columns the charts plot. Pure functions, so tests can use them too.
+import { MAX_STEP_POINTS, thin, type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type Update, type WorkerRow } from '@tabtrain/shared/dashboard-wire';
 
-/** Per-step points a page keeps; past this the older half is thinned (the server does the same). */
-export const MAX_STEP_POINTS = 8000;
+export { MAX_STEP_POINTS };
 
 /** Steps the timeline shows: enough to see a pattern, few enough to read each bar. */
 export const TIMELINE_STEPS = 120;
@@ -22,12 +21,6 @@ export interface RunView {
 
 export const emptyView = (): RunView => ({ seq: -1, header: null, workers: [], steps: [], epochs: [], log: [] });
 
-/** Keeps every other point of the older half: the recent steps stay dense, the curve keeps its shape. */
-export function thin(points: StepPoint[]): void {
-  const half = points.length >> 1;
-  const kept = points.slice(0, half).filter((_, i) => i % 2 === 0);
-  points.splice(0, half, ...kept);
-}
 
 /** A snapshot replaces the view (the page connected or reconnected). */
 export function applySnapshot(s: Snapshot, logLines = 200): RunView {

@@ -1,7 +1,7 @@
 // The dashboard's DOM apart from the charts: run header, controls, workers table and log. Only
 // text is written (textContent), never HTML: worker ids, adapters, reasons and log lines come
 // from workers and are untrusted.
-import type { ControlAction, RunHeader, WorkerRow } from './dashboard-wire';
+import type { ControlAction, RunHeader, WorkerRow } from '@tabtrain/shared/dashboard-wire';
 import { formatBytes, formatSeconds, isTerminal, type RunView } from './dashboard-model';
 
 export type Level = 'ok' | 'warn' | 'error' | 'info';

@@ -5,7 +5,7 @@
 import { Charts } from './dashboard-charts';
 import { applySnapshot, applyUpdate, emptyView, isTerminal, type RunView } from './dashboard-model';
 import { DashboardUi } from './dashboard-ui';
-import type { ControlAction, Snapshot, Update } from './dashboard-wire';
+import type { ControlAction, Snapshot, Update } from '@tabtrain/shared/dashboard-wire';
 
 let view: RunView = emptyView();
 let dirty = false;

@@ -4,7 +4,7 @@
 // holds an older version) → collect each shard's gradient SUM → sum in shard order → SGD →
 // version+1. Shards wait in a queue, so a shard whose worker vanishes goes to the next idle one
 // and the step's gradient stays the exact gradient of the whole batch.
-import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -16,12 +16,14 @@ import {
 import { GradientEncoder, NO_COMPRESSION, decodeInto, planSegments, updateFrame, type Compression } from '@tabtrain/shared/compress';
 import { StreamReducer } from './reducer';
 import { badRequest, guarded, guardHttp, guardUpgrade, refuseUpgrade, requestPath } from './guard';
-import { LOCAL_KEY } from './local-key';
+import { LOCAL_KEY, sameSecret } from './secrets';
+import { weightsSha256 } from './files';
+
+export { weightsSha256 };
 import { NormMonitor, disagreement, sumSquares, type CopyEvidence } from './verify';
 import { gather, type Dataset, type Split } from './data';
 import { serveStatic } from './static';
 import { createListener, type ListenerTls } from './listener';
-import { Dashboard } from './dashboard';
 
 export interface CoordinatorOptions {
   model: string;
@@ -258,6 +260,9 @@ export interface StepRecord {
   at: number;
 }
 
+/** An HTTP handler for the paths it knows; true when it answered. */
+export type Route = (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
+
 export type RunState = 'waiting' | 'running' | 'paused' | 'evaluating' | 'finished' | 'stopped' | 'failed';
 
 export interface Summary {
@@ -351,11 +356,17 @@ export class Coordinator {
       this.applied = this.reducer.regions[1];
     }
     this.gradSum = this.reducer.sum;
-    this.dashboard = new Dashboard(this);
   }
 
-  /** /dashboard, /api/status, /api/events, /metrics, /api/control and the --log file. */
-  readonly dashboard: Dashboard;
+  /**
+   * HTTP handlers asked before the static files (the dashboard adds its routes here); each
+   * returns true when it answered. The coordinator itself knows nothing about them.
+   */
+  private readonly routes: Route[] = [];
+
+  addRoutes(route: Route): void {
+    this.routes.push(route);
+  }
 
   // ---- network ----
 
@@ -395,7 +406,7 @@ export class Coordinator {
   private serveHttp(req: IncomingMessage, res: ServerResponse): void {
     const path = requestPath(req.url);
     if (path === null) return badRequest(res, `the request target ${JSON.stringify((req.url ?? '').slice(0, 60))} is not a path`);
-    if (this.dashboard.handle(req, res, path)) return;
+    for (const route of this.routes) if (route(req, res, path)) return;
     if (path !== '/ws') return serveStatic(req, res, this.opts.staticDir);
     res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' });
     res.end('/ws is the workers\' WebSocket: connect with a WebSocket upgrade\n');
@@ -1181,7 +1192,8 @@ export class Coordinator {
   /** Says goodbye to every worker with `code` and stops listening. */
   async close(code: number = CLOSE.finished, reason = 'run finished'): Promise<void> {
     this.closed = true;
-    this.dashboard.close();
+    // Listeners (the dashboard) send their last word while the sockets are still open.
+    this.events.emit('close');
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     if (this.drainTimer) clearInterval(this.drainTimer);
     for (const c of this.conns.values()) if (c.deadline) clearTimeout(c.deadline);
@@ -1196,9 +1208,6 @@ export class Coordinator {
 /** Thrown out of a step when the coordinator is closed under it (signal, stop). */
 export class RunStopped extends Error { constructor() { super('run stopped'); } }
 
-export function weightsSha256(w: Float32Array): string {
-  return createHash('sha256').update(new Uint8Array(w.buffer, w.byteOffset, w.byteLength)).digest('hex');
-}
 
 function takeToken(conn: Conn): boolean {
   const now = Date.now();
@@ -1214,13 +1223,6 @@ function f32(body: Uint8Array): Float32Array {
   return new Float32Array(body.buffer, body.byteOffset, body.byteLength >> 2);
 }
 
-/** Constant-time comparison of a presented secret with the configured one. */
-export function sameSecret(given: unknown, expected: string): boolean {
-  if (typeof given !== 'string') return false;
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
 
 export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';

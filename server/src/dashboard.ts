@@ -19,9 +19,10 @@ import { stepsPerEpoch } from '@tabtrain/shared';
 import {
   CONTROL_ACTIONS, WORKER_STATE,
   type ControlAction, type ControlMode, type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type Update, type WorkerRow, type WorkerState,
-} from '@tabtrain/client/dashboard-wire';
-import { MAX_STEP_POINTS, thin } from '@tabtrain/client/dashboard-model';
-import { sameSecret, type Coordinator, type EpochMetrics, type RunState, type StepRecord } from './coordinator';
+  MAX_STEP_POINTS, thin,
+} from '@tabtrain/shared/dashboard-wire';
+import type { Coordinator, EpochMetrics, RunState, StepRecord } from './coordinator';
+import { sameSecret } from './secrets';
 import { DEFAULT_STATIC_DIR } from './static';
 import { guarded } from './guard';
 
@@ -91,6 +92,8 @@ export class Dashboard {
       ['workers', () => this.schedule()],
     ];
     for (const [name, fn] of this.listeners) coord.events.on(name, fn);
+    coord.addRoutes((req, res, path) => this.handle(req, res, path));
+    coord.events.once('close', () => this.close());
   }
 
   // ---- events (on the training path: push and arm a timer, nothing more) ----

@@ -5,6 +5,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator, DEFAULTS, type CoordinatorOptions, type Summary } from '../../server/src/coordinator';
+import { Dashboard } from '../../server/src/dashboard';
 import type { RunView } from '../../client/src/dashboard-model';
 import { openTab, screenshot, waitFor, type Tab } from '../helpers/browser';
 import { DIST, ensureClientBuilt } from '../helpers/build-client';
@@ -23,6 +24,7 @@ async function startRun(opts: Partial<CoordinatorOptions>, nWorkers: number): Pr
     model: 'vgg11-tiny', batch: 32, epochs: 1000, seed: 5, port: 0, host: '127.0.0.1', minWorkers: nWorkers, balance: 'speed', evalExamples: 320,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs, staticDir: DIST, log: (l) => lines.push(l), progress: () => {}, ...opts,
   }, subset(data(), TRAIN_IMAGES, 320));
+  new Dashboard(coord);
   const port = await coord.listen();
   const procs = workers(`ws://127.0.0.1:${port}/ws`, nWorkers);
   const done = coord.train();

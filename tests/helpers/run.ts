@@ -2,6 +2,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { Coordinator, DEFAULTS, type CoordinatorOptions, type Summary } from '../../server/src/coordinator';
 import { loadFashionMnist, type Dataset } from '../../server/src/data';
+import { Dashboard } from '../../server/src/dashboard';
 import { spawnWorker } from '../../server/src/cli';
 
 let dataset: Dataset | null = null;
@@ -19,6 +20,8 @@ export async function startCoordinator(opts: TestRunOptions): Promise<{ coord: C
     epochs: 1, batch: 16, seed: 7, balance: 'equal', port: 0, host: '127.0.0.1', minWorkers: 1, evalExamples: 1000,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {}, ...opts,
   }, data());
+  // As the CLI does: /api/status, /metrics and /api/control come with the dashboard.
+  new Dashboard(coord);
   const port = await coord.listen();
   return { coord, port, url: `ws://127.0.0.1:${port}/ws`, lines };
 }

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { register as globalRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator, DEFAULTS, type Summary } from '../../server/src/coordinator';
-import type { Snapshot, Update } from '../../client/src/dashboard-wire';
+import { Dashboard } from '../../server/src/dashboard';
+import type { Snapshot, Update } from '@tabtrain/shared/dashboard-wire';
 import { data, kill, subset, workers } from '../helpers/run';
 
 const ADMIN = 'metrics-test-admin';
@@ -106,6 +107,7 @@ let procs: ChildProcess[];
 let done: Promise<Summary>;
 let pages: Page[];
 let serialisedBefore: number;
+let dashboard: Dashboard;
 
 beforeAll(async () => {
   logFile = join(mkdtempSync(join(tmpdir(), 'tabtrain-metrics-')), 'run.jsonl');
@@ -114,11 +116,12 @@ beforeAll(async () => {
     model: 'vgg11-tiny', batch: 32, epochs: 100, maxSteps: STEPS, seed: 3, port: 0, host: '127.0.0.1', minWorkers: 2, balance: 'speed', evalExamples: 320,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs, adminToken: ADMIN, metricsLog: logFile, log: (l) => lines.push(l), progress: () => {},
   }, subset(data(), 640, 320));
+  dashboard = new Dashboard(coord);
   const port = await coord.listen();
   base = `http://127.0.0.1:${port}`;
   pages = await Promise.all(Array.from({ length: PAGES }, () => openPage(base)));
   await new Promise((r) => setTimeout(r, 200));
-  serialisedBefore = coord.dashboard.serialisations;
+  serialisedBefore = dashboard.serialisations;
   procs = workers(`ws://127.0.0.1:${port}/ws`, 2);
   done = coord.train();
 });
@@ -182,7 +185,8 @@ describe('metrics, status and the event stream during a run with 2 Node workers'
     // Each coordinator has a registry of its own: a second one in this process starts from zero,
     // and nothing went to prom-client's global registry.
     const other = new Coordinator({ ...coord.opts, metricsLog: undefined, port: 0 }, coord.data);
-    expect(await other.dashboard.registry.getSingleMetricAsString('tabtrain_steps_total')).toMatch(/tabtrain_steps_total 0$/m);
+    const otherDashboard = new Dashboard(other);
+    expect(await otherDashboard.registry.getSingleMetricAsString('tabtrain_steps_total')).toMatch(/tabtrain_steps_total 0$/m);
     await other.close();
     expect(await globalRegistry.metrics()).not.toContain('tabtrain_');
 
@@ -192,7 +196,7 @@ describe('metrics, status and the event stream during a run with 2 Node workers'
   it('/api/status matches what the coordinator logged', async () => {
     const summary = await done;
     expect(summary.steps).toBe(STEPS);
-    const status = (await (await fetch(`${base}/api/status`)).json()) as ReturnType<Coordinator['dashboard']['status']>;
+    const status = (await (await fetch(`${base}/api/status`)).json()) as ReturnType<Dashboard['status']>;
     const log = readFileSync(logFile, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown> & { type: string });
 
     // The JSONL log: one line per step and per epoch; its last step is the status's last step.
@@ -231,7 +235,7 @@ describe('metrics, status and the event stream during a run with 2 Node workers'
     const seqs = first.updates.map((u) => u.seq);
     for (const p of pages) expect(p.updates.map((u) => u.seq)).toEqual(seqs);
     // One JSON.stringify per update, however many pages read it.
-    expect(coord.dashboard.serialisations - serialisedBefore).toBe(seqs.length);
+    expect(dashboard.serialisations - serialisedBefore).toBe(seqs.length);
     // Throttled to one update per 250 ms (a final state goes out at once: one extra). Counted over
     // the whole run, as arrival gaps alone would also measure this process's own event loop.
     const gaps = first.times.slice(1).map((t, i) => t - first.times[i]);
@@ -262,6 +266,7 @@ describe('metrics, status and the event stream during a run with 2 Node workers'
 
     const empty = mkdtempSync(join(tmpdir(), 'tabtrain-nopage-'));
     const bare = new Coordinator({ ...coord.opts, metricsLog: undefined, adminToken: undefined, port: 0, staticDir: empty }, coord.data);
+    new Dashboard(bare);
     const port = await bare.listen();
     try {
       const page = await fetch(`http://127.0.0.1:${port}/dashboard`);

@@ -1,6 +1,7 @@
 // What the coordinator sends the dashboard page: the JSON of GET /api/status and of the
-// server-sent events on GET /api/events. Types only, imported by both ends (server/src/dashboard.ts
-// and client/src/dashboard.ts), so neither can drift from the other.
+// server-sent events on GET /api/events, imported by both ends (server/src/dashboard.ts and
+// client/src/dashboard.ts), so neither can drift from the other: types, and the thinning rule
+// both ends apply to the step curve.
 //
 // The event stream:
 //   event: snapshot   data: Snapshot   once, when the page connects (and again after a reconnect)
@@ -132,3 +133,13 @@ export interface Update {
 }
 
 export type Snapshot = Update;
+
+/** Per-step points a page keeps; past this the older half is thinned (the server does the same). */
+export const MAX_STEP_POINTS = 8000;
+
+/** Keeps every other point of the older half: the recent steps stay dense, the curve keeps its shape. */
+export function thin(points: StepPoint[]): void {
+  const half = points.length >> 1;
+  const kept = points.slice(0, half).filter((_, i) => i % 2 === 0);
+  points.splice(0, half, ...kept);
+}
