@@ -6,7 +6,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { CLOSE, PROTOCOL_VERSION, encode, zooHashes } from '@tabtrain/shared';
+import { CLOSE, PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Welcome } from '@tabtrain/shared';
 import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
 
@@ -133,19 +133,20 @@ describe('faults', () => {
     }
   });
 
-  it('an idle worker that stops answering heartbeats is dropped with timeout; a rejoin under the same id is not counted twice', async () => {
+  it('an idle worker that stops answering heartbeats is dropped with timeout; a rejoin under the same id (with its session secret) is not counted twice', async () => {
     const { coord, url, lines } = await startCoordinator({ model: 'vgg11-tiny', minWorkers: 2, heartbeatMs: 200 });
-    const join = (id: string) => new Promise<WebSocket>((resolve) => {
+    const join = (id: string, session?: string) => new Promise<{ ws: WebSocket; welcome: Welcome }>((resolve) => {
       const ws = new WebSocket(url);
-      ws.on('open', () => ws.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: id, kind: 'node', backend: 'test', adapter: null, modelHashes: zooHashes() })));
-      ws.once('message', () => resolve(ws));
+      ws.on('open', () => ws.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: id, kind: 'node', backend: 'test', adapter: null, modelHashes: zooHashes(), ...(session ? { session } : {}) })));
+      ws.once('message', (d: Buffer) => resolve({ ws, welcome: decodeFrame(d).header as Welcome }));
       ws.on('error', () => {});
     });
     try {
-      const a = await join('same-id');
+      const { ws: a, welcome } = await join('same-id');
       const closed = new Promise<number>((r) => a.on('close', (code) => r(code)));
-      const b = await join('same-id');
+      const { ws: b, welcome: again } = await join('same-id', welcome.session);
       expect(await closed).toBe(CLOSE.replaced);
+      expect(again.workerId).toBe('same-id');
       expect(coord.status().workers.filter((w) => w.state !== 'lost').length).toBe(1);
       // b stops reading: no pongs. The run is waiting for a second worker, so b stays idle.
       (b as unknown as { _socket: { pause(): void } })._socket.pause();
