@@ -75,6 +75,8 @@ export interface SessionOutcome {
   joined: boolean;
   /** Set when the session ended because the GPU device was lost. */
   deviceLost: DeviceLoss | null;
+  /** The socket could not even be created (a bad URL, ws:// from an https page): retrying cannot help. */
+  unopenable?: string;
 }
 
 export interface SessionOptions {
@@ -135,7 +137,7 @@ export function runSession(opts: SessionOptions): Promise<SessionOutcome> {
       ws = new WebSocket(opts.url);
     } catch (e) {
       // A bad URL, or ws:// from an https page (mixed content): retrying cannot help.
-      resolve({ code: CLOSE.unauthorized, reason: `cannot open ${opts.url}: ${(e as Error).message}`, joined: false, deviceLost: null });
+      resolve({ code: 1006, reason: '', joined: false, deviceLost: null, unopenable: `cannot open ${opts.url}: ${(e as Error).message}` });
       return;
     }
     ws.binaryType = 'arraybuffer';

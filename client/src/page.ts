@@ -160,6 +160,18 @@ async function main(): Promise<void> {
       log(`another tab uses this worker id; continuing as ${workerId}`);
       continue;
     }
+    if (outcome.unopenable) {
+      fail(outcome.unopenable);
+      return;
+    }
+    if (outcome.code === CLOSE.unauthorized) {
+      const page = new URL(location.href);
+      page.searchParams.set('token', 'T');
+      fail(token === undefined
+        ? `the coordinator needs a token: open ${page.toString().replace('token=T', 'token=…')} with its --token after ?token=, then this tab joins`
+        : 'the coordinator refused this tab\'s token: the ?token= in this page\'s address is not the coordinator\'s --token; correct it and reload');
+      return;
+    }
     if (FATAL_CODES.has(outcome.code) && outcome.code !== CLOSE.finished) {
       fail(`the coordinator refused this tab: ${name} (${outcome.code}) ${outcome.reason}`);
       return;

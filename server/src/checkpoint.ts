@@ -4,10 +4,14 @@
 //                 weights-<step>.bin  raw fp32 little-endian, parameter order
 // The weights file is written under a temp name and renamed, then checkpoint.json likewise; only
 // then are older weights files deleted. A crash at any instant leaves a complete checkpoint.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync, fsyncSync, openSync, closeSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { NO_COMPRESSION, type Compression } from '@tabtrain/shared/compress';
-import { weightsSha256, type Coordinator, type EpochMetrics } from './coordinator';
+import type { Coordinator, EpochMetrics } from './coordinator';
+import { weightsSha256, writeFileAtomic } from './files';
+import { makeDirs } from './output-paths';
+
+export { writeFileAtomic };
 
 export const CHECKPOINT_VERSION = 1;
 
@@ -35,17 +39,8 @@ export interface Checkpoint {
   savedAt: string;
 }
 
-/** Writes `data` to `path` via a temp file, fsync and rename. */
-export function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data);
-  const fd = openSync(tmp, 'r');
-  try { fsyncSync(fd); } finally { closeSync(fd); }
-  renameSync(tmp, path);
-}
-
 export function saveCheckpoint(dir: string, c: Coordinator): Checkpoint {
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir); // not mkdirSync's recursive mode: it never returns for some paths (/proc/x)
   const weightsFile = `weights-${c.step}.bin`;
   const w = c.weights;
   writeFileAtomic(join(dir, weightsFile), new Uint8Array(w.buffer, w.byteOffset, w.byteLength));

@@ -1,17 +1,27 @@
-// `tabtrain`: the command line. `serve` runs a coordinator (optionally with local workers),
-// `worker` joins one as a headless Node worker.
-import { spawn, type ChildProcess } from 'node:child_process';
+// `tabtrain serve` and `tabtrain bench`: the server package's command line. bin/tabtrain, the
+// composition root, runs this file for everything but `worker`, which is the client package's
+// (client/src/worker-cli.ts). Nothing here loads worker code: local workers are processes.
+import type { ChildProcess } from 'node:child_process';
+import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { IMAGE_BYTES, MAX_FRAME_BYTES, MODELS, paramLayout } from '@tabtrain/shared';
+import { IMAGE_BYTES, MAX_FRAME_BYTES, MODELS, paramLayout, stepsPerEpoch } from '@tabtrain/shared';
 import { DEFAULT_RANK, NO_COMPRESSION, parseCompression, type Compression } from '@tabtrain/shared/compress';
+import { Dashboard } from './dashboard';
 import { Coordinator, DEFAULTS, type Summary } from './coordinator';
 import { DataError, DEFAULT_DATA_DIR, loadFashionMnist } from './data';
 import { CheckpointError, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint';
+import { OutputPathError, checkAppendFile, checkOutputDir, checkOutputFile } from './output-paths';
+import { TlsError, defaultStateDir, serverCertificate, type Certificate } from './tls';
+import { isLoopbackHost } from './listener';
+import { ensurePageBuilt } from './page-build';
+import { plural } from './format';
+import { spawnWorker } from './spawn-worker';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/** For tests/helpers/run.ts and bench/scaleout.ts, which import it from here; its home is spawn-worker.ts. */
+export { spawnWorker };
 
 function modelList(): string {
   return Object.values(MODELS)
@@ -19,40 +29,44 @@ function modelList(): string {
     .join('\n');
 }
 
-const HELP = `tabtrain: train d2l's AlexNet / VGG-11 on Fashion-MNIST across browser tabs and Node workers.
+export const HELP = `tabtrain: train d2l's AlexNet / VGG-11 on Fashion-MNIST across browser tabs and Node workers.
 
 Usage:
-  tabtrain serve [options]          run a coordinator; open http://HOST:PORT/ in a tab to join
+  tabtrain serve [options]          run a coordinator; open https://HOST:PORT/ in a tab to join
   tabtrain worker --url URL [opts]  join a coordinator as a headless Node worker
-  tabtrain bench scaleout|micro     the scale-out and communication benchmarks (tabtrain bench --help)
+  tabtrain bench scaleout|micro     the scale-out and communication benchmarks
   tabtrain help                     this text
 
-serve options:
-  --model NAME        model to train (default alexnet)
+Each command's options: tabtrain serve --help, tabtrain worker --help, tabtrain bench --help.
+
+models:
+${modelList()}
+
+Examples:
+  npm start                                            alexnet-small, 2 local workers, 2 epochs
+  tabtrain serve --model alexnet --epochs 10           d2l's AlexNet run; open the page on each GPU machine
+  tabtrain serve --model vgg11-small --local-workers 2 --max-steps 50 --summary out.json
+  tabtrain worker --url wss://10.0.0.5:8080/ws --fingerprint 3A:F1:…:9C
+`;
+
+export const SERVE_HELP = `tabtrain serve: run a coordinator. Browser tabs join at https://HOST:PORT/, Node workers with
+tabtrain worker --url wss://HOST:PORT/ws; it prints both, and the dashboard's address, when it starts.
+
+Usage:
+  tabtrain serve [options]
+
+the run:
+  --model NAME        model to train (default alexnet; see tabtrain help for the list)
   --epochs N          epochs (default ${DEFAULTS.epochs})
   --batch N           global batch, split over the workers each step (default ${DEFAULTS.batch})
   --lr X              SGD learning rate (default: the model's, d2l's for alexnet 0.01 / vgg11 0.05)
   --seed N            seed for init, data order and dropout (default ${DEFAULTS.seed})
-  --port N            HTTP + WebSocket port, 0 picks a free one (default ${DEFAULTS.port})
-  --host ADDR         address to listen on (default ${DEFAULTS.host}: reachable from the LAN)
   --data DIR          folder with the four Fashion-MNIST IDX .gz files (default ${DEFAULT_DATA_DIR})
   --min-workers N     workers to wait for before the first step (default ${DEFAULTS.minWorkers})
   --balance MODE      speed: shard sizes follow each worker's measured examples/s (default);
                       equal: even shards, bit-reproducible runs (fp32 sums depend on the split)
   --max-steps N       stop after N steps in all (smoke runs); a partial epoch skips the test evaluation
   --eval-examples N   test images evaluated per epoch (default all ${DEFAULTS.evalExamples.toLocaleString('en-US')})
-  --local-workers N   also start N Node workers on this machine (default 0)
-  --local-backend B   backend of the local workers: wasm | cpu | webgpu (default wasm)
-  --token T           workers must present this token
-  --admin-token T     pause/resume/stop from the dashboard need this token (without it: read-only)
-  --log FILE          append a JSONL metrics log: one line per step, per epoch and per state change
-  --summary FILE      write a JSON summary: config, per-epoch metrics, examples/s, SHA-256 of the weights
-  --weights-out FILE  write the final weights: raw little-endian fp32 in parameter order (see README)
-  --checkpoint DIR    save weights, step, data-order seed and metrics to DIR atomically, every
-                      --checkpoint-every N steps (default 100), at each epoch's end and on exit
-  --resume DIR        continue the run saved in DIR (its model and hyper-parameters; --epochs may extend it)
-  --export DIR        at the end, and on demand from the dashboard, write the model in TensorFlow.js
-                      LayersModel format (model.json + weights.bin)
   --deadline-ms N     a shard not returned in N ms goes to another worker (default: 5× the worker's
                       measured time, at least 120 s)
   --compress MODE     how workers send gradients: none (fp32, default) | fp16 | int8 (per-chunk
@@ -63,36 +77,61 @@ serve options:
   --verify-every K    compressed runs: every K steps workers check their weights' hash against the
                       coordinator's and fetch the full weights on a mismatch (default ${DEFAULTS.verifyEvery}; 0 = never)
 
-worker options:
-  --url URL           coordinator WebSocket, e.g. ws://host:8080/ws
-  --backend B         wasm (default; XNNPACK, one core) | cpu (pure JS, tiny models only)
-                      | webgpu (Dawn: Vulkan GPU, else OpenGL/llvmpipe; see docs/GPU.md)
-  --token T           the coordinator's --token
-  --delay-ms X        add X ms per example (simulates a slow GPU; for tests)
-  --fault-corrupt-version V
-                      perturb this worker's weights after applying update V (tests the hash check)
-  --synthetic-ms-per-example X
-                      benchmark stand-in for a GPU: no tfjs, sleep X ms per example, send a fixed
-                      gradient of the model's full size (d2l's V100: 0.25; see docs/BENCHMARKS.md)
-  --instances N       run N independent worker sessions in this process (load tests)
-  --quiet             log errors only
+network:
+  --port N            http + https + WebSocket port, 0 picks a free one (default ${DEFAULTS.port})
+  --host ADDR         address to listen on (default ${DEFAULTS.host}: reachable from the LAN)
+  --tls-cert FILE     a real certificate (PEM, may hold the chain) for https/wss on --port
+  --tls-key FILE      its private key (PEM)
+                      Without them, a self-signed certificate for this machine's names and addresses is
+                      made at the first start and kept in the state folder; its SHA-256 fingerprint is
+                      printed at every start. Plain http keeps working on the same port
+  --no-tls            plain http only (behind a TLS proxy; tabs on other machines then get no WebGPU)
+  --state-dir DIR     where the self-signed certificate is kept (default $TABTRAIN_STATE_DIR or ~/.tabtrain)
+  --token T           workers must present this token (tabs: ?token=T, Node workers: --token T)
+  --admin-token T     pause/resume/stop from the dashboard need this token (without it: read-only)
 
-models:
-${modelList()}
+workers on this machine:
+  --local-workers N   also start N Node workers on this machine (default 0)
+  --local-backend B   backend of the local workers: wasm | cpu | webgpu (default wasm)
+
+output (each is checked before the first step):
+  --log FILE          append a JSONL metrics log: one line per step, per epoch and per state change
+  --summary FILE      write a JSON summary: config, per-epoch metrics, examples/s, SHA-256 of the weights
+  --weights-out FILE  write the final weights: raw little-endian fp32 in parameter order (see README)
+  --checkpoint DIR    save weights, step, data-order seed and metrics to DIR atomically, every
+                      --checkpoint-every N steps (default 100), at each epoch's end and on exit
+  --resume DIR        continue the run saved in DIR (its model and hyper-parameters; --epochs may extend it)
+  --export DIR        at the end, and on demand from the dashboard, write the model in TensorFlow.js
+                      LayersModel format (model.json + weights.bin)
+
+Ctrl-C finishes the step in hand, saves, writes the outputs and exits with 130; twice quits at once.
 
 Examples:
-  npm start                                            alexnet-small, 2 local workers, 2 epochs
-  tabtrain serve --model alexnet --epochs 10           d2l's AlexNet run; open the page on each GPU machine
+  tabtrain serve --model alexnet --epochs 10 --checkpoint runs/a
+  tabtrain serve --resume runs/a --epochs 12 --export model/
   tabtrain serve --model vgg11-small --local-workers 2 --max-steps 50 --summary out.json
-  tabtrain worker --url ws://10.0.0.5:8080/ws
 `;
 
-class UsageError extends Error {}
+/** A mistake on the command line or in its files: one line, exit 2. */
+export class UsageError extends Error {}
 
-function int(v: string | undefined, name: string, min = 0): number | undefined {
+/** parseArgs reads `--lr -1` as two options ("ambiguous"): join a negative number to its flag. */
+export function joinNegativeValues(argv: string[], valued: Set<string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (valued.has(a) && i + 1 < argv.length && /^-(\d|\.\d)/.test(argv[i + 1])) out.push(`${a}=${argv[++i]}`);
+    else out.push(a);
+  }
+  return out;
+}
+
+function int(v: string | undefined, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${v}'`);
+  if (v.trim() === '' || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(max < Number.MAX_SAFE_INTEGER ? `--${name} must be an integer from ${min} to ${max}, got '${v}'` : `--${name} must be an integer ≥ ${min}, got '${v}'`);
+  }
   return n;
 }
 
@@ -100,52 +139,91 @@ function compression(mode: string, rank: string | undefined): Compression {
   try {
     return parseCompression(mode, int(rank, 'rank', 1) ?? DEFAULT_RANK);
   } catch (e) {
+    if (e instanceof UsageError) throw e;
     throw new UsageError(`--compress/--rank: ${(e as Error).message}`);
   }
 }
 
-function nonNegative(v: string | undefined, name: string): number | undefined {
+function positive(v: string | undefined, name: string): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number ≥ 0, got '${v}'`);
+  if (v.trim() === '' || !Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a number > 0, got '${v}'`);
   return n;
 }
 
-function num(v: string | undefined, name: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a positive number, got '${v}'`);
-  return n;
-}
-
-
-/** Spawns a worker process running this CLI. */
-export function spawnWorker(url: string, args: string[] = [], stdio: 'inherit' | 'pipe' = 'inherit'): ChildProcess {
-  // An IPC channel lets the worker notice its parent's death (even by SIGKILL) and exit with it.
-  return spawn(process.execPath, ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'server/src/cli.ts'), 'worker', '--url', url, '--local', ...args], { cwd: ROOT, stdio: [stdio, stdio, stdio, 'ipc'] });
-}
+const bracket = (host: string) => (isIP(host) === 6 ? `[${host}]` : host);
 
 /** Where people can reach this coordinator: the LAN addresses when listening on all interfaces. */
-function pageBases(host: string, port: number): string[] {
-  if (host !== '0.0.0.0' && host !== '::') return [`http://${host.includes(':') ? `[${host}]` : host}:${port}`];
-  const lan = Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal).map((a) => `http://${a!.address}:${port}`);
-  return [...lan, `http://localhost:${port}`];
+export function reachableHosts(host: string): string[] {
+  if (host !== '0.0.0.0' && host !== '::') return [bracket(host)];
+  return Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal).map((a) => a!.address);
 }
 
-async function serve(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args: argv, strict: true,
-    options: {
-      model: { type: 'string', default: 'alexnet' }, epochs: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' },
-      seed: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, data: { type: 'string' },
-      'min-workers': { type: 'string' }, 'max-steps': { type: 'string' }, 'eval-examples': { type: 'string' },
-      'local-workers': { type: 'string' }, 'local-backend': { type: 'string', default: 'wasm' }, token: { type: 'string' },
-      'admin-token': { type: 'string' }, log: { type: 'string' },
-      summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
-      checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
-      export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' },
-    },
-  });
+/** The lines that tell people how to join, printed once the port is open. */
+export function joinLines(o: { host: string; port: number; cert: Certificate | null; token?: string; adminToken?: boolean }): string[] {
+  const q = o.token ? `?token=${encodeURIComponent(o.token)}` : '';
+  const tokenArg = o.token ? ` --token ${/^[\w.~-]+$/.test(o.token) ? o.token : `'${o.token.replace(/'/g, `'\\''`)}'`}` : '';
+  const local = isLoopbackHost(bracket(o.host)) || o.host === 'localhost';
+  const lan = local ? [] : reachableHosts(o.host);
+  const here = local ? bracket(o.host) : o.host === '0.0.0.0' || o.host === '::' ? 'localhost' : null;
+  const lines: string[] = [];
+  const pin = o.cert?.selfSigned ? ` --fingerprint ${o.cert.fingerprint}` : '';
+  if (o.cert && lan.length) {
+    lines.push(`join from a browser on another machine: ${lan.map((h) => `https://${h}:${o.port}/${q}`).join(' or ')}${here ? ` (on this machine: http://${here}:${o.port}/${q})` : ''}`);
+    if (o.cert.selfSigned) {
+      lines.push(`  certificate: self-signed, SHA-256 ${o.cert.fingerprint} (${o.cert.origin === 'created' ? `made now: ${o.cert.why}` : 'made at an earlier start'}; ${o.cert.certFile})`);
+      lines.push('  each browser warns about it once: check that it shows this fingerprint, then Advanced → Proceed; or install cert.pem on the machine (docs/BROWSER.md)');
+    } else {
+      lines.push(`  certificate: ${o.cert.certFile} (valid until ${o.cert.validTo.toISOString().slice(0, 10)}), SHA-256 ${o.cert.fingerprint}`);
+    }
+    lines.push(`headless: tabtrain worker --url wss://${lan[0]}:${o.port}/ws${pin}${tokenArg}`);
+  } else if (lan.length) {
+    lines.push(`join from a browser: ${[...lan.map((h) => `http://${h}:${o.port}/${q}`), ...(here ? [`http://${here}:${o.port}/${q}`] : [])].join(' or ')}`);
+    lines.push('  plain http (--no-tls): tabs on other machines get no WebGPU, only WebGL (docs/BROWSER.md, "A secure context")');
+    lines.push(`headless: tabtrain worker --url ws://${lan[0]}:${o.port}/ws${tokenArg}`);
+  } else {
+    const h = here ?? bracket(o.host);
+    lines.push(`join from a browser on this machine: http://${h}:${o.port}/${q}${o.host === '0.0.0.0' || o.host === '::' ? ' (no LAN address found)' : ''}`);
+    lines.push(`headless: tabtrain worker --url ws://${h}:${o.port}/ws${tokenArg}`);
+  }
+  const dash = here ? `http://${here}:${o.port}/dashboard` : `https://${lan[0]}:${o.port}/dashboard`;
+  lines.push(`dashboard: ${dash} (${o.adminToken ? 'controls need --admin-token' : 'read-only: no --admin-token'}), metrics: /metrics`);
+  return lines;
+}
+
+/** Why the port could not be opened, and what to do. */
+function listenError(e: NodeJS.ErrnoException, host: string, port: number): UsageError | null {
+  if (e.code === 'EADDRINUSE') return new UsageError(`port ${port} is already in use on ${host} (another tabtrain serve?): stop that one, or pick another port with --port N (0 picks a free one)`);
+  if (e.code === 'EACCES') return new UsageError(`port ${port} needs privileges on this machine: pick one above 1023 with --port N (0 picks a free one)`);
+  if (e.code === 'EADDRNOTAVAIL') return new UsageError(`--host ${host} is not an address of this machine: use one of its addresses, or 0.0.0.0 for all`);
+  if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') return new UsageError(`--host ${host} does not resolve: give an IP address of this machine, or 0.0.0.0 for all`);
+  return null;
+}
+
+const SERVE_OPTIONS = {
+  model: { type: 'string', default: 'alexnet' }, epochs: { type: 'string' }, batch: { type: 'string' }, lr: { type: 'string' },
+  seed: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, data: { type: 'string' },
+  'min-workers': { type: 'string' }, 'max-steps': { type: 'string' }, 'eval-examples': { type: 'string' },
+  'local-workers': { type: 'string' }, 'local-backend': { type: 'string', default: 'wasm' }, token: { type: 'string' },
+  'admin-token': { type: 'string' }, log: { type: 'string' },
+  summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
+  checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
+  export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' },
+  'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'no-tls': { type: 'boolean', default: false }, 'state-dir': { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+const valuedFlags = (options: Record<string, { type: string }>) => new Set(Object.entries(options).filter(([, o]) => o.type === 'string').map(([k]) => `--${k}`));
+
+/** `tabtrain serve ARGS`; resolves with the exit code (130 after Ctrl-C, as shells expect). */
+export async function serve(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args: joinNegativeValues(argv, valuedFlags(SERVE_OPTIONS)), strict: true, options: SERVE_OPTIONS });
+  if (v.help) {
+    console.log(SERVE_HELP);
+    return 0;
+  }
+  const port = int(v.port, 'port', 0, 65535) ?? DEFAULTS.port;
+  const host = v.host ?? DEFAULTS.host;
   // A resumed run takes its model and hyper-parameters from the checkpoint; --epochs may extend it.
   const resumed = v.resume ? loadCheckpoint(v.resume) : null;
   if (resumed) {
@@ -154,7 +232,7 @@ async function serve(argv: string[]): Promise<void> {
       if (given !== undefined && String(given) !== saved) throw new UsageError(`--${flag} ${given} conflicts with the checkpoint's ${saved}; a resumed run keeps its hyper-parameters`);
     }
     v.model = c.model; v.batch = String(c.config.batch); v.seed = String(c.config.seed); v.lr = String(c.config.lr);
-    v.epochs ??= String(c.config.epochs); v.balance ??= c.config.balance;
+    v.balance ??= c.config.balance;
     // Older checkpoints carry no compression: they were fp32 runs.
     const saved = c.config.compress ?? NO_COMPRESSION;
     if (argv.includes('--compress') && (v.compress !== saved.mode || (v.rank !== undefined && Number(v.rank) !== saved.rank))) throw new UsageError(`--compress ${v.compress} conflicts with the checkpoint's ${saved.mode}; a resumed run keeps its compression`);
@@ -164,50 +242,91 @@ async function serve(argv: string[]): Promise<void> {
   v.balance ??= DEFAULTS.balance;
   if (!MODELS[v.model!]) throw new UsageError(`unknown model '${v.model}'. Models:\n${modelList()}`);
   if (!['wasm', 'cpu', 'webgpu'].includes(v['local-backend']!)) throw new UsageError(`--local-backend must be wasm, cpu or webgpu, got '${v['local-backend']}'`);
+  const epochs = int(v.epochs, 'epochs', 1) ?? (resumed ? resumed.ckpt.config.epochs : DEFAULTS.epochs);
+  const batch = int(v.batch, 'batch', 1) ?? DEFAULTS.batch;
   // One shard travels as one frame (784 + 1 bytes per example), so a batch must fit one frame.
   const maxBatch = Math.floor(MAX_FRAME_BYTES / (IMAGE_BYTES + 1)) - 64;
-  if (v.batch !== undefined && Number(v.batch) > maxBatch) throw new UsageError(`--batch ${v.batch} is over the ${maxBatch} examples one shard frame can carry; use a smaller global batch`);
+  if (batch > maxBatch) throw new UsageError(`--batch ${batch} is over the ${maxBatch} examples one shard frame can carry; use a smaller global batch`);
   if (v.balance !== 'speed' && v.balance !== 'equal') throw new UsageError(`--balance must be speed or equal, got '${v.balance}'`);
+  const lr = positive(v.lr, 'lr');
+  const seed = int(v.seed, 'seed') ?? DEFAULTS.seed;
   const localWorkers = int(v['local-workers'], 'local-workers') ?? 0;
-  const dataDir = v.data ?? DEFAULT_DATA_DIR;
-  const data = loadFashionMnist(dataDir);
+  const maxSteps = int(v['max-steps'], 'max-steps', 1);
+  const numbers = {
+    minWorkers: int(v['min-workers'], 'min-workers', 1) ?? Math.max(DEFAULTS.minWorkers, localWorkers),
+    evalExamples: int(v['eval-examples'], 'eval-examples', 1) ?? DEFAULTS.evalExamples,
+    verifyEvery: int(v['verify-every'], 'verify-every', 0), deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
+    checkpointEvery: int(v['checkpoint-every'], 'checkpoint-every', 1) ?? 100,
+  };
+  const compress = compression(v.compress!, v.rank);
+  if (v['no-tls'] && (v['tls-cert'] || v['tls-key'])) throw new UsageError('--no-tls and --tls-cert/--tls-key contradict each other: give one or the other');
+
+  // Every output is checked now, not after hours of training.
+  if (v.summary) checkOutputFile('--summary', v.summary);
+  if (v['weights-out']) checkOutputFile('--weights-out', v['weights-out']);
+  if (v.checkpoint) checkOutputDir('--checkpoint', v.checkpoint);
+  if (v.export) checkOutputDir('--export', v.export);
+  if (v.log) checkAppendFile('--log', v.log);
+
   const tty = process.stdout.isTTY;
   const log = (line: string) => console.log(`${tty ? '\r\x1b[K' : ''}${new Date().toISOString().slice(11, 19)} ${line}`);
+  const cert = v['no-tls'] ? null : await serverCertificate({ certFile: v['tls-cert'], keyFile: v['tls-key'], stateDir: v['state-dir'] ?? defaultStateDir(), host });
+  await ensurePageBuilt(log);
+  const dataDir = v.data ?? DEFAULT_DATA_DIR;
+  const data = loadFashionMnist(dataDir);
+  const perEpoch = stepsPerEpoch(data.train.count, batch);
+  if (resumed) {
+    const done = resumed.ckpt.step;
+    const doneEpochs = Math.floor(done / perEpoch);
+    if (done >= epochs * perEpoch) {
+      throw new UsageError(argv.includes('--epochs')
+        ? `--epochs ${epochs} is not beyond what ${v.resume} has done (${plural(doneEpochs, 'epoch')}, ${plural(done, 'step')}): give --epochs ${doneEpochs + 1} or more to train further`
+        : `${v.resume} is a finished run (${plural(doneEpochs, 'epoch')}, ${plural(done, 'step')} done): to train further, give --epochs ${doneEpochs + 1} or more`);
+    }
+    if (maxSteps !== undefined && maxSteps <= done) throw new UsageError(`--max-steps ${maxSteps} is not beyond step ${done}, where ${v.resume} stopped: give a larger --max-steps, or none`);
+  }
+
   const coord = new Coordinator({
-    model: v.model!, epochs: int(v.epochs, 'epochs', 1) ?? DEFAULTS.epochs, batch: int(v.batch, 'batch', 1) ?? DEFAULTS.batch,
-    lr: num(v.lr, 'lr'), seed: int(v.seed, 'seed') ?? DEFAULTS.seed, port: int(v.port, 'port') ?? DEFAULTS.port, host: v.host ?? DEFAULTS.host,
-    minWorkers: int(v['min-workers'], 'min-workers', 1) ?? Math.max(DEFAULTS.minWorkers, localWorkers),
-    maxSteps: int(v['max-steps'], 'max-steps', 1), evalExamples: int(v['eval-examples'], 'eval-examples', 1) ?? DEFAULTS.evalExamples,
-    exportDir: v.export, balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log, compress: compression(v.compress!, v.rank), verifyEvery: int(v['verify-every'], 'verify-every', 0), helloTimeoutMs: DEFAULTS.helloTimeoutMs, deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
+    model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, tls: cert ?? undefined,
+    minWorkers: numbers.minWorkers, evalExamples: numbers.evalExamples, verifyEvery: numbers.verifyEvery, deadlineMs: numbers.deadlineMs,
+    exportDir: v.export, balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log,
+    helloTimeoutMs: DEFAULTS.helloTimeoutMs,
     log,
     progress: tty ? (line) => process.stdout.write(`\r\x1b[K${line}`) : log,
   }, data);
+  // The dashboard, /api/status, /metrics, /api/control and --log: built beside the coordinator, from its events.
+  const dashboard = new Dashboard(coord);
   if (resumed) {
     coord.restore({ step: resumed.ckpt.step, weights: resumed.weights, epochAcc: resumed.ckpt.epochAcc, history: resumed.ckpt.history });
-    log(`resumed from ${v.resume} at step ${coord.step} (epoch ${Math.floor(coord.step / Math.ceil(data.train.count / coord.opts.batch)) + 1}), weights sha256 ${resumed.ckpt.weightsSha256.slice(0, 16)}…`);
+    log(`resumed from ${v.resume} at step ${coord.step} (epoch ${Math.floor(coord.step / perEpoch) + 1}), weights sha256 ${resumed.ckpt.weightsSha256.slice(0, 16)}…`);
   }
-  const checkpointEvery = int(v['checkpoint-every'], 'checkpoint-every', 1) ?? 100;
   if (v.checkpoint) {
     const dir = v.checkpoint;
     coord.afterStep = (c) => {
       // Every N steps, and at each epoch's end (the epoch accumulator has just been reset).
-      if (c.step % checkpointEvery === 0 || c.epochAcc.steps === 0) saveCheckpoint(dir, c);
+      if (c.step % numbers.checkpointEvery === 0 || c.epochAcc.steps === 0) saveCheckpoint(dir, c);
     };
   }
-  const port = await coord.listen();
-  log(`tabtrain ${coord.spec.name} (${coord.run.paramCount.toLocaleString('en-US')} parameters), lr ${coord.run.lr}, batch ${coord.opts.batch}, ${coord.opts.epochs} epochs, data ${dataDir}`);
-  const bases = pageBases(coord.opts.host, port);
-  log(`join from a browser: open ${bases.map((b) => `${b}/`).join(' or ')} — headless: tabtrain worker --url ${bases[0].replace('http', 'ws')}/ws`);
-  log(`dashboard: ${bases[0]}/dashboard (${coord.dashboard.control === 'admin' ? 'controls need --admin-token' : 'read-only: no --admin-token'}), metrics: /metrics`);
+  let bound: number;
+  try {
+    bound = await coord.listen();
+  } catch (e) {
+    await coord.close().catch(() => {});
+    throw listenError(e as NodeJS.ErrnoException, host, port) ?? e;
+  }
+  log(`tabtrain ${coord.spec.name} (${coord.run.paramCount.toLocaleString('en-US')} parameters), lr ${coord.run.lr}, batch ${batch}, ${plural(epochs, 'epoch')}, data ${dataDir}`);
+  for (const line of joinLines({ host, port: bound, cert, token: v.token, adminToken: v['admin-token'] !== undefined })) log(line);
   const children: ChildProcess[] = [];
-  const url = `ws://127.0.0.1:${port}/ws`;
+  const url = `ws://127.0.0.1:${bound}/ws`;
   for (let i = 0; i < localWorkers; i++) {
     children.push(spawnWorker(url, ['--backend', v['local-backend']!, '--quiet', ...(v.token ? ['--token', v.token] : [])]));
   }
   // First signal: finish the step in hand, then save and exit as at the end. Second: exit now.
-  let signals = 0;
-  const onSignal = (signal: string) => {
-    if (++signals > 1) { for (const c of children) c.kill(); process.exit(130); }
+  let signalled: NodeJS.Signals | null = null;
+  const onSignal = (signal: NodeJS.Signals) => {
+    const code = signal === 'SIGINT' ? 130 : 143;
+    if (signalled) { for (const c of children) c.kill(); process.exit(code); }
+    signalled = signal;
     coord.stop(`${signal}; press Ctrl-C again to quit without saving`);
   };
   process.on('SIGINT', () => onSignal('SIGINT'));
@@ -219,7 +338,7 @@ async function serve(argv: string[]): Promise<void> {
     await coord.close();
     for (const c of children) c.kill();
   }
-  log(`done: ${summary.steps} steps, ${summary.examplesPerSec.toFixed(1)} examples/sec, weights sha256 ${summary.weightsSha256.slice(0, 16)}…`);
+  log(`done: ${plural(summary.steps, 'step')}, ${summary.examplesPerSec.toFixed(1)} examples/sec, weights sha256 ${summary.weightsSha256.slice(0, 16)}…`);
   if (v.checkpoint) { saveCheckpoint(v.checkpoint, coord); log(`checkpoint at step ${coord.step} written to ${v.checkpoint}`); }
   if (v.export) await coord.exportNow();
   if (v.summary) { writeFileAtomic(v.summary, JSON.stringify(summary, null, 2) + '\n'); log(`summary written to ${v.summary}`); }
@@ -228,44 +347,52 @@ async function serve(argv: string[]): Promise<void> {
     writeFileAtomic(v['weights-out'], new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
     log(`weights written to ${v['weights-out']} (${w.length.toLocaleString('en-US')} fp32, little-endian, parameter order)`);
   }
+  const s = signalled as NodeJS.Signals | null;
+  return s === 'SIGINT' ? 130 : s === 'SIGTERM' ? 143 : 0;
 }
 
-async function worker(argv: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args: argv, strict: true,
-    options: { url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, 'delay-ms': { type: 'string' }, 'fault-corrupt-version': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' }, local: { type: 'boolean', default: false } },
-  });
-  if (!v.url) throw new UsageError('worker needs --url ws://HOST:PORT/ws (the coordinator prints it when it starts)');
-  if (!['wasm', 'cpu', 'webgpu'].includes(v.backend!)) throw new UsageError(`--backend must be wasm, cpu or webgpu, got '${v.backend}'`);
-  if (v.local && process.send) {
-    // A local worker belongs to its coordinator: Ctrl-C in the terminal reaches the whole process
-    // group, and the coordinator, not the worker, decides when to stop (it finishes the step first).
-    process.on('SIGINT', () => {});
-    process.on('disconnect', () => process.exit(0));
-  }
-  const { runNodeWorker } = await import('@tabtrain/client/node-worker');
-  await runNodeWorker({ url: v.url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, delayMsPerExample: num(v['delay-ms'], 'delay-ms'), corruptVersion: int(v['fault-corrupt-version'], 'fault-corrupt-version', 1), syntheticMsPerExample: nonNegative(v['synthetic-ms-per-example'], 'synthetic-ms-per-example'), quiet: v.quiet, instances: int(v.instances, 'instances', 1) });
-  process.exit(0);
+/** parseArgs's messages, said the way the rest of the CLI says things. */
+export function parseArgsMessage(e: Error & { code?: string }, command: string): string {
+  const m = /'(-[^' ]+)/.exec(e.message);
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${m?.[1] ?? ''} for ${command}: see tabtrain ${command} --help`;
+  if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test(e.message)) return `${m?.[1] ?? 'an option'} needs a value: see tabtrain ${command} --help`;
+  if (e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `${command} takes no argument ${/'([^']*)'/.exec(e.message)?.[1] ?? ''}: options start with --; see tabtrain ${command} --help`;
+  return `${e.message}: see tabtrain ${command} --help`;
 }
 
-async function main(): Promise<void> {
-  const [cmd, ...rest] = process.argv.slice(2);
-  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h' || rest.includes('--help')) {
+/** `tabtrain ARGS` for serve, bench and help; resolves with the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [cmd, ...rest] = args;
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     console.log(HELP);
-    return;
+    return 0;
   }
   if (cmd === 'serve') return serve(rest);
-  if (cmd === 'worker') return worker(rest);
-  if (cmd === 'bench') return (await import('./bench/index')).bench(rest);
+  if (cmd === 'bench') {
+    await (await import('./bench/index')).bench(rest);
+    return 0;
+  }
+  if (cmd === 'worker') throw new UsageError('`worker` runs through bin/tabtrain (the client package\'s command): bin/tabtrain worker --url …');
   throw new UsageError(`unknown command '${cmd}'; try: tabtrain help`);
 }
 
+/** The one line printed for an error a person can act on, or null for a bug (printed with its stack). */
+export function userMessage(e: unknown, command: string): string | null {
+  if (e instanceof UsageError || e instanceof DataError || e instanceof CheckpointError || e instanceof OutputPathError || e instanceof TlsError) return e.message;
+  const err = e as Error & { code?: string };
+  if (err?.code?.startsWith('ERR_PARSE_ARGS')) return parseArgsMessage(err, command);
+  return null;
+}
+
 const isEntry = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
-if (isEntry) main().catch((e) => {
-  if (e instanceof UsageError || e instanceof DataError || e instanceof CheckpointError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-    console.error(`tabtrain: ${(e as Error).message}`);
-    process.exit(2);
-  }
-  console.error(`tabtrain: ${(e as Error).stack ?? e}`);
-  process.exit(1);
-});
+if (isEntry) {
+  const args = process.argv.slice(2);
+  main(args).then(
+    (code) => process.exit(code),
+    (e) => {
+      const message = userMessage(e, args[0] === 'bench' ? 'bench' : 'serve');
+      console.error(`tabtrain: ${message ?? ((e as Error).stack ?? e)}`);
+      process.exit(message === null ? 1 : 2);
+    },
+  );
+}

@@ -2,11 +2,14 @@
 // tf.loadLayersModel in a page or in Node. Built from the same spec as training: PyTorch-style
 // padding becomes a ZeroPadding2D before a 'valid' conv; dropout is inert at inference.
 // Input: [n, input, input, 1] floats in [0, 1], already resized (see Net.inputs).
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { paramLayout, type ModelSpec } from '@tabtrain/shared';
-import { writeFileAtomic } from './checkpoint';
+import { writeFileAtomic } from './files';
+import { makeDirs } from './output-paths';
+
+// PROD silences tfjs's "install tfjs-node to speed things up" banner, which is for training in Node.
+tf.env().set('PROD', true);
 
 export function buildLayersModel(spec: ModelSpec): tf.Sequential {
   const model = tf.sequential({ name: spec.name.replace(/[^A-Za-z0-9_]/g, '_') });
@@ -46,7 +49,7 @@ export function setFlatWeights(model: tf.LayersModel, spec: ModelSpec, flat: Flo
 export async function exportLayersModel(spec: ModelSpec, flat: Float32Array, dir: string): Promise<void> {
   const model = buildLayersModel(spec);
   setFlatWeights(model, spec, flat);
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   await model.save(tf.io.withSaveHandler(async (artifacts) => {
     const data = artifacts.weightData!;
     const bytes = new Uint8Array(Array.isArray(data) ? tf.io.concatenateArrayBuffers(data) : data);
