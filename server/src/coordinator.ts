@@ -131,6 +131,8 @@ interface Conn {
   trust: Trust;
   /** Why it was marked untrusted (status table, log). */
   caught: string;
+  /** Started by this coordinator (it presented the local key): never spot-checked. */
+  local: boolean;
   kind: WorkerKind;
   backend: string;
   adapter: Record<string, unknown> | null;
@@ -414,7 +416,7 @@ export class Coordinator {
 
   private accept(ws: WebSocket, req: IncomingMessage): void {
     const conn: Conn = {
-      id: this.nextConnId++, ws, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', kind: 'node', backend: '?', adapter: null,
+      id: this.nextConnId++, ws, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, kind: 'node', backend: '?', adapter: null,
       remote: req.socket.remoteAddress ?? '?', version: -1, copy: null, speed: 0, shardSize: 0, computeMs: 0, uploadMs: 0,
       bytesIn: 0, bytesOut: 0, shardsDone: 0, joinedAt: Date.now(), lostAt: 0, tensors: 0, tensorBytes: 0, deadline: null, missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(),
       resyncs: 0, resyncVersion: -1, stuckSince: 0, stuckBytes: 0, timeouts: 0, lastDone: null,
@@ -546,7 +548,7 @@ export class Coordinator {
     const local = h.local !== undefined && sameSecret(h.local, LOCAL_KEY);
     const trust: Trust = local || tokenOk || this.probation() === 0 ? 'established' : inherit ? inherit.trust : { train: 0, eval: 0 };
     Object.assign(conn, {
-      state: CONN.idle, workerId, session: randomBytes(16).toString('hex'), trust, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
+      state: CONN.idle, workerId, session: randomBytes(16).toString('hex'), trust, local, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
       speed: inherit?.speed ?? 0, timeouts: inherit?.timeouts ?? 0,
     });
     this.sendFrame(conn, encode({ type: MSG.welcome, workerId, run: this.run, session: conn.session }));
@@ -1050,13 +1052,16 @@ export class Coordinator {
    */
   private newTask(kind: 'train' | 'eval', shard: number, position: number, count: number, indices: Uint32Array, split: Split): Task {
     const live = this.workers();
-    const est = live.filter((c) => this.established(c, kind)).length;
+    const established = live.filter((c) => this.established(c, kind));
+    const est = established.length;
+    // Workers this coordinator started itself cannot lie; spot checks are for everyone else.
+    const remote = established.some((c) => !c.local);
     const fraction = this.opts.verifyShards ?? DEFAULTS.verifyShards;
     // Train copies can be compared only in fp32 runs (error feedback differs per worker).
     const comparable = kind === 'eval' || this.fp32;
     let want = 1, why = '';
     if (comparable && est === 0 && live.length >= 2 && this.probation() > 0) { want = 2; why = 'cross-check'; }
-    else if (comparable && est >= 2 && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) { want = 2; why = 'spot check'; }
+    else if (comparable && est >= 2 && remote && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) { want = 2; why = 'spot check'; }
     return {
       kind, step: this.step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, want, why,
       done: false, result: null, trusted: null, inReducer: null, doneBy: null, doneAt: 0,
