@@ -1,12 +1,29 @@
-// A synthetic "GPU" for the scale-out benchmark (`tabtrain worker --synthetic-ms-per-example X`).
+// Synthetic workers for the scale-out benchmark. Browser-safe: no Node imports.
 //
-// It stands in for Net: computing a shard sleeps count × X ms (sleeping, not spinning, so the
-// machine's cores stay free for the communication being measured) and the gradient is a fixed
-// deterministic vector of the model's full size. Everything else (weights in, frames out,
-// compression, the coordinator's code path) is the real one. Browser-safe: no Node imports.
-import { paramLayout, type ModelSpec } from '@tabtrain/shared';
+// SyntheticNet (`tabtrain worker --synthetic-ms-per-example X`) is a synthetic "GPU": it stands in
+// for Net inside the real WorkerCore. Computing a shard sleeps count × X ms (sleeping, not spinning,
+// so the machine's cores stay free for the communication being measured) and the gradient is a
+// fixed deterministic vector of the model's full size. Everything else the worker does (taking in
+// the weights, encoding and sending the gradient, decoding and applying compressed updates) is
+// real CPU work on this machine.
+//
+// SyntheticMachine (`bench scaleout --link`; the Node entry at the end of this file) stands for a whole worker
+// machine. Everything such a machine does on its own hardware is a sleep: the forward and backward
+// pass at X ms per example, and every piece of per-worker CPU work (copying the weights into its
+// replica, encoding the gradient, decoding and applying an update, hashing the replica) for the time
+// that work took when measured once on this machine (measureWorkerCosts). What crosses the network
+// is real: the same frames, byte for byte, through a real WebSocket (ws framing and masking, the
+// kernel's TCP), to the real coordinator. The point: N worker processes share this machine's cores
+// with the coordinator, and their real CPU work would contend with the coordinator's.
+//
+// Run as a Node program (the benchmark does; `node --import tsx client/src/synthetic.ts ...`):
+//   synthetic.ts measure MODEL MODE RANK   prints the WorkerCosts of that configuration as JSON
+//   synthetic.ts machine JSON              one SyntheticMachine session, MachineEntryOptions as JSON
+// The entry loads ws only when run that way, so the page's bundle never touches it.
+import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, closeReason, PROTOCOL_VERSION, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, sgdStep, validate, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
+import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
 export type Trainable = Pick<Net, 'total' | 'setWeights' | 'gradient' | 'evaluate' | 'dispose'>;
@@ -57,4 +74,274 @@ export function fillGradient(out: Float32Array, seed: number): void {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+// ---- the synthetic worker machine ----
+
+/** Per-worker CPU work of one run configuration (model + compression), measured once on this machine, in ms. */
+export interface WorkerCosts {
+  model: string;
+  compress: Compression;
+  /** Copying received weights into the replica, per float. */
+  weightsMsPerFloat: number;
+  /** Encoding each gradient segment, in plan order. */
+  encodeMs: number[];
+  /** Checking and decoding each segment of a compressed update, in plan order. */
+  decodeMs: number[];
+  /** SGD applying a decoded update to the replica (the plain loop workers use). */
+  applyMs: number;
+  /** replicaHash of the replica (assigns of compressed runs carry a hash every --verify-every steps). */
+  hashMs: number;
+}
+
+/**
+ * Times, on this machine, the CPU work a worker does per step for `spec` under `compress`: the
+ * same functions WorkerCore calls, on a gradient like SyntheticNet's. Each is timed twice and the
+ * second time is kept (the first warms the JIT and the allocator). AlexNet with PowerSGD takes a few
+ * seconds; needs about 5 model-sized vectors of memory.
+ */
+export function measureWorkerCosts(spec: ModelSpec, compress: Compression, seed = 42): WorkerCosts {
+  const { params, total } = paramLayout(spec);
+  const plan = planSegments(params, total, compress);
+  const grad = new Float32Array(total);
+  fillGradient(grad, seed);
+  const replica = new Float32Array(total);
+  const incoming = new Float32Array(total).fill(1e-3);
+  const time = (f: () => void) => { f(); const t0 = performance.now(); f(); return performance.now() - t0; };
+  const copyMs = time(() => { for (let o = 0; o < total; o += CHUNK_FLOATS) replica.set(incoming.subarray(o, Math.min(total, o + CHUNK_FLOATS)), o); });
+  const encoder = new GradientEncoder(plan, total, seed);
+  const bodies = plan.map((s) => gradientFrame(s, 1, 0, total).body);
+  const encodeMs = plan.map((s) => time(() => encoder.encode(s, grad, bodies[s.index])));
+  const decoded = new Float32Array(total);
+  const compressed = compress.mode !== 'none';
+  const decodeMs = compressed ? plan.map((s) => time(() => { if (checkBody(s, bodies[s.index]) || !decodeInto(s, bodies[s.index], decoded)) throw new Error(`segment ${s.index} does not decode`); })) : plan.map(() => 0);
+  const applyMs = compressed ? time(() => sgdStep(replica, decoded, spec.lr, 128)) : 0;
+  const hashMs = compressed ? time(() => { replicaHash(replica); }) : 0;
+  return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs, decodeMs, applyMs, hashMs };
+}
+
+/** Blocks the thread for `ms` without using the CPU (Atomics.wait), as synchronous CPU work would block it. */
+export function blockFor(ms: number): void {
+  if (!(ms > 0)) return;
+  Atomics.wait(BLOCK, 0, 0, ms);
+}
+const BLOCK = typeof SharedArrayBuffer === 'function' ? new Int32Array(new SharedArrayBuffer(4)) : new Int32Array(1);
+
+export interface MachineOptions {
+  /** Forward + backward per example, ms (d2l's V100: 0.25). Slept: the event loop stays free, as it is while a GPU computes. */
+  msPerExample: number;
+  /**
+   * The worker's CPU work, from measureWorkerCosts, or null to skip it (it then costs nothing).
+   * Blocked for (blockFor): the event loop stops for that long, as it does while the CPU works.
+   */
+  costs: WorkerCosts | null;
+  /** The key of workers started by the coordinator's own process tree (TABTRAIN_LOCAL_KEY), if any. */
+  local?: string;
+  log?: (line: string) => void;
+}
+
+/**
+ * The protocol side of a worker machine, frames in and frames out, like WorkerCore, with every
+ * local computation replaced by a sleep (see the top of this file). It holds no replica: the
+ * gradient it sends does not depend on the weights, so it keeps only the versions in order, and
+ * trusts the weights' hash (it has nothing to hash; it blocks for the time hashing takes).
+ */
+export class SyntheticMachine {
+  private run: RunInfo | null = null;
+  private spec: ModelSpec | null = null;
+  private plan: Segment[] = [];
+  private frames: Uint8Array[] = [];
+  private version = -1;
+  private incomingVersion = -1;
+  private received = 0;
+  private updateVersion = -1;
+  private updateReceived = 0;
+  private parked: { a: Assign; body: Uint8Array } | null = null;
+  private queue: Promise<void> = Promise.resolve();
+  /** Milliseconds spent standing in for CPU work, and for the GPU, so far (the benchmark reports them). */
+  readonly slept = { cpuMs: 0, computeMs: 0 };
+
+  constructor(private readonly workerId: string, private readonly send: (frame: Uint8Array) => Promise<void>, private readonly opts: MachineOptions, private readonly token?: string) {}
+
+  hello(): Uint8Array {
+    return encode({ type: MSG.hello, protocol: PROTOCOL_VERSION, workerId: this.workerId, kind: 'node', backend: 'synthetic', adapter: null, modelHashes: zooHashes(), ...(this.token ? { token: this.token } : {}), ...(this.opts.local ? { local: this.opts.local } : {}) });
+  }
+
+  /** Frames are handled strictly in order; a rejection means the connection should close. */
+  receive(frame: Uint8Array): Promise<void> {
+    this.queue = this.queue.then(() => this.handle(frame));
+    return this.queue;
+  }
+
+  private block(ms: number): void {
+    if (!this.opts.costs) return;
+    blockFor(ms);
+    this.slept.cpuMs += ms;
+  }
+
+  private async handle(frame: Uint8Array): Promise<void> {
+    const { header, body } = decodeFrame(frame);
+    const msg = validate(header);
+    switch (msg.type) {
+      case MSG.welcome: {
+        const spec = getModel(msg.run.model);
+        if (modelHash(spec) !== msg.run.modelHash) throw new Error(`model ${spec.name}: coordinator hash ${msg.run.modelHash} differs from ours ${modelHash(spec)}`);
+        const compress = checkCompression(msg.run.compress);
+        const c = this.opts.costs;
+        if (c && (c.model !== spec.name || c.compress.mode !== compress.mode || (compress.mode === 'powersgd' && c.compress.rank !== compress.rank))) {
+          throw new Error(`costs were measured for ${c.model}/${c.compress.mode}, the run is ${spec.name}/${compress.mode}`);
+        }
+        const { params, total } = paramLayout(spec);
+        this.spec = spec;
+        this.run = msg.run;
+        this.plan = planSegments(params, total, compress);
+        // The gradient's frames, encoded once for real (the coordinator decodes real codec output), then reused.
+        const grad = new Float32Array(total);
+        fillGradient(grad, msg.run.seed);
+        const encoder = new GradientEncoder(this.plan, total, msg.run.seed);
+        this.frames = this.plan.map((s) => { const { frame: f, body: b } = gradientFrame(s, 0, 0, total); encoder.encode(s, grad, b); return f; });
+        this.version = -1;
+        this.parked = null;
+        this.opts.log?.(`joined as ${msg.workerId}: ${spec.name}, ${total.toLocaleString('en-US')} parameters, synthetic machine`);
+        return;
+      }
+      case MSG.weights: {
+        const total = this.need().paramCount;
+        const floats = body.byteLength / 4;
+        if (msg.total !== total || msg.offset + floats > total) throw new Error(`weights slice ${msg.offset}+${floats} does not fit ${total}`);
+        if (msg.offset === 0 || msg.version !== this.incomingVersion) { this.version = -1; this.incomingVersion = msg.version; this.received = 0; }
+        this.block(floats * (this.opts.costs?.weightsMsPerFloat ?? 0));
+        this.received += floats;
+        if (this.received === total) {
+          this.version = msg.version;
+          const p = this.parked;
+          if (p && p.a.version === this.version) { this.parked = null; return this.compute(p.a, p.body); }
+        }
+        return;
+      }
+      case MSG.update: {
+        const run = this.need();
+        const s = this.plan.find((x) => x.offset === msg.offset);
+        if (!s || (msg.codec ?? 'fp32') !== s.codec || msg.total !== run.paramCount || body.byteLength !== s.bytes) throw new Error(`update segment at ${msg.offset} (${msg.codec ?? 'fp32'}) is not in this run's plan`);
+        if (msg.offset === 0) { this.updateVersion = msg.version; this.updateReceived = 0; }
+        if (msg.version !== this.updateVersion || msg.offset !== this.updateReceived) throw new Error(`update v${msg.version} segment at ${msg.offset} arrived out of order`);
+        this.block(this.opts.costs?.decodeMs[s.index] ?? 0);
+        this.updateReceived += s.count;
+        if (this.updateReceived < run.paramCount) return;
+        if (this.version !== msg.version - 1) { this.version = -1; return; }
+        this.block(this.opts.costs?.applyMs ?? 0);
+        this.version = msg.version;
+        return;
+      }
+      case MSG.assign:
+        return this.compute(msg, body);
+      case MSG.notice:
+        this.opts.log?.(`coordinator: ${msg.message}`);
+        return;
+      default:
+        throw new Error(`unexpected ${msg.type} from the coordinator`);
+    }
+  }
+
+  private async compute(a: Assign, body: Uint8Array): Promise<void> {
+    const run = this.need();
+    if (a.version !== this.version) {
+      this.opts.log?.(`holds v${this.version}, shard needs v${a.version}: asking for the full weights`);
+      this.version = -1;
+      this.parked = { a, body };
+      await this.send(encode({ type: MSG.resync, version: a.version }));
+      return;
+    }
+    if (a.hash !== undefined) this.block(this.opts.costs?.hashMs ?? 0);
+    if (body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
+    const t0 = performance.now();
+    const ms = a.count * this.opts.msPerExample * (a.task === 'train' ? 1 : 1 / 3);
+    await sleep(ms);
+    this.slept.computeMs += ms;
+    const computeMs = performance.now() - t0;
+    let encodeMs = 0;
+    let sendMs = 0;
+    const stats = { lossSum: a.count * Math.LN10, correct: Math.round(a.count / 10), count: a.count };
+    if (a.task === 'train') {
+      for (const seg of this.plan) {
+        const t1 = performance.now();
+        const old = this.frames[seg.index];
+        // The header carries the step and shard; the body, encoded at welcome, stays in place.
+        const { frame, body: b } = gradientFrame(seg, a.step, a.shard, run.paramCount, old);
+        if (frame !== old) b.set(old.subarray(old.byteLength - seg.bytes)); // the header's length changed (rare)
+        this.frames[seg.index] = frame;
+        this.block(this.opts.costs?.encodeMs[seg.index] ?? 0);
+        const t2 = performance.now();
+        await this.send(frame);
+        encodeMs += t2 - t1;
+        sendMs += performance.now() - t2;
+      }
+    }
+    await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs, sendMs } }));
+    await this.send(encode({ type: MSG.status, tensors: 0, bytes: 0 }));
+  }
+
+  private need(): RunInfo {
+    if (!this.run || !this.spec) throw new Error('message before welcome');
+    return this.run;
+  }
+}
+
+// ---- Node entry (the benchmark's processes); never runs in a page ----
+
+export interface MachineEntryOptions {
+  url: string;
+  msPerExample: number;
+  /** null: the worker's CPU work is skipped rather than slept (costs nothing). */
+  costs: WorkerCosts | null;
+  token?: string;
+}
+
+interface NodeProcess {
+  argv: string[];
+  env: Record<string, string | undefined>;
+  send?: unknown;
+  exit(code: number): never;
+  on(event: string, f: () => void): void;
+}
+
+async function nodeMain(proc: NodeProcess): Promise<void> {
+  const [cmd, ...rest] = proc.argv.slice(2);
+  if (cmd === 'measure') {
+    const [model, mode, rank] = rest;
+    const costs = measureWorkerCosts(getModel(model), checkCompression({ mode, rank: Number(rank) }));
+    console.log(JSON.stringify(costs));
+    proc.exit(0);
+  }
+  if (cmd !== 'machine') throw new Error(`usage: synthetic.ts measure MODEL MODE RANK | synthetic.ts machine JSON`);
+  const o = JSON.parse(rest[0]) as MachineEntryOptions;
+  // A worker the benchmark started exits with it (the IPC channel closes even on SIGKILL), and
+  // leaves Ctrl-C to it. It presents the local key it inherits (TABTRAIN_LOCAL_KEY), as the
+  // coordinator's own local workers do: the benchmark's workers are established from the first step.
+  if (proc.send) proc.on('disconnect', () => proc.exit(0));
+  proc.on('SIGINT', () => {});
+  const WS = 'ws';
+  const { default: WebSocket } = (await import(/* @vite-ignore */ WS)) as { default: typeof import('ws').default };
+  const id = `synthetic-${Math.random().toString(16).slice(2, 10)}`;
+  const ws = new WebSocket(o.url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+  const send = (frame: Uint8Array) => new Promise<void>((res, rej) => ws.send(frame, (err?: Error) => (err ? rej(err) : res())));
+  const machine = new SyntheticMachine(id, send, { msPerExample: o.msPerExample, costs: o.costs, local: proc.env.TABTRAIN_LOCAL_KEY }, o.token);
+  ws.on('open', () => ws.send(machine.hello()));
+  ws.on('message', (data: Uint8Array) => {
+    machine.receive(data).catch((e) => {
+      console.error(`[${id}] error: ${(e as Error).message}`);
+      ws.close(CLOSE.unexpected, closeReason((e as Error).message));
+    });
+  });
+  ws.on('error', (e: Error) => console.error(`[${id}] socket error: ${e.message}`));
+  ws.on('close', (code: number, reason: Uint8Array) => {
+    if (code === CLOSE.finished) proc.exit(0);
+    console.error(`[${id}] closed: ${CLOSE_NAMES[code] ?? code} (${code}) ${new TextDecoder().decode(reason)}`);
+    proc.exit(1);
+  });
+}
+
+const nodeProcess = (globalThis as { process?: NodeProcess }).process;
+if (nodeProcess?.argv?.[1]?.endsWith('synthetic.ts') && typeof (globalThis as { window?: unknown }).window === 'undefined') {
+  nodeMain(nodeProcess).catch((e) => { console.error(`synthetic.ts: ${(e as Error).stack ?? e}`); nodeProcess.exit(1); });
 }

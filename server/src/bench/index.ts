@@ -7,10 +7,11 @@ import { parseArgs } from 'node:util';
 import { COMPRESS_MODES, DEFAULT_RANK, parseCompression, type CompressMode } from '@tabtrain/shared/compress';
 import { MODELS } from '@tabtrain/shared';
 import { micro } from './micro';
-import { scaleout, type ComputeKind, type Scaling } from './scaleout';
-import { scaleoutMarkdown, scaleoutSvg } from './report';
+import { scaleout, type ComputeKind, type LinkConfig, type Scaling, type WorkerCpu } from './scaleout';
+import { linkMarkdown, linkSvg, scaleoutMarkdown, scaleoutSvg } from './report';
+import { formatRate, parseRate, whyNoNamespaces } from './netns';
 
-export const HELP = `tabtrain bench: communication benchmarks on this machine (loopback).
+export const HELP = `tabtrain bench: communication benchmarks on this machine (loopback, or emulated links).
 
   tabtrain bench scaleout [options]   coordinator + N worker processes, N = 1, 2, 4, 8
   tabtrain bench micro [options]      aggregation vs memory copy, codecs, framing, loopback WebSocket
@@ -30,8 +31,24 @@ scaleout options:
   --steps N             measured steps per run (default 5)
   --burn-in N           unmeasured steps first (default 2)
   --backend B           real compute's worker backend (default wasm)
+  --link RATE[,RATE]    run through emulated links, one series per rate (e.g. 1gbit,10gbit): the
+                        coordinator and every worker in network namespaces the benchmark makes and
+                        removes itself (needs root and iproute2); each worker has its own link of
+                        RATE, the coordinator one link shared by all (tbf both ways, netem for --rtt)
+  --coordinator-link R  the coordinator's link (default: the same as --link)
+  --rtt MS              round-trip time added between a worker and the coordinator (default 1; needs
+                        netem in the kernel, else the links are shaped for rate only and it says so)
+  --worker-cpu M        synthetic workers' own CPU work (copying weights, encoding, decoding):
+                        sleep = slept for the time it took when measured once on this machine (each
+                        worker stands for its own machine; default with --link), real = done for real
+                        on this machine's cores (default on loopback)
   --out DIR             results folder (default bench/results)
-  --tag NAME            file name stem (default scaleout-<kind>)
+  --tag NAME            file name stem (default scaleout-<kind>, scaleout-<kind>-link with --link)
+
+  Linked runs show, beside each step time, the compute bound, the link bound (bytes through the
+  coordinator's link each way ÷ its TCP payload rate, and the same for the busiest worker link) and
+  the step ÷ the larger of the two; a row whose coordinator process was ≥ 80% busy is flagged.
+  Full matrix: tabtrain bench scaleout --link 1gbit,10gbit --rtt 1
 
 micro options:
   --model NAME          gradient size (default alexnet: 46,764,746 floats, 187 MB)
@@ -82,6 +99,7 @@ export async function bench(argv: string[]): Promise<void> {
         batch: { type: 'string', default: '128' }, 'per-worker-batch': { type: 'string', default: '128' }, 'ms-per-example': { type: 'string', default: '0.25' },
         compress: { type: 'string', default: 'none' }, rank: { type: 'string', default: String(DEFAULT_RANK) }, steps: { type: 'string', default: '5' }, 'burn-in': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' }, out: { type: 'string', default: 'bench/results' }, tag: { type: 'string' },
+        link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' },
       },
     });
     const kind = v.kind as ComputeKind;
@@ -93,19 +111,50 @@ export async function bench(argv: string[]): Promise<void> {
     const ms = Number(v['ms-per-example']);
     if (!(ms >= 0)) throw new Error(`--ms-per-example must be ≥ 0`);
     const rank = ints(v.rank!, 'rank')[0];
-    const tag = v.tag ?? `scaleout-${kind}`;
+    const rtt = Number(v.rtt);
+    if (!(rtt >= 0)) throw new Error(`--rtt must be a number of milliseconds ≥ 0, got '${v.rtt}'`);
+    const links: LinkConfig[] | null = v.link === undefined ? null : list(v.link).map((r) => {
+      const workerBits = parseRate(r);
+      return { workerBits, coordinatorBits: v['coordinator-link'] ? parseRate(v['coordinator-link']) : workerBits, rttMs: rtt };
+    });
+    if (!links && v['coordinator-link']) throw new Error('--coordinator-link needs --link');
+    const workerCpu = (v['worker-cpu'] ?? (links ? 'sleep' : 'real')) as WorkerCpu;
+    if (workerCpu !== 'sleep' && workerCpu !== 'real') throw new Error(`--worker-cpu must be sleep or real, got '${v['worker-cpu']}'`);
+    if (links) {
+      const why = whyNoNamespaces();
+      if (why) throw new Error(`--link: ${why}.\n  For example: sudo bin/tabtrain bench scaleout --link ${v.link} --rtt ${rtt}`);
+    }
+    const tag = v.tag ?? `scaleout-${kind}${links ? '-link' : ''}`;
     log(`tabtrain bench scaleout (${kind}) on ${machine()}; load average ${loadavg()[0].toFixed(2)}`);
     if (kind === 'synthetic') log(`synthetic compute: ${ms} ms per example (${ms > 0 ? (1000 / ms).toFixed(0) : '∞'} examples/s per worker), slept, not spun`);
-    const { runs, memcpyGBs } = await scaleout({
+    const what = realAndSlept(kind, workerCpu, !!links);
+    log(what);
+    const { runs, memcpyGBs, workerCosts } = await scaleout({
       kind, models, workers: ints(v.workers!, 'workers'), scaling, steps: ints(v.steps!, 'steps')[0], burnIn: Number(v['burn-in']),
       msPerExample: ms, batch: ints(v.batch!, 'batch')[0], perWorkerBatch: ints(v['per-worker-batch']!, 'per-worker-batch')[0],
-      compress: list(v.compress!).map((m) => parseCompression(m, rank)), backend: v.backend!, log,
+      compress: list(v.compress!).map((m) => parseCompression(m, rank)), backend: v.backend!, workerCpu, links, log,
     });
-    const title = `tabtrain scale-out (${kind === 'synthetic' ? `synthetic compute, ${ms} ms/example` : 'real compute'}), loopback, ${machine().split(',')[0]}`;
-    write(v.out!, tag, { bench: 'scaleout', started, machine: machine(), kind, msPerExample: ms, memcpyGBs, runs }, scaleoutMarkdown(runs, memcpyGBs, machine()), scaleoutSvg(runs, title));
+    const compute = kind === 'synthetic' ? `synthetic compute, ${ms} ms/example` : 'real compute';
+    const json = { bench: 'scaleout', started, machine: machine(), kind, msPerExample: ms, workerCpu, whatIsReal: what, memcpyGBs, links, workerCosts, runs };
+    if (links) {
+      const title = `tabtrain scale-out through emulated links (${compute}), ${links.map((l) => formatRate(l.workerBits)).join(', ')}, ${machine().split(',')[0]}`;
+      write(v.out!, tag, json, linkMarkdown(runs, machine(), what), linkSvg(runs, title));
+    } else {
+      const title = `tabtrain scale-out (${compute}), loopback, ${machine().split(',')[0]}`;
+      write(v.out!, tag, json, scaleoutMarkdown(runs, memcpyGBs, machine()), scaleoutSvg(runs, title));
+    }
     return;
   }
   throw new Error(`unknown benchmark '${what}'; try: tabtrain bench --help`);
+}
+
+/** What in a run is real and what is a sleep: printed first, and kept in the results. */
+function realAndSlept(kind: ComputeKind, workerCpu: WorkerCpu, linked: boolean): string {
+  const net = linked ? 'every byte through real WebSockets and TCP, in network namespaces, through the emulated links' : 'every byte through real WebSockets and TCP on loopback';
+  if (kind === 'real') return `Real: the workers' tfjs compute, on this machine's cores; ${net}; all of the coordinator's work.`;
+  return workerCpu === 'sleep'
+    ? `Slept (each synthetic worker stands for its own machine): forward and backward at the given rate, and the worker's own CPU work (copying the weights, encoding the gradient, decoding and applying updates) for the time it took when measured once on this machine. Real: ${net}; all of the coordinator's work.`
+    : `Slept: forward and backward at the given rate. Real, on this machine's cores: the workers' own CPU work (copying the weights, encoding the gradient, decoding and applying updates); ${net}; all of the coordinator's work.`;
 }
 
 function write(dir: string, tag: string, json: unknown, md: string, svg: string | null): void {

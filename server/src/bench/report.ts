@@ -1,5 +1,6 @@
 // Markdown tables and an SVG plot for the benchmark results (no plotting dependency).
 import type { ScaleoutRun } from './scaleout';
+import { formatRate, payloadBytesPerSec } from './netns';
 
 const f0 = (x: number) => x.toFixed(0);
 const f1 = (x: number) => x.toFixed(1);
@@ -22,13 +23,23 @@ const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b
 
 /** Two panels, examples/s and efficiency against N (log₂ axis), one line per series. */
 export function scaleoutSvg(runs: ScaleoutRun[], title: string): string {
+  const key = (r: ScaleoutRun) => `${r.kind} ${r.model} ${r.compress === 'none' ? '' : `${r.compress} `}${r.scaling}`;
+  return twoPanels(runs, title, key, { label: 'scaling efficiency', value: (r) => r.efficiency, ref: 1, tick: (v) => `${f0(100 * v)}%` });
+}
+
+/** Linked runs: examples/s, and the step time ÷ its bound (1 = at the bound), against N. */
+export function linkSvg(runs: ScaleoutRun[], title: string): string {
+  const key = (r: ScaleoutRun) => `${r.model} ${r.compress === 'none' ? '' : `${r.compress} `}${r.scaling} ${r.link ? formatRate(r.link.workerBits).replace(' ', '') : 'loopback'}`;
+  return twoPanels(runs, title, key, { label: 'step ÷ max(compute, link) bound', value: (r) => r.link?.overBound ?? null, ref: 1, tick: (v) => `${v.toFixed(v < 10 ? 1 : 0)}×` });
+}
+
+interface Panel { label: string; value: (r: ScaleoutRun) => number | null; ref: number; tick: (v: number) => string }
+
+function twoPanels(runs: ScaleoutRun[], title: string, keyOf: (r: ScaleoutRun) => string, second: Panel): string {
   const series = new Map<string, ScaleoutRun[]>();
-  for (const r of runs) {
-    const key = `${r.kind} ${r.model} ${r.compress === 'none' ? '' : `${r.compress} `}${r.scaling}`;
-    series.set(key, [...(series.get(key) ?? []), r]);
-  }
+  for (const r of runs) series.set(keyOf(r), [...(series.get(keyOf(r)) ?? []), r]);
   const ns = [...new Set(runs.map((r) => r.workers))].sort((a, b) => a - b);
-  const W = 980, H = 420, top = 50, bottom = 60, panelW = 360, gap = 110, left = 80;
+  const W = 980, H = Math.max(420, 70 + 20 * series.size), top = 50, bottom = 60, panelW = 360, gap = 110, left = 80;
   const legendX = left + 2 * panelW + gap + 30;
   const x = (n: number, x0: number) => x0 + (ns.length < 2 ? panelW / 2 : (Math.log2(n / ns[0]) / Math.log2(ns[ns.length - 1] / ns[0])) * panelW);
   const out: string[] = [
@@ -36,34 +47,64 @@ export function scaleoutSvg(runs: ScaleoutRun[], title: string): string {
     `<rect width="100%" height="100%" fill="white"/>`,
     `<text x="${left}" y="22" font-size="15" font-weight="bold">${esc(title)}</text>`,
   ];
-  const panel = (x0: number, label: string, value: (r: ScaleoutRun) => number | null, ideal: boolean) => {
-    const vals = runs.map(value).filter((v): v is number => v !== null);
-    const max = niceMax(Math.max(ideal ? 1 : 0, ...vals));
+  const panel = (x0: number, p: Panel | null) => {
+    const value = p ? p.value : (r: ScaleoutRun) => r.examplesPerSec;
+    const vals = runs.map(value).filter((v): v is number => v !== null && Number.isFinite(v));
+    const max = niceMax(Math.max(p ? p.ref : 0, ...vals));
     const y = (v: number) => top + (1 - v / max) * (H - top - bottom);
     out.push(`<line x1="${x0}" y1="${top}" x2="${x0}" y2="${H - bottom}" stroke="#333"/>`, `<line x1="${x0}" y1="${H - bottom}" x2="${x0 + panelW}" y2="${H - bottom}" stroke="#333"/>`);
     for (let i = 0; i <= 5; i++) {
       const v = (max * i) / 5;
-      out.push(`<line x1="${x0}" y1="${y(v)}" x2="${x0 + panelW}" y2="${y(v)}" stroke="#eee"/>`, `<text x="${x0 - 6}" y="${y(v) + 4}" text-anchor="end">${ideal ? `${f0(100 * v)}%` : fmt(v)}</text>`);
+      out.push(`<line x1="${x0}" y1="${y(v)}" x2="${x0 + panelW}" y2="${y(v)}" stroke="#eee"/>`, `<text x="${x0 - 6}" y="${y(v) + 4}" text-anchor="end">${p ? p.tick(v) : fmt(v)}</text>`);
     }
     for (const n of ns) out.push(`<text x="${x(n, x0)}" y="${H - bottom + 18}" text-anchor="middle">${n}</text>`);
     out.push(`<text x="${x0 + panelW / 2}" y="${H - bottom + 40}" text-anchor="middle">workers (N)</text>`);
-    out.push(`<text x="${x0 - 60}" y="${(top + H - bottom) / 2}" text-anchor="middle" transform="rotate(-90 ${x0 - 60} ${(top + H - bottom) / 2})">${label}</text>`);
-    if (ideal) out.push(`<line x1="${x0}" y1="${y(1)}" x2="${x0 + panelW}" y2="${y(1)}" stroke="#999" stroke-dasharray="4 4"/>`);
+    const label = p ? p.label : 'examples/s';
+    out.push(`<text x="${x0 - 60}" y="${(top + H - bottom) / 2}" text-anchor="middle" transform="rotate(-90 ${x0 - 60} ${(top + H - bottom) / 2})">${esc(label)}</text>`);
+    if (p) out.push(`<line x1="${x0}" y1="${y(p.ref)}" x2="${x0 + panelW}" y2="${y(p.ref)}" stroke="#999" stroke-dasharray="4 4"/>`);
     [...series.values()].forEach((rs, i) => {
-      const pts = rs.map((r) => [r.workers, value(r)] as const).filter((p): p is readonly [number, number] => p[1] !== null);
+      const pts = rs.map((r) => [r.workers, value(r)] as const).filter((q): q is readonly [number, number] => q[1] !== null && Number.isFinite(q[1]));
       const c = PALETTE[i % PALETTE.length];
       out.push(`<polyline fill="none" stroke="${c}" stroke-width="2" points="${pts.map(([n, v]) => `${x(n, x0).toFixed(1)},${y(v).toFixed(1)}`).join(' ')}"/>`);
       for (const [n, v] of pts) out.push(`<circle cx="${x(n, x0).toFixed(1)}" cy="${y(v).toFixed(1)}" r="3" fill="${c}"/>`);
     });
   };
-  panel(left, 'examples/s', (r) => r.examplesPerSec, false);
-  panel(left + panelW + gap, 'scaling efficiency', (r) => r.efficiency, true);
+  panel(left, null);
+  panel(left + panelW + gap, second);
   [...series.keys()].forEach((k, i) => {
     const yy = top + 10 + i * 20;
     out.push(`<line x1="${legendX}" y1="${yy}" x2="${legendX + 20}" y2="${yy}" stroke="${PALETTE[i % PALETTE.length]}" stroke-width="3"/>`, `<text x="${legendX + 26}" y="${yy + 4}">${esc(k)}</text>`);
   });
   out.push('</svg>');
   return out.join('\n') + '\n';
+}
+
+/** Linked runs: every step time beside its three bounds. */
+export function linkMarkdown(runs: ScaleoutRun[], machine: string, whatIsReal: string): string {
+  const first = runs.find((r) => r.link)?.link;
+  const lines = [
+    `Machine: ${machine}. ${whatIsReal}`,
+    '',
+    `Bounds: **compute** = the slowest shard's compute (median, as its worker measured it). **link** = the larger of the coordinator's link (bytes into and out of the coordinator per step, all workers, each way ÷ its rate) and the busiest worker's link (the same, for one worker). Rates are TCP payload rates: the tbf's line rate × 1448/1514 (MTU 1500, TCP timestamps). **upload**: the slowest shard's encode + send, as its worker measured it (sent = taken by its socket). **weights**: encoding the new weights plus the part of the step that is neither compute nor upload (shipping the weights and the shard, and the worker taking them in). **aggregate + apply**: the coordinator's sum and SGD. Medians over the measured steps. **÷ bound** = the step (median time between steps) ÷ max(compute, link). **÷ serial** = the step ÷ (compute + the busiest link's in + out), the floor of a step that overlaps neither the two directions nor compute with communication. Flag **CPU**: the coordinator process was busy (user + system) ≥ 80% of the step, so its CPU, not the link, was the limit. **workers CPU**: all worker processes together, per step. **machine CPU**: all of this machine's CPUs over the measured steps, every process's (other users' too) and the kernel's.`,
+    '',
+    first ? `RTT: ${first.rttMs} ms configured, ${first.rttApplied ? 'applied by netem' : first.rttMs > 0 ? '**not applied** (this kernel has no netem: links are shaped for rate only)' : 'none added'}.` : '',
+    '',
+    '| model | compress | scaling | link | coordinator link | N | batch | examples/s | efficiency | step ms | upload ms | weights ms | aggregate + apply ms | compute bound ms | coordinator in / out MB | coordinator link in / out ms | busiest worker link in / out ms | link bound ms | step ÷ bound | step ÷ serial | coordinator CPU ms (share) | workers CPU ms | machine CPU | flag |',
+    '|---|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
+  ];
+  for (const r of runs) {
+    const k = r.link;
+    if (!k) continue;
+    lines.push(`| ${r.model} | ${r.compress} | ${r.scaling} | ${formatRate(k.workerBits)} | ${formatRate(k.coordinatorBits)} | ${r.workers} | ${r.batch} | ${f1(r.examplesPerSec)} | ${r.efficiency === null ? '–' : `${f0(100 * r.efficiency)}%`} | ${f0(k.stepMs)} | ${f0(r.split.upload)} | ${f0(r.split.broadcast)} | ${f0(r.split.aggregate + r.split.apply)} | ${f0(k.computeMs)} | ${f0(k.coordinatorInBytes / 1e6)} / ${f0(k.coordinatorOutBytes / 1e6)} | ${f0(k.coordinatorInMs)} / ${f0(k.coordinatorOutMs)} | ${f0(k.workerInMs)} / ${f0(k.workerOutMs)} | ${f0(k.linkBoundMs)} | **${k.overBound.toFixed(2)}×** | ${k.overSerial.toFixed(2)}× | ${f0(k.coordinatorCpuMs)} (${f0(100 * k.coordinatorCpuShare)}%) | ${f0(k.workersCpuMs)} | ${Number.isFinite(k.machineBusy) ? `${f0(100 * k.machineBusy)}%` : '–'} | ${[k.coordinatorCpuBound ? 'CPU' : '', k.lost?.length ? `lost ${k.lost.length} worker(s)` : ''].filter(Boolean).join(', ')} |`);
+  }
+  const probes = new Map<string, ScaleoutRun['link']>();
+  for (const r of runs) if (r.link) probes.set(`${r.link.workerBits}/${r.link.coordinatorBits}`, r.link);
+  lines.push('', '| link | coordinator link | check: TCP coordinator → worker 0 MB/s | worker 0 → coordinator MB/s | TCP payload rate MB/s | RTT ms measured |', '|---|---|--:|--:|--:|--:|');
+  for (const k of probes.values()) {
+    const slower = Math.min(k!.workerBits, k!.coordinatorBits);
+    lines.push(`| ${formatRate(k!.workerBits)} | ${formatRate(k!.coordinatorBits)} | ${f1(k!.probe.downMBs)} | ${f1(k!.probe.upMBs)} | ${f1(payloadBytesPerSec(slower) / 1e6)} | ${k!.probe.rttMs.toFixed(3)} |`);
+  }
+  return lines.join('\n') + '\n';
 }
 
 function niceMax(v: number): number {
