@@ -74,6 +74,11 @@ the run:
   --rank R            powersgd's rank (default ${DEFAULT_RANK})
                       Compressed runs also broadcast each step's update in the same codec (with the
                       coordinator's own error feedback) instead of the fp32 weights
+  --probation K       a worker that is neither started here (--local-workers) nor holding --token
+                      computes its first K train and K eval shards as shadow copies, compared with an
+                      established worker's, before its own results count (default ${DEFAULTS.probation}; 0 = trust all)
+  --verify-shards F   fraction of shards also computed by a second established worker and compared
+                      before the step is applied (default ${DEFAULTS.verifyShards}; 0 = never)
   --verify-every K    compressed runs: every K steps workers check their weights' hash against the
                       coordinator's and fetch the full weights on a mismatch (default ${DEFAULTS.verifyEvery}; 0 = never)
 
@@ -132,6 +137,13 @@ function int(v: string | undefined, name: string, min = 0, max = Number.MAX_SAFE
   if (v.trim() === '' || !Number.isSafeInteger(n) || n < min || n > max) {
     throw new UsageError(max < Number.MAX_SAFE_INTEGER ? `--${name} must be an integer from ${min} to ${max}, got '${v}'` : `--${name} must be an integer ≥ ${min}, got '${v}'`);
   }
+  return n;
+}
+
+function fraction(v: string | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0 || n > 1) throw new UsageError(`--${name} must be a fraction in 0..1, got '${v}'`);
   return n;
 }
 
@@ -208,7 +220,7 @@ const SERVE_OPTIONS = {
   'admin-token': { type: 'string' }, log: { type: 'string' },
   summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
   checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
-  export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' },
+  export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' }, probation: { type: 'string' }, 'verify-shards': { type: 'string' },
   'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'no-tls': { type: 'boolean', default: false }, 'state-dir': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
@@ -257,6 +269,8 @@ export async function serve(argv: string[]): Promise<number> {
     evalExamples: int(v['eval-examples'], 'eval-examples', 1) ?? DEFAULTS.evalExamples,
     verifyEvery: int(v['verify-every'], 'verify-every', 0), deadlineMs: int(v['deadline-ms'], 'deadline-ms', 1),
     checkpointEvery: int(v['checkpoint-every'], 'checkpoint-every', 1) ?? 100,
+    probation: int(v.probation, 'probation', 0),
+    verifyShards: fraction(v['verify-shards'], 'verify-shards'),
   };
   const compress = compression(v.compress!, v.rank);
   if (v['no-tls'] && (v['tls-cert'] || v['tls-key'])) throw new UsageError('--no-tls and --tls-cert/--tls-key contradict each other: give one or the other');
@@ -289,6 +303,7 @@ export async function serve(argv: string[]): Promise<number> {
   const coord = new Coordinator({
     model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, tls: cert ?? undefined,
     minWorkers: numbers.minWorkers, evalExamples: numbers.evalExamples, verifyEvery: numbers.verifyEvery, deadlineMs: numbers.deadlineMs,
+    probation: numbers.probation, verifyShards: numbers.verifyShards,
     exportDir: v.export, balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs,
     log,
