@@ -41,10 +41,14 @@ export async function trainOn(d: Dataset, n: number, opts: TestRunOptions, worke
   }
 }
 
-/** `tabtrain serve ARGS` to its end; rejects with the log if it exits non-zero. */
-export function serveCli(args: string[]): Promise<string> {
+/**
+ * `tabtrain serve ARGS` to its end; rejects with the log if it exits non-zero. `stateDir` keeps
+ * what serve stores between runs (its TLS certificate) out of the user's ~/.tabtrain.
+ */
+export function serveCli(args: string[], stateDir: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = { ...process.env, TABTRAIN_STATE_DIR: stateDir };
+    const p = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let log = '';
     p.stdout.on('data', (d) => { log += d; });
     p.stderr.on('data', (d) => { log += d; });

@@ -62,7 +62,7 @@ describe('golden runs: final weights stay bit-identical', () => {
       const local = ['--local-workers', '1', '--local-backend', 'cpu'];
       const ckptDir = join(dir, 'ckpt');
       // First part: 3 steps, then the checkpoint written on exit (what a Ctrl-C after step 3 leaves).
-      await serveCli([...cfg, ...local, '--max-steps', '3', '--checkpoint', ckptDir, '--summary', join(dir, 'first.json')]);
+      await serveCli([...cfg, ...local, '--max-steps', '3', '--checkpoint', ckptDir, '--summary', join(dir, 'first.json')], join(dir, 'state'));
       const first = JSON.parse(readFileSync(join(dir, 'first.json'), 'utf8'));
       const ckpt = JSON.parse(readFileSync(join(ckptDir, 'checkpoint.json'), 'utf8'));
       expect(first.steps).toBe(3);
@@ -71,7 +71,7 @@ describe('golden runs: final weights stay bit-identical', () => {
       const name3 = 'fp32, vgg11-tiny, 1 worker, first 3 steps (checkpoint)';
       expectGolden(name3, 'weightsSha256', first.weightsSha256, PINNED[name3]);
       // Second part: a new coordinator and a new worker continue from the checkpoint to step 6.
-      const log = await serveCli(['--resume', ckptDir, ...local, '--max-steps', String(BASE.maxSteps), '--summary', join(dir, 'resumed.json')]);
+      const log = await serveCli(['--resume', ckptDir, ...local, '--max-steps', String(BASE.maxSteps), '--summary', join(dir, 'resumed.json')], join(dir, 'state'));
       expect(log).toContain(`resumed from ${ckptDir} at step 3`);
       const resumed = JSON.parse(readFileSync(join(dir, 'resumed.json'), 'utf8'));
       console.log(`stop at 3 + resume to 6 (CLI): ${((performance.now() - t0) / 1000).toFixed(1)} s, weights sha256 ${resumed.weightsSha256}`);
