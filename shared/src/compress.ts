@@ -19,27 +19,22 @@
 // warm-started Q, done by each worker on its own gradient in one round (PowerSGD proper all-reduces
 // P first; a star topology would pay a second round trip per step for that).
 //
+// fp16 and int8 encode and decode as WebAssembly SIMD kernels (kernels.wat, through simd.ts) where
+// WebAssembly SIMD exists, and with the plain loops here elsewhere; both give the same bits, so a
+// page, a Node worker and the coordinator agree whichever runs where (tests/unit/simd.test.ts).
+//
 // Pure code: no Node or DOM imports, so the page and the Node worker run the same encoder.
+import { COMPRESS_MODES, type Codec, type CompressMode, type Compression } from './codec-types';
 import type { ParamInfo } from './models';
 import { CHUNK_FLOATS, encode, type Gradient, type Update } from './protocol';
 import { mixSeed, rng } from './rng';
+import { instantiateKernels, kernelMemory, simdAvailable, type Kernels } from './simd';
 
-export const COMPRESS_MODES = ['none', 'fp16', 'int8', 'powersgd'] as const;
-export type CompressMode = (typeof COMPRESS_MODES)[number];
-
-/** A run's compression; travels in the welcome's run info (absent = none). */
-export interface Compression {
-  mode: CompressMode;
-  /** Rank of the low-rank factors (powersgd only). */
-  rank: number;
-}
+export { CODECS, COMPRESS_MODES, type Codec, type CompressMode, type Compression } from './codec-types';
 
 export const NO_COMPRESSION: Compression = { mode: 'none', rank: 0 };
 /** PowerSGD's paper reaches full accuracy on its benchmarks at rank 2–4; 4 costs AlexNet ~0.3 MB. */
 export const DEFAULT_RANK = 4;
-
-export const CODECS = ['fp32', 'fp16', 'int8', 'lowrank'] as const;
-export type Codec = (typeof CODECS)[number];
 
 /** One frame's worth of the gradient. */
 export interface Segment {
@@ -209,9 +204,13 @@ export class GradientEncoder {
   /** What the last encodings lost, per float; added to the next gradient. Null without error feedback. */
   readonly residual: Float32Array | null;
   private readonly q = new Map<number, Float64Array>();
+  /** fp16 and int8 run in here (the residual too) where WebAssembly SIMD exists. */
+  private readonly wasm: CodecMemory | null;
 
   constructor(readonly plan: Segment[], readonly total: number, seed = 0) {
-    this.residual = plan.some((s) => s.codec === 'int8' || s.codec === 'lowrank') ? new Float32Array(total) : null;
+    const feedback = plan.some((s) => s.codec === 'int8' || s.codec === 'lowrank');
+    this.wasm = plan.some((s) => s.codec === 'fp16' || s.codec === 'int8') ? codecMemory(feedback ? total : 0) : null;
+    this.residual = feedback ? this.wasm?.residual ?? new Float32Array(total) : null;
     for (const s of plan) {
       if (s.codec !== 'lowrank') continue;
       // PowerSGD starts Q from a random Gaussian-ish matrix; any full-rank start works.
@@ -220,13 +219,16 @@ export class GradientEncoder {
     }
   }
 
+  /** Whether this encoder's fp16 and int8 segments run as WebAssembly SIMD kernels. */
+  get simd(): boolean { return this.wasm !== null; }
+
   /** Writes segment `s` of `grad` into `body` (s.bytes long). `grad` is not modified. */
   encode(s: Segment, grad: Float32Array, body: Uint8Array): void {
     if (body.byteLength !== s.bytes) throw new Error(`segment ${s.index}: body of ${body.byteLength} bytes, plan says ${s.bytes}`);
     switch (s.codec) {
       case 'fp32': body.set(new Uint8Array(grad.buffer, grad.byteOffset + 4 * s.offset, 4 * s.count)); return;
-      case 'fp16': return encodeHalf(grad, s.offset, s.count, body);
-      case 'int8': return encodeInt8(s, grad, this.residual!, body);
+      case 'fp16': return this.wasm ? encodeHalfSimd(this.wasm, grad, s.offset, s.count, body) : encodeHalf(grad, s.offset, s.count, body);
+      case 'int8': return this.wasm ? encodeInt8Simd(this.wasm, s, grad, body) : encodeInt8(s, grad, this.residual!, body);
       case 'lowrank': return encodeLowRank(s, grad, this.residual!, this.q.get(s.index)!, body);
     }
   }
@@ -258,24 +260,149 @@ function encodeInt8(s: Segment, grad: Float32Array, err: Float32Array, body: Uin
   const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
   const codes = new Int8Array(body.buffer, body.byteOffset + 4 * s.pieces.length, s.count);
   s.pieces.forEach(([o, n], k) => {
-    // Pass 1: v = gradient + carried error (kept in err), and its largest magnitude.
+    const scale = Math.fround(foldInt8(grad, err, o, o + n, 0) / 127);
+    scales[k] = scale;
+    codeInt8(err, codes, s.offset, o, o + n, scale, scale > 0 ? 1 / scale : 0);
+  });
+}
+
+/** Pass 1 over [from, to): v = gradient + carried error (kept in err); the largest |v|, from `max` up. */
+function foldInt8(grad: Float32Array, err: Float32Array, from: number, to: number, max: number): number {
+  for (let i = from; i < to; i++) {
+    const v = grad[i] + err[i];
+    err[i] = v;
+    const m = v < 0 ? -v : v;
+    if (m > max) max = m;
+  }
+  return max;
+}
+
+/** Pass 2 over [from, to): round to the nearest code (codes[i − first]); what rounding lost stays in err for the next step. */
+function codeInt8(err: Float32Array, codes: Int8Array, first: number, from: number, to: number, scale: number, inv: number): void {
+  for (let i = from; i < to; i++) {
+    const v = err[i];
+    const q = Math.round(v * inv);
+    codes[i - first] = q;
+    err[i] = v - Math.fround(q * scale);
+  }
+}
+
+function decodeHalf(body: Uint8Array, n: number, out: Float32Array, at: number): boolean {
+  const t = halfToFloatTable();
+  const h = new Uint16Array(body.buffer, body.byteOffset, n);
+  let bad = 0;
+  for (let i = 0; i < n; i++) {
+    const v = h[i];
+    bad |= ~v & 0x7c00 ? 0 : 1; // exponent all ones: Inf or NaN
+    out[at + i] = t[v];
+  }
+  return bad === 0;
+}
+
+function decodeInt8(s: Segment, body: Uint8Array, out: Float32Array, at: number): void {
+  const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
+  const codes = new Int8Array(body.buffer, body.byteOffset + 4 * s.pieces.length, s.count);
+  s.pieces.forEach(([o, n], k) => decodeCodes(codes, o - s.offset, n, scales[k], out, at + o - s.offset));
+}
+
+function decodeCodes(codes: Int8Array, from: number, n: number, scale: number, out: Float32Array, at: number): void {
+  for (let i = 0; i < n; i++) out[at + i] = codes[from + i] * scale;
+}
+
+/**
+ * The plain-JavaScript fp16 and int8 codecs: what runs without WebAssembly SIMD, and the reference
+ * the kernels are tested against bit for bit.
+ */
+export const scalarCodecs = { encodeHalf, encodeInt8, decodeHalf, decodeInt8 };
+
+// ---- fp16 and int8 as WebAssembly SIMD kernels (kernels.wat) ----
+//
+// A kernel sees only its own memory, and neither the gradient (the worker's Float32Array) nor a
+// frame body is in it. So they pass through in blocks of BLOCK floats, small enough to stay in the
+// CPU's L2 cache between the copy and the kernel: each copy costs about one read or one write of
+// the data from memory, not two. The int8 residual lives in the encoder's memory for good. The
+// kernels take whole groups of 16 floats; the plain loops above do the last < 16 of a piece.
+
+const BLOCK = 16384;
+const FLOATS_AT = 0; // BLOCK fp32
+const SMALL_AT = 4 * BLOCK; // BLOCK halves or int8 codes
+const RESIDUAL_AT = 6 * BLOCK;
+
+interface CodecMemory { k: Kernels; bytes: Uint8Array; floats: Float32Array; residual: Float32Array }
+
+/** A memory for the codec kernels with `residual` floats of error feedback; null without SIMD. */
+function codecMemory(residual: number): CodecMemory | null {
+  if (!simdAvailable()) return null;
+  const mem = kernelMemory(RESIDUAL_AT + 4 * residual);
+  const k = instantiateKernels(mem)!;
+  return { k, bytes: new Uint8Array(mem.buffer), floats: new Float32Array(mem.buffer, FLOATS_AT, BLOCK), residual: new Float32Array(mem.buffer, RESIDUAL_AT, residual) };
+}
+
+let decoder: CodecMemory | null | undefined;
+/** Decoding keeps no state, so one memory serves every call. */
+function decodeMemory(): CodecMemory | null {
+  if (decoder === undefined) decoder = codecMemory(0);
+  return decoder;
+}
+
+function encodeHalfSimd(m: CodecMemory, grad: Float32Array, offset: number, count: number, body: Uint8Array): void {
+  for (let i = 0; i < count; i += BLOCK) {
+    const n = Math.min(BLOCK, count - i), whole = n & ~15;
+    m.floats.set(grad.subarray(offset + i, offset + i + whole));
+    m.k.halfEncode(FLOATS_AT, SMALL_AT, whole);
+    body.set(m.bytes.subarray(SMALL_AT, SMALL_AT + 2 * whole), 2 * i);
+    if (whole < n) encodeHalf(grad, offset + i + whole, n - whole, body.subarray(2 * (i + whole)));
+  }
+}
+
+function decodeHalfSimd(m: CodecMemory, body: Uint8Array, count: number, out: Float32Array, at: number): boolean {
+  let ok = true;
+  for (let i = 0; i < count; i += BLOCK) {
+    const n = Math.min(BLOCK, count - i), whole = n & ~15;
+    m.bytes.set(body.subarray(2 * i, 2 * (i + whole)), SMALL_AT);
+    ok = m.k.halfDecode(SMALL_AT, FLOATS_AT, whole) === 1 && ok;
+    out.set(whole === BLOCK ? m.floats : m.floats.subarray(0, whole), at + i);
+    if (whole < n) ok = decodeHalf(body.subarray(2 * (i + whole)), n - whole, out, at + i + whole) && ok;
+  }
+  return ok;
+}
+
+/** encodeInt8 with its two passes over each piece in kernels; the residual is m.residual. */
+function encodeInt8Simd(m: CodecMemory, s: Segment, grad: Float32Array, body: Uint8Array): void {
+  const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
+  const codes = new Int8Array(body.buffer, body.byteOffset + 4 * s.pieces.length, s.count);
+  const err = m.residual;
+  s.pieces.forEach(([o, n], k) => {
     let max = 0;
-    for (let i = o; i < o + n; i++) {
-      const v = grad[i] + err[i];
-      err[i] = v;
-      const m = v < 0 ? -v : v;
-      if (m > max) max = m;
+    for (let i = o; i < o + n; i += BLOCK) {
+      const len = Math.min(BLOCK, o + n - i), whole = len & ~15;
+      m.floats.set(grad.subarray(i, i + whole));
+      const blockMax = m.k.int8Fold(FLOATS_AT, RESIDUAL_AT + 4 * i, whole);
+      if (blockMax > max) max = blockMax;
+      if (whole < len) max = foldInt8(grad, err, i + whole, i + len, max);
     }
     const scale = Math.fround(max / 127);
     scales[k] = scale;
     const inv = scale > 0 ? 1 / scale : 0;
-    // Pass 2: round to the nearest code; what rounding lost stays in err for the next step.
-    const at = o - s.offset;
-    for (let i = o; i < o + n; i++) {
-      const v = err[i];
-      const q = Math.round(v * inv);
-      codes[at + i - o] = q;
-      err[i] = v - Math.fround(q * scale);
+    for (let i = o; i < o + n; i += BLOCK) {
+      const len = Math.min(BLOCK, o + n - i), whole = len & ~15;
+      m.k.int8Codes(RESIDUAL_AT + 4 * i, SMALL_AT, whole, scale, inv);
+      codes.set(new Int8Array(m.bytes.buffer, SMALL_AT, whole), i - s.offset);
+      if (whole < len) codeInt8(err, codes, s.offset, i + whole, i + len, scale, inv);
+    }
+  });
+}
+
+function decodeInt8Simd(m: CodecMemory, s: Segment, body: Uint8Array, out: Float32Array, at: number): void {
+  const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
+  const codes = new Int8Array(body.buffer, body.byteOffset + 4 * s.pieces.length, s.count);
+  s.pieces.forEach(([o, n], k) => {
+    for (let i = o - s.offset; i < o - s.offset + n; i += BLOCK) {
+      const len = Math.min(BLOCK, o - s.offset + n - i), whole = len & ~15;
+      m.bytes.set(new Uint8Array(codes.buffer, codes.byteOffset + i, whole), SMALL_AT);
+      m.k.int8Decode(SMALL_AT, FLOATS_AT, whole, scales[k]);
+      out.set(whole === BLOCK ? m.floats : m.floats.subarray(0, whole), at + i);
+      if (whole < len) decodeCodes(codes, i + whole, len - whole, scales[k], out, at + i + whole);
     }
   });
 }
@@ -391,24 +518,13 @@ export function decodeInto(s: Segment, body: Uint8Array, out: Float32Array, at =
       return allFinite(out, at, n);
     }
     case 'fp16': {
-      const t = halfToFloatTable();
-      const h = new Uint16Array(body.buffer, body.byteOffset, n);
-      let bad = 0;
-      for (let i = 0; i < n; i++) {
-        const v = h[i];
-        bad |= ~v & 0x7c00 ? 0 : 1; // exponent all ones: Inf or NaN
-        out[at + i] = t[v];
-      }
-      return bad === 0;
+      const m = decodeMemory();
+      return m ? decodeHalfSimd(m, body, n, out, at) : decodeHalf(body, n, out, at);
     }
     case 'int8': {
-      const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
-      const codes = new Int8Array(body.buffer, body.byteOffset + 4 * s.pieces.length, n);
-      s.pieces.forEach(([o, len], k) => {
-        const scale = scales[k];
-        const from = o - s.offset;
-        for (let i = from; i < from + len; i++) out[at + i] = codes[i] * scale;
-      });
+      const m = decodeMemory();
+      if (m) decodeInt8Simd(m, s, body, out, at);
+      else decodeInt8(s, body, out, at);
       return true; // scales were checked: |code · scale| ≤ 127 · 2.6e36 is finite
     }
     case 'lowrank': {

@@ -2,9 +2,10 @@
 ;; compiles it with wabt into kernels.wasm.ts, which the coordinator, the Node worker and the page
 ;; load (simd.ts); tests/unit/simd.test.ts checks that the committed bytes are this file's.
 ;;
-;; Every kernel works on byte addresses into the one imported memory. The aggregation kernels
-;; (add, check, sgd) walk 64 bytes (16 floats) per iteration and leave the last < 16 floats to the
-;; caller.
+;; Every kernel works on byte addresses into the one imported memory. There are two families: the
+;; coordinator's aggregation (add, check, sgd; simd.ts's SimdArena) and the fp16 and int8 codecs
+;; (compress.ts), further down. The aggregation kernels walk 64 bytes (16 floats) per iteration
+;; and leave the last < 16 floats to the caller.
 ;;
 ;;   add(dst, src, end) → 1 if every result is finite: f32 dst[i] += src[i] for dst ≤ i < end
 ;;   check(src, end)    → 1 if every float in [src, end) is finite
@@ -108,5 +109,255 @@
               (f64x2.mul (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $G) (local.get $G))) (local.get $K))))))
         (local.set $w (i32.add (local.get $w) (i32.const 64)))
         (local.set $g (i32.add (local.get $g) (i32.const 64)))
+        (br $next))))
+
+  ;; ---- the fp16 and int8 codecs of compress.ts ----
+  ;;
+  ;; Each takes a count n of floats, a multiple of 16; compress.ts does the last < 16 of a run with
+  ;; its plain loops, which are also the reference these are tested against bit for bit.
+  ;;
+  ;;   halfEncode(src, dst, n)           u16 dst[i] = the half of f32 src[i], exactly as toHalf
+  ;;   halfDecode(src, dst, n) → 1 if no half is Inf/NaN: f32 dst[i] = the float of u16 src[i]
+  ;;   int8Fold(g, e, n) → max |g[i] + e[i]|  (a double), and f32 e[i] = g[i] + e[i]
+  ;;   int8Codes(e, c, n, scale, inv)    i8 c[i] = Math.round(e[i] · inv); f32 e[i] −= c[i] · scale
+  ;;   int8Decode(c, dst, n, scale)      f32 dst[i] = c[i] · scale
+  ;;
+  ;; JavaScript does this arithmetic in doubles and rounds to fp32 on the store. An add, subtract
+  ;; or multiply of two fp32 values rounded once to fp32 gives that same float (a double has more
+  ;; than 2·24 + 2 bits, so rounding twice is innocuous), so those run in f32x4 lanes. Two things
+  ;; JavaScript keeps in a double: int8's maximum (over the double sums) and its codes (Math.round
+  ;; of a double product). The kernels get them from fp32 lanes where that provably gives the same
+  ;; result, and redo the rare rest in f64, as int8Fold and int8Codes explain.
+
+  ;; The codecs' constants. V8 rebuilds a v128.const (or the splat of a constant) at every use, even
+  ;; inside a loop, at 3 instructions each; a mutable global it cannot, so each kernel loads those it
+  ;; needs into locals before its loop, and there they stay in registers. Nothing writes them.
+  (global $ABS    (mut v128) (v128.const i32x4 0x7fffffff 0x7fffffff 0x7fffffff 0x7fffffff))
+  (global $MAX    (mut v128) (v128.const i32x4 0x477fefff 0x477fefff 0x477fefff 0x477fefff)) ;; just below 65520
+  (global $BIAS   (mut v128) (v128.const i32x4 0x37fff001 0x37fff001 0x37fff001 0x37fff001)) ;; 0x38000000 − 0xfff: rebias, add just under half an lsb
+  (global $ONE    (mut v128) (v128.const i32x4 1 1 1 1))
+  (global $HALF   (mut v128) (v128.const f32x4 0.5 0.5 0.5 0.5))
+  (global $NORMAL (mut v128) (v128.const i32x4 0x38800000 0x38800000 0x38800000 0x38800000)) ;; 2^-14, the smallest normal half
+  (global $INF    (mut v128) (v128.const i32x4 0x7f800000 0x7f800000 0x7f800000 0x7f800000))
+  (global $NAN    (mut v128) (v128.const i32x4 0x05ff 0x05ff 0x05ff 0x05ff)) ;; 0x7bff ^ 0x7e00
+  (global $SIGN   (mut v128) (v128.const i32x4 0x8000 0x8000 0x8000 0x8000))
+  (global $E31    (mut v128) (v128.const i32x4 0x0f7fffff 0x0f7fffff 0x0f7fffff 0x0f7fffff)) ;; a half's exponent 31, shifted into fp32's place
+  (global $TOP    (mut v128) (v128.const i32x4 0x70000000 0x70000000 0x70000000 0x70000000)) ;; with 0x0f800000: fp32's exponent 255
+  (global $SCALE  (mut v128) (v128.const i32x4 0x77800000 0x77800000 0x77800000 0x77800000)) ;; 2^112
+  (global $TIE    (mut v128) (v128.const f64x2 -0.5 -0.5))
+  (global $DOWN   (mut v128) (v128.const f64x2 -1 -1))
+  (global $MAGIC  (mut v128) (v128.const f32x4 12582912 12582912 12582912 12582912)) ;; 1.5 · 2^23
+  (global $BYTE   (mut v128) (v128.const i32x4 0xff 0xff 0xff 0xff))
+  (global $LIM    (mut v128) (v128.const f32x4 0.4998779296875 0.4998779296875 0.4998779296875 0.4998779296875)) ;; 0.5 − 2^-13
+
+  ;; Four floats a turn (x: their bits, a: without the sign), as compress.ts's halfBits. A normal
+  ;; half rounds the mantissa with integer adds (ties to even through the kept lsb); a is first
+  ;; clamped to 0x477fefff, the float below 65520 (the tie that would round to Inf), which gives
+  ;; 0x7bff: that is the saturation. Below 2^-14, |x| + 0.5 rounds |x| to a multiple of 2^-24 (the
+  ;; ulp of 0.5) in one IEEE add, ties to even, which leaves the subnormal half in the low mantissa
+  ;; bits. NaN stays NaN: 0x7bff ^ 0x05ff is 0x7e00.
+  (func (export "halfEncode") (param $src i32) (param $dst i32) (param $n i32)
+    (local $end i32) (local $x v128) (local $a v128) (local $c v128)
+    (local $ABS v128) (local $MAX v128) (local $BIAS v128) (local $ONE v128) (local $HALF v128) (local $NORMAL v128) (local $INF v128) (local $NAN v128)
+    (local.set $ABS (global.get $ABS))
+    (local.set $MAX (global.get $MAX))
+    (local.set $BIAS (global.get $BIAS))
+    (local.set $ONE (global.get $ONE))
+    (local.set $HALF (global.get $HALF))
+    (local.set $NORMAL (global.get $NORMAL))
+    (local.set $INF (global.get $INF))
+    (local.set $NAN (global.get $NAN))
+    (local.set $end (i32.add (local.get $src) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $src) (local.get $end)))
+        (local.set $x (v128.load (local.get $src)))
+        (local.set $a (v128.and (local.get $x) (local.get $ABS)))
+        (local.set $c (i32x4.min_s (local.get $a) (local.get $MAX)))
+        (local.set $c (v128.bitselect
+          (i32x4.sub (f32x4.add (local.get $a) (local.get $HALF)) (local.get $HALF))
+          (i32x4.shr_u (i32x4.add (i32x4.sub (local.get $c) (local.get $BIAS))
+                                  (v128.and (i32x4.shr_u (local.get $c) (i32.const 13)) (local.get $ONE)))
+                       (i32.const 13))
+          (i32x4.lt_s (local.get $a) (local.get $NORMAL))))
+        (local.set $c (v128.xor (local.get $c) (v128.and (i32x4.gt_s (local.get $a) (local.get $INF)) (local.get $NAN))))
+        (local.set $c (v128.or (local.get $c) (i32x4.shr_u (v128.xor (local.get $x) (local.get $a)) (i32.const 16)))) ;; the sign
+        (v128.store64_lane 0 (local.get $dst) (i16x8.narrow_i32x4_u (local.get $c) (local.get $c)))
+        (local.set $src (i32.add (local.get $src) (i32.const 16)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 8)))
+        (br $next))))
+
+  ;; Four halves a turn (h, one per i32 lane): exponent and mantissa m shifted into fp32's place
+  ;; and scaled by 2^112 (exact: a power of two) give normal and subnormal halves alike, as the
+  ;; decoding table does; exponent 31 (Inf, NaN) is set apart, so that Inf stays Inf, and noted.
+  (func (export "halfDecode") (param $src i32) (param $dst i32) (param $n i32) (result i32)
+    (local $end i32) (local $h v128) (local $s v128) (local $m v128) (local $special v128) (local $bad v128)
+    (local $SIGN v128) (local $E31 v128) (local $TOP v128) (local $SCALE v128)
+    (local.set $SIGN (global.get $SIGN))
+    (local.set $E31 (global.get $E31))
+    (local.set $TOP (global.get $TOP))
+    (local.set $SCALE (global.get $SCALE))
+    (local.set $end (i32.add (local.get $src) (i32.shl (local.get $n) (i32.const 1))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $src) (local.get $end)))
+        (local.set $h (v128.load16x4_u (local.get $src)))
+        (local.set $s (v128.and (local.get $h) (local.get $SIGN)))
+        (local.set $m (i32x4.shl (v128.xor (local.get $h) (local.get $s)) (i32.const 13)))
+        (local.set $special (i32x4.gt_s (local.get $m) (local.get $E31)))
+        (local.set $bad (v128.or (local.get $bad) (local.get $special)))
+        (v128.store (local.get $dst) (v128.or (i32x4.shl (local.get $s) (i32.const 16))
+          (v128.bitselect (v128.or (local.get $m) (local.get $TOP)) (f32x4.mul (local.get $m) (local.get $SCALE)) (local.get $special))))
+        (local.set $src (i32.add (local.get $src) (i32.const 8)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+        (br $next)))
+    (i32.eqz (v128.any_true (local.get $bad))))
+
+  ;; Sixteen floats a turn. JavaScript's maximum is over the double sums d = g + e, not the fp32
+  ;; sums s it stores; but fround is monotonic, so the largest |d| is among the sums whose |s| is
+  ;; the largest |s| (M), and nowhere else. So the sixteen are summed in f32 and compared with M,
+  ;; and only where one reaches M (rarely, once M has grown) are they redone one by one, with d in
+  ;; f64: a larger |s| starts the maximum D of |d| afresh, an equal one adds to it. A NaN reaches
+  ;; nothing, as `if (m > max) max = m` skips it. Until M > 0, sums of 0 need no look: they are
+  ;; exact (two floats under 2^-126 add exactly).
+  (func (export "int8Fold") (param $g i32) (param $e i32) (param $n i32) (result f64)
+    (local $end i32) (local $k i32) (local $m f32) (local $d f64) (local $M f32) (local $D f64)
+    (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128) (local $hit v128) (local $atLeast v128) (local $ABS v128)
+    (local.set $ABS (global.get $ABS))
+    (local.set $atLeast (f32x4.splat (f32.const 0x1p-149))) ;; M, but above 0
+    (local.set $end (i32.add (local.get $e) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $e) (local.get $end)))
+        (local.set $hit (v128.const i64x2 0 0))
+        (local.set $s0 (f32x4.add (v128.load offset=0 (local.get $g)) (v128.load offset=0 (local.get $e))))
+        (local.set $hit (v128.or (local.get $hit) (f32x4.ge (v128.and (local.get $s0) (local.get $ABS)) (local.get $atLeast))))
+        (local.set $s1 (f32x4.add (v128.load offset=16 (local.get $g)) (v128.load offset=16 (local.get $e))))
+        (local.set $hit (v128.or (local.get $hit) (f32x4.ge (v128.and (local.get $s1) (local.get $ABS)) (local.get $atLeast))))
+        (local.set $s2 (f32x4.add (v128.load offset=32 (local.get $g)) (v128.load offset=32 (local.get $e))))
+        (local.set $hit (v128.or (local.get $hit) (f32x4.ge (v128.and (local.get $s2) (local.get $ABS)) (local.get $atLeast))))
+        (local.set $s3 (f32x4.add (v128.load offset=48 (local.get $g)) (v128.load offset=48 (local.get $e))))
+        (local.set $hit (v128.or (local.get $hit) (f32x4.ge (v128.and (local.get $s3) (local.get $ABS)) (local.get $atLeast))))
+        (if (v128.any_true (local.get $hit))
+          (then
+            (local.set $k (i32.const 16))
+            (loop $each
+              (local.set $d (f64.abs (f64.add (f64.promote_f32 (f32.load (local.get $g))) (f64.promote_f32 (f32.load (local.get $e))))))
+              (f32.store (local.get $e) (f32.add (f32.load (local.get $g)) (f32.load (local.get $e))))
+              (local.set $m (f32.abs (f32.load (local.get $e))))
+              (if (f32.gt (local.get $m) (local.get $M))
+                (then (local.set $M (local.get $m)) (local.set $D (local.get $d)))
+                (else (if (f32.eq (local.get $m) (local.get $M)) (then (local.set $D (f64.max (local.get $D) (local.get $d)))))))
+              (local.set $g (i32.add (local.get $g) (i32.const 4)))
+              (local.set $e (i32.add (local.get $e) (i32.const 4)))
+              (br_if $each (local.tee $k (i32.sub (local.get $k) (i32.const 1)))))
+            (local.set $atLeast (f32x4.splat (f32.max (local.get $M) (f32.const 0x1p-149)))))
+          (else
+            (v128.store offset=0 (local.get $e) (local.get $s0))
+            (v128.store offset=16 (local.get $e) (local.get $s1))
+            (v128.store offset=32 (local.get $e) (local.get $s2))
+            (v128.store offset=48 (local.get $e) (local.get $s3))
+            (local.set $g (i32.add (local.get $g) (i32.const 64)))
+            (local.set $e (i32.add (local.get $e) (i32.const 64)))))
+        (br $next)))
+    (local.get $D))
+
+  ;; Sixteen floats a turn; JavaScript's code is Math.round(x) for the double x = v · inv.
+  ;;
+  ;; Mostly in f32: y = v · fround(inv) differs from x by under 2^-22 · |x| + 2^-150, and |x| is
+  ;; under 191 (compress.ts passes |v| at most the piece's largest, and scale that over 127, at
+  ;; worst 1.5 times too small when subnormal), so by under 2^-14. Where y is more than 2^-13 from
+  ;; the nearest half-integer, x is then on the same side of every half-integer, and Math.round(x)
+  ;; is nearest(y), −0 included. When a lane of the sixteen is that close (about 1 float in 4,000;
+  ;; every tie), or NaN or Inf, the sixteen are done in f64 as JavaScript does them: nearest(x),
+  ;; plus one where that went down from a tie (r − x = −0.5); subtracting +0 elsewhere keeps −0,
+  ;; as Math.round(−0.2) is −0.
+  ;;
+  ;; An Int8Array store keeps an integer's low byte (it wraps; NaN is 0): r + 1.5 · 2^23 holds r in
+  ;; its low mantissa bits, two's complement, and the byte is taken from there.
+  (func (export "int8Codes") (param $e i32) (param $c i32) (param $n i32) (param $scale f32) (param $inv f64)
+    (local $end i32) (local $k i32) (local $y v128) (local $ok v128) (local $v v128) (local $x v128) (local $r v128) (local $q v128)
+    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128) (local $r0 v128) (local $r1 v128) (local $r2 v128) (local $r3 v128)
+    (local $S v128) (local $I v128) (local $I32 v128) (local $ABS v128) (local $LIM v128) (local $TIE v128) (local $DOWN v128) (local $MAGIC v128) (local $BYTE v128)
+    (local.set $S (f32x4.splat (local.get $scale)))
+    (local.set $I (f64x2.splat (local.get $inv)))
+    (local.set $I32 (f32x4.splat (f32.demote_f64 (local.get $inv))))
+    (local.set $ABS (global.get $ABS))
+    (local.set $LIM (global.get $LIM))
+    (local.set $TIE (global.get $TIE))
+    (local.set $DOWN (global.get $DOWN))
+    (local.set $MAGIC (global.get $MAGIC))
+    (local.set $BYTE (global.get $BYTE))
+    (local.set $end (i32.add (local.get $e) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $e) (local.get $end)))
+        (local.set $ok (local.get $ABS)) ;; all lanes true (non-zero)
+        (local.set $v0 (v128.load offset=0 (local.get $e)))
+        (local.set $y (f32x4.mul (local.get $v0) (local.get $I32)))
+        (local.set $r0 (f32x4.nearest (local.get $y)))
+        (local.set $ok (v128.and (local.get $ok) (f32x4.lt (v128.and (f32x4.sub (local.get $y) (local.get $r0)) (local.get $ABS)) (local.get $LIM))))
+        (local.set $v1 (v128.load offset=16 (local.get $e)))
+        (local.set $y (f32x4.mul (local.get $v1) (local.get $I32)))
+        (local.set $r1 (f32x4.nearest (local.get $y)))
+        (local.set $ok (v128.and (local.get $ok) (f32x4.lt (v128.and (f32x4.sub (local.get $y) (local.get $r1)) (local.get $ABS)) (local.get $LIM))))
+        (local.set $v2 (v128.load offset=32 (local.get $e)))
+        (local.set $y (f32x4.mul (local.get $v2) (local.get $I32)))
+        (local.set $r2 (f32x4.nearest (local.get $y)))
+        (local.set $ok (v128.and (local.get $ok) (f32x4.lt (v128.and (f32x4.sub (local.get $y) (local.get $r2)) (local.get $ABS)) (local.get $LIM))))
+        (local.set $v3 (v128.load offset=48 (local.get $e)))
+        (local.set $y (f32x4.mul (local.get $v3) (local.get $I32)))
+        (local.set $r3 (f32x4.nearest (local.get $y)))
+        (local.set $ok (v128.and (local.get $ok) (f32x4.lt (v128.and (f32x4.sub (local.get $y) (local.get $r3)) (local.get $ABS)) (local.get $LIM))))
+        (if (i32x4.all_true (local.get $ok))
+          (then
+            (v128.store offset=0 (local.get $e) (f32x4.sub (local.get $v0) (f32x4.mul (local.get $r0) (local.get $S))))
+            (local.set $r0 (v128.and (f32x4.add (local.get $r0) (local.get $MAGIC)) (local.get $BYTE)))
+            (v128.store offset=16 (local.get $e) (f32x4.sub (local.get $v1) (f32x4.mul (local.get $r1) (local.get $S))))
+            (local.set $r1 (v128.and (f32x4.add (local.get $r1) (local.get $MAGIC)) (local.get $BYTE)))
+            (v128.store offset=32 (local.get $e) (f32x4.sub (local.get $v2) (f32x4.mul (local.get $r2) (local.get $S))))
+            (local.set $r2 (v128.and (f32x4.add (local.get $r2) (local.get $MAGIC)) (local.get $BYTE)))
+            (v128.store offset=48 (local.get $e) (f32x4.sub (local.get $v3) (f32x4.mul (local.get $r3) (local.get $S))))
+            (local.set $r3 (v128.and (f32x4.add (local.get $r3) (local.get $MAGIC)) (local.get $BYTE)))
+            (v128.store (local.get $c) (i8x16.narrow_i16x8_u (i16x8.narrow_i32x4_u (local.get $r0) (local.get $r1)) (i16x8.narrow_i32x4_u (local.get $r2) (local.get $r3))))
+            (local.set $e (i32.add (local.get $e) (i32.const 64)))
+            (local.set $c (i32.add (local.get $c) (i32.const 16))))
+          (else
+            (local.set $k (i32.const 4))
+            (loop $exact ;; four floats a turn, two pairs in f64
+              (local.set $v (v128.load (local.get $e)))
+              (local.set $x (f64x2.mul (f64x2.promote_low_f32x4 (local.get $v)) (local.get $I)))
+              (local.set $r (f64x2.nearest (local.get $x)))
+              (local.set $q (f32x4.demote_f64x2_zero
+                (f64x2.sub (local.get $r) (v128.and (f64x2.eq (f64x2.sub (local.get $r) (local.get $x)) (local.get $TIE)) (local.get $DOWN)))))
+              (local.set $x (f64x2.mul (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $v) (local.get $v))) (local.get $I)))
+              (local.set $r (f64x2.nearest (local.get $x)))
+              (local.set $q (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $q) (f32x4.demote_f64x2_zero
+                (f64x2.sub (local.get $r) (v128.and (f64x2.eq (f64x2.sub (local.get $r) (local.get $x)) (local.get $TIE)) (local.get $DOWN))))))
+              (v128.store (local.get $e) (f32x4.sub (local.get $v) (f32x4.mul (local.get $q) (local.get $S))))
+              (local.set $q (v128.and (f32x4.add (local.get $q) (local.get $MAGIC)) (v128.and (f32x4.eq (local.get $q) (local.get $q)) (local.get $BYTE)))) ;; NaN → 0
+              (local.set $q (i16x8.narrow_i32x4_u (local.get $q) (local.get $q)))
+              (v128.store32_lane 0 (local.get $c) (i8x16.narrow_i16x8_u (local.get $q) (local.get $q)))
+              (local.set $e (i32.add (local.get $e) (i32.const 16)))
+              (local.set $c (i32.add (local.get $c) (i32.const 4)))
+              (br_if $exact (local.tee $k (i32.sub (local.get $k) (i32.const 1)))))))
+        (br $next))))
+
+  ;; Sixteen codes a turn. code · scale is exact in a double (7 + 24 bits), so one f32 multiply
+  ;; rounds it as JavaScript's store does.
+  (func (export "int8Decode") (param $c i32) (param $dst i32) (param $n i32) (param $scale f32)
+    (local $end i32) (local $S v128) (local $b v128)
+    (local.set $S (f32x4.splat (local.get $scale)))
+    (local.set $end (i32.add (local.get $c) (local.get $n)))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $c) (local.get $end)))
+        (local.set $b (v128.load (local.get $c)))
+        (v128.store offset=0 (local.get $dst) (f32x4.mul (local.get $S) (f32x4.convert_i32x4_s (i32x4.extend_low_i16x8_s (i16x8.extend_low_i8x16_s (local.get $b))))))
+        (v128.store offset=16 (local.get $dst) (f32x4.mul (local.get $S) (f32x4.convert_i32x4_s (i32x4.extend_high_i16x8_s (i16x8.extend_low_i8x16_s (local.get $b))))))
+        (v128.store offset=32 (local.get $dst) (f32x4.mul (local.get $S) (f32x4.convert_i32x4_s (i32x4.extend_low_i16x8_s (i16x8.extend_high_i8x16_s (local.get $b))))))
+        (v128.store offset=48 (local.get $dst) (f32x4.mul (local.get $S) (f32x4.convert_i32x4_s (i32x4.extend_high_i16x8_s (i16x8.extend_high_i8x16_s (local.get $b))))))
+        (local.set $c (i32.add (local.get $c) (i32.const 16)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 64)))
         (br $next))))
 )

@@ -5,7 +5,7 @@
 // The body (fp32 weights/gradients, uint8 images) starts 4-byte aligned in the frame, so the
 // receiver views it as a Float32Array without copying.
 import { Packr } from 'msgpackr';
-import type { Codec, Compression } from './compress';
+import type { Codec, Compression } from './codec-types';
 
 export const PROTOCOL_VERSION = 2;
 

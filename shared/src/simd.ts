@@ -1,12 +1,13 @@
 // The WebAssembly SIMD kernels (kernels.wat, compiled into kernels.wasm.ts by `npm run
-// build:kernels`) and the coordinator's arena for its hot loops.
+// build:kernels`), and the coordinator's arena for its hot loops. compress.ts runs its fp16 and
+// int8 codecs on the same kernels.
 //
 // Scalar JS sums ~1 float per ns here (≈4 GB/s of gradient read); f32x4 reaches the memory system
 // (measured by `tabtrain bench micro`). What each kernel computes, and why it is bit-identical to
 // the plain loop it replaces, is written beside it in kernels.wat.
 //
-// Pure code: the page loads this too. The module is compiled synchronously, which Chromium allows
-// on a page's main thread only for modules under 4 KiB (tests/unit/simd.test.ts keeps it there).
+// Pure code: the page loads this too. The module (about 3 KB) is compiled synchronously, which
+// Chromium allows on a page's main thread up to 8 MB (Debian's Chromium 156, measured).
 import { KERNELS_WASM } from './kernels.wasm';
 import { sgdStep } from './sgd';
 
@@ -15,17 +16,34 @@ export interface Kernels {
   add(dst: number, src: number, end: number): number;
   check(src: number, end: number): number;
   sgd(w: number, g: number, end: number, scale: number): void;
+  // The fp16 and int8 codecs (compress.ts); these take any count n.
+  halfEncode(src: number, dst: number, n: number): void;
+  halfDecode(src: number, dst: number, n: number): number;
+  int8Fold(g: number, e: number, n: number): number;
+  int8Codes(e: number, codes: number, n: number, scale: number, inv: number): void;
+  int8Decode(codes: number, dst: number, n: number, scale: number): void;
 }
 
 let compiled: WebAssembly.Module | null | undefined;
 
-/** The kernels over `mem`, or null where WebAssembly SIMD is missing (callers fall back to JS). */
-export function instantiateKernels(mem: WebAssembly.Memory): Kernels | null {
+/** The compiled kernels (once per process or page), or null where WebAssembly SIMD is missing. */
+function kernelModule(): WebAssembly.Module | null {
   if (compiled === undefined) {
     const bytes = Uint8Array.from(atob(KERNELS_WASM), (c) => c.charCodeAt(0));
     compiled = typeof WebAssembly === 'object' && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
   }
-  return compiled && (new WebAssembly.Instance(compiled, { env: { mem } }).exports as unknown as Kernels);
+  return compiled;
+}
+
+/** Whether the kernels run here (callers fall back to plain JavaScript where not). */
+export function simdAvailable(): boolean {
+  return kernelModule() !== null;
+}
+
+/** The kernels over `mem`, or null where WebAssembly SIMD is missing. */
+export function instantiateKernels(mem: WebAssembly.Memory): Kernels | null {
+  const m = kernelModule();
+  return m && (new WebAssembly.Instance(m, { env: { mem } }).exports as unknown as Kernels);
 }
 
 /** A WebAssembly memory for `bytes` bytes (whole 64 KiB pages, fixed size, so views never detach). */
@@ -45,9 +63,9 @@ export class SimdArena {
   private readonly k: Kernels | null;
 
   constructor(floats: number) {
-    const mem = kernelMemory(floats * 4);
-    this.k = instantiateKernels(mem);
-    this.f32 = this.k ? new Float32Array(mem.buffer, 0, floats) : new Float32Array(floats);
+    const mem = simdAvailable() ? kernelMemory(floats * 4) : null;
+    this.k = mem && instantiateKernels(mem);
+    this.f32 = mem ? new Float32Array(mem.buffer, 0, floats) : new Float32Array(floats);
     this.simd = this.k !== null;
   }
 

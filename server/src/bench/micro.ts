@@ -5,7 +5,9 @@
 //                 in GB/s of gradient read, next to copying the same bodies; also the path it
 //                 replaced (copy each slice into a per-shard buffer, check it, sum at the end)
 //   codecs        per mode: the worker's encode of a whole gradient, the coordinator's check +
-//                 decode + fold of one shard, bytes on the wire; frame header encode/decode
+//                 decode + fold of one shard, bytes on the wire; frame header encode/decode; and
+//                 fp16 and int8 encode and decode alone (SIMD kernels, and the plain JS loops),
+//                 as fractions of the memory copy
 //   framing       our header+raw-body frames against msgpackr with moreTypes for an 8 MiB chunk
 //   websocket     loopback MB/s for one 187 MB message, worker → coordinator (masked) and back,
 //                 as one frame with ws's defaults (the baseline) and as 8 MiB frames with bufferutil
@@ -14,8 +16,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
 import { CHUNK_FLOATS, decodeFrame, encode, getModel, MSG, paramLayout, sgdStep, validate } from '@tabtrain/shared';
-import { COMPRESS_MODES, GradientEncoder, gradientFrame, parseCompression, planBytes, planSegments, type CompressMode, type Segment } from '@tabtrain/shared/compress';
-import { fillGradient } from '@tabtrain/client/synthetic';
+import { COMPRESS_MODES, GradientEncoder, decodeInto, gradientFrame, parseCompression, planBytes, planSegments, scalarCodecs, type CompressMode, type Segment } from '@tabtrain/shared/compress';
+import { fillGradient } from '@tabtrain/shared/synthetic';
 import { firstNonFinite, sumInOrder } from '../aggregate';
 import { StreamReducer } from '../reducer';
 import type { PeerOptions } from './ws-peer';
@@ -160,6 +162,49 @@ export async function micro(o: MicroOptions) {
     o.log(`  ${mode.padEnd(8)} ${(wire / 1e6).toFixed(2).padStart(7)} MB/worker/step (1/${(none / wire).toFixed(1)} of fp32) in ${p.length} frames | worker encode ${row.encodeMs.toFixed(0)} ms | coordinator fold: first shard ${row.decodeFirstMs.toFixed(0)} ms, each further shard ${row.decodeAddMs.toFixed(0)} ms`);
   }
   res.codecs = codecs;
+
+  // ---- fp16 and int8 at memory speed: the codecs alone, beside the memory copy of this run ----
+  // Encode: the whole gradient into reused frame bodies (as a worker does); decode: every body
+  // into one fp32 vector. GB/s of fp32 gradient (4 bytes a float), medians over o.reps, for the
+  // WebAssembly SIMD kernels and for the plain JavaScript loops they replaced (still the fallback),
+  // timed in turn with a plain copy of the gradient so that all see the same load.
+  const memcpyGBs = (res.aggregation as { memcpyGBs: number }).memcpyGBs;
+  const codecRates: Record<string, unknown>[] = [];
+  for (const mode of o.modes.filter((m) => m === 'fp16' || m === 'int8')) {
+    const p = planSegments(params, total, parseCompression(mode));
+    const enc = new GradientEncoder(p, total, 1);
+    const err = new Float32Array(total);
+    const bodies = p.map((s) => gradientFrame(s, 1, 0, total).body);
+    const out = new Float32Array(total);
+    const check = (ok: boolean) => { if (!ok) throw new Error(`${mode} decoded to NaN/Inf`); };
+    const runs: Record<string, () => void> = {
+      copy: () => out.set(grad),
+      encode: () => p.forEach((s, i) => enc.encode(s, grad, bodies[i])),
+      decode: () => p.forEach((s, i) => check(decodeInto(s, bodies[i], out))),
+      plainEncode: () => p.forEach((s, i) => (mode === 'fp16' ? scalarCodecs.encodeHalf(grad, s.offset, s.count, bodies[i]) : scalarCodecs.encodeInt8(s, grad, err, bodies[i]))),
+      plainDecode: () => p.forEach((s, i) => check(mode === 'fp16' ? scalarCodecs.decodeHalf(bodies[i], s.count, out, s.offset) : (scalarCodecs.decodeInt8(s, bodies[i], out, s.offset), true))),
+    };
+    const t: Record<string, number[]> = {};
+    for (let r = -1; r < o.reps; r++) { // r = −1 warms up
+      for (const [name, f] of Object.entries(runs)) {
+        const t0 = performance.now();
+        f();
+        if (r >= 0) (t[name] ??= []).push((performance.now() - t0) / 1000);
+      }
+    }
+    const rate = (name: string) => gbs(bytes, t[name].slice().sort((x, y) => x - y)[Math.floor(t[name].length / 2)]);
+    const row = {
+      mode, simd: enc.simd,
+      encodeGBs: rate('encode'), decodeGBs: rate('decode'),
+      encodeVsMemcpy: rate('encode') / memcpyGBs, decodeVsMemcpy: rate('decode') / memcpyGBs,
+      plainEncodeGBs: rate('plainEncode'), plainDecodeGBs: rate('plainDecode'),
+      copyBesideGBs: rate('copy'),
+    };
+    codecRates.push(row);
+    const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+    o.log(`  ${mode} codec alone: encode ${row.encodeGBs.toFixed(2)} GB/s (${pct(row.encodeVsMemcpy)} of memory copy), decode ${row.decodeGBs.toFixed(2)} GB/s (${pct(row.decodeVsMemcpy)}) | plain JS ${row.plainEncodeGBs.toFixed(2)} / ${row.plainDecodeGBs.toFixed(2)} GB/s | memory copy ${memcpyGBs.toFixed(2)} GB/s (copy of the gradient timed beside these: ${row.copyBesideGBs.toFixed(2)}) | SIMD ${row.simd}`);
+  }
+  res.codecRates = codecRates;
 
   // ---- framing: our frames against msgpackr's typed-array extension, one 8 MiB chunk ----
   const chunk = grad.subarray(0, CHUNK_FLOATS);

@@ -1,0 +1,16 @@
+// The names of the gradient codecs and compression modes. Their own module so that protocol.ts
+// (which carries them) and compress.ts (which implements them, and frames with protocol.ts) do
+// not import each other.
+
+export const COMPRESS_MODES = ['none', 'fp16', 'int8', 'powersgd'] as const;
+export type CompressMode = (typeof COMPRESS_MODES)[number];
+
+/** A run's compression; travels in the welcome's run info (absent = none). */
+export interface Compression {
+  mode: CompressMode;
+  /** Rank of the low-rank factors (powersgd only). */
+  rank: number;
+}
+
+export const CODECS = ['fp32', 'fp16', 'int8', 'lowrank'] as const;
+export type Codec = (typeof CODECS)[number];
