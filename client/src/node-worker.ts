@@ -92,6 +92,8 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(s / 3600)}h${Math.round((s % 3600) / 60) ? `${String(Math.round((s % 3600) / 60)).padStart(2, '0')}m` : ''}`;
 }
 
+const isTlsMismatch = (e: { code?: string; message: string } | null) => !!e && (e.code === 'EPROTO' || /wrong version number|packet length too long/i.test(e.message));
+
 /** What went wrong before the WebSocket opened, and what usually fixes it. */
 export function describeConnectError(url: string, e: { code?: string; message: string } | null): { problem: string; fix: string } {
   const u = new URL(url);
@@ -102,7 +104,7 @@ export function describeConnectError(url: string, e: { code?: string; message: s
   if (code === 'ECONNREFUSED') return { problem: `connection refused: nothing listens on ${where}`, fix: start };
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return { problem: `the host name ${u.hostname} does not resolve`, fix: "check its spelling, or use the coordinator's IP address" };
   if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return { problem: `no answer from ${where} (${code})`, fix: "check the address, and that the coordinator's firewall lets the port through" };
-  if (code === 'EPROTO' || /wrong version number|packet length too long/i.test(msg)) return { problem: `${where} does not speak TLS (a coordinator started with --no-tls?)`, fix: `use ws://${where}${u.pathname}` };
+  if (isTlsMismatch(e)) return { problem: `${where} does not speak TLS (a coordinator started with --no-tls?)`, fix: `use ws://${where}${u.pathname}` };
   const status = /Unexpected server response: (\d+)/.exec(msg);
   if (status) return { problem: `${where} answered with HTTP ${status[1]} instead of a WebSocket`, fix: 'check --url: a coordinator\'s ends in /ws' };
   return { problem: `${msg}${code ? ` (${code})` : ''}`, fix: start };
@@ -152,6 +154,8 @@ async function runInstance(opts: NodeWorkerOptions, workerId: string, backend: s
       failures++;
       const silent = Date.now() - silentSince;
       const { problem, fix } = describeConnectError(opts.url, o.error);
+      // TLS to a plain-http port fails the same way every time: no point in retrying.
+      if (isTlsMismatch(o.error)) throw new WorkerError(`cannot connect to ${opts.url}: ${problem}; ${fix}`);
       if (timeoutMs > 0 && silent >= timeoutMs) {
         throw new WorkerError(`gave up after ${formatDuration(silent)}: no coordinator at ${opts.url} (${problem}); ${fix}`);
       }

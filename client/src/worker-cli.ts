@@ -16,8 +16,8 @@ options:
                       and bare HOST:PORT are understood too
   --fingerprint FP    wss: trust the coordinator's self-signed certificate with this SHA-256
                       fingerprint (it prints it at start; colons optional)
-  --ca FILE           wss: trust certificates issued by this CA (PEM), e.g. the coordinator's
-                      --tls-cert from a private CA, or its self-signed cert.pem
+  --ca FILE           wss: trust certificates issued by this CA (PEM): your organisation's CA, or
+                      the coordinator's own self-signed cert.pem
   --token T           the coordinator's --token
   --backend B         wasm (default; XNNPACK, one core) | cpu (pure JS, tiny models only)
                       | webgpu (Dawn: Vulkan GPU, else OpenGL/llvmpipe; see docs/GPU.md)
@@ -105,7 +105,7 @@ export async function worker(argv: string[]): Promise<void> {
     console.log(WORKER_HELP);
     return;
   }
-  if (!v.url) throw new UsageError('worker needs --url: the coordinator prints it when it starts, e.g. --url wss://HOST:8080/ws');
+  if (!v.url) throw new UsageError("--url is missing: give the coordinator's address as it prints it when it starts, e.g. --url wss://HOST:8080/ws");
   const url = workerUrl(v.url);
   if (!['wasm', 'cpu', 'webgpu'].includes(v.backend!)) throw new UsageError(`--backend must be wasm, cpu or webgpu, got '${v.backend}'`);
   let fingerprint: string | undefined;
