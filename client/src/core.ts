@@ -7,7 +7,7 @@ import {
 } from '@tabtrain/shared';
 import { Net } from '@tabtrain/shared/net';
 import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments } from '@tabtrain/shared/compress';
-import { SyntheticNet, type Trainable } from './synthetic';
+import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
 
 export interface WorkerIdentity {
   workerId: string;

@@ -16,7 +16,7 @@
 // kernel's TCP), to the real coordinator. The point: N worker processes share this machine's cores
 // with the coordinator, and their real CPU work would contend with the coordinator's.
 //
-// Run as a Node program (the benchmark does; `node --import tsx client/src/synthetic.ts ...`):
+// Run as a Node program (the benchmark does; `node --import tsx shared/src/synthetic.ts ...`):
 //   synthetic.ts measure MODEL MODE RANK   prints the WorkerCosts of that configuration as JSON
 //   synthetic.ts machine JSON              one SyntheticMachine session, MachineEntryOptions as JSON
 // The entry loads ws only when run that way, so the page's bundle never touches it.

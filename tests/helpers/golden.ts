@@ -2,7 +2,7 @@
 //
 // Portability: the workers here never use the wasm backend. XNNPACK may pick other SIMD kernels
 // on another CPU, so its fp32 results need not be bit-identical across machines. tfjs's pure-JS
-// `cpu` backend is plain IEEE-754 JavaScript, and synthetic workers (client/src/synthetic.ts)
+// `cpu` backend is plain IEEE-754 JavaScript, and synthetic workers (shared/src/synthetic.ts)
 // fill a deterministic pseudo-gradient without any tfjs; both give the same bits on any x86_64.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

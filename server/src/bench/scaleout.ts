@@ -13,7 +13,7 @@
 //
 // Workers' own CPU work (--worker-cpu): 'real' (loopback's default) runs `tabtrain worker
 // --synthetic-ms-per-example`, whose copies, encodes and decodes are real work on this machine's
-// cores; 'sleep' (the default with --link) runs synthetic worker machines (client/src/synthetic.ts)
+// cores; 'sleep' (the default with --link) runs synthetic worker machines (shared/src/synthetic.ts)
 // that sleep for that work, for as long as it took when measured once here, so that N workers
 // stand for N machines instead of contending with the coordinator for two cores.
 import { loadavg, freemem } from 'node:os';
@@ -23,7 +23,7 @@ import { getModel, paramLayout } from '@tabtrain/shared';
 import { planBytes, planSegments, type Compression } from '@tabtrain/shared/compress';
 import { Coordinator, DEFAULTS, type StepRecord } from '../coordinator';
 import { loadFashionMnist, type Dataset } from '../data';
-import { spawnWorker } from '../cli';
+import { spawnWorker } from '../spawn-worker';
 import { NetLab, formatRate, payloadBytesPerSec, TCP_PAYLOAD_FRACTION } from './netns';
 import { cliWorker, probeLink, ROOT, runInLab, tsArgs, type Command, type Probe, type StepMark } from './linked';
 import type { HostOptions } from './coord-host';
@@ -53,7 +53,7 @@ export interface ScaleoutOptions {
 export type WorkerCpu = 'real' | 'sleep';
 
 /**
- * A synthetic worker machine's CPU work, as client/src/synthetic.ts measures it (its WorkerCosts;
+ * A synthetic worker machine's CPU work, as shared/src/synthetic.ts measures it (its WorkerCosts;
  * the server package does not import the client's, so the shape the benchmark reads is here).
  */
 export interface WorkerCosts {
@@ -66,8 +66,8 @@ export interface WorkerCosts {
   hashMs: number;
 }
 
-/** The synthetic worker machine: client/src/synthetic.ts run as a program. */
-const SYNTHETIC = 'client/src/synthetic.ts';
+/** The synthetic worker machine: shared/src/synthetic.ts run as a program. */
+const SYNTHETIC = 'shared/src/synthetic.ts';
 
 /** Measures, in a process of its own, the worker CPU work of one configuration (synthetic.ts measure). */
 function measureWorkerCosts(model: string, c: Compression): Promise<WorkerCosts> {
