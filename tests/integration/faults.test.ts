@@ -169,7 +169,7 @@ describe('faults', () => {
       for (let i = 0; i < 600 && !/step [5-9]\d*\/3750/.test(log); i++) await sleep(100);
       process.kill(-serve.pid!, 'SIGINT'); // what a terminal's Ctrl-C does: the coordinator and its workers
       const code = await new Promise((r) => serve.on('exit', r));
-      expect(code, log).toBe(0);
+      expect(code, log).toBe(130); // as shells expect after Ctrl-C (issue 12)
       const summary = JSON.parse(readFileSync(join(dir, 'summary.json'), 'utf8'));
       const ckpt = JSON.parse(readFileSync(join(dir, 'checkpoint.json'), 'utf8'));
       expect(summary.stoppedBy).toBe('stop');
