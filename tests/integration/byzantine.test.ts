@@ -1,0 +1,181 @@
+// A worker that lies is caught: liars join runs of honest workers, are closed as untrusted (4016)
+// within their probation, are named in the log and /api/status, and the run ends exactly as a
+// clean run does (weights and test accuracy).
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { CLOSE, encode } from '@tabtrain/shared';
+import type { Coordinator, StepRecord, Summary } from '../../server/src/coordinator';
+import type { Dataset } from '../../server/src/data';
+import { data, kill, maxAbsDiff, subset, workers } from '../helpers/run';
+import {
+  forgedEval, forgedResult, garbageGradient, gradientBody, honest, liar, scaledGradient, startOn, until,
+  type Closed, type Liar, type Tamper,
+} from '../helpers/liars';
+
+beforeAll(async () => { await tf.setBackend('cpu'); });
+
+const PROBATION = 3;
+/** 160 training images (10 steps of 16 an epoch) and 64 test images (4 eval shards of 16). */
+let DATA: Dataset;
+const RUN = { model: 'alexnet-tiny', batch: 16, epochs: 2, seed: 31, balance: 'equal' as const, evalExamples: 64, minWorkers: 2, probation: PROBATION };
+/** Honest established workers: local processes (they present the local key). The delay keeps each step long enough for a liar to take part. */
+const HONEST = ['--backend', 'wasm', '--delay-ms', '10'];
+
+interface Outcome { summary: Summary; weights: Float32Array; lines: string[]; status: ReturnType<Coordinator['status']>; liar?: Liar; closed?: Closed; joinedAt?: number }
+
+/** One run of 2 honest workers; `arrange` may start a liar at any moment of it. */
+async function run(arrange?: (coord: Coordinator, url: string, start: (l: Liar) => void) => void, honestArgs = HONEST): Promise<Outcome> {
+  const { coord, url, lines } = await startOn(DATA, RUN);
+  const procs = workers(url, 2, honestArgs);
+  let theLiar: Liar | undefined;
+  let joinedAt: number | undefined;
+  arrange?.(coord, url, (l) => { theLiar = l; joinedAt = coord.step; });
+  try {
+    const summary = await coord.train();
+    const closed = theLiar ? await Promise.race([theLiar.closed, new Promise<Closed>((r) => setTimeout(() => r({ code: -1, reason: 'still open after the run' }), 3000))]) : undefined;
+    return { summary, weights: coord.weights.slice(), lines, status: coord.status(), liar: theLiar, closed, joinedAt };
+  } finally {
+    await coord.close();
+    kill(procs);
+  }
+}
+
+describe('a worker that lies is caught', () => {
+  let clean: Outcome;
+
+  beforeAll(async () => {
+    DATA = subset(data(), 160, 64);
+    clean = await run();
+    console.log(`clean run: ${clean.summary.steps} steps, test acc ${clean.summary.epochs.map((e) => e.testAcc).join(', ')}, ${clean.summary.seconds.toFixed(1)} s`);
+  });
+
+  // The delay is a worker-side sleep: it changes no number, only how long the honest workers take.
+  // Forged eval counts: slow honest tabs (40 ms an example), so that the liar's shadows come back
+  // before the established workers' results, as a liar that need not compute would.
+  const cases: { name: string; kind: 'train' | 'eval'; tamper: () => Tamper; why: RegExp; when: 'first step' | 'last step of epoch 1'; honest: string[] }[] = [
+    { name: 'garbage but finite gradient values (±1e3)', kind: 'train', tamper: () => garbageGradient(7), why: /probation train shard \d+\/\d+: .*gradients differ by/, when: 'first step', honest: HONEST },
+    { name: 'the honest gradient × 1000', kind: 'train', tamper: () => scaledGradient(1000), why: /probation train shard \d+\/\d+: .*gradients differ by/, when: 'first step', honest: HONEST },
+    { name: 'forged eval counts (all correct)', kind: 'eval', tamper: () => forgedEval, why: /probation eval shard \d+\/\d+: correct \d+ vs \d+ of 16/, when: 'last step of epoch 1', honest: ['--backend', 'wasm', '--delay-ms', '40'] },
+  ];
+
+  for (const c of cases) {
+    it(`${c.name}: caught within its probation; weights and test accuracy equal a clean run's`, async () => {
+      const perEpoch = DATA.train.count / RUN.batch;
+      const out = await run((coord, url, start) => {
+        coord.events.on('step', (s: StepRecord) => {
+          // Forged eval counts: join just before the first evaluation, so that the liar is still on
+          // probation for train shards (≤ 2 done) and takes part in the evaluation.
+          const at = c.when === 'first step' ? 1 : perEpoch - 1;
+          if (s.step === at) start(liar(url, c.tamper()));
+        });
+      }, c.honest);
+      const l = out.liar!;
+      expect(l, 'the liar was started').toBeDefined();
+      const id = l.workerId();
+      console.log(`liar "${c.name}": joined after step ${out.joinedAt}, sent ${l.sent.train} train and ${l.sent.eval} eval results, closed ${out.closed!.code} (${out.closed!.reason})`);
+      expect(out.closed!.code).toBe(CLOSE.untrusted);
+      // It computed no more than its probation of the kind it lied about, and at least one.
+      // (Soft: the rest of the test still runs when a fast liar got more shadows than its probation.)
+      expect(l.sent[c.kind]).toBeGreaterThanOrEqual(1);
+      expect.soft(l.sent[c.kind], `${c.kind} results the liar sent before it was closed (probation ${PROBATION})`).toBeLessThanOrEqual(PROBATION);
+      // Named in the log and in the status, with the reason.
+      const caughtLine = out.lines.find((x) => / caught: /.test(x));
+      expect(caughtLine).toMatch(c.why);
+      const row = out.status.workers.find((w) => w.workerId === id);
+      expect(row?.trust).toBe('untrusted');
+      expect(row?.caught).toMatch(c.why);
+      expect(out.status.caught).toHaveLength(1);
+      expect(out.status.caught[0].workerId).toBe(id);
+      expect(out.status.caught[0].why).toMatch(c.why);
+      expect(caughtLine).toContain(`worker #${out.status.caught[0].id} `);
+      expect(out.lines.some((x) => x.includes(`closed: untrusted (${CLOSE.untrusted})`))).toBe(true);
+      // The run is the clean run.
+      expect(out.summary.steps).toBe(clean.summary.steps);
+      const diff = maxAbsDiff(out.weights, clean.weights);
+      console.log(`liar "${c.name}": max |w - w_clean| = ${diff.toExponential(2)}, test acc ${out.summary.epochs.map((e) => e.testAcc).join(', ')}`);
+      expect(diff).toBeLessThanOrEqual(1e-5);
+      expect(out.summary.epochs.map((e) => e.testAcc)).toEqual(clean.summary.epochs.map((e) => e.testAcc));
+      expect(out.summary.epochs.map((e) => e.loss)).toEqual(clean.summary.epochs.map((e) => e.loss));
+    });
+  }
+
+  it('plausibility: a negative or -1e300 loss sum and correct > count are refused at validation with badField; an all-1e30 gradient is caught', async () => {
+    const { coord, url, lines } = await startOn(DATA, { ...RUN, epochs: 50, minWorkers: 1 });
+    const procs = workers(url, 1, HONEST);
+    const steps: number[] = [];
+    coord.events.on('step', (s: StepRecord) => steps.push(s.step));
+    const training = coord.train();
+    const attacks: [string, Tamper, number, RegExp][] = [
+      ['lossSum -1e300 (train)', forgedResult({ lossSum: -1e300 }), CLOSE.badField, /result\.lossSum must be nonneg/],
+      ['lossSum -1 (train)', forgedResult({ lossSum: -1 }), CLOSE.badField, /result\.lossSum must be nonneg/],
+      ['lossSum -1e300, correct = count, near-zero gradient', (f, m) => {
+        if (m.type === 'gradient') { const g = gradientBody(f).fill(1e-30); return [encode(m, g)]; }
+        if (m.type === 'result' && m.task === 'train') return [forgedResult({ lossSum: -1e300, correct: m.count })(f, m)[0]];
+        return [f];
+      }, CLOSE.badField, /result\.lossSum must be nonneg/],
+      ['correct > count (train)', (f, m) => (m.type === 'result' && m.task === 'train' ? forgedResult({ correct: m.count + 1 })(f, m) : [f]), CLOSE.badField, /result counts 17\/16 for a shard of 16/],
+      ['all-1e30 gradient', (f, m) => (m.type === 'gradient' ? [encode(m, gradientBody(f).fill(1e30))] : [f]), CLOSE.untrusted, /gradients differ/],
+    ];
+    try {
+      await until(() => steps.length >= 1, 60_000);
+      for (const [name, tamper, code, why] of attacks) {
+        const before = steps.length;
+        const l = liar(url, tamper);
+        const closed = await l.closed;
+        console.log(`plausibility "${name}": closed ${closed.code} (${closed.reason}) after ${l.sent.train} train results`);
+        expect(closed.code, name).toBe(code);
+        expect(closed.reason, name).toMatch(why);
+        expect(Buffer.byteLength(closed.reason)).toBeLessThanOrEqual(123);
+        expect(lines.some((x) => x.includes(`(${code})`) && why.test(x)), `log line for ${name}`).toBe(true);
+        // The run goes on.
+        expect(await until(() => steps.length > before + 1, 30_000), `steps after ${name}`).toBe(true);
+      }
+      expect(coord.status().workers.filter((w) => w.state !== 'lost')).toHaveLength(1);
+      expect(coord.status().caught.map((x) => x.why)).toEqual([expect.stringMatching(/gradients differ/)]);
+      // The honest worker's results are what the run used: the loss is a real cross-entropy.
+      expect(coord.lastStep!.loss).toBeGreaterThan(0);
+      expect(coord.lastStep!.loss).toBeLessThan(10);
+    } finally {
+      coord.stop('test over');
+      await training;
+      await coord.close();
+      kill(procs);
+    }
+  });
+
+  it('while nobody is established, two open workers cross-check each other, pass probation, and catch a liar that joins later', async () => {
+    // 64 training images: 4 steps an epoch; 48 test images: 3 eval shards. No local workers, no token.
+    const small = subset(data(), 64, 48);
+    const { coord, url, lines } = await startOn(small, { ...RUN, epochs: 2, evalExamples: 48, minWorkers: 2 });
+    const a = liar(url, honest);
+    const b = liar(url, honest);
+    let late: Liar | undefined;
+    let trustAtEpoch: string[] = [];
+    coord.events.once('epoch', () => {
+      trustAtEpoch = coord.status().workers.filter((w) => w.state !== 'lost').map((w) => w.trust);
+      late = liar(url, scaledGradient(1000));
+    });
+    try {
+      const summary = await coord.train();
+      expect(summary.steps).toBe(8);
+      // Both were on probation, verified each other's shards (every task computed twice), and are established.
+      expect(lines.filter((x) => /joined: .*on probation/.test(x))).toHaveLength(3);
+      expect(trustAtEpoch).toEqual(['established', 'established']);
+      for (const kind of ['train', 'eval']) expect(lines.filter((x) => x.includes(`passed probation for ${kind} shards`)), kind).toHaveLength(2);
+      const s = coord.status();
+      for (const w of [a, b]) expect(s.workers.find((r) => r.workerId === w.workerId())?.trust).toBe('established');
+      expect(s.workers.find((r) => r.workerId === a.workerId())!.shardsDone).toBeGreaterThanOrEqual(8 + 3);
+      // The liar that came after them is caught on its first shadow shard.
+      expect(late).toBeDefined();
+      const closed = await late!.closed;
+      expect(closed.code).toBe(CLOSE.untrusted);
+      expect(late!.sent.train).toBeGreaterThanOrEqual(1);
+      expect(late!.sent.train).toBeLessThanOrEqual(PROBATION);
+      expect(s.caught.map((x) => x.workerId)).toEqual([late!.workerId()]);
+      expect(s.caught[0].why).toMatch(/probation train shard .*gradients differ/);
+      expect(summary.epochs.every((e) => e.testAcc !== null && e.loss > 0 && e.loss < 10)).toBe(true);
+    } finally {
+      await coord.close();
+    }
+  });
+});
