@@ -284,8 +284,6 @@ export async function serve(argv: string[]): Promise<number> {
 
   const tty = process.stdout.isTTY;
   const log = (line: string) => console.log(`${tty ? '\r\x1b[K' : ''}${new Date().toISOString().slice(11, 19)} ${line}`);
-  const cert = v['no-tls'] ? null : await serverCertificate({ certFile: v['tls-cert'], keyFile: v['tls-key'], stateDir: v['state-dir'] ?? defaultStateDir(), host });
-  await ensurePageBuilt(log);
   const dataDir = v.data ?? DEFAULT_DATA_DIR;
   const data = loadFashionMnist(dataDir);
   const perEpoch = stepsPerEpoch(data.train.count, batch);
@@ -299,6 +297,9 @@ export async function serve(argv: string[]): Promise<number> {
     }
     if (maxSteps !== undefined && maxSteps <= done) throw new UsageError(`--max-steps ${maxSteps} is not beyond step ${done}, where ${v.resume} stopped: give a larger --max-steps, or none`);
   }
+  // Only now, with everything the run needs checked: the certificate (written to the state folder) and the page.
+  const cert = v['no-tls'] ? null : await serverCertificate({ certFile: v['tls-cert'], keyFile: v['tls-key'], stateDir: v['state-dir'] ?? defaultStateDir(), host });
+  await ensurePageBuilt(log);
 
   const coord = new Coordinator({
     model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, tls: cert ?? undefined,
