@@ -18,6 +18,7 @@ import { StreamReducer } from './reducer';
 import { badRequest, guarded, guardHttp, guardUpgrade, refuseUpgrade, requestPath } from './guard';
 import { LOCAL_KEY, sameSecret } from './secrets';
 import { weightsSha256 } from './files';
+import { formatSeconds, plural } from './format';
 
 export { weightsSha256 };
 import { NormMonitor, disagreement, sumSquares, type CopyEvidence } from './verify';
@@ -133,6 +134,8 @@ interface Conn {
   caught: string;
   /** Started by this coordinator (it presented the local key): never spot-checked. */
   local: boolean;
+  /** Its shadow copies handed out and not yet judged, per kind: probation never runs ahead of its verdicts. */
+  awaiting: { train: number; eval: number };
   kind: WorkerKind;
   backend: string;
   adapter: Record<string, unknown> | null;
@@ -215,6 +218,8 @@ interface Task {
   shadows: Copy[];
   /** Whether a probation copy was handed out (one per task). */
   shadowed: boolean;
+  /** A copy of it was lost (timeout, close): it goes to a measured worker if one can take it. */
+  retaken: boolean;
   /** The copy whose frames are in the reducer's sum (train). */
   inReducer: Copy | null;
   done: boolean;
@@ -416,7 +421,7 @@ export class Coordinator {
 
   private accept(ws: WebSocket, req: IncomingMessage): void {
     const conn: Conn = {
-      id: this.nextConnId++, ws, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, kind: 'node', backend: '?', adapter: null,
+      id: this.nextConnId++, ws, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, awaiting: { train: 0, eval: 0 }, kind: 'node', backend: '?', adapter: null,
       remote: req.socket.remoteAddress ?? '?', version: -1, copy: null, speed: 0, shardSize: 0, computeMs: 0, uploadMs: 0,
       bytesIn: 0, bytesOut: 0, shardsDone: 0, joinedAt: Date.now(), lostAt: 0, tensors: 0, tensorBytes: 0, deadline: null, missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(),
       resyncs: 0, resyncVersion: -1, stuckSince: 0, stuckBytes: 0, timeouts: 0, lastDone: null,
@@ -490,7 +495,9 @@ export class Coordinator {
       const t = c.task;
       t.copies = t.copies.filter((x) => x !== c);
       if (t.inReducer === c && !t.done) { this.reducer.revoke(t.shard); t.inReducer = null; }
-      if (!c.shadow && !t.done) this.opts.log(`shard ${t.step}/${t.shard} (${t.count} examples) goes back to the queue`);
+      if (c.shadow) conn.awaiting[t.kind]--;
+      else if (!t.done) t.retaken = true;
+      if (!c.shadow && !t.done) this.opts.log(`shard ${t.step}/${t.shard} (${plural(t.count, 'example')}) goes back to the queue`);
     }
     this.pruneLost();
     if (!joined) return;
@@ -735,6 +742,7 @@ export class Coordinator {
   /** Compares the probation copies of a task with its trusted result. */
   private judgeShadows(t: Task): void {
     for (const s of t.shadows.splice(0)) {
+      s.owner.awaiting[t.kind]--;
       const why = disagreement(this.evidence(s), this.evidence(t.trusted!));
       if (why) this.punish(s.owner, `probation ${t.kind} shard ${t.step}/${t.shard}: ${why}`);
       else this.credit(s.owner, t.kind);
@@ -788,10 +796,15 @@ export class Coordinator {
     const has = (t: Task) => [...t.copies, ...t.finished, ...t.shadows].some((c) => c.owner === conn);
     const primary = this.established(conn, kind) || !this.workers().some((c) => this.established(c, kind));
     if (primary) {
-      const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x));
+      // A shard taken back from a worker (a silent newcomer, say) must not go to the next
+      // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
+      const measured = !conn.speed && this.workers().some((c) => c.speed > 0 && c !== conn && this.established(c, kind));
+      const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured));
       return t ? { task: t, shadow: false } : null;
     }
-    if (conn.trust === 'untrusted') return null;
+    if (typeof conn.trust !== 'object') return null;
+    // No more shadows out than verdicts still needed: a liar cannot run ahead of its probation.
+    if (conn.trust[kind] + conn.awaiting[kind] >= this.probation()) return null;
     const t = tasks.find((x) => !x.shadowed && !has(x));
     return t ? { task: t, shadow: true } : null;
   }
@@ -800,7 +813,7 @@ export class Coordinator {
     const streamed = !shadow && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
     const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, normSq: 0, result: null };
     t.copies.push(c);
-    if (shadow) t.shadowed = true;
+    if (shadow) { t.shadowed = true; conn.awaiting[t.kind]++; }
     conn.copy = c;
     conn.state = CONN.working;
     conn.shardSize = t.count;
@@ -923,7 +936,7 @@ export class Coordinator {
   private async waitForWorkers(n: number): Promise<void> {
     if (this.workers().length >= n) return;
     if (this.closed) throw new RunStopped();
-    this.opts.log(`waiting for ${n} worker${n > 1 ? 's' : ''} on ws://<this host>:<port>/ws (${this.workers().length} connected)`);
+    this.opts.log(`waiting for ${plural(n, 'worker')} (${this.workers().length} connected): join at the addresses above`);
     while (this.workers().length < n && !this.closed && !this.stopRequested) await new Promise((r) => setTimeout(r, 100));
   }
 
@@ -982,7 +995,8 @@ export class Coordinator {
     if (this.stopRequested) return;
     this.stopRequested = true;
     this.stopReason = reason;
-    this.opts.log(`stopping after step ${this.step}: ${reason}`);
+    // A step in flight still completes: name the step the run will end on.
+    this.opts.log(`stopping after ${this.tasksDone && this.tasks[0]?.kind === 'train' ? `the step in hand (step ${this.step + 1})` : `step ${this.step}`}: ${reason}`);
     this.resume();
     this.abandonIfStopped();
   }
@@ -1063,7 +1077,7 @@ export class Coordinator {
     if (comparable && est === 0 && live.length >= 2 && this.probation() > 0) { want = 2; why = 'cross-check'; }
     else if (comparable && est >= 2 && remote && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) { want = 2; why = 'spot check'; }
     return {
-      kind, step: this.step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, want, why,
+      kind, step: this.step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, retaken: false, want, why,
       done: false, result: null, trusted: null, inReducer: null, doneBy: null, doneAt: 0,
     };
   }
@@ -1106,8 +1120,9 @@ export class Coordinator {
     let lastProgress = 0;
     let partialEpoch: EpochMetrics | null = null;
     try {
-      this.setState('waiting', `waiting for ${this.opts.minWorkers} worker(s)`);
-      await this.waitForWorkers(this.opts.minWorkers);
+      this.setState('waiting', `waiting for ${plural(this.opts.minWorkers, 'worker')}`);
+      // A run already at its end (a resume of a finished one) has nothing to wait for.
+      if (this.step < maxSteps) await this.waitForWorkers(this.opts.minWorkers);
       this.setState('running');
       while (this.step < maxSteps && !this.closed && !this.stopRequested) {
         this.epoch = Math.floor(this.step / perEpoch);
@@ -1124,7 +1139,7 @@ export class Coordinator {
         if (performance.now() - lastProgress > 1000 || epochEnd) {
           lastProgress = performance.now();
           const left = Math.min(perEpoch - s - 1, maxSteps - this.step);
-          this.opts.progress(`epoch ${this.epoch + 1}/${epochs} step ${s + 1}/${perEpoch}: loss ${(acc.lossSum / acc.examples).toFixed(3)}, train acc ${(acc.correct / acc.examples).toFixed(3)}, ${(acc.examples / acc.seconds).toFixed(1)} examples/sec, ${this.workers().length} workers, epoch eta ${formatSeconds((acc.seconds / acc.steps) * left)}`);
+          this.opts.progress(`epoch ${this.epoch + 1}/${epochs} step ${s + 1}/${perEpoch}: loss ${(acc.lossSum / acc.examples).toFixed(3)}, train acc ${(acc.correct / acc.examples).toFixed(3)}, ${(acc.examples / acc.seconds).toFixed(1)} examples/sec, ${plural(this.workers().length, 'worker')}, epoch eta ${formatSeconds((acc.seconds / acc.steps) * left)}`);
         }
         if (epochEnd) await this.endEpoch(false);
         else await this.afterStep?.(this);
@@ -1174,7 +1189,8 @@ export class Coordinator {
     return {
       model: this.run.model, modelHash: this.run.modelHash, paramCount: this.run.paramCount,
       config: { epochs: this.opts.epochs, batch: this.opts.batch, lr: this.run.lr, seed: this.opts.seed, maxSteps: this.opts.maxSteps ?? null },
-      step: this.step, epoch: this.epoch, version: this.version,
+      // 1-based, as every epoch a person reads (the header, the log lines).
+      step: this.step, epoch: Math.min(this.epoch + 1, this.opts.epochs), version: this.version,
       waitingForWorkers: this.workers().length === 0, waitingSince: this.workers().length === 0 ? this.waitingSince : null,
       history: this.history,
       workers: [...this.conns.values()].filter((c) => c.state !== CONN.hello).map((c) => ({
@@ -1229,9 +1245,3 @@ function f32(body: Uint8Array): Float32Array {
 }
 
 
-export function formatSeconds(s: number): string {
-  if (!Number.isFinite(s)) return '?';
-  if (s < 60) return `${s.toFixed(0)}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.round((s % 3600) / 60)).padStart(2, '0')}m`;
-}

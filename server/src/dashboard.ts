@@ -64,8 +64,12 @@ export class Dashboard {
   private heartbeat: NodeJS.Timeout | null = null;
   private lastFlush = 0;
   private readonly recentWallMs: number[] = [];
-  /** Bytes per connection id, kept after a worker leaves so that the total stays a total. */
-  private readonly bytesByConn = new Map<number, number>();
+  /**
+   * Bytes per connection still in the status table, and the bytes of those it has forgotten
+   * (it keeps the last 64 lost ones), so that the total stays a total in bounded memory.
+   */
+  private bytesByConn = new Map<number, number>();
+  private bytesForgotten = 0;
   private logFd: number | null = null;
   private closed = false;
   private readonly m;
@@ -238,7 +242,9 @@ export class Dashboard {
   private view(status = this.coord.status()): { header: RunHeader; workers: WorkerRow[] } {
     const c = this.coord;
     const workers = status.workers.map((w) => this.row(w));
-    for (const w of workers) this.bytesByConn.set(w.id, w.bytesIn + w.bytesOut);
+    const seen = new Map(workers.map((w) => [w.id, w.bytesIn + w.bytesOut]));
+    for (const [id, bytes] of this.bytesByConn) if (!seen.has(id)) this.bytesForgotten += bytes;
+    this.bytesByConn = seen;
     const live = workers.filter((w) => w.state !== WORKER_STATE.lost).length;
     const left = this.totalSteps() - c.step;
     const meanWall = this.recentWallMs.length ? this.recentWallMs.reduce((a, b) => a + b, 0) / this.recentWallMs.length : NaN;
@@ -249,7 +255,7 @@ export class Dashboard {
       state: c.state, reason: c.stateReason, step: c.step, totalSteps: this.totalSteps(), stepsPerEpoch: this.perEpoch(),
       epoch: Math.min(c.epoch + 1, c.opts.epochs), startedAt: c.startedAt, elapsedSec: (now - c.startedAt) / 1000,
       etaSec: moving && Number.isFinite(meanWall) ? (left * meanWall) / 1000 : null,
-      totalBytes: [...this.bytesByConn.values()].reduce((a, b) => a + b, 0),
+      totalBytes: this.bytesForgotten + [...seen.values()].reduce((a, b) => a + b, 0),
       line: this.d2lLine(live), control: this.control, now,
     };
     return { header, workers };
