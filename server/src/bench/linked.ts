@@ -100,6 +100,9 @@ export async function runInLab(lab: NetLab, host: HostOptions, n: number, worker
             const c = worker(url, i);
             const w = lab.spawnIn(lab.workers[i], c.cmd, c.args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
             w.stderr?.on('data', (d: Buffer) => errors.push(`worker ${i}: ${d.toString()}`));
+            // A worker that dies before the run ends would leave the coordinator waiting for it.
+            w.once('exit', (code, signal) => { if (code !== 0) fail(`worker ${i} (${lab.workers[i].ns}) exited (${signal ?? code}) before the run finished`); });
+            w.once('error', (e) => fail(`could not start worker ${i}: ${e.message}`));
             workers.push(w);
           }
         } else if (m.type === 'step') {

@@ -21,6 +21,7 @@ import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { getModel, paramLayout } from '@tabtrain/shared';
 import { planBytes, planSegments, type Compression } from '@tabtrain/shared/compress';
+import type { WorkerCosts } from '@tabtrain/shared/synthetic';
 import { Coordinator, DEFAULTS, type StepRecord } from '../coordinator';
 import { loadFashionMnist, type Dataset } from '../data';
 import { spawnWorker } from '../spawn-worker';
@@ -52,24 +53,10 @@ export interface ScaleoutOptions {
 
 export type WorkerCpu = 'real' | 'sleep';
 
-/**
- * A synthetic worker machine's CPU work, as shared/src/synthetic.ts measures it (its WorkerCosts;
- * the server package does not import the client's, so the shape the benchmark reads is here).
- */
-export interface WorkerCosts {
-  model: string;
-  compress: Compression;
-  weightsMsPerFloat: number;
-  encodeMs: number[];
-  decodeMs: number[];
-  applyMs: number;
-  hashMs: number;
-}
-
 /** The synthetic worker machine: shared/src/synthetic.ts run as a program. */
 const SYNTHETIC = 'shared/src/synthetic.ts';
 
-/** Measures, in a process of its own, the worker CPU work of one configuration (synthetic.ts measure). */
+/** Measures, in a fresh process of its own, the worker CPU work of one configuration (synthetic.ts measure). */
 function measureWorkerCosts(model: string, c: Compression): Promise<WorkerCosts> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, tsArgs(SYNTHETIC, ['measure', model, c.mode, String(c.rank)]), { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -133,6 +120,11 @@ export interface LinkFigures {
   machineBusy: number;
   /** The coordinator's CPU was ≥ 80% busy over the step: it, not the link, set the pace. */
   coordinatorCpuBound: boolean;
+  /**
+   * The machine's CPUs were ≥ 90% busy and the step ≥ 1.5× its serial floor: the processes of the
+   * run waited for CPU (this machine's cores are shared with every worker, and with other users).
+   */
+  machineCpuBound: boolean;
   /** CPU of all worker processes per step, summed (median): their network work, and whatever of theirs is not slept. */
   workersCpuMs: number;
   /** Coordinator log lines of workers that closed during the run (the row is flagged). */
@@ -192,6 +184,8 @@ export interface ScaleoutRun {
 
 /** A row whose coordinator was at least this busy is flagged: its CPU, not the link, was the limit. */
 export const CPU_BOUND_SHARE = 0.8;
+/** A row whose machine was at least this busy, and whose step was far from its floor, is flagged too. */
+export const MACHINE_BUSY = 0.9;
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length === 0 ? NaN : s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
@@ -304,7 +298,7 @@ export function linkLine(r: ScaleoutRun): string {
     `${r.examplesPerSec.toFixed(1)} examples/s${r.efficiency === null ? '' : `, efficiency ${(100 * r.efficiency).toFixed(0)}%`}; step ${k.stepMs.toFixed(0)} ms (median) against ` +
     `compute ${k.computeMs.toFixed(0)} ms, link ${k.linkBoundMs.toFixed(0)} ms (coordinator in ${k.coordinatorInMs.toFixed(0)} / out ${k.coordinatorOutMs.toFixed(0)}, busiest worker in ${k.workerInMs.toFixed(0)} / out ${k.workerOutMs.toFixed(0)}): ` +
     `${k.overBound.toFixed(2)}× the bound, ${k.overSerial.toFixed(2)}× compute + in + out; coordinator CPU ${k.coordinatorCpuMs.toFixed(0)} ms/step (${(100 * k.coordinatorCpuShare).toFixed(0)}%), workers ${k.workersCpuMs.toFixed(0)} ms/step, machine ${(100 * k.machineBusy).toFixed(0)}% busy` +
-    `${k.coordinatorCpuBound ? ' — COORDINATOR CPU-BOUND' : ''}${k.lost?.length ? ` — LOST ${k.lost.length} WORKER(S)` : ''}`;
+    `${k.coordinatorCpuBound ? ' — COORDINATOR CPU-BOUND' : ''}${k.machineCpuBound ? ' — MACHINE CPU-BOUND' : ''}${k.lost?.length ? ` — LOST ${k.lost.length} WORKER(S)` : ''}`;
 }
 
 async function runLinked(o: ScaleoutOptions, lab: NetLab, l: LinkConfig, probe: Probe, model: string, compress: Compression, scaling: Scaling, n: number, costs: WorkerCosts | null): Promise<ScaleoutRun> {
@@ -377,6 +371,7 @@ export function linkFigures(o: Pick<ScaleoutOptions, 'kind' | 'workerCpu'>, l: L
     linkBoundMs, boundMs, overBound: stepMs / boundMs, serialMs, overSerial: stepMs / serialMs,
     coordinatorCpuMs, coordinatorCpuShare: coordinatorCpuMs / stepMs, machineBusy: jiffies > 0 ? (last.machine.busy - first.machine.busy) / jiffies : NaN,
     coordinatorCpuBound: coordinatorCpuMs / stepMs >= CPU_BOUND_SHARE,
+    machineCpuBound: jiffies > 0 && (last.machine.busy - first.machine.busy) / jiffies >= MACHINE_BUSY && stepMs / serialMs >= 1.5,
     workersCpuMs: median(measured.map((m, i) => m.workersCpuMs - marks[i].workersCpuMs)),
   };
   const recs = measured.map((m) => m.rec);
