@@ -1,0 +1,222 @@
+// Membership: who the workers are, and whether their results are believed.
+//
+// Identity: a workerId is public (the status API shows it), so a claim to one counts only with
+// that worker's session secret (handed out once, in the welcome); without it the hello joins as a
+// new worker and displaces nobody. Trust: workers this process started (the local key) and, in a
+// run with --token, those presenting it are established; everyone else is on probation until
+// --probation K shards of each kind agreed with an established worker's; a worker caught lying is
+// untrusted for the rest of the run. It keeps the table of connections the status shows, the
+// lost ones pruned to the last MAX_LOST.
+//
+// It never sends shards, reads gradients or touches the weights.
+import { randomBytes } from 'node:crypto';
+import { CLOSE, PROTOCOL_VERSION, ProtocolError, type Hello, type RunInfo, type WorkerKind } from '@tabtrain/shared';
+import { LOCAL_KEY, sameSecret } from './secrets';
+import type { Peer } from './transport';
+
+/** A connection's state in the run. A closed one (peer.closed) shows as 'lost'. */
+export const CONN = {
+  /** Socket open, no valid hello yet. */
+  hello: 'hello',
+  /** Joined, no shard in hand. */
+  idle: 'idle',
+  /** Computing a shard. */
+  working: 'working',
+} as const;
+export type ConnState = (typeof CONN)[keyof typeof CONN];
+
+export type TaskKind = 'train' | 'eval';
+
+/**
+ * Whether a worker's results are believed, per kind of task: 'established'; on probation, with
+ * how many shards of each kind have been verified; or 'untrusted' (caught).
+ */
+export type Trust = { train: number; eval: number } | 'established' | 'untrusted';
+
+/** Lost connections kept for the status table: a stranger's 20,000 short connections must not grow it. */
+const MAX_LOST = 64;
+
+export interface Conn extends Peer {
+  state: ConnState;
+  workerId: string;
+  /** Its session secret (sent once, in the welcome): a reconnect presenting it is this worker again. */
+  session: string;
+  trust: Trust;
+  /** Why it was marked untrusted (status table, log). */
+  caught: string;
+  /** Started by this coordinator (it presented the local key): never spot-checked. */
+  local: boolean;
+  /** Its shadow copies handed out and not yet judged, per kind: probation never runs ahead of its verdicts. */
+  awaiting: Record<TaskKind, number>;
+  kind: WorkerKind;
+  backend: string;
+  adapter: Record<string, unknown> | null;
+  /** Weights version this worker holds (or will hold once queued frames arrive). */
+  version: number;
+  /** Measured train examples/s (EMA), used to size shards. 0 = unknown. */
+  speed: number;
+  shardSize: number;
+  computeMs: number;
+  uploadMs: number;
+  shardsDone: number;
+  joinedAt: number;
+  lostAt: number;
+  /** Live tensors and bytes on the worker's backend, as it last reported (flat across steps = no leak). */
+  tensors: number;
+  tensorBytes: number;
+  /** Full copies sent because its replica's hash differed, and the version of the last one. */
+  resyncs: number;
+  resyncVersion: number;
+  /** Deadlines this identity has missed: each doubles its next deadline while it has no measured speed. */
+  timeouts: number;
+}
+
+export interface Caught { id: number; workerId: string; remote: string; why: string; step: number; at: number }
+
+export interface MembershipOptions {
+  run: RunInfo;
+  token?: string;
+  /** --probation K (0 = everyone is established). */
+  probation: number;
+  /** fp32 gradients: train copies can be compared (error feedback makes compressed ones differ). */
+  fp32: boolean;
+  log: (line: string) => void;
+  /** Closes a connection with a named code (the transport's drop). */
+  drop: (c: Conn, code: number, why: string) => void;
+  /** Something the status shows changed (trust, the table). */
+  changed: () => void;
+}
+
+export class Membership {
+  readonly conns = new Map<number, Conn>();
+  /** Workers caught lying (the last 50), for the log, /api/status and the dashboard. */
+  readonly caught: Caught[] = [];
+
+  constructor(private readonly opts: MembershipOptions) {}
+
+  /** The record of a new socket, in its hello phase. */
+  open(peer: Peer): Conn {
+    const conn: Conn = {
+      ...peer, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, awaiting: { train: 0, eval: 0 },
+      kind: 'node', backend: '?', adapter: null, version: -1, speed: 0, shardSize: 0, computeMs: 0, uploadMs: 0, shardsDone: 0,
+      joinedAt: Date.now(), lostAt: 0, tensors: 0, tensorBytes: 0, resyncs: 0, resyncVersion: -1, timeouts: 0,
+    };
+    this.conns.set(conn.id, conn);
+    return conn;
+  }
+
+  /**
+   * Checks a hello and joins its sender: protocol, token, model, identity and trust. Returns the
+   * identity to put in the welcome and how it was established (for the log). Throws a ProtocolError.
+   */
+  join(conn: Conn, h: Hello): { workerId: string; how: string } {
+    if (h.protocol !== PROTOCOL_VERSION) throw new ProtocolError(CLOSE.protocolMismatch, `protocol ${h.protocol}, coordinator speaks ${PROTOCOL_VERSION}; reload the page or update the worker`);
+    const { token, run } = this.opts;
+    const tokenOk = token !== undefined && sameSecret(h.token, token);
+    if (token !== undefined && !tokenOk) throw new ProtocolError(CLOSE.unauthorized, 'missing or wrong token');
+    const theirs = h.modelHashes[run.model];
+    if (theirs !== run.modelHash) throw new ProtocolError(CLOSE.modelMismatch, `worker has ${run.model} as ${String(theirs).slice(0, 20)}, run needs ${run.modelHash}; update the worker`);
+    let workerId = h.workerId;
+    const prior = this.identity(h.workerId, conn);
+    let inherit: Conn | null = null;
+    if (prior) {
+      if (h.session !== undefined && sameSecret(h.session, prior.session)) {
+        if (prior.trust === 'untrusted') throw new ProtocolError(CLOSE.untrusted, `this worker's results were rejected earlier in this run: ${prior.caught}`);
+        inherit = prior;
+        if (!prior.closed) this.opts.drop(prior, CLOSE.replaced, 'the same worker connected again');
+      } else {
+        workerId = `${h.workerId.slice(0, 64)}~${randomBytes(4).toString('hex')}`;
+      }
+    }
+    const local = h.local !== undefined && sameSecret(h.local, LOCAL_KEY);
+    const trust: Trust = local || tokenOk || this.opts.probation === 0 ? 'established' : inherit ? inherit.trust : { train: 0, eval: 0 };
+    Object.assign(conn, {
+      state: CONN.idle, workerId, session: randomBytes(16).toString('hex'), trust, local, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
+      speed: inherit?.speed ?? 0, timeouts: inherit?.timeouts ?? 0,
+    });
+    const how = trust === 'established' ? (local ? 'started by this coordinator' : tokenOk ? 'token' : 'no probation') : inherit ? 'reconnected' : 'on probation';
+    return { workerId, how };
+  }
+
+  /** The latest joined (or lost) connection with this workerId, other than `self`. */
+  private identity(workerId: string, self: Conn): Conn | null {
+    let found: Conn | null = null;
+    for (const c of this.conns.values()) if (c !== self && c.state !== CONN.hello && c.workerId === workerId) found = c;
+    return found;
+  }
+
+  /** The connection closed: keep it for the table (and a reconnect), forget the oldest beyond MAX_LOST. */
+  lost(conn: Conn): void {
+    conn.lostAt = Date.now();
+    let lost = 0;
+    for (const c of this.conns.values()) if (c.closed) lost++;
+    for (const [id, c] of this.conns) {
+      if (lost <= MAX_LOST) break;
+      if (c.closed) { this.conns.delete(id); lost--; }
+    }
+  }
+
+  /** Joined workers with an open connection. */
+  workers(): Conn[] {
+    return [...this.conns.values()].filter((c) => !c.closed && c.state !== CONN.hello);
+  }
+
+  established(conn: Conn, kind: TaskKind): boolean {
+    if (conn.trust === 'established') return true;
+    if (conn.trust === 'untrusted') return false;
+    // Compressed runs fold each worker's own error feedback into its gradient, so two copies of a
+    // shard differ by more than any tolerance: train shards are not compared there (issue 14).
+    return (kind === 'train' && !this.opts.fp32) || conn.trust[kind] >= this.opts.probation;
+  }
+
+  /** Workers whose results a step may use: the established ones, or (when there is none yet) all, cross-checked. */
+  pool(kind: TaskKind): Conn[] {
+    const live = this.workers();
+    const est = live.filter((c) => this.established(c, kind));
+    return est.length ? est : live;
+  }
+
+  /** A shadow (or a cross-checked copy) of `conn` agreed with the trusted result. */
+  credit(conn: Conn, kind: TaskKind): void {
+    if (typeof conn.trust !== 'object') return;
+    const k = this.opts.probation;
+    conn.trust[kind]++;
+    if (conn.trust[kind] === k) this.opts.log(`worker #${conn.id} passed probation for ${kind} shards (${k} agreed with established workers' recomputation)`);
+    if (conn.trust.train >= k && conn.trust.eval >= k) conn.trust = 'established';
+    this.opts.changed();
+  }
+
+  /** A liar: refused for the rest of the run (its identity too), named in the log and the status. */
+  punish(conn: Conn, why: string, step: number): void {
+    if (conn.trust === 'untrusted') return;
+    conn.trust = 'untrusted';
+    conn.caught = why;
+    this.caught.push({ id: conn.id, workerId: conn.workerId, remote: conn.remote, why, step, at: Date.now() });
+    if (this.caught.length > 50) this.caught.shift();
+    this.opts.log(`worker #${conn.id} (${conn.remote}) caught: ${why}`);
+    this.opts.drop(conn, CLOSE.untrusted, why);
+  }
+
+  /** Shadows this worker may still be given: no more out than verdicts it still needs. */
+  shadowsLeft(conn: Conn, kind: TaskKind): number {
+    if (typeof conn.trust !== 'object') return 0;
+    return this.opts.probation - conn.trust[kind] - conn.awaiting[kind];
+  }
+
+  /** 'established', 'untrusted', or 'probation' with the verified shards of each kind. */
+  trustLabel(c: Conn): string {
+    if (typeof c.trust === 'string') return c.trust;
+    const k = this.opts.probation;
+    return `probation (train ${Math.min(c.trust.train, k)}/${k}, eval ${Math.min(c.trust.eval, k)}/${k})`;
+  }
+
+  /** The status table's rows: every joined connection still kept, lost ones included. */
+  rows() {
+    return [...this.conns.values()].filter((c) => c.state !== CONN.hello).map((c) => ({
+      id: c.id, workerId: c.workerId, kind: c.kind, backend: c.backend, adapter: c.adapter, remote: c.remote, state: c.closed ? 'lost' as const : c.state,
+      shardSize: c.shardSize, computeMs: c.computeMs, uploadMs: c.uploadMs, bytesIn: c.bytesIn, bytesOut: c.bytesOut,
+      examplesPerSec: c.speed, shardsDone: c.shardsDone, tensors: c.tensors, tensorBytes: c.tensorBytes, resyncs: c.resyncs,
+      trust: this.trustLabel(c), caught: c.caught || undefined,
+    }));
+  }
+}

@@ -1,0 +1,323 @@
+// The scheduler: the task queue of one step (or one evaluation) and the verdicts on it.
+//
+// One task per shard. A task is computed as one copy; as two that must agree (a cross-check while
+// nobody is established, a --verify-shards spot check, a recomputation of an implausible
+// gradient), with a third when two disagree; and, while a worker is on probation, as a shadow copy
+// that the step does not wait for and that is judged against the trusted result. The scheduler
+// decides who computes what next, how long they get, and whose copy counts.
+//
+// It never touches a socket, a timer or the sum: sending, deadlines and folding belong to the
+// coordinator, which calls in here and receives verdicts through the hooks.
+import { randomInt } from 'node:crypto';
+import { CLOSE, ProtocolError, type Gradient, type Result } from '@tabtrain/shared';
+import type { Split } from './data';
+import type { Conn, Membership, TaskKind } from './membership';
+import { NormMonitor, disagreement, type CopyEvidence } from './verify';
+
+/** One worker's computation of a task. */
+export interface Copy {
+  task: Task;
+  owner: Conn;
+  /** Gradient floats received so far (in order). */
+  received: number;
+  /** The gradient's frames as received (train), for comparison and, if buffered, for folding later. */
+  frames: { g: Gradient; body: Uint8Array }[];
+  /** Whether its frames go straight into the reducer (a task with one copy) or wait for a verdict. */
+  streamed: boolean;
+  /** A probation copy: compared with the trusted copy, never folded; the step does not wait for it. */
+  shadow: boolean;
+  /** Σ g² of its gradient, accumulated as frames arrive (fp32 runs): the plausibility check. */
+  normSq: number;
+  result: Result | null;
+}
+
+export interface Task {
+  kind: TaskKind;
+  step: number;
+  shard: number;
+  position: number;
+  count: number;
+  /** Example indices into the split. */
+  indices: Uint32Array;
+  split: Split;
+  /** Copies being computed. */
+  copies: Copy[];
+  /** Copies that finished and wait for a verdict (verified tasks). */
+  finished: Copy[];
+  /** How many agreeing copies the result needs: 1; 2 for a verified task; 3 once two disagreed. */
+  want: number;
+  /** Why it is verified, for the log: 'spot check', 'cross-check', 'norm'. */
+  why: string;
+  /** Probation copies that finished, waiting for the trusted result to be compared with. */
+  shadows: Copy[];
+  /** Whether a probation copy was handed out (one per task). */
+  shadowed: boolean;
+  /** A copy of it was lost (timeout, close): it goes to a measured worker if one can take it. */
+  retaken: boolean;
+  done: boolean;
+  result: Result | null;
+  /** The copy whose result counts; kept while a shadow may still compare with it. */
+  trusted: Copy | null;
+  /** The copy whose frames are in the reducer's sum (train). */
+  inReducer: Copy | null;
+  /** Connection that delivered the result, and when (performance.now()). */
+  doneBy: number | null;
+  doneAt: number;
+}
+
+export interface SchedulerOptions {
+  fp32: boolean;
+  /** --verify-shards F: the spot-check fraction. */
+  verifyShards: number;
+  probation: number;
+  /** Deadline settings (see deadlineFor). */
+  deadlineMs?: number;
+  minDeadlineMs: number;
+  firstDeadlineMs: number;
+  newcomerDeadlineMs: number;
+  log: (line: string) => void;
+  /** Puts copy c's frames into the sum as shard t.shard (taking out any other copy's first). */
+  fold: (t: Task, c: Copy) => void;
+}
+
+export class Scheduler {
+  /** The tasks of the step (or evaluation) in hand. */
+  tasks: Task[] = [];
+  /** Recent honest shards' gradient norms: the yardstick of the plausibility check. */
+  readonly norms = new NormMonitor();
+  /** The copy each worker is computing, and the last shard it returned (a second result is a duplicate). */
+  private readonly held = new Map<Conn, Copy>();
+  private readonly lastDone = new Map<Conn, { kind: TaskKind; step: number; shard: number }>();
+
+  constructor(private readonly opts: SchedulerOptions, private readonly members: Membership) {}
+
+  /**
+   * A task of the step in hand. It is verified (two copies that must agree) while no worker is
+   * established yet, or as a --verify-shards spot check when two established workers can take it.
+   */
+  newTask(kind: TaskKind, step: number, shard: number, position: number, count: number, indices: Uint32Array, split: Split): Task {
+    const live = this.members.workers();
+    const established = live.filter((c) => this.members.established(c, kind));
+    const est = established.length;
+    // Workers this coordinator started itself cannot lie; spot checks are for everyone else.
+    const remote = established.some((c) => !c.local);
+    const fraction = this.opts.verifyShards;
+    // Train copies can be compared only in fp32 runs (error feedback differs per worker).
+    const comparable = kind === 'eval' || this.opts.fp32;
+    let want = 1, why = '';
+    if (comparable && est === 0 && live.length >= 2 && this.opts.probation > 0) { want = 2; why = 'cross-check'; }
+    else if (comparable && est >= 2 && remote && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) { want = 2; why = 'spot check'; }
+    return {
+      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, retaken: false, want, why,
+      done: false, result: null, trusted: null, inReducer: null, doneBy: null, doneAt: 0,
+    };
+  }
+
+  allDone(): boolean {
+    return this.tasks.length > 0 && this.tasks.every((t) => t.done);
+  }
+
+  /** The copy `conn` is computing, if any. */
+  copyOf(conn: Conn): Copy | null {
+    return this.held.get(conn) ?? null;
+  }
+
+  /**
+   * What `conn` should compute next in step `step`: a copy a task still needs (established
+   * workers, or everyone while nobody is), else, on probation, a shadow of a task of this step.
+   * Never two copies of one task on one worker.
+   */
+  next(conn: Conn, step: number): { task: Task; shadow: boolean } | null {
+    const tasks = this.tasks;
+    if (!tasks.length || tasks[0].step !== step) return null;
+    const kind = tasks[0].kind;
+    const m = this.members;
+    const has = (t: Task) => [...t.copies, ...t.finished, ...t.shadows].some((c) => c.owner === conn);
+    const primary = m.established(conn, kind) || !m.workers().some((c) => m.established(c, kind));
+    if (primary) {
+      // A shard taken back from a worker (a silent newcomer, say) must not go to the next
+      // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
+      const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
+      const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured));
+      return t ? { task: t, shadow: false } : null;
+    }
+    // No more shadows out than verdicts still needed: a liar cannot run ahead of its probation.
+    if (m.shadowsLeft(conn, kind) <= 0) return null;
+    const t = tasks.find((x) => !x.shadowed && !has(x));
+    return t ? { task: t, shadow: true } : null;
+  }
+
+  /** Records that `conn` computes a copy of t. */
+  start(conn: Conn, t: Task, shadow: boolean): Copy {
+    const streamed = !shadow && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
+    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, normSq: 0, result: null };
+    t.copies.push(c);
+    if (shadow) { t.shadowed = true; conn.awaiting[t.kind]++; }
+    this.held.set(conn, c);
+    return c;
+  }
+
+  /** The copy this connection is computing for (step, shard, kind), or a named protocol error. */
+  owned(conn: Conn, step: number, shard: number, kind: TaskKind): Copy {
+    const c = this.held.get(conn);
+    if (c && c.task.step === step && c.task.shard === shard && c.task.kind === kind) return c;
+    const last = this.lastDone.get(conn);
+    const done = (last && last.step === step && last.shard === shard && last.kind === kind) || this.tasks.some((x) => x.step === step && x.shard === shard && x.kind === kind && x.done);
+    if (done) throw new ProtocolError(CLOSE.duplicate, `${kind} shard ${step}/${shard} is already done`);
+    throw new ProtocolError(CLOSE.notOwner, `${kind} shard ${step}/${shard} is not assigned to this worker`);
+  }
+
+  /** A copy's result arrived (checked by the caller): file it, and decide its task if it can be decided. */
+  finish(c: Copy, r: Result): void {
+    const t = c.task;
+    c.result = r;
+    this.held.delete(c.owner);
+    this.lastDone.set(c.owner, { kind: t.kind, step: t.step, shard: t.shard });
+    t.copies = t.copies.filter((x) => x !== c);
+    if (c.shadow) {
+      t.shadows.push(c);
+      if (t.trusted) this.judgeShadows(t);
+    } else {
+      t.finished.push(c);
+      this.decide(t);
+    }
+  }
+
+  /**
+   * `conn` is gone: its copy in hand is dropped (a shadow stops counting against its probation; a
+   * task's copy goes back to the queue). Returns the task whose frames the reducer must give back,
+   * if its copy was streaming into the sum.
+   */
+  lose(conn: Conn): { requeued: Task | null; revoke: Task | null } {
+    this.lastDone.delete(conn);
+    const c = this.held.get(conn);
+    if (!c) return { requeued: null, revoke: null };
+    this.held.delete(conn);
+    const t = c.task;
+    t.copies = t.copies.filter((x) => x !== c);
+    let revoke: Task | null = null;
+    if (t.inReducer === c && !t.done) { t.inReducer = null; revoke = t; }
+    if (c.shadow) { conn.awaiting[t.kind]--; return { requeued: null, revoke }; }
+    if (t.done) return { requeued: null, revoke };
+    t.retaken = true;
+    return { requeued: t, revoke };
+  }
+
+  /** A streamed copy's gradient turned out non-finite when folded: it no longer counts. Returns its owner. */
+  spoiled(shard: number): Conn | null {
+    const t = this.tasks.find((x) => x.kind === 'train' && x.shard === shard);
+    if (!t) return null;
+    const culprit = t.inReducer;
+    t.inReducer = null;
+    if (!culprit) return null;
+    t.finished = t.finished.filter((x) => x !== culprit);
+    if (t.trusted === culprit) Object.assign(t, { done: false, result: null, trusted: null, doneBy: null });
+    return culprit.owner;
+  }
+
+  /** What comparing a copy needs: its result and, in fp32 runs, its gradient. */
+  private evidence(c: Copy): CopyEvidence {
+    return { result: c.result!, gradient: c.task.kind === 'train' && this.opts.fp32 ? c.frames.map((f) => f32(f.body)) : undefined };
+  }
+
+  /**
+   * A task's verdict: two copies that agree make the result (a third is asked for when two
+   * disagree); a copy outside the agreeing pair came from a liar.
+   */
+  private decide(t: Task): void {
+    if (t.done) return;
+    const fin = t.finished;
+    if (t.want === 1 || (fin.length === 1 && this.members.pool(t.kind).length < 2 && t.copies.length === 0 && t.why !== 'norm')) {
+      // Nobody else can check it (a lone worker in an open run): its result is used unverified.
+      if (t.want > 1) this.opts.log(`shard ${t.step}/${t.shard}: no second worker to cross-check it; used unverified`);
+      return this.complete(t, fin[0], []);
+    }
+    if (fin.length < 2) return;
+    let agreeing: Copy[] = [];
+    const why = new Map<Copy, string>();
+    for (const a of fin) {
+      const group = fin.filter((b) => {
+        if (a === b) return true;
+        const d = disagreement(this.evidence(a), this.evidence(b));
+        if (d) why.set(b, d);
+        return d === null;
+      });
+      if (group.length > agreeing.length) agreeing = group;
+    }
+    if (agreeing.length >= 2) {
+      const liars = fin.filter((x) => !agreeing.includes(x));
+      return this.complete(t, agreeing[0], liars.map((x) => [x, why.get(x) ?? 'disagrees with the majority']));
+    }
+    if (fin.length === 2) {
+      t.want = 3;
+      this.opts.log(`shard ${t.step}/${t.shard}: two copies disagree (${disagreement(this.evidence(fin[0]), this.evidence(fin[1]))}); asking a third worker`);
+      return;
+    }
+    // Three copies, no two alike: nobody's result is believed; those not established are dropped.
+    this.opts.log(`shard ${t.step}/${t.shard}: three copies all disagree; computing it again`);
+    for (const x of fin) if (x.owner.trust !== 'established') this.members.punish(x.owner, `shard ${t.step}/${t.shard}: no two of three copies agreed`, t.step);
+    t.finished = [];
+    t.want = 2;
+  }
+
+  /** `c`'s result counts for task t: fold it (if it is not in the sum already), credit the agreeing, punish the liars. */
+  private complete(t: Task, c: Copy, liars: [Copy, string][]): void {
+    if (t.kind === 'train' && t.inReducer !== c) {
+      this.opts.fold(t, c);
+      t.inReducer = c;
+    }
+    Object.assign(t, { done: true, result: c.result, trusted: c, doneBy: c.owner.id, doneAt: performance.now() });
+    if (t.finished.length > 1) for (const x of t.finished) if (!liars.some(([l]) => l === x)) this.members.credit(x.owner, t.kind);
+    for (const [x, why] of liars) this.members.punish(x.owner, `${t.kind} shard ${t.step}/${t.shard} (${t.why}): ${why}`, t.step);
+    if (t.shadows.length) this.judgeShadows(t);
+  }
+
+  /** Compares the probation copies of a task with its trusted result. */
+  private judgeShadows(t: Task): void {
+    for (const s of t.shadows.splice(0)) {
+      s.owner.awaiting[t.kind]--;
+      const why = disagreement(this.evidence(s), this.evidence(t.trusted!));
+      if (why) this.members.punish(s.owner, `probation ${t.kind} shard ${t.step}/${t.shard}: ${why}`, t.step);
+      else this.members.credit(s.owner, t.kind);
+    }
+  }
+
+  /**
+   * Train tasks whose accepted gradient is implausible (fp32 runs; a task already recomputed for
+   * it is exempt), made verified tasks again: their copy waits for a second worker's to agree.
+   * Returns them, with why; the caller takes them out of the sum and runs the queue again.
+   */
+  recheckImplausible(tasks: Task[]): [Task, string][] {
+    if (!this.opts.fp32) return [];
+    const out: [Task, string][] = [];
+    for (const t of tasks) {
+      if (t.why === 'norm' || t.kind !== 'train') continue;
+      const why = this.norms.check(t.trusted!.normSq, t.count);
+      if (why && this.members.pool('train').length >= 2) out.push([t, why]);
+    }
+    for (const [t] of out) Object.assign(t, { done: false, result: null, inReducer: null, finished: [t.trusted!], trusted: null, want: 2, why: 'norm' });
+    return out;
+  }
+
+  /**
+   * A fixed --deadline-ms; else 5× the time this worker's measured speed predicts, never below
+   * the floor. A worker not yet measured gets 5× what the fleet's median worker would need (a
+   * silent newcomer must not hold a step for minutes), doubled for each deadline its identity
+   * already missed (an honest slow tab still gets through); before anyone is measured, the first
+   * deadline.
+   */
+  deadlineFor(conn: Conn, t: Task): number {
+    const o = this.opts;
+    if (o.deadlineMs) return o.deadlineMs;
+    if (conn.speed) return Math.max(o.minDeadlineMs, (5 * 1000 * t.count) / conn.speed);
+    const speeds = this.members.workers().map((c) => c.speed).filter((s) => s > 0).sort((a, b) => a - b);
+    if (!speeds.length) return o.firstDeadlineMs;
+    const median = speeds[speeds.length >> 1];
+    return Math.min(o.minDeadlineMs, Math.max(o.newcomerDeadlineMs, (5 * 1000 * t.count) / median)) * 2 ** Math.min(conn.timeouts, 4);
+  }
+}
+
+/** A fp32 view of an aligned body (bodies are aligned by the reducer's check). */
+export function f32(body: Uint8Array): Float32Array {
+  return new Float32Array(body.buffer, body.byteOffset, body.byteLength >> 2);
+}

@@ -1,0 +1,114 @@
+// The step's arithmetic and what it broadcasts: the weights (the only truth: every worker starts
+// from them), the streaming reducer that sums the shards' gradients in shard order, SGD, and the
+// frames that carry the result to the workers: the weights, encoded once per version, or in a
+// compressed run the encoded update (with the coordinator's own error feedback, so that every
+// replica applies the identical bits), plus the replica hash of every --verify-every'th version.
+//
+// It never sees a socket or a worker: the coordinator hands it gradient frames and sends what it
+// encodes.
+import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type ModelSpec } from '@tabtrain/shared';
+import { GradientEncoder, decodeInto, planSegments, updateFrame, type Compression } from '@tabtrain/shared/compress';
+import { StreamReducer } from './reducer';
+
+type Frames = { version: number; frames: Uint8Array[] };
+
+export class Step {
+  /** The only truth: every worker starts from these. */
+  readonly weights: Float32Array;
+  /** Number of SGD steps applied to the weights. */
+  version = 0;
+  /** Sums gradient segments in shard order as they arrive (reducer.ts). */
+  readonly reducer: StreamReducer;
+  /**
+   * Compressed runs: the step's gradient sum is encoded once more, with the coordinator's own error
+   * feedback, and that encoding is both what the coordinator applies and what it broadcasts, so
+   * every replica applies the identical update (decoded by the same code) and stays bit-equal.
+   */
+  private readonly downlink: GradientEncoder | null = null;
+  /** The decoded update of the last step (what SGD applied). */
+  private readonly applied: Float32Array | null = null;
+  private weightFrames: Frames | null = null;
+  private updateFrames: Frames | null = null;
+  private hashCache: { version: number; hash: string } | null = null;
+
+  constructor(spec: ModelSpec, seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void) {
+    const { params, total } = paramLayout(spec);
+    const plan = planSegments(params, total, compress);
+    // The weights (and a compressed run's decoded update) live beside the sum, for SIMD SGD.
+    this.reducer = new StreamReducer(plan, total, onBadShard, compress.mode === 'none' ? 1 : 2);
+    this.weights = this.reducer.regions[0];
+    this.weights.set(initParams(spec, seed));
+    if (compress.mode !== 'none') {
+      this.downlink = new GradientEncoder(plan, total, seed ^ 0x5eed);
+      this.applied = this.reducer.regions[1];
+    }
+  }
+
+  /**
+   * Applies the summed step (reducer.finish() first): w ← w − lr · Σ / batch, with the decoded
+   * update in compressed runs, then version + 1. Returns where the time went, in ms.
+   */
+  apply(lr: number, batch: number): { aggregateMs: number; applyMs: number; broadcastMs: number } {
+    const t1 = performance.now();
+    const sum = this.reducer.finish(); // already complete: segments were folded as they came
+    const t2 = performance.now();
+    if (this.downlink) this.encodeUpdate(sum, batch);
+    const t2b = performance.now();
+    this.reducer.sgd(this.weights, this.applied ?? sum, lr, batch);
+    this.version++;
+    const t3 = performance.now();
+    // fp32 runs broadcast the weights; compressed ones encode full weights only for a joiner.
+    if (!this.downlink) this.encodedWeights();
+    const t4 = performance.now();
+    return { aggregateMs: t2 - t1, applyMs: t3 - t2b, broadcastMs: t4 - t3 + (t2b - t2) };
+  }
+
+  /** What a worker holding `version` needs to be at the current one: nothing, the update, or the full weights. */
+  framesFor(version: number): Uint8Array[] {
+    if (version === this.version) return [];
+    // One version behind in a compressed run: the (small) update; otherwise the full weights.
+    if (version === this.version - 1 && this.updateFrames?.version === this.version) return this.updateFrames.frames;
+    return this.encodedWeights();
+  }
+
+  /** The weights as chunk frames, encoded once per version and shared by every worker. */
+  encodedWeights(): Uint8Array[] {
+    if (this.weightFrames?.version !== this.version) {
+      const total = this.weights.length;
+      const frames = chunkRanges(total).map(([o, e]) => encode({ type: MSG.weights, version: this.version, offset: o, total }, this.weights.subarray(o, e)));
+      this.weightFrames = { version: this.version, frames };
+    }
+    return this.weightFrames.frames;
+  }
+
+  /** The weights' replicaHash on every `every`-th version of a compressed run (computed once per version). */
+  checkHash(every: number): string | undefined {
+    if (!this.downlink || every <= 0 || this.version === 0 || this.version % every !== 0) return undefined;
+    if (this.hashCache?.version !== this.version) this.hashCache = { version: this.version, hash: replicaHash(this.weights) };
+    return this.hashCache.hash;
+  }
+
+  /**
+   * Compressed runs: encodes the gradient sum as version+1's update frames (one encode for every
+   * worker) and decodes them into `applied`, exactly as each worker will.
+   */
+  private encodeUpdate(sum: Float32Array, batch: number): void {
+    const version = this.version + 1;
+    const frames = this.downlink!.plan.map((s) => {
+      const { frame, body } = updateFrame(s, version, this.weights.length, batch);
+      this.downlink!.encode(s, sum, body);
+      if (!decodeInto(s, body, this.applied!)) throw new Error(`update of step ${version} decoded to NaN/Inf at segment ${s.index}`);
+      return frame;
+    });
+    this.updateFrames = { version, frames };
+  }
+
+  /** Continues from a checkpoint's weights at `version`. */
+  restore(weights: Float32Array, version: number): void {
+    if (weights.length !== this.weights.length) throw new Error(`checkpoint has ${weights.length} weights, model needs ${this.weights.length}`);
+    this.weights.set(weights);
+    this.version = version;
+    this.weightFrames = null;
+    this.updateFrames = null;
+  }
+}

@@ -1,0 +1,235 @@
+// The transport: HTTP and the WebSocket upgrade on one port (listener.ts: http and https), and
+// everything per socket before a message means anything: the flood limit, binary frames,
+// decoding and validation (protocol.ts), closing with a named code, heartbeats for idle peers
+// and the slow-reader watch.
+//
+// It owns the sockets and their timers. It never looks at what a validated message asks for
+// (its handler does), and never touches run state.
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES, ProtocolError, closeReason, decodeFrame, validate, type Message } from '@tabtrain/shared';
+import { badRequest, guarded, guardHttp, guardUpgrade, refuseUpgrade, requestPath } from './guard';
+import { createListener, type ListenerTls } from './listener';
+import { serveStatic } from './static';
+
+/** What the transport keeps per socket; the handler's own per-connection record extends it. */
+export interface Peer {
+  id: number;
+  ws: WebSocket;
+  remote: string;
+  bytesIn: number;
+  bytesOut: number;
+  /** Closed by us or by the peer: nothing more is read from it or sent to it. */
+  closed: boolean;
+  /** Pings sent while idle without a pong since. */
+  missedPongs: number;
+  /** Token bucket against floods: messages allowed now, refilled at FLOOD_RATE per second. */
+  tokens: number;
+  tokensAt: number;
+  /** When its send buffer was last seen non-empty and not shrinking (slow-reader watch), 0 = draining. */
+  stuckSince: number;
+  stuckBytes: number;
+}
+
+/** What the transport asks of whoever owns the connections (the coordinator). */
+export interface PeerHandler<P extends Peer> {
+  /** Makes the per-connection record for a new socket. */
+  open(peer: Peer): P;
+  /** A validated message; throwing a ProtocolError closes the peer with its code. */
+  message(p: P, msg: Message, body: Uint8Array): void;
+  /** The peer is closed (by us, `byUs`, or by it): give back what it held. Called once per peer. */
+  gone(p: P, code: number, reason: string, byUs: boolean): void;
+  /** Said hello; a peer that has not within helloTimeoutMs is closed. */
+  joined(p: P): boolean;
+  /** Holds no work: only idle peers are pinged (a computing worker's event loop may be blocked). */
+  idle(p: P): boolean;
+}
+
+/** An HTTP handler for the paths it knows; true when it answered. */
+export type Route = (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
+
+export interface TransportOptions {
+  port: number;
+  host: string;
+  tls?: ListenerTls;
+  staticDir?: string;
+  helloTimeoutMs: number;
+  heartbeatMs: number;
+  slowReaderMs: number;
+  log: (line: string) => void;
+}
+
+/** A legitimate worker sends ⌈P / CHUNK_FLOATS⌉ + 1 messages per shard (24 for AlexNet). */
+const FLOOD_RATE = 400;
+const FLOOD_BURST = 800;
+
+export class Transport<P extends Peer> {
+  private http: Server | null = null;
+  private wss: WebSocketServer | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private readonly live = new Set<P>();
+  private readonly routes: Route[] = [];
+  /** Sockets accepted so far (the next peer's id is this + 1). */
+  opened = 0;
+
+  constructor(private readonly opts: TransportOptions, private readonly handler: PeerHandler<P>) {}
+
+  /** HTTP handlers asked before the static files, in order (the dashboard adds its routes here). */
+  addRoutes(route: Route): void {
+    this.routes.push(route);
+  }
+
+  async listen(): Promise<number> {
+    const log = this.opts.log;
+    // http and https on one port (listener.ts): plain http when no certificate is given.
+    this.http = createListener(guardHttp(log, (req, res) => this.serveHttp(req, res)), this.opts.tls);
+    // Deliberate transport settings: frames are ≤ 8 MiB chunks, so maxPayload stays small (an
+    // oversized frame is refused with 1009 before it is buffered); permessage-deflate is off (it
+    // moved gradients at 26–38 MB/s); ws sets TCP_NODELAY on every socket it adopts, and bufferutil
+    // (a dependency) unmasks worker uploads natively (docs/BENCHMARKS.md §1).
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+    this.http.on('upgrade', guardUpgrade(log, (req, socket, head) => {
+      const path = requestPath(req.url);
+      if (path !== '/ws') return refuseUpgrade(socket, path === null ? 400 : 404, path === null ? 'the request target is not a path' : 'workers connect to /ws');
+      this.wss!.handleUpgrade(req, socket, head, (ws) => {
+        try {
+          this.accept(ws, req);
+        } catch (e) {
+          log(`accept: internal error ${(e as Error).message}`);
+          ws.terminate();
+        }
+      });
+    }));
+    await new Promise<void>((resolve, reject) => {
+      this.http!.once('error', reject);
+      this.http!.listen(this.opts.port, this.opts.host, () => resolve());
+    });
+    this.timers.push(setInterval(guarded(log, 'heartbeat', () => this.heartbeat()), this.opts.heartbeatMs));
+    this.timers.push(setInterval(guarded(log, 'slow-reader watch', () => this.watchDrain()), 1000));
+    for (const t of this.timers) t.unref();
+    const addr = this.http.address();
+    return typeof addr === 'object' && addr ? addr.port : this.opts.port;
+  }
+
+  private serveHttp(req: IncomingMessage, res: ServerResponse): void {
+    const path = requestPath(req.url);
+    if (path === null) return badRequest(res, `the request target ${JSON.stringify((req.url ?? '').slice(0, 60))} is not a path`);
+    for (const route of this.routes) if (route(req, res, path)) return;
+    if (path !== '/ws') return serveStatic(req, res, this.opts.staticDir);
+    res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' });
+    res.end('/ws is the workers\' WebSocket: connect with a WebSocket upgrade\n');
+  }
+
+  private accept(ws: WebSocket, req: IncomingMessage): void {
+    const p = this.handler.open({
+      id: ++this.opened, ws, remote: req.socket.remoteAddress ?? '?', bytesIn: 0, bytesOut: 0, closed: false,
+      missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), stuckSince: 0, stuckBytes: 0,
+    });
+    this.live.add(p);
+    const log = this.opts.log;
+    const fail = (e: Error) => this.drop(p, CLOSE.malformed, `internal: ${e.message}`);
+    const helloTimer = setTimeout(guarded(log, `worker #${p.id} hello timer`, () => {
+      if (!this.handler.joined(p)) this.drop(p, CLOSE.helloTimeout, `no hello within ${this.opts.helloTimeoutMs} ms`);
+    }, fail), this.opts.helloTimeoutMs);
+    ws.on('pong', () => { p.missedPongs = 0; });
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (p.closed) return;
+      p.bytesIn += data.byteLength;
+      try {
+        if (!takeToken(p)) throw new ProtocolError(CLOSE.flood, `more than ${FLOOD_RATE} messages/s`);
+        if (!isBinary) throw new ProtocolError(CLOSE.malformed, 'text frame; the protocol is binary');
+        const { header, body } = decodeFrame(data);
+        this.handler.message(p, validate(header), body);
+      } catch (e) {
+        try {
+          if (e instanceof ProtocolError) this.drop(p, e.code, e.message);
+          else fail(e as Error);
+        } catch (e2) {
+          log(`worker #${p.id}: could not close after an error: ${(e2 as Error).message}`);
+          ws.terminate();
+        }
+      }
+    });
+    ws.on('close', guarded(log, `worker #${p.id} close`, (code: number, reason: Buffer) => {
+      clearTimeout(helloTimer);
+      this.gone(p, code, reason.toString(), false);
+    }));
+    ws.on('error', guarded(log, `worker #${p.id} socket error`, (e: Error & { code?: string }) => {
+      // ws has already closed the socket (with 1009 for an oversized frame); name it in our log.
+      if (e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.drop(p, CLOSE.tooBig, `frame over ${MAX_FRAME_BYTES} bytes: ${e.message}`);
+      else this.drop(p, CLOSE.malformed, `socket error ${e.code ?? ''} ${e.message}`);
+    }, () => ws.terminate()));
+  }
+
+  send(p: P, frame: Uint8Array): void {
+    p.bytesOut += frame.byteLength;
+    p.ws.send(frame);
+  }
+
+  /** Closes a peer with a named code and a log line; the handler hears of it at once. */
+  drop(p: P, code: number, reason: string): void {
+    if (p.closed) return;
+    this.opts.log(`worker #${p.id} (${p.remote}) closed: ${CLOSE_NAMES[code] ?? code} (${code}) ${reason}`);
+    try {
+      p.ws.close(code, closeReason(reason));
+    } catch {
+      p.ws.terminate();
+    }
+    // A peer that never answers the close handshake must not hold its shard.
+    setTimeout(() => p.ws.terminate(), 2000).unref();
+    this.gone(p, code, reason, true);
+  }
+
+  private gone(p: P, code: number, reason: string, byUs: boolean): void {
+    if (p.closed) return;
+    p.closed = true;
+    this.live.delete(p);
+    this.handler.gone(p, code, reason, byUs);
+  }
+
+  /** Pings idle peers; one that missed two pongs is closed. */
+  private heartbeat(): void {
+    for (const p of this.live) {
+      if (!this.handler.joined(p) || !this.handler.idle(p)) { p.missedPongs = 0; continue; }
+      if (p.missedPongs >= 2) { this.drop(p, CLOSE.timeout, 'missed two heartbeats'); continue; }
+      p.missedPongs++;
+      p.ws.ping();
+    }
+  }
+
+  /**
+   * A peer whose send buffer holds bytes and has not shrunk for slowReaderMs does not read what
+   * we send it (a browser tab computing still reads: its socket lives on another thread).
+   */
+  private watchDrain(): void {
+    const now = Date.now();
+    for (const p of this.live) {
+      if (!this.handler.joined(p)) continue;
+      const queued = p.ws.bufferedAmount;
+      if (queued === 0 || queued < p.stuckBytes) { p.stuckSince = 0; p.stuckBytes = queued; continue; }
+      if (!p.stuckSince) { p.stuckSince = now; p.stuckBytes = queued; continue; }
+      if (now - p.stuckSince >= this.opts.slowReaderMs) this.drop(p, CLOSE.slowReader, `${queued} bytes sent to it unread for ${now - p.stuckSince} ms`);
+    }
+  }
+
+  /** Says goodbye to every peer with `code` and stops listening. */
+  async close(code: number, reason: string): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    for (const p of [...this.live]) {
+      p.ws.close(code, closeReason(reason));
+      this.gone(p, code, reason, true);
+    }
+    await new Promise<void>((r) => (this.wss ? this.wss.close(() => r()) : r()));
+    this.http?.closeAllConnections();
+    await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
+  }
+}
+
+function takeToken(p: Peer): boolean {
+  const now = Date.now();
+  p.tokens = Math.min(FLOOD_BURST, p.tokens + ((now - p.tokensAt) * FLOOD_RATE) / 1000);
+  p.tokensAt = now;
+  if (p.tokens < 1) return false;
+  p.tokens--;
+  return true;
+}
