@@ -1,0 +1,94 @@
+// The scheduler and membership without sockets: who computes which copy, probation shadows and
+// their verdicts, cross-checks, deadlines. The connection records are membership's own; the
+// scheduler never uses their socket, so none is opened.
+import { describe, expect, it } from 'vitest';
+import { CLOSE, PROTOCOL_VERSION, zooHashes, getModel, modelHash, paramLayout, type Result, type RunInfo } from '@tabtrain/shared';
+import { Membership, type Conn } from '../../server/src/membership';
+import { Scheduler, type Task } from '../../server/src/scheduler';
+import type { Split } from '../../server/src/data';
+
+const spec = getModel('alexnet-tiny');
+const run: RunInfo = { model: spec.name, modelHash: modelHash(spec), seed: 1, batch: 8, lr: 0.1, paramCount: paramLayout(spec).total };
+const split: Split = { images: new Uint8Array(0), labels: new Uint8Array(0), count: 0 };
+const DEADLINES = { minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000 };
+
+function setup(probation = 3) {
+  const dropped: [number, number, string][] = [];
+  const members = new Membership({ run, probation, fp32: true, log: () => {}, drop: (c, code, why) => { dropped.push([c.id, code, why]); c.closed = true; }, changed: () => {} });
+  const folded: [number, number][] = [];
+  const scheduler = new Scheduler({ fp32: true, verifyShards: 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
+  let id = 0;
+  const join = (opts: { token?: boolean } = {}): Conn => {
+    const c = members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, stuckSince: 0, stuckBytes: 0 });
+    members.join(c, { type: 'hello', protocol: PROTOCOL_VERSION, workerId: `w${id}`, kind: 'node', backend: 'test', adapter: null, modelHashes: zooHashes() });
+    if (opts.token) c.trust = 'established';
+    return c;
+  };
+  const evalTasks = (step: number, n: number): Task[] => Array.from({ length: n }, (_, k) => scheduler.newTask('eval', step, k, k * 4, 4, new Uint32Array(4), split));
+  const result = (t: Task, correct: number): Result => ({ type: 'result', task: t.kind, step: t.step, shard: t.shard, lossSum: 1, correct, count: t.count, timings: { computeMs: 1, encodeMs: 0, sendMs: 0 } });
+  /** `conn` takes its next copy and returns `correct` for it. */
+  const compute = (conn: Conn, step: number, correct: number) => {
+    const pick = scheduler.next(conn, step);
+    if (!pick) return null;
+    const copy = scheduler.start(conn, pick.task, pick.shadow);
+    scheduler.finish(copy, result(pick.task, correct));
+    return pick;
+  };
+  return { members, scheduler, dropped, folded, join, evalTasks, compute };
+}
+
+describe('scheduler', () => {
+  it('while nobody is established, two open workers compute every task and their agreement establishes them', () => {
+    const { members, scheduler, join, evalTasks, compute } = setup(2);
+    const a = join(), b = join();
+    scheduler.tasks = evalTasks(0, 2);
+    expect(scheduler.tasks.every((t) => t.want === 2 && t.why === 'cross-check')).toBe(true);
+    for (let i = 0; i < 2; i++) { expect(compute(a, 0, 3)!.shadow).toBe(false); expect(compute(b, 0, 3)!.shadow).toBe(false); }
+    expect(compute(a, 0, 3)).toBeNull(); // never two copies of one task on one worker
+    expect(scheduler.allDone()).toBe(true);
+    expect(a.trust).toEqual({ train: 0, eval: 2 });
+    expect(members.established(a, 'eval')).toBe(true);
+  });
+
+  it('a probation worker gets shadows only, no more than its probation, and a disagreeing one is closed untrusted', () => {
+    const { members, scheduler, dropped, join, evalTasks, compute } = setup(2);
+    const est = join({ token: true });
+    const newcomer = join();
+    scheduler.tasks = evalTasks(0, 4);
+    // The shadows wait for the established worker's verdicts: at most 2 handed out.
+    const s1 = scheduler.next(newcomer, 0)!;
+    expect(s1.shadow).toBe(true);
+    scheduler.finish(scheduler.start(newcomer, s1.task, true), { ...resultOf(s1.task), correct: 4 });
+    const s2 = scheduler.next(newcomer, 0)!;
+    scheduler.finish(scheduler.start(newcomer, s2.task, true), { ...resultOf(s2.task), correct: 4 });
+    expect(scheduler.next(newcomer, 0)).toBeNull();
+    expect(scheduler.allDone()).toBe(false); // the step never waits on shadows, nor counts them
+    // The established worker's honest results (1 correct of 4) disagree with the forged 4 of 4.
+    for (let i = 0; i < 4; i++) compute(est, 0, 1);
+    expect(scheduler.allDone()).toBe(true);
+    expect(newcomer.trust).toBe('untrusted');
+    expect(dropped).toEqual([[newcomer.id, CLOSE.untrusted, expect.stringContaining('probation eval shard 0/')]]);
+    expect(members.caught.map((c) => c.id)).toEqual([newcomer.id]);
+  });
+
+  it('a shard taken back goes to a measured worker, not to the next newcomer; deadlines follow the fleet', () => {
+    const { scheduler, join, evalTasks } = setup(0);
+    const fast = join(), silent = join(), fresh = join();
+    fast.speed = 100;
+    scheduler.tasks = evalTasks(0, 1);
+    const t = scheduler.tasks[0];
+    expect(scheduler.deadlineFor(silent, t)).toBe(10_000); // 5 × 4 examples at the median's 100/s = 200 ms, floor 10 s
+    scheduler.start(silent, t, false);
+    expect(scheduler.lose(silent).requeued).toBe(t);
+    silent.timeouts = 1;
+    expect(scheduler.deadlineFor(silent, t)).toBe(20_000); // doubled per missed deadline
+    expect(scheduler.next(fresh, 0)).toBeNull();
+    expect(scheduler.next(fast, 0)!.task).toBe(t);
+    fast.speed = 0;
+    expect(scheduler.deadlineFor(fresh, t)).toBe(120_000); // nobody measured yet: the first deadline
+  });
+});
+
+function resultOf(t: Task): Result {
+  return { type: 'result', task: t.kind, step: t.step, shard: t.shard, lossSum: 1, correct: 0, count: t.count, timings: { computeMs: 1, encodeMs: 0, sendMs: 0 } };
+}
