@@ -1,3 +1,5 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 // The suite starts real coordinators, workers and browsers: on a 2-core machine files run one
@@ -9,6 +11,8 @@ export default defineConfig({
     testTimeout: 300_000,
     hookTimeout: 120_000,
     reporters: ['verbose'],
+    // Every serve the tests start keeps its TLS certificate here, not in the user's ~/.tabtrain.
+    env: { TABTRAIN_STATE_DIR: join(tmpdir(), 'tabtrain-test-state') },
     // Builds client/dist for the browser tests when it is missing or stale.
     globalSetup: ['tests/helpers/build-client.ts'],
   },

@@ -20,8 +20,6 @@ import { ensurePageBuilt } from './page-build';
 import { plural } from './format';
 import { spawnWorker } from './spawn-worker';
 
-/** For tests/helpers/run.ts and bench/scaleout.ts, which import it from here; its home is spawn-worker.ts. */
-export { spawnWorker };
 
 function modelList(): string {
   return Object.values(MODELS)
@@ -118,7 +116,9 @@ Examples:
 `;
 
 /** A mistake on the command line or in its files: one line, exit 2. */
-export class UsageError extends Error {}
+import { UsageError } from './usage';
+
+export { UsageError };
 
 /** parseArgs reads `--lr -1` as two options ("ambiguous"): join a negative number to its flag. */
 export function joinNegativeValues(argv: string[], valued: Set<string>): string[] {

@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLOSE } from '@tabtrain/shared';
-import { spawnWorker } from '../../server/src/cli';
+import { spawnWorker } from '../../server/src/spawn-worker';
 import { Coordinator, DEFAULTS, type CoordinatorOptions } from '../../server/src/coordinator';
 import { loadFashionMnist, type Dataset } from '../../server/src/data';
 import type { PageSnapshot } from '../../client/src/page';

@@ -3,7 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import { Coordinator, DEFAULTS, type CoordinatorOptions, type Summary } from '../../server/src/coordinator';
 import { loadFashionMnist, type Dataset } from '../../server/src/data';
 import { Dashboard } from '../../server/src/dashboard';
-import { spawnWorker } from '../../server/src/cli';
+import { spawnWorker } from '../../server/src/spawn-worker';
 
 let dataset: Dataset | null = null;
 /** The real dataset, loaded once per test file. */

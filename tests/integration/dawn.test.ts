@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { kill, maxAbsDiff, startCoordinator, trainWith } from '../helpers/run';
-import { spawnWorker } from '../../server/src/cli';
+import { spawnWorker } from '../../server/src/spawn-worker';
 import { getModel, initParams } from '@tabtrain/shared';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { COMPRESS_MODES, DEFAULT_RANK, parseCompression, type CompressMode } from '@tabtrain/shared/compress';
 import { MODELS } from '@tabtrain/shared';
+import { UsageError } from '../usage';
 import { micro } from './micro';
 import { scaleout, type ComputeKind, type LinkConfig, type Scaling, type WorkerCpu } from './scaleout';
 import { linkMarkdown, linkSvg, scaleoutMarkdown, scaleoutSvg } from './report';
@@ -70,7 +71,7 @@ export function machine(): string {
 const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
 const ints = (s: string, name: string) => list(s).map((x) => {
   const n = Number(x);
-  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`--${name}: '${x}' is not a positive integer`);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${name}: '${x}' is not a positive integer`);
   return n;
 });
 
@@ -84,7 +85,7 @@ export async function bench(argv: string[]): Promise<void> {
       args: rest, strict: true,
       options: { model: { type: 'string', default: 'alexnet' }, shards: { type: 'string', default: '8' }, reps: { type: 'string', default: '5' }, compress: { type: 'string', default: COMPRESS_MODES.join(',') }, rank: { type: 'string', default: String(DEFAULT_RANK) }, 'no-ws': { type: 'boolean', default: false }, 'ws-reps': { type: 'string', default: '5' }, out: { type: 'string', default: 'bench/results' }, tag: { type: 'string', default: 'micro' } },
     });
-    if (!MODELS[v.model!]) throw new Error(`unknown model '${v.model}'`);
+    if (!MODELS[v.model!]) throw new UsageError(`unknown model '${v.model}'`);
     const modes = list(v.compress!).map((m) => parseCompression(m).mode as CompressMode);
     log(`tabtrain bench micro on ${machine()}; load average ${loadavg()[0].toFixed(2)}`);
     const result = await micro({ model: v.model!, shards: ints(v.shards!, 'shards')[0], reps: ints(v.reps!, 'reps')[0], modes, rank: ints(v.rank!, 'rank')[0], ws: !v['no-ws'], wsReps: ints(v['ws-reps']!, 'ws-reps')[0], log });
@@ -103,26 +104,26 @@ export async function bench(argv: string[]): Promise<void> {
       },
     });
     const kind = v.kind as ComputeKind;
-    if (kind !== 'synthetic' && kind !== 'real') throw new Error(`--kind must be synthetic or real, got '${v.kind}'`);
+    if (kind !== 'synthetic' && kind !== 'real') throw new UsageError(`--kind must be synthetic or real, got '${v.kind}'`);
     const models = list(v.models ?? (kind === 'synthetic' ? 'alexnet,vgg11' : 'alexnet-small'));
-    for (const m of models) if (!MODELS[m]) throw new Error(`unknown model '${m}'`);
+    for (const m of models) if (!MODELS[m]) throw new UsageError(`unknown model '${m}'`);
     const scaling = (v.scaling === 'both' ? ['strong', 'weak'] : list(v.scaling!)) as Scaling[];
-    for (const s of scaling) if (s !== 'strong' && s !== 'weak') throw new Error(`--scaling must be strong, weak or both, got '${s}'`);
+    for (const s of scaling) if (s !== 'strong' && s !== 'weak') throw new UsageError(`--scaling must be strong, weak or both, got '${s}'`);
     const ms = Number(v['ms-per-example']);
-    if (!(ms >= 0)) throw new Error(`--ms-per-example must be ≥ 0`);
+    if (!(ms >= 0)) throw new UsageError(`--ms-per-example must be ≥ 0`);
     const rank = ints(v.rank!, 'rank')[0];
     const rtt = Number(v.rtt);
-    if (!(rtt >= 0)) throw new Error(`--rtt must be a number of milliseconds ≥ 0, got '${v.rtt}'`);
+    if (!(rtt >= 0)) throw new UsageError(`--rtt must be a number of milliseconds ≥ 0, got '${v.rtt}'`);
     const links: LinkConfig[] | null = v.link === undefined ? null : list(v.link).map((r) => {
       const workerBits = parseRate(r);
       return { workerBits, coordinatorBits: v['coordinator-link'] ? parseRate(v['coordinator-link']) : workerBits, rttMs: rtt };
     });
-    if (!links && v['coordinator-link']) throw new Error('--coordinator-link needs --link');
+    if (!links && v['coordinator-link']) throw new UsageError('--coordinator-link needs --link');
     const workerCpu = (v['worker-cpu'] ?? (links ? 'sleep' : 'real')) as WorkerCpu;
-    if (workerCpu !== 'sleep' && workerCpu !== 'real') throw new Error(`--worker-cpu must be sleep or real, got '${v['worker-cpu']}'`);
+    if (workerCpu !== 'sleep' && workerCpu !== 'real') throw new UsageError(`--worker-cpu must be sleep or real, got '${v['worker-cpu']}'`);
     if (links) {
       const why = whyNoNamespaces();
-      if (why) throw new Error(`--link: ${why}.\n  For example: sudo bin/tabtrain bench scaleout --link ${v.link} --rtt ${rtt}`);
+      if (why) throw new UsageError(`--link: ${why}.\n  For example: sudo bin/tabtrain bench scaleout --link ${v.link} --rtt ${rtt}`);
     }
     const tag = v.tag ?? `scaleout-${kind}${links ? '-link' : ''}`;
     log(`tabtrain bench scaleout (${kind}) on ${machine()}; load average ${loadavg()[0].toFixed(2)}`);
@@ -145,7 +146,7 @@ export async function bench(argv: string[]): Promise<void> {
     }
     return;
   }
-  throw new Error(`unknown benchmark '${what}'; try: tabtrain bench --help`);
+  throw new UsageError(`unknown benchmark '${what}'; try: tabtrain bench --help`);
 }
 
 /** What in a run is real and what is a sleep: printed first, and kept in the results. */
