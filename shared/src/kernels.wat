@@ -2,10 +2,11 @@
 ;; compiles it with wabt into kernels.wasm.ts, which the coordinator, the Node worker and the page
 ;; load (simd.ts); tests/unit/simd.test.ts checks that the committed bytes are this file's.
 ;;
-;; Every kernel works on byte addresses into the one imported memory. There are two families: the
-;; coordinator's aggregation (add, check, sgd; simd.ts's SimdArena) and the fp16 and int8 codecs
-;; (compress.ts), further down. The aggregation kernels walk 64 bytes (16 floats) per iteration
-;; and leave the last < 16 floats to the caller.
+;; Every kernel works on byte addresses into the one imported memory. There are three families: the
+;; coordinator's aggregation (add, check, sgd; simd.ts's SimdArena), the fp16 and int8 codecs
+;; (compress.ts), further down, and PowerSGD's low-rank update (powersgd.ts), last. The
+;; aggregation kernels walk 64 bytes (16 floats) per iteration and leave the last < 16 floats to
+;; the caller.
 ;;
 ;;   add(dst, src, end) → 1 if every result is finite: f32 dst[i] += src[i] for dst ≤ i < end
 ;;   check(src, end)    → 1 if every float in [src, end) is finite
@@ -369,4 +370,82 @@
         (local.set $c (i32.add (local.get $c) (i32.const 16)))
         (local.set $dst (i32.add (local.get $dst) (i32.const 64)))
         (br $next))))
+
+  ;; ---- PowerSGD's low-rank update (powersgd.ts) ----
+  ;;
+  ;;   lowRankApply(w, rows, cols, p, ps, q, rank, k), for i < rows and j < cols:
+  ;;     f32 w[i][j] = fround(w[i][j] − k · d),  d = Σ_(l < rank) p[l][i] · q[l][j]
+  ;;   w: rows × cols f32, row-major; p[l][i]: the f32 at p + l·ps + 4i; q[l][j]: at q + 4(l·cols + j)
+  ;;
+  ;; d is summed in f64 in l order, starting from the l = 0 product, and rounded once on the store:
+  ;; powersgd.ts's plain loop, bit for bit. A product of two floats is exact in f64, and f64x2
+  ;; lanes add, multiply and subtract as JavaScript's doubles do (neither fuses a multiply into an
+  ;; add). Every replica applies the update through this kernel or that loop, so all stay bit-equal.
+  ;; Four columns a turn (two f64x2 accumulators); the last cols mod 4 one by one in scalar f64.
+  (func (export "lowRankApply") (param $w i32) (param $rows i32) (param $cols i32) (param $p i32) (param $ps i32) (param $q i32) (param $rank i32) (param $k f64)
+    (local $cb i32) (local $wEnd i32) (local $row i32) (local $rowEnd i32) (local $vecEnd i32) (local $x i32)
+    (local $qa i32) (local $pl i32) (local $ql i32) (local $l i32)
+    (local $K v128) (local $P v128) (local $Q v128) (local $lo v128) (local $hi v128) (local $W v128) (local $d f64)
+    (local.set $K (f64x2.splat (local.get $k)))
+    (local.set $cb (i32.shl (local.get $cols) (i32.const 2)))
+    (local.set $row (local.get $w))
+    (local.set $wEnd (i32.add (local.get $w) (i32.mul (local.get $rows) (local.get $cb))))
+    (block $rowsDone
+      (loop $nextRow
+        (br_if $rowsDone (i32.ge_u (local.get $row) (local.get $wEnd)))
+        (local.set $rowEnd (i32.add (local.get $row) (local.get $cb)))
+        (local.set $vecEnd (i32.add (local.get $row) (i32.and (local.get $cb) (i32.const -16))))
+        (local.set $x (local.get $row)) ;; w[i][j]
+        (local.set $qa (local.get $q)) ;; q[0][j]
+        (block $vecDone
+          (loop $nextVec
+            (br_if $vecDone (i32.ge_u (local.get $x) (local.get $vecEnd)))
+            (local.set $P (f64x2.splat (f64.promote_f32 (f32.load (local.get $p)))))
+            (local.set $Q (v128.load (local.get $qa)))
+            (local.set $lo (f64x2.mul (local.get $P) (f64x2.promote_low_f32x4 (local.get $Q))))
+            (local.set $hi (f64x2.mul (local.get $P) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $Q) (local.get $Q)))))
+            (local.set $pl (local.get $p))
+            (local.set $ql (local.get $qa))
+            (local.set $l (i32.const 1))
+            (block $termsDone
+              (loop $nextTerm
+                (br_if $termsDone (i32.ge_u (local.get $l) (local.get $rank)))
+                (local.set $pl (i32.add (local.get $pl) (local.get $ps)))
+                (local.set $ql (i32.add (local.get $ql) (local.get $cb)))
+                (local.set $P (f64x2.splat (f64.promote_f32 (f32.load (local.get $pl)))))
+                (local.set $Q (v128.load (local.get $ql)))
+                (local.set $lo (f64x2.add (local.get $lo) (f64x2.mul (local.get $P) (f64x2.promote_low_f32x4 (local.get $Q)))))
+                (local.set $hi (f64x2.add (local.get $hi) (f64x2.mul (local.get $P) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $Q) (local.get $Q))))))
+                (local.set $l (i32.add (local.get $l) (i32.const 1)))
+                (br $nextTerm)))
+            (local.set $W (v128.load (local.get $x)))
+            (v128.store (local.get $x)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+                (f32x4.demote_f64x2_zero (f64x2.sub (f64x2.promote_low_f32x4 (local.get $W)) (f64x2.mul (local.get $K) (local.get $lo))))
+                (f32x4.demote_f64x2_zero (f64x2.sub (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $W) (local.get $W))) (f64x2.mul (local.get $K) (local.get $hi))))))
+            (local.set $x (i32.add (local.get $x) (i32.const 16)))
+            (local.set $qa (i32.add (local.get $qa) (i32.const 16)))
+            (br $nextVec)))
+        (block $tailDone
+          (loop $nextTail
+            (br_if $tailDone (i32.ge_u (local.get $x) (local.get $rowEnd)))
+            (local.set $d (f64.mul (f64.promote_f32 (f32.load (local.get $p))) (f64.promote_f32 (f32.load (local.get $qa)))))
+            (local.set $pl (local.get $p))
+            (local.set $ql (local.get $qa))
+            (local.set $l (i32.const 1))
+            (block $tailTermsDone
+              (loop $nextTailTerm
+                (br_if $tailTermsDone (i32.ge_u (local.get $l) (local.get $rank)))
+                (local.set $pl (i32.add (local.get $pl) (local.get $ps)))
+                (local.set $ql (i32.add (local.get $ql) (local.get $cb)))
+                (local.set $d (f64.add (local.get $d) (f64.mul (f64.promote_f32 (f32.load (local.get $pl))) (f64.promote_f32 (f32.load (local.get $ql))))))
+                (local.set $l (i32.add (local.get $l) (i32.const 1)))
+                (br $nextTailTerm)))
+            (f32.store (local.get $x) (f32.demote_f64 (f64.sub (f64.promote_f32 (f32.load (local.get $x))) (f64.mul (local.get $k) (local.get $d)))))
+            (local.set $x (i32.add (local.get $x) (i32.const 4)))
+            (local.set $qa (i32.add (local.get $qa) (i32.const 4)))
+            (br $nextTail)))
+        (local.set $row (local.get $rowEnd))
+        (local.set $p (i32.add (local.get $p) (i32.const 4))) ;; p[0][i + 1]
+        (br $nextRow))))
 )

@@ -22,6 +22,8 @@ export interface Kernels {
   int8Fold(g: number, e: number, n: number): number;
   int8Codes(e: number, codes: number, n: number, scale: number, inv: number): void;
   int8Decode(codes: number, dst: number, n: number, scale: number): void;
+  // PowerSGD's update w −= k · P̂ Qᵀ over `rows` rows (powersgd.ts); any cols, rank ≥ 1.
+  lowRankApply(w: number, rows: number, cols: number, p: number, pStride: number, q: number, rank: number, k: number): void;
 }
 
 let compiled: WebAssembly.Module | null | undefined;

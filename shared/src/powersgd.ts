@@ -1,0 +1,395 @@
+// PowerSGD as its authors designed it (Vogels, Karimireddy, Jaggi, NeurIPS 2019): linear, in two
+// rounds, so that the coordinator only sums small factors and never decodes anything.
+//
+//   round 1  worker i:    M_i = its gradient sum + its error e_i;  sends P_i = M_i Q
+//            coordinator: ΣP_i in shard order (a plain fp32 fold), orthonormalised once → P̂
+//   round 2  worker i:    sends Q_i = M_iᵀ P̂;  keeps e_i ← M_i − P̂ Q_iᵀ
+//            coordinator: Q = ΣQ_i in shard order
+//   update   every replica: w ← w − lr/B · P̂ Qᵀ, with one deterministic kernel (bit-equal replicas)
+//
+// Linearity is the point: ΣP_i = (ΣM_i) Q and ΣQ_i = (ΣM_i)ᵀ P̂, so the step is PowerSGD of the
+// summed gradient whatever the split, up to the order of fp32 sums.
+//
+// The matrices. Every weight kernel is a matrix M [rows, cols] in its tfjs layout, as it already
+// lies in the flat vector: a conv kernel [kh, kw, in, out] is rows = kh·kw·in, cols = out, and a
+// dense kernel [in, out] is itself. That is PyTorch's out × (in·kh·kw) transposed with its rows
+// permuted, which changes neither the singular values nor what a rank-r approximation keeps, and
+// it costs no copy and no transpose on any backend. Biases and tensors too small to be worth it
+// travel as fp32 sums beside P.
+//
+// The wire vectors. Round 1's vector is every matrix's Pᵀ [rank, rows] (factor-major: a column
+// of P is contiguous), then every fp32 tensor; the coordinator sums it as one fp32 vector, then
+// orthonormalises the P parts in place: the round-1 broadcast has the same layout. Round 2's
+// vector is every matrix's Qᵀ [rank, cols]; its sum is the round-2 broadcast.
+//
+// Q's warm start. Step t + 1 starts from step t's broadcast Q = ΣQ_i, orthonormalised by every
+// replica with the same deterministic code (`nextQ`), so every worker multiplies by the same Q
+// bits, which linearity needs. A worker's own Q_i would differ between workers and break it.
+// Normalising changes no span (orth(MQ) = orth(MQR⁻¹)), but keeps P at the scale of M whatever
+// the number of workers or the gradient's size, and a column that vanished (a layer with a zero
+// gradient) is refilled from the seed instead of staying zero for the rest of the run.
+//
+// Pure code (no tfjs, no Node or DOM): the coordinator, the page and the Node worker run it.
+// client/src/powersgd-ops.ts is the worker's side on tfjs ops; PowerSgdWorker here is the same on
+// Float32Arrays, the reference the tests hold it to.
+import type { ParamInfo } from './models';
+import { mixSeed, rng } from './rng';
+import { instantiateKernels, kernelMemory, simdAvailable, type Kernels } from './simd';
+
+/** A weight kernel sent as rank-r factors. */
+export interface LowRankMatrix {
+  /** Index of the kernel in the model's params. */
+  param: number;
+  /** First float of the kernel in the flat parameter vector. */
+  offset: number;
+  rows: number;
+  cols: number;
+  /** Where its Pᵀ [rank, rows] starts in round 1's vector, and its Qᵀ [rank, cols] in round 2's. */
+  pAt: number;
+  qAt: number;
+}
+
+/** A parameter tensor that travels as its fp32 gradient sum (biases, tiny kernels). */
+export interface DenseTensor {
+  param: number;
+  offset: number;
+  count: number;
+  /** Where it starts in round 1's vector (after every P). */
+  at: number;
+}
+
+export interface PowerSgdPlan {
+  rank: number;
+  /** Floats in the flat parameter vector. */
+  total: number;
+  matrices: LowRankMatrix[];
+  dense: DenseTensor[];
+  /** Floats of round 1's vector (every Pᵀ, then every fp32 tensor) and of round 2's (every Qᵀ). */
+  round1Floats: number;
+  round2Floats: number;
+}
+
+/**
+ * A kernel is worth factoring when its factors are under half its floats (PyTorch's default
+ * min_compression_rate of 2): below that, the two extra round trips and the power iteration's
+ * error buy too little. It also implies rank < min(rows, cols) / 2.
+ */
+const MIN_COMPRESSION = 2;
+
+/** The plan of a run: every replica derives the same one from the model's layout and the rank. */
+export function powerSgdPlan(params: ParamInfo[], total: number, rank: number): PowerSgdPlan {
+  if (!Number.isSafeInteger(rank) || rank < 1) throw new Error(`PowerSGD rank must be a positive integer, got ${rank}`);
+  const matrices: LowRankMatrix[] = [];
+  const kept: number[] = [];
+  let pAt = 0, qAt = 0;
+  params.forEach((p, param) => {
+    const cols = p.shape[p.shape.length - 1];
+    const rows = p.size / cols;
+    if (p.role !== 'kernel' || p.shape.length < 2 || MIN_COMPRESSION * rank * (rows + cols) >= rows * cols) { kept.push(param); return; }
+    matrices.push({ param, offset: p.offset, rows, cols, pAt, qAt });
+    pAt += rank * rows;
+    qAt += rank * cols;
+  });
+  let at = pAt;
+  const dense = kept.map((param) => {
+    const d = { param, offset: params[param].offset, count: params[param].size, at };
+    at += d.count;
+    return d;
+  });
+  return { rank, total, matrices, dense, round1Floats: at, round2Floats: qAt };
+}
+
+/** Bodies per worker per step, in bytes: what goes up and comes down in each round. */
+export function powerSgdBytes(plan: PowerSgdPlan): { round1: number; round2: number; perStep: number } {
+  const round1 = 4 * plan.round1Floats, round2 = 4 * plan.round2Floats;
+  return { round1, round2, perStep: round1 + round2 };
+}
+
+// ---- orthonormalisation (the coordinator's P̂, every replica's warm-started Q) ----
+
+/** Seeds of the random columns: the first Q, and refills of vanished columns of P̂ and of Q. */
+const SEED_Q0 = 0x9053d0, SEED_FILL_P = 0x9053d1, SEED_FILL_Q = 0x9053d2;
+/**
+ * A column is refilled when projecting out the columns before it leaves less than this fraction of
+ * its norm: it was (numerically) a combination of them, or zero. fp32 rounding noise (~1e-7) stays:
+ * normalised, it is as good a direction as any, and re-orthogonalisation keeps it orthogonal.
+ */
+const VANISHED = 1e-9;
+
+/**
+ * Orthonormalises, in place, the `rank` columns of a factor stored factor-major at f[at ..]
+ * (column k is f[at + k·rows ..], `rows` long): modified Gram–Schmidt in double precision, each
+ * column projected twice ("twice is enough": orthogonal to ~1e-16 even when nearly dependent),
+ * rounded to fp32 once at the end. A column that vanishes (zero, or dependent on the columns
+ * before it) is replaced by a random one drawn from `fillSeed` and orthogonalised the same way, so
+ * the result always has `rank` orthonormal columns. Only +, −, ×, ÷ and √ on doubles: every
+ * JavaScript engine gives the same bits. Returns how many columns were refilled.
+ */
+export function orthonormalise(f: Float32Array, at: number, rows: number, rank: number, fillSeed: number): number {
+  const p = Float64Array.from(f.subarray(at, at + rank * rows));
+  let refilled = 0;
+  for (let k = 0; k < rank; k++) {
+    const c = p.subarray(k * rows, (k + 1) * rows);
+    const before = norm(c);
+    project(p, c, k, rows);
+    let after = norm(c);
+    if (!(after > VANISHED * before)) {
+      const next = rng(mixSeed(fillSeed, k));
+      for (let i = 0; i < rows; i++) c[i] = 2 * next() - 1;
+      project(p, c, k, rows);
+      after = norm(c);
+      refilled++;
+    }
+    const inv = 1 / after;
+    for (let i = 0; i < rows; i++) c[i] *= inv;
+  }
+  f.set(p, at);
+  return refilled;
+}
+
+/**
+ * Removes from column c its components along columns 0..k−1 of p (already orthonormal), twice: one
+ * pass of MGS leaves up to ε/VANISHED ≈ 1e-7 of non-orthogonality in a nearly dependent column, the
+ * size of fp32's rounding; after the second the result's orthogonality is set by that rounding alone.
+ */
+function project(p: Float64Array, c: Float64Array, k: number, rows: number): void {
+  for (let pass = 0; pass < 2; pass++) {
+    for (let l = 0; l < k; l++) {
+      const o = l * rows;
+      let dot = 0;
+      for (let i = 0; i < rows; i++) dot += c[i] * p[o + i];
+      for (let i = 0; i < rows; i++) c[i] -= dot * p[o + i];
+    }
+  }
+}
+
+function norm(c: Float64Array): number {
+  let s = 0;
+  for (let i = 0; i < c.length; i++) s += c[i] * c[i];
+  return Math.sqrt(s);
+}
+
+/**
+ * The coordinator, after round 1's fold: orthonormalises every P in the summed round-1 vector, in
+ * place. What remains is the round-1 broadcast (P̂ and the fp32 tensors' sums).
+ */
+export function orthonormaliseRound1(plan: PowerSgdPlan, sum: Float32Array, seed: number, step: number): void {
+  checkLength('round-1 sum', sum, plan.round1Floats);
+  plan.matrices.forEach((m, i) => orthonormalise(sum, m.pAt, m.rows, plan.rank, mixSeed(seed, SEED_FILL_P, step, i)));
+}
+
+/** The Q every replica multiplies by in the run's first step: seeded by the run seed only. */
+export function initialQ(plan: PowerSgdPlan, seed: number): Float32Array {
+  const q = new Float32Array(plan.round2Floats);
+  plan.matrices.forEach((m, i) => {
+    // Uniform, not Gaussian: Box–Muller's log and cos are not the same bits in every engine.
+    const next = rng(mixSeed(seed, SEED_Q0, i));
+    for (let j = m.qAt; j < m.qAt + plan.rank * m.cols; j++) q[j] = 2 * next() - 1;
+    orthonormalise(q, m.qAt, m.cols, plan.rank, mixSeed(seed, SEED_FILL_Q, 0, i));
+  });
+  return q;
+}
+
+/** The Q of step `step`, warm-started from the round-2 broadcast of step − 1 (ΣQ_i), orthonormalised. */
+export function nextQ(plan: PowerSgdPlan, round2Sum: Float32Array, seed: number, step: number): Float32Array {
+  checkLength('round-2 sum', round2Sum, plan.round2Floats);
+  const q = round2Sum.slice();
+  plan.matrices.forEach((m, i) => orthonormalise(q, m.qAt, m.cols, plan.rank, mixSeed(seed, SEED_FILL_Q, step, i)));
+  return q;
+}
+
+// ---- the update, bit for bit on every replica ----
+
+/**
+ * w ← w − lr/batch · P̂ Qᵀ for one matrix, on the flat weights: for each weight,
+ * d = Σ_k P̂[k][i] · Q[k][j] summed in double in k order from the k = 0 product, then
+ * w = fround(w − (lr/batch) · d), rounded once. The plain loop; the kernel is the same bits.
+ */
+export function applyLowRank(w: Float32Array, m: LowRankMatrix, rank: number, pHat: Float32Array, q: Float32Array, lr: number, batch: number): void {
+  const { offset, rows, cols, pAt, qAt } = m;
+  const scale = lr / batch;
+  const d = new Float64Array(cols);
+  for (let i = 0; i < rows; i++) {
+    const p0 = pHat[pAt + i];
+    for (let j = 0; j < cols; j++) d[j] = p0 * q[qAt + j];
+    for (let k = 1; k < rank; k++) {
+      const pk = pHat[pAt + k * rows + i], qk = qAt + k * cols;
+      for (let j = 0; j < cols; j++) d[j] += pk * q[qk + j];
+    }
+    const row = offset + i * cols;
+    for (let j = 0; j < cols; j++) w[row + j] -= scale * d[j];
+  }
+}
+
+/**
+ * A step's whole update on the flat weights: the fp32 tensors by plain SGD on their summed
+ * gradient (sgdStep's arithmetic), every matrix by its low-rank product. `round1` is the round-1
+ * broadcast (P̂ and the fp32 sums), `round2` the round-2 broadcast (Q). Runs the SIMD kernel where
+ * WebAssembly SIMD exists, the plain loop elsewhere: the same bits either way.
+ */
+export function applyPowerSgd(plan: PowerSgdPlan, w: Float32Array, round1: Float32Array, round2: Float32Array, lr: number, batch: number, kernel: LowRankKernel | null = LowRankKernel.shared(plan)): void {
+  checkLength('weights', w, plan.total);
+  checkLength('round-1 broadcast', round1, plan.round1Floats);
+  checkLength('round-2 broadcast', round2, plan.round2Floats);
+  const scale = lr / batch;
+  for (const t of plan.dense) for (let j = 0; j < t.count; j++) w[t.offset + j] -= scale * round1[t.at + j];
+  for (const m of plan.matrices) {
+    if (kernel) kernel.apply(w, m, round1, round2, lr, batch);
+    else applyLowRank(w, m, plan.rank, round1, round2, lr, batch);
+  }
+}
+
+/**
+ * applyLowRank as a WebAssembly SIMD kernel (kernels.wat, lowRankApply). The weights are not in
+ * the kernel's memory, so they pass through it a block of rows at a time (small enough to stay in
+ * the CPU's cache between the copy and the kernel), with the block's P̂ rows beside them and the
+ * matrix's Qᵀ, which is small (rank · cols floats).
+ */
+export class LowRankKernel {
+  private static cache: { plan: PowerSgdPlan; kernel: LowRankKernel | null } | null = null;
+  private readonly k: Kernels;
+  private readonly f32: Float32Array;
+  private readonly pAt: number;
+  private readonly wAt: number;
+
+  /** The kernel for `plan` (one per process or page, rebuilt when the plan changes); null without SIMD. */
+  static shared(plan: PowerSgdPlan): LowRankKernel | null {
+    if (LowRankKernel.cache?.plan !== plan) LowRankKernel.cache = { plan, kernel: simdAvailable() ? new LowRankKernel(plan) : null };
+    return LowRankKernel.cache.kernel;
+  }
+
+  constructor(private readonly plan: PowerSgdPlan) {
+    const maxCols = Math.max(1, ...plan.matrices.map((m) => m.cols));
+    // Floats, in order: Qᵀ [rank, maxCols] | a block's P̂ᵀ [rank, BLOCK_ROWS max] | a block of weights.
+    this.pAt = align4(plan.rank * maxCols);
+    this.wAt = this.pAt + align4(plan.rank * Math.max(1, ...plan.matrices.map((m) => blockRows(m.cols))));
+    const floats = this.wAt + Math.max(BLOCK_FLOATS, maxCols);
+    const mem = kernelMemory(4 * floats);
+    const k = instantiateKernels(mem);
+    if (!k) throw new Error('WebAssembly SIMD is not available here');
+    this.k = k;
+    this.f32 = new Float32Array(mem.buffer, 0, floats);
+  }
+
+  apply(w: Float32Array, m: LowRankMatrix, pHat: Float32Array, q: Float32Array, lr: number, batch: number): void {
+    const { rank } = this.plan;
+    const { offset, rows, cols, pAt, qAt } = m;
+    const f = this.f32;
+    const nb = blockRows(cols);
+    f.set(q.subarray(qAt, qAt + rank * cols), 0);
+    for (let i0 = 0; i0 < rows; i0 += nb) {
+      const n = Math.min(nb, rows - i0);
+      for (let k = 0; k < rank; k++) f.set(pHat.subarray(pAt + k * rows + i0, pAt + k * rows + i0 + n), this.pAt + k * nb);
+      const from = offset + i0 * cols, to = from + n * cols;
+      f.set(w.subarray(from, to), this.wAt);
+      this.k.lowRankApply(4 * this.wAt, n, cols, 4 * this.pAt, 4 * nb, 0, rank, lr / batch);
+      w.set(f.subarray(this.wAt, this.wAt + n * cols), from);
+    }
+  }
+}
+
+/** Weights per block through the kernel: 256 KiB, which stays in L2 between copy and kernel. */
+const BLOCK_FLOATS = 65536;
+const blockRows = (cols: number) => Math.max(1, Math.floor(BLOCK_FLOATS / cols));
+const align4 = (n: number) => (n + 3) & ~3;
+
+function checkLength(what: string, v: Float32Array, n: number): void {
+  if (v.length !== n) throw new Error(`PowerSGD: ${what} has ${v.length} floats, the plan needs ${n}`);
+}
+
+// ---- the worker's rounds, on Float32Arrays (the reference for client/src/powersgd-ops.ts) ----
+
+/**
+ * One worker's PowerSGD state: the step's Q, its error feedback e, and the matrices M of the
+ * shards it holds between the two rounds (a shard is keyed by its id).
+ *
+ * The error is folded into the first shard whose round 1 runs after the last round 2 (`carried`),
+ * so a worker with several shards in a step sends it once. Each round 2 adds that shard's residual
+ * M − P̂ Q_iᵀ (with the worker's own Q_i: the part of its M that the shared P̂ did not carry) to e.
+ * A shard given round 2 without round 1 (taken over from a lost worker after P̂ was made) starts
+ * from its bare gradient: the lost worker's error went with it.
+ */
+export class PowerSgdWorker {
+  /** e, per float of the flat vector (only the matrices' floats are used). */
+  readonly error: Float32Array;
+  private q: Float32Array;
+  /** Whether e holds error that no held M has taken in yet. */
+  private carried = false;
+  private readonly held = new Map<number, Float32Array>();
+
+  constructor(readonly plan: PowerSgdPlan, q: Float32Array) {
+    this.error = new Float32Array(plan.total);
+    this.q = q.slice();
+  }
+
+  /** The step's Q: initialQ for the first step, nextQ of the last round-2 broadcast after. */
+  setQ(q: Float32Array): void {
+    checkLength('Q', q, this.plan.round2Floats);
+    this.q = q.slice();
+  }
+
+  /** Round 1 of `shard`: keeps M = grad (+ e), writes Pᵀ = (M Q)ᵀ and the fp32 tensors' gradients into out. */
+  round1(shard: number, grad: Float32Array, out: Float32Array): void {
+    const { plan } = this;
+    checkLength('gradient', grad, plan.total);
+    checkLength('round-1 vector', out, plan.round1Floats);
+    const M = new Float32Array(plan.total);
+    for (const m of plan.matrices) {
+      const { offset, rows, cols, pAt, qAt } = m;
+      for (let x = offset; x < offset + rows * cols; x++) M[x] = this.carried ? grad[x] + this.error[x] : grad[x];
+      for (let k = 0; k < plan.rank; k++) {
+        const qk = qAt + k * cols;
+        for (let i = 0; i < rows; i++) {
+          const row = offset + i * cols;
+          let d = 0;
+          for (let j = 0; j < cols; j++) d += M[row + j] * this.q[qk + j];
+          out[pAt + k * rows + i] = d;
+        }
+      }
+    }
+    for (const t of plan.dense) out.set(grad.subarray(t.offset, t.offset + t.count), t.at);
+    this.carried = false;
+    this.held.set(shard, M);
+  }
+
+  /**
+   * Round 2 of `shard`: writes Q_iᵀ = (Mᵀ P̂)ᵀ into out and adds M − P̂ Q_iᵀ to e. `round1` is the
+   * round-1 broadcast. `grad` is for a shard whose round 1 this worker did not run.
+   */
+  round2(shard: number, round1: Float32Array, out: Float32Array, grad?: Float32Array): void {
+    const { plan } = this;
+    checkLength('round-1 broadcast', round1, plan.round1Floats);
+    checkLength('round-2 vector', out, plan.round2Floats);
+    const M = this.held.get(shard) ?? grad;
+    if (!M) throw new Error(`PowerSGD: round 2 of shard ${shard} without its round 1 or its gradient`);
+    checkLength('gradient', M, plan.total);
+    for (const m of plan.matrices) {
+      const { offset, rows, cols, pAt, qAt } = m;
+      const d = new Float64Array(cols);
+      for (let k = 0; k < plan.rank; k++) {
+        d.fill(0);
+        for (let i = 0; i < rows; i++) {
+          const p = round1[pAt + k * rows + i], row = offset + i * cols;
+          for (let j = 0; j < cols; j++) d[j] += p * M[row + j];
+        }
+        out.set(d, qAt + k * cols);
+      }
+      for (let i = 0; i < rows; i++) {
+        const row = offset + i * cols;
+        for (let j = 0; j < cols; j++) {
+          let a = 0;
+          for (let k = 0; k < plan.rank; k++) a += round1[pAt + k * rows + i] * out[qAt + k * cols + j];
+          const r = M[row + j] - a;
+          this.error[row + j] = this.carried ? this.error[row + j] + r : r;
+        }
+      }
+    }
+    this.carried = true;
+    this.held.delete(shard);
+  }
+
+  /** Forgets a held shard that was taken away before its round 2 (its error share is lost). */
+  abandon(shard: number): void {
+    this.held.delete(shard);
+  }
+}
