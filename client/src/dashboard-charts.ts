@@ -1,8 +1,10 @@
 // The dashboard's three charts, drawn by uPlot: d2l's Animator curves, examples/s over time, and
-// the per-step timeline of where the wall time went. Each chart follows its box's width.
+// the per-step timeline of where the wall time went. Each chart follows its box's width (a
+// ResizeObserver: the window's resizes and the layout's). The step curves are drawn twice, raw and
+// faint behind, and smoothed by the page's slider (TensorBoard's exponential moving average).
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import { PHASES, curveData, speedData, timelineData, type RunView } from './dashboard-model';
+import { PHASES, SMOOTHING, curveData, speedData, timelineData, type RunView } from './dashboard-model';
 
 // d2l's Animator draws train loss 'b-', train acc 'm--', test acc 'g-.' (matplotlib's defaults).
 const BLUE = '#1f77b4';
@@ -17,7 +19,7 @@ function axisColor(): string {
 }
 
 function heightFor(width: number): number {
-  return Math.round(Math.min(280, Math.max(180, width * 0.55)));
+  return Math.round(Math.min(320, Math.max(180, width * 0.55)));
 }
 
 export class Charts {
@@ -26,6 +28,9 @@ export class Charts {
   readonly timeline: uPlot;
   /** Each phase's own ms for the timeline's legend (its series hold running sums). */
   private parts: number[][] = PHASES.map(() => []);
+  private view: RunView | null = null;
+  /** The smoothing slider's weight: 0 draws the raw curve, 0.99 a very smooth one. */
+  smoothing: number = SMOOTHING.default;
 
   constructor(curvesEl: HTMLElement, speedEl: HTMLElement, timelineEl: HTMLElement) {
     const stroke = axisColor();
@@ -39,23 +44,26 @@ export class Charts {
       axes: [axis('epoch'), axis('loss', { scale: 'loss' }), axis('accuracy', { scale: 'acc', side: 1, grid: { show: false } })],
       series: [
         { label: 'epoch', value: fixed(2) },
-        { label: 'step loss', scale: 'loss', stroke: `${BLUE}66`, width: 1, points: { show: false }, value: fixed(3) },
+        { label: 'step loss', scale: 'loss', stroke: `${BLUE}40`, width: 1, points: { show: false }, value: fixed(3) },
+        { label: 'step loss (smoothed)', scale: 'loss', stroke: `${BLUE}b0`, width: 1.5, points: { show: false }, value: fixed(3) },
+        // The epoch's running means, several times an epoch, as d2l's Animator draws them.
         { label: 'train loss', scale: 'loss', stroke: BLUE, width: 2, spanGaps: true, points: { show: true, size: 6 }, value: fixed(3) },
         { label: 'train acc', scale: 'acc', stroke: MAGENTA, width: 2, dash: [8, 4], spanGaps: true, points: { show: true, size: 6 }, value: fixed(3) },
         { label: 'test acc', scale: 'acc', stroke: GREEN, width: 2, dash: [8, 3, 2, 3], spanGaps: true, points: { show: true, size: 6 }, value: fixed(3) },
       ],
-    }, [[], [], [], [], []], curvesEl);
+    }, [[], [], [], [], [], []], curvesEl);
 
     this.speed = new uPlot({
       ...size(speedEl),
       scales: { x: { time: false }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
-      axes: [axis('seconds'), axis('examples/s')],
+      axes: [axis('seconds of the run'), axis('examples/s')],
       series: [
         { label: 's', value: fixed(1) },
-        { label: 'per step', stroke: `${BLUE}55`, width: 1, points: { show: false }, value: fixed(1) },
-        { label: '20-step average', stroke: BLUE, width: 2, points: { show: false }, value: fixed(1) },
+        { label: 'per step', stroke: `${BLUE}40`, width: 1, points: { show: false }, value: fixed(1) },
+        { label: 'per step (smoothed)', stroke: BLUE, width: 2, points: { show: false }, value: fixed(1) },
+        { label: 'epoch (d2l)', stroke: GREEN, width: 2, dash: [8, 3, 2, 3], spanGaps: true, points: { show: true, size: 6 }, value: fixed(1) },
       ],
-    }, [[], [], []], speedEl);
+    }, [[], [], [], []], speedEl);
 
     // uPlot stacks nothing itself: series hold running sums, drawn tallest first so that each
     // shorter bar covers the one below it; the legend shows each phase's own ms.
@@ -81,12 +89,31 @@ export class Charts {
   }
 
   update(v: RunView): void {
-    this.curves.setData(curveData(v));
-    this.speed.setData(speedData(v));
+    this.view = v;
+    this.curves.setData(curveData(v, this.smoothing));
+    this.speed.setData(speedData(v, this.smoothing));
     const t = timelineData(v);
     this.parts = t.parts;
     const [x, ...stacked] = t.data;
     this.timeline.setData([x, ...PHASES.map((_, i) => stacked[i]).reverse()]);
+  }
+
+  /** Redraws the step curves with another smoothing weight. */
+  setSmoothing(w: number): void {
+    this.smoothing = w;
+    if (!this.view) return;
+    this.curves.setData(curveData(this.view, w));
+    this.speed.setData(speedData(this.view, w));
+  }
+
+  /** What each chart draws, for tests (window.tabtrainDashboard.charts()): series labels, data and sizes. */
+  describe(): Record<'curves' | 'speed' | 'timeline', { labels: string[]; data: (number | null)[][]; width: number; height: number }> {
+    const d = (u: uPlot) => ({
+      labels: u.series.map((s) => String(s.label ?? '')),
+      data: u.data.map((col) => Array.from(col ?? [] as number[], (y) => (y === undefined ? null : y))),
+      width: u.width, height: u.height,
+    });
+    return { curves: d(this.curves), speed: d(this.speed), timeline: d(this.timeline) };
   }
 
   /** Points on the per-step loss line (tests read it through window.tabtrainDashboard). */

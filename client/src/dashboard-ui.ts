@@ -2,7 +2,7 @@
 // text is written (textContent), never HTML: worker ids, adapters, reasons and log lines come
 // from workers and are untrusted.
 import type { ControlAction, RunHeader, WorkerRow } from '@tabtrain/shared/dashboard-wire';
-import { formatBytes, formatSeconds, isTerminal, type RunView } from './dashboard-model';
+import { SMOOTHING, downloadNote, formatBytes, formatSeconds, isTerminal, type RunView } from './dashboard-model';
 
 export type Level = 'ok' | 'warn' | 'error' | 'info';
 
@@ -13,22 +13,70 @@ function get<T extends HTMLElement = HTMLElement>(doc: Document, id: string): T 
 }
 
 const TOKEN_KEY = 'tabtrain.adminToken';
+/** The smoothing slider's weight, kept across visits (localStorage: it is a preference, not a secret). */
+export const SMOOTHING_KEY = 'tabtrain.smoothing';
 /** A second click on Stop within this many ms confirms it (no modal dialog to block the page). */
 const CONFIRM_MS = 5000;
+
+/** What the coordinator last said of the token in the field: nothing yet, accepted (a control went through) or refused (401). */
+export type TokenState = 'unknown' | 'accepted' | 'refused';
+
+export interface UiHandlers {
+  control(action: ControlAction, token: string): void;
+  smoothing(weight: number): void;
+  download(kind: 'csv' | 'jsonl'): void;
+}
+
+/** The stored smoothing weight if it is one the slider can show, else the default. */
+export function storedSmoothing(stored: string | null): number {
+  const w = stored === null || stored.trim() === '' ? NaN : Number(stored);
+  return Number.isFinite(w) && w >= SMOOTHING.min && w <= SMOOTHING.max ? w : SMOOTHING.default;
+}
+
+function storage(kind: 'localStorage' | 'sessionStorage'): Storage | null {
+  try {
+    return window[kind];
+  } catch {
+    return null; // storage disabled: the page works, it only forgets
+  }
+}
 
 export class DashboardUi {
   private readonly e;
   private receivedAt = 0;
   private header: RunHeader | null = null;
   private stopArmedUntil = 0;
+  private token: TokenState = 'unknown';
+  private readonly onControl: UiHandlers['control'];
 
-  constructor(private readonly doc: Document, private readonly onControl: (action: ControlAction, token: string) => void) {
+  constructor(private readonly doc: Document, handlers: UiHandlers) {
+    this.onControl = handlers.control;
     const ids = ['title', 'state', 'mode', 'connection', 'config', 'reason', 'step', 'epoch', 'elapsed', 'eta', 'bytes', 'workers-count', 'd2l',
-      'token', 'pause', 'resume', 'stop', 'export', 'control-message', 'control-note', 'log'] as const;
+      'token', 'pause', 'resume', 'stop', 'export', 'control-message', 'control-note', 'log',
+      'smoothing', 'smoothing-value', 'download-csv', 'download-jsonl', 'download-log', 'download-note'] as const;
     this.e = Object.fromEntries(ids.map((id) => [id, get(doc, id)])) as Record<(typeof ids)[number], HTMLElement>;
     const token = this.e.token as HTMLInputElement;
-    token.value = sessionStorage.getItem(TOKEN_KEY) ?? '';
-    token.addEventListener('change', () => sessionStorage.setItem(TOKEN_KEY, token.value));
+    token.value = storage('sessionStorage')?.getItem(TOKEN_KEY) ?? '';
+    token.addEventListener('change', () => storage('sessionStorage')?.setItem(TOKEN_KEY, token.value));
+    // Another token is untried: the badge no longer vouches for it.
+    token.addEventListener('input', () => this.setToken('unknown'));
+
+    const slider = this.e.smoothing as HTMLInputElement;
+    Object.assign(slider, { min: String(SMOOTHING.min), max: String(SMOOTHING.max), step: String(SMOOTHING.step) });
+    slider.value = String(storedSmoothing(storage('localStorage')?.getItem(SMOOTHING_KEY) ?? null));
+    const smoothing = () => {
+      const w = storedSmoothing(slider.value);
+      this.e['smoothing-value'].textContent = w.toFixed(2);
+      return w;
+    };
+    smoothing();
+    slider.addEventListener('input', () => {
+      const w = smoothing();
+      storage('localStorage')?.setItem(SMOOTHING_KEY, String(w));
+      handlers.smoothing(w);
+    });
+    this.e['download-csv'].addEventListener('click', () => handlers.download('csv'));
+    this.e['download-jsonl'].addEventListener('click', () => handlers.download('jsonl'));
     for (const action of ['pause', 'resume', 'export'] as const) this.e[action].addEventListener('click', () => this.onControl(action, token.value));
     this.e.stop.addEventListener('click', () => {
       if (Date.now() > this.stopArmedUntil) {
@@ -49,6 +97,17 @@ export class DashboardUi {
     this.e.connection.dataset.level = level;
   }
 
+  /** The slider's weight as the page starts (stored, or the default). */
+  get smoothing(): number {
+    return storedSmoothing((this.e.smoothing as HTMLInputElement).value);
+  }
+
+  /** What the coordinator said of the token: the badge says so at once, not at the next update. */
+  setToken(state: TokenState): void {
+    this.token = state;
+    if (this.header) this.renderMode(this.header);
+  }
+
   setControlMessage(level: Level, text: string): void {
     this.e['control-message'].textContent = text;
     this.e['control-message'].dataset.level = level;
@@ -65,8 +124,7 @@ export class DashboardUi {
     e.title.textContent = `tabtrain · ${h.model}`;
     e.state.textContent = h.state;
     e.state.dataset.state = h.state;
-    e.mode.textContent = h.control === 'admin' ? 'admin: controls need the token' : 'read-only';
-    e.mode.dataset.mode = h.control;
+    this.renderMode(h);
     e.config.textContent = [
       `${h.paramCount.toLocaleString('en-US')} parameters`, `lr ${c.lr}`, `batch ${c.batch}`, `${c.epochs} epochs`,
       c.maxSteps !== null ? `max ${c.maxSteps} steps` : '', `seed ${c.seed}`, `balance ${c.balance}`, `eval ${c.evalExamples.toLocaleString('en-US')} images`, `model hash ${h.modelHash}`,
@@ -84,6 +142,24 @@ export class DashboardUi {
     this.renderControls(h);
     this.renderWorkers(v.workers);
     this.renderLog(v.log);
+    this.renderDownloads(v);
+  }
+
+  private renderMode(h: RunHeader): void {
+    const mode = this.e.mode;
+    mode.dataset.mode = h.control;
+    mode.dataset.token = h.control === 'admin' ? this.token : '';
+    mode.textContent = h.control !== 'admin' ? 'read-only'
+      : this.token === 'accepted' ? 'admin: token accepted'
+      : this.token === 'refused' ? 'admin: token refused'
+      : 'admin: controls need the token';
+  }
+
+  private renderDownloads(v: RunView): void {
+    const n = downloadNote(v);
+    this.e['download-note'].textContent = n.note;
+    this.e['download-note'].dataset.thinned = String(n.thinned);
+    this.e['download-log'].hidden = !v.header?.fullLog;
   }
 
   private tick(): void {

@@ -3,7 +3,7 @@
 // pause/resume/stop to /api/control with the admin token the user types in. It never talks to
 // the workers' socket (/ws), so no number of open dashboards can slow training.
 import { Charts } from './dashboard-charts';
-import { applySnapshot, applyUpdate, emptyView, isTerminal, type RunView } from './dashboard-model';
+import { applySnapshot, applyUpdate, downloadName, emptyView, isTerminal, metricsCsv, metricsJsonl, type RunView } from './dashboard-model';
 import { DashboardUi } from './dashboard-ui';
 import type { ControlAction, Snapshot, Update } from '@tabtrain/shared/dashboard-wire';
 
@@ -11,7 +11,12 @@ let view: RunView = emptyView();
 let dirty = false;
 
 const charts = new Charts(document.getElementById('chart-curves')!, document.getElementById('chart-speed')!, document.getElementById('chart-timeline')!);
-const ui = new DashboardUi(document, (action, token) => void control(action, token));
+const ui = new DashboardUi(document, {
+  control: (action, token) => void control(action, token),
+  smoothing: (w) => charts.setSmoothing(w),
+  download: (kind) => download(kind),
+});
+charts.smoothing = ui.smoothing;
 
 function render(): void {
   dirty = false;
@@ -36,11 +41,27 @@ async function control(action: ControlAction, token: string): Promise<void> {
     });
     const body = (await res.json().catch(() => ({}))) as { error?: string; state?: string; step?: number; dir?: string };
     const after = { pause: 'the run pauses after the current step', resume: 'the run goes on', stop: 'the run stops after the current step', export: `the weights of step ${body.step} are in ${body.dir}` }[action];
+    // 409 (the run is over, or no --export folder) comes after the token was checked.
+    if (res.ok || res.status === 409) ui.setToken('accepted');
+    else if (res.status === 401) ui.setToken('refused');
     if (res.ok) ui.setControlMessage('ok', `${action} accepted: ${after}`);
     else ui.setControlMessage('error', `${action} refused: ${body.error ?? res.statusText} (HTTP ${res.status})`);
   } catch (e) {
     ui.setControlMessage('error', `${action} failed: ${(e as Error).message}`);
   }
+}
+
+/** The page's points as a file: built here from what the page holds, so the coordinator pays nothing. */
+function download(kind: 'csv' | 'jsonl'): void {
+  const text = kind === 'csv' ? metricsCsv(view) : metricsJsonl(view);
+  const url = URL.createObjectURL(new Blob([text], { type: kind === 'csv' ? 'text/csv;charset=utf-8' : 'application/x-ndjson;charset=utf-8' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = downloadName(view, kind);
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 function connect(): void {
@@ -65,4 +86,4 @@ function connect(): void {
 connect();
 
 /** For tests and the curious, from the console: `tabtrainDashboard.view()`. */
-Object.assign(window, { tabtrainDashboard: { view: () => view, lossPoints: () => charts.lossPoints() } });
+Object.assign(window, { tabtrainDashboard: { view: () => view, lossPoints: () => charts.lossPoints(), charts: () => charts.describe(), smoothing: () => charts.smoothing } });

@@ -6,20 +6,21 @@
 //   GET  /api/status     JSON: the coordinator's status() plus the run header and the workers table
 //   GET  /api/events     server-sent events: a snapshot, then coalesced updates (see dashboard-wire.ts)
 //   GET  /metrics        Prometheus text format (prom-client, a registry of this coordinator's own)
+//   GET  /api/log        the --log JSONL file as written so far (every step, never thinned); 404 without --log
 //   POST /api/control    {"action": "pause" | "resume" | "stop" | "export"}, `Authorization: Bearer <--admin-token>`
 //
 // Why the stream costs training nothing: event listeners only push to arrays and arm one timer;
 // at most one update per DASHBOARD.updateIntervalMs is built, serialised once and written to every
 // page; a page that cannot keep up is dropped (its EventSource reconnects and gets a snapshot).
-import { closeSync, existsSync, openSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, existsSync, fstatSync, openSync, writeSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolve } from 'node:path';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { stepsPerEpoch } from '@tabtrain/shared';
 import {
   CONTROL_ACTIONS, WORKER_STATE,
-  type ControlAction, type ControlMode, type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type Update, type WorkerRow, type WorkerState,
-  MAX_STEP_POINTS, thin,
+  type ControlAction, type ControlMode, type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type TrainPoint, type Update, type WorkerRow, type WorkerState,
+  MAX_STEP_POINTS, MAX_TRAIN_POINTS, isTrainSample, thin,
 } from '@tabtrain/shared/dashboard-wire';
 import type { Coordinator, EpochMetrics, RunState, StepRecord } from './coordinator';
 import { sameSecret } from './secrets';
@@ -49,6 +50,23 @@ const TERMINAL: readonly RunState[] = ['finished', 'stopped', 'failed'];
 
 type WorkerStatus = ReturnType<Coordinator['status']>['workers'][number];
 
+/**
+ * Where this coordinator took the run up: step 0, or a resumed run's checkpoint step with the
+ * training seconds and the open epoch's totals it restored. Read off the coordinator (its step,
+ * `history` and `epochAcc`) until training starts, then fixed: the CLI builds the Dashboard before
+ * it restores, and restores before train(), whose first act is a state change.
+ */
+interface Origin {
+  step: number;
+  /** Σ history[].seconds + epochAcc.seconds as restored. */
+  seconds: number;
+  /** The open epoch's restored totals (steps 0 when none). */
+  acc: Coordinator['epochAcc'];
+}
+
+/** The running totals of the epoch in progress, for its running train loss and accuracy. */
+interface OpenEpoch { epoch: number; examples: number; lossSum: number; correct: number }
+
 export class Dashboard {
   readonly registry = new Registry();
   readonly control: ControlMode;
@@ -56,8 +74,11 @@ export class Dashboard {
   serialisations = 0;
   private readonly streams = new Set<ServerResponse>();
   private readonly steps: StepPoint[] = [];
+  private readonly train: TrainPoint[] = [];
   private readonly logTail: string[] = [];
-  private pending = { steps: [] as StepPoint[], epochs: [] as EpochPoint[], log: [] as string[] };
+  private pending = { steps: [] as StepPoint[], epochs: [] as EpochPoint[], train: [] as TrainPoint[], log: [] as string[] };
+  private origin: Origin | null = null;
+  private open: OpenEpoch | null = null;
   private seq = 0;
   private snapshotFrame: { seq: number; frame: string } | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -103,6 +124,9 @@ export class Dashboard {
   // ---- events (on the training path: push and arm a timer, nothing more) ----
 
   private onStep(s: StepRecord): void {
+    // train() changes state before its first step; this is for a coordinator driven otherwise.
+    if (!this.origin) this.fix(s.step - 1);
+    this.runningMeans(s);
     const p: StepPoint = {
       step: s.step, epoch: s.epoch, loss: round(s.loss), acc: round(s.acc), examples: s.examples,
       examplesPerSec: round(s.examples / Math.max(s.wallMs, 1e-3) * 1000), wallMs: ms(s.wallMs),
@@ -126,7 +150,32 @@ export class Dashboard {
     this.schedule();
   }
 
+  /** Adds the step to its epoch's running totals; every trainEvery steps (and at the end) a point. */
+  private runningMeans(s: StepRecord): void {
+    const per = this.perEpoch();
+    const inEpoch = s.step - (s.epoch - 1) * per;
+    if (this.open?.epoch !== s.epoch) {
+      // The epoch the run resumed in goes on from the checkpoint's totals, as the coordinator's does.
+      const o = this.origin!;
+      const resumedIn = o.acc.steps > 0 && s.epoch === Math.floor(o.step / per) + 1 && s.step > o.step;
+      this.open = resumedIn
+        ? { epoch: s.epoch, examples: o.acc.examples, lossSum: o.acc.lossSum, correct: o.acc.correct }
+        : { epoch: s.epoch, examples: 0, lossSum: 0, correct: 0 };
+    }
+    const a = this.open;
+    a.examples += s.examples;
+    a.lossSum += s.loss * s.examples;
+    a.correct += s.acc * s.examples;
+    if (isTrainSample(inEpoch, per)) {
+      this.pending.train.push({ step: s.step, epoch: s.epoch, examples: a.examples, loss: round(a.lossSum / a.examples), acc: round(a.correct / a.examples) });
+    }
+  }
+
   private onEpoch(e: EpochMetrics): void {
+    // A partial epoch (a run cut short) ends off the sampling grid: its last point is the epoch's own figures.
+    const end = (e.epoch - 1) * this.perEpoch() + e.steps;
+    const last = this.pending.train.at(-1) ?? this.train.at(-1);
+    if (e.steps > 0 && last?.step !== end) this.pending.train.push(epochEndPoint(e, end));
     this.pending.epochs.push({ ...e });
     this.m.epochLoss.set(e.loss);
     this.m.epochAcc.set(e.trainAcc);
@@ -143,9 +192,38 @@ export class Dashboard {
   }
 
   private onState(state: RunState): void {
+    if (!this.origin) this.fix(this.coord.step);
     this.writeLog({ type: 'state', state, reason: this.coord.stateReason });
     // The final state goes out at once: the coordinator may close right after it.
     this.schedule(TERMINAL.includes(state));
+  }
+
+  // ---- where this coordinator took the run up (a resumed run) ----
+
+  private originNow(step = this.coord.step): Origin {
+    const c = this.coord;
+    return { step, seconds: c.history.reduce((a, e) => a + e.seconds, 0) + c.epochAcc.seconds, acc: { ...c.epochAcc } };
+  }
+
+  /** The origin, fixed from now on; a resumed run's restored epochs become points of the running curves. */
+  private fix(step: number): void {
+    this.origin = this.originNow(step);
+    this.pending.train.unshift(...this.restoredPoints(this.origin));
+  }
+
+  private base(): Origin {
+    return this.origin ?? this.originNow();
+  }
+
+  /** One running point per restored epoch (at its end) and one for the open epoch's restored steps. */
+  private restoredPoints(o: Origin): TrainPoint[] {
+    const per = this.perEpoch();
+    const points = this.coord.history.map((e) => epochEndPoint(e, (e.epoch - 1) * per + e.steps));
+    const a = o.acc;
+    if (a.steps > 0 && a.examples > 0 && o.step > 0) {
+      points.push({ step: o.step, epoch: Math.floor((o.step - 1) / per) + 1, examples: a.examples, loss: round(a.lossSum / a.examples), acc: round(a.correct / a.examples) });
+    }
+    return points.filter((p) => p.step <= o.step);
   }
 
   // ---- the stream ----
@@ -167,16 +245,18 @@ export class Dashboard {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.lastFlush = performance.now();
-    const { steps, epochs, log } = this.pending;
-    this.pending = { steps: [], epochs: [], log: [] };
+    const { steps, epochs, train, log } = this.pending;
+    this.pending = { steps: [], epochs: [], train: [], log: [] };
     this.steps.push(...steps);
     if (this.steps.length > DASHBOARD.maxStepPoints) thin(this.steps);
+    this.train.push(...train);
+    if (this.train.length > MAX_TRAIN_POINTS) thin(this.train);
     this.logTail.push(...log);
     this.logTail.splice(0, Math.max(0, this.logTail.length - DASHBOARD.logLines));
     this.seq++;
     if (this.streams.size === 0) return;
     const { header, workers } = this.view();
-    const update: Update = { seq: this.seq, header, workers, steps, epochs, log };
+    const update: Update = { seq: this.seq, header, workers, steps, epochs, train, log };
     this.broadcast(`event: update\ndata: ${JSON.stringify(update)}\n\n`);
   }
 
@@ -197,7 +277,9 @@ export class Dashboard {
     if (this.snapshotFrame?.seq !== this.seq) {
       const { header, workers } = this.view();
       // Epochs from the coordinator's history, which a resumed run restores from its checkpoint.
-      const s: Snapshot = { seq: this.seq, header, workers, steps: this.steps, epochs: this.coord.history, log: this.logTail };
+      // Before training starts, a resumed run's restored points are read off the coordinator.
+      const train = this.origin ? this.train : this.restoredPoints(this.base());
+      const s: Snapshot = { seq: this.seq, header, workers, steps: this.steps, epochs: this.coord.history, train, log: this.logTail };
       this.snapshotFrame = { seq: this.seq, frame: `event: snapshot\ndata: ${JSON.stringify(s)}\n\n` };
     }
     return this.snapshotFrame.frame;
@@ -250,10 +332,12 @@ export class Dashboard {
     const meanWall = this.recentWallMs.length ? this.recentWallMs.reduce((a, b) => a + b, 0) / this.recentWallMs.length : NaN;
     const moving = c.state === 'running' || c.state === 'evaluating';
     const now = Date.now();
+    const origin = this.base();
     const header: RunHeader = {
       model: c.run.model, modelHash: c.run.modelHash, paramCount: c.run.paramCount, config: this.config(),
       state: c.state, reason: c.stateReason, step: c.step, totalSteps: this.totalSteps(), stepsPerEpoch: this.perEpoch(),
-      epoch: Math.min(c.epoch + 1, c.opts.epochs), startedAt: c.startedAt, elapsedSec: (now - c.startedAt) / 1000,
+      epoch: Math.min(c.epoch + 1, c.opts.epochs), startedAt: c.startedAt, elapsedSec: origin.seconds + (now - c.startedAt) / 1000,
+      priorSec: origin.seconds, resumedFromStep: origin.step, fullLog: this.logFd !== null,
       etaSec: moving && Number.isFinite(meanWall) ? (left * meanWall) / 1000 : null,
       totalBytes: this.bytesForgotten + [...seen.values()].reduce((a, b) => a + b, 0),
       line: this.d2lLine(live), control: this.control, now,
@@ -431,6 +515,10 @@ export class Dashboard {
           (e: Error) => { res.writeHead(500, { 'content-type': 'text/plain' }); res.end(`metrics failed: ${e.message}\n`); },
         );
         return true;
+      case '/api/log':
+        if (!get) return methodNotAllowed(res, 'GET, HEAD');
+        this.serveLog(req, res);
+        return true;
       case '/api/control':
         if (req.method !== 'POST') return methodNotAllowed(res, 'POST');
         this.onControl(req, res).catch((e: Error) => { if (!res.headersSent) json(res, 500, { error: e.message }); else res.destroy(); });
@@ -454,6 +542,27 @@ export class Dashboard {
 
   // ---- the JSONL log ----
 
+  /**
+   * GET /api/log: the --log file up to its size now. Every line up to there is whole (each is one
+   * synchronous write), so a download taken mid-run parses. It holds every step, unthinned, and a
+   * file appended to by earlier sessions of a resumed run holds theirs too.
+   */
+  private serveLog(req: IncomingMessage, res: ServerResponse): void {
+    if (this.logFd === null) {
+      return json(res, 404, { error: 'the coordinator was started without --log FILE; the page\'s CSV and JSONL downloads hold the points the page has' });
+    }
+    const size = fstatSync(this.logFd).size;
+    res.writeHead(200, {
+      'content-type': 'application/x-ndjson; charset=utf-8', 'content-length': String(size), 'cache-control': 'no-store', 'x-content-type-options': 'nosniff',
+      'content-disposition': `attachment; filename="tabtrain-${this.coord.run.model.replace(/[^\w.-]/g, '_')}-log.jsonl"`,
+    });
+    if (req.method === 'HEAD' || size === 0) { res.end(); return; }
+    const file = this.coord.opts.metricsLog!;
+    const stream = createReadStream(file, { start: 0, end: size - 1 });
+    stream.on('error', () => res.destroy());
+    stream.pipe(res);
+  }
+
   private writeLog(record: Record<string, unknown>): void {
     if (this.logFd === null) return;
     // Synchronous and whole lines: a crash leaves every line written so far complete (~20 µs a step).
@@ -472,6 +581,10 @@ export class Dashboard {
     if (this.logFd !== null) closeSync(this.logFd);
     this.logFd = null;
   }
+}
+
+function epochEndPoint(e: EpochMetrics, step: number): TrainPoint {
+  return { step, epoch: e.epoch, examples: e.examples, loss: round(e.loss), acc: round(e.trainAcc) };
 }
 
 function adapterName(a: Record<string, unknown> | null): string {

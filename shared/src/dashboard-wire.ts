@@ -6,9 +6,9 @@
 // The event stream:
 //   event: snapshot   data: Snapshot   once, when the page connects (and again after a reconnect)
 //   event: update     data: Update     at most DASHBOARD.updateIntervalMs apart, only when something changed
-// A snapshot's steps and log are those of the latest update, so the updates that follow neither
-// repeat nor skip a step; its epochs are the coordinator's whole history (a resumed run restores
-// it), so an update may repeat an epoch: pages merge epochs by number.
+// A snapshot's steps, train points and log are those of the latest update, so the updates that
+// follow neither repeat nor skip a step; its epochs are the coordinator's whole history (a resumed
+// run restores it), so an update may repeat an epoch: pages merge epochs by number.
 
 /** A worker's state as the dashboard names it. */
 export const WORKER_STATE = {
@@ -54,6 +54,39 @@ export interface StepPoint {
   straggler: number | null;
   /** Wall clock (ms since 1970) when the step ended. */
   at: number;
+}
+
+/**
+ * d2l's Animator: the epoch's running train loss and train accuracy (its mean over the epoch's
+ * steps so far), sampled every trainEvery(stepsPerEpoch) steps and at the epoch's end, so that a
+ * long epoch shows its accuracy long before it ends. x = step / stepsPerEpoch (epochs).
+ * A resumed run's restored epochs have one point each, at their end (the checkpoint keeps each
+ * epoch's totals, not its steps), and its open epoch one at the resumed step; the points that
+ * follow go on from the restored totals.
+ */
+export interface TrainPoint {
+  step: number;
+  /** 1-based epoch. */
+  epoch: number;
+  /** Examples of the epoch so far. */
+  examples: number;
+  /** Mean loss over the epoch so far. */
+  loss: number;
+  /** Train accuracy over the epoch so far. */
+  acc: number;
+}
+
+/** Running points per epoch, as d2l's train_ch6 adds them to its Animator. */
+export const TRAIN_POINTS_PER_EPOCH = 5;
+
+/** Steps between two running points: ceil(stepsPerEpoch / 5), at least 1. */
+export function trainEvery(stepsPerEpoch: number): number {
+  return Math.max(1, Math.ceil(stepsPerEpoch / TRAIN_POINTS_PER_EPOCH));
+}
+
+/** Whether the epoch's running means are sampled after its `stepInEpoch`-th step (1-based). */
+export function isTrainSample(stepInEpoch: number, stepsPerEpoch: number): boolean {
+  return stepInEpoch % trainEvery(stepsPerEpoch) === 0 || stepInEpoch === stepsPerEpoch;
 }
 
 /** An epoch's d2l figures (the coordinator's EpochMetrics). */
@@ -106,8 +139,21 @@ export interface RunHeader {
   /** 1-based epoch in progress (the last one once the run is over). */
   epoch: number;
   startedAt: number;
-  /** Seconds since the coordinator started, as of `now`. */
+  /**
+   * The run's time as of `now`: seconds since this coordinator started, plus the training seconds
+   * a resumed run's checkpoint carries (priorSec). A fresh run: seconds since start.
+   */
   elapsedSec: number;
+  /**
+   * Training seconds before this coordinator started: a resumed run's restored epochs' `seconds`
+   * plus its open epoch's; 0 for a fresh run. (The earlier sessions' waits and evaluations are
+   * not checkpointed.) The speed chart's x is priorSec + seconds since startedAt.
+   */
+  priorSec: number;
+  /** The step this coordinator started from: a resumed run's checkpoint step, else 0. */
+  resumedFromStep: number;
+  /** Whether GET /api/log serves the --log JSONL file (every step, unthinned). */
+  fullLog: boolean;
   /** Seconds left at the recent step rate; null when unknown or not running. */
   etaSec: number | null;
   /** Bytes to and from every worker that ever joined. */
@@ -128,6 +174,8 @@ export interface Update {
   steps: StepPoint[];
   /** Epochs since the previous update (a snapshot: all). */
   epochs: EpochPoint[];
+  /** Running train loss/acc points since the previous update (a snapshot: every one kept). */
+  train: TrainPoint[];
   /** Coordinator log lines since the previous update (a snapshot: the latest few). */
   log: string[];
 }
@@ -137,8 +185,11 @@ export type Snapshot = Update;
 /** Per-step points a page keeps; past this the older half is thinned (the server does the same). */
 export const MAX_STEP_POINTS = 8000;
 
+/** Running train points kept (5 an epoch: 1600 epochs); past this thinned like the steps. */
+export const MAX_TRAIN_POINTS = 8000;
+
 /** Keeps every other point of the older half: the recent steps stay dense, the curve keeps its shape. */
-export function thin(points: StepPoint[]): void {
+export function thin<T>(points: T[]): void {
   const half = points.length >> 1;
   const kept = points.slice(0, half).filter((_, i) => i % 2 === 0);
   points.splice(0, half, ...kept);

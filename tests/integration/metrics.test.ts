@@ -3,7 +3,9 @@
 //   /metrics     parses as Prometheus text, carries the step counter, examples/s, per-worker gauges
 //   /api/status  matches what the coordinator logged (its log lines and the --log JSONL file)
 //   /api/events  20 pages at once get the same coalesced updates, ≤ 4 a second, one
-//                serialisation per update, and every step exactly once
+//                serialisation per update, and every step exactly once; the epochs' running train
+//                loss and accuracy (d2l's Animator) 5 times an epoch, equal to the log's means
+//   /api/log     the --log file itself
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +14,7 @@ import { register as globalRegistry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Coordinator, DEFAULTS, type Summary } from '../../server/src/coordinator';
 import { Dashboard } from '../../server/src/dashboard';
-import type { Snapshot, Update } from '@tabtrain/shared/dashboard-wire';
+import type { Snapshot, TrainPoint, Update } from '@tabtrain/shared/dashboard-wire';
 import { data, kill, subset, workers } from '../helpers/run';
 
 const ADMIN = 'metrics-test-admin';
@@ -95,6 +97,14 @@ async function openPage(base: string): Promise<Page> {
     } catch { /* aborted */ }
   })();
   return page;
+}
+
+async function waitUntil(ok: () => boolean, timeoutMs = 5000): Promise<void> {
+  const t0 = Date.now();
+  while (!ok()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 // ---- one run for the whole file ----
@@ -247,7 +257,64 @@ describe('metrics, status and the event stream during a run with 2 Node workers'
     expect(first.updates.flatMap((u) => u.steps.map((s) => s.step))).toEqual(Array.from({ length: STEPS }, (_, i) => i + 1));
     expect(first.updates.flatMap((u) => u.epochs.map((e) => e.epoch))).toEqual([1, 2, 3, 4, 5, 6]);
     expect(first.updates.at(-1)!.header.state).toBe('finished');
+    // A fresh run: nothing restored, its time is this coordinator's.
+    expect(first.updates.at(-1)!.header).toMatchObject({ priorSec: 0, resumedFromStep: 0, fullLog: true });
     console.log(`event stream: ${seqs.length} updates for ${STEPS} steps to each of ${PAGES} pages; over ${(span / 1000).toFixed(1)} s`);
+  });
+
+  it("streams each epoch's running train loss and acc 5 times an epoch: the means of the log's steps so far", async () => {
+    const train: TrainPoint[] = pages[0].updates.flatMap((u) => u.train);
+    for (const p of pages) expect(p.updates.flatMap((u) => u.train)).toEqual(train);
+    // Every ceil(20 / 5) = 4 steps, the epoch's end among them, over the whole run, each once.
+    expect(train.map((p) => p.step)).toEqual(Array.from({ length: STEPS / 4 }, (_, i) => 4 * (i + 1)));
+    const log = readFileSync(logFile, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as { type: string; step: number; epoch: number; loss: number; acc: number; examples: number });
+    const steps = log.filter((r) => r.type === 'step');
+    for (const p of train) {
+      const upTo = steps.filter((s) => s.epoch === p.epoch && s.step <= p.step);
+      expect(upTo).toHaveLength(p.step - (p.epoch - 1) * 20);
+      const n = upTo.reduce((a, s) => a + s.examples, 0);
+      expect(p.examples).toBe(n);
+      expect(p.loss).toBeCloseTo(upTo.reduce((a, s) => a + s.loss * s.examples, 0) / n, 4);
+      expect(p.acc).toBeCloseTo(upTo.reduce((a, s) => a + s.acc * s.examples, 0) / n, 4);
+    }
+    // At each epoch's end the running means are the epoch's own figures.
+    const status = (await (await fetch(`${base}/api/status`)).json()) as ReturnType<Dashboard['status']>;
+    for (const e of status.history) {
+      const end = train.find((p) => p.step === e.epoch * 20)!;
+      expect(end.loss).toBeCloseTo(e.loss, 4);
+      expect(end.acc).toBeCloseTo(e.trainAcc, 4);
+    }
+    // A page that connects now gets them all in its snapshot.
+    const late = await openPage(base);
+    await waitUntil(() => late.snapshot !== null);
+    late.close();
+    expect(late.snapshot!.train).toEqual(train);
+  });
+
+  it('/api/log serves the --log file as written, whole lines; 404 without --log', async () => {
+    const res = await fetch(`${base}/api/log`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^application\/x-ndjson/);
+    expect(res.headers.get('content-disposition')).toMatch(/^attachment; filename="tabtrain-vgg11-tiny-log\.jsonl"$/);
+    const body = await res.text();
+    expect(body).toBe(readFileSync(logFile, 'utf8'));
+    expect(body.trimEnd().split('\n').filter((l) => JSON.parse(l).type === 'step')).toHaveLength(STEPS);
+    const head = await fetch(`${base}/api/log`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(Number(head.headers.get('content-length'))).toBe(Buffer.byteLength(body));
+    expect((await fetch(`${base}/api/log`, { method: 'POST' })).status).toBe(405);
+
+    const bare = new Coordinator({ ...coord.opts, metricsLog: undefined, port: 0 }, coord.data);
+    new Dashboard(bare);
+    const port = await bare.listen();
+    try {
+      const none = await fetch(`http://127.0.0.1:${port}/api/log`);
+      expect(none.status).toBe(404);
+      expect((await none.json()).error).toMatch(/--log FILE/);
+      expect((await (await fetch(`http://127.0.0.1:${port}/api/status`)).json()).header.fullLog).toBe(false);
+    } finally {
+      await bare.close();
+    }
   });
 
   it('answers bad control requests with named errors, and says how to build a missing page', async () => {
