@@ -12,6 +12,7 @@ export const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 export const FATAL_CODES = new Set<number>([CLOSE.finished, CLOSE.protocolMismatch, CLOSE.modelMismatch, CLOSE.unauthorized]);
 
 const ID_KEY = 'tabtrain.workerId';
+const SESSION_KEY = 'tabtrain.session';
 
 /**
  * The coordinator to join: `?coordinator=ws://host:port/ws` if given (http(s) URLs and bare
@@ -52,6 +53,26 @@ export function stableWorkerId(storage: Pick<Storage, 'getItem' | 'setItem'> | n
     return id;
   } catch {
     return newWorkerId(); // storage disabled (privacy mode): an id for this page's life
+  }
+}
+
+/** The session secret of this tab's last welcome: with it, a reload or a reconnect is the same worker. */
+export function storedSession(storage: Pick<Storage, 'getItem'> | null): string | undefined {
+  try {
+    return storage?.getItem(SESSION_KEY) ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Keeps the identity a welcome gave (the id may be a new one, and the secret is new) for the next connection. */
+export function rememberIdentity(storage: Pick<Storage, 'setItem' | 'removeItem'> | null, id: { workerId: string; session?: string }): void {
+  try {
+    storage?.setItem(ID_KEY, id.workerId);
+    if (id.session) storage?.setItem(SESSION_KEY, id.session);
+    else storage?.removeItem(SESSION_KEY);
+  } catch {
+    // storage disabled: the identity lasts as long as the page
   }
 }
 

@@ -8,9 +8,9 @@
 //   ?token=T                         the coordinator's --token
 import * as tf from '@tensorflow/tfjs-core';
 import { CLOSE, CLOSE_NAMES } from '@tabtrain/shared';
-import type { WorkerStatus } from './core';
+import type { WorkerIdentity, WorkerStatus } from './core';
 import { selectBackend, simulateDeviceLoss, type BackendChoice, type DeviceLoss } from './page-backend';
-import { Backoff, FATAL_CODES, coordinatorUrl, runSession, stableWorkerId } from './page-socket';
+import { Backoff, FATAL_CODES, coordinatorUrl, rememberIdentity, runSession, stableWorkerId, storedSession } from './page-socket';
 import { PageUi } from './page-ui';
 
 /** One finished shard, as the page saw it: for the memory check and the speed figures. */
@@ -76,9 +76,15 @@ async function main(): Promise<void> {
     return;
   }
   ui.set('coordinator', state.coordinator);
-  let workerId = stableWorkerId(sessionStorage);
-  state.workerId = workerId;
-  ui.set('worker', workerId);
+  // One identity for the tab's life: the core records in it the id and session secret each welcome gives.
+  const identity: WorkerIdentity = { workerId: stableWorkerId(sessionStorage), session: storedSession(sessionStorage), kind: 'browser', backend: '', adapter: null, token: params.get('token') ?? undefined };
+  const showIdentity = () => {
+    if (state.workerId === identity.workerId) return;
+    state.workerId = identity.workerId;
+    ui.set('worker', identity.workerId);
+    rememberIdentity(sessionStorage, identity);
+  };
+  showIdentity();
   // tfjs's console advice is for developers, not for people lending a GPU.
   tf.env().set('PROD', true);
 
@@ -103,6 +109,7 @@ async function main(): Promise<void> {
 
   let wasWorking = false;
   const onStatus = (s: WorkerStatus) => {
+    if (s.state === 'idle') { showIdentity(); rememberIdentity(sessionStorage, identity); }
     state.status = { ...s };
     ui.showStatus(s);
     const m = memory();
@@ -117,12 +124,11 @@ async function main(): Promise<void> {
   };
 
   const backoff = new Backoff();
-  const token = params.get('token') ?? undefined;
   for (;;) {
     connection(`connecting to ${state.coordinator}…`);
     const outcome = await runSession({
       url: state.coordinator,
-      identity: { workerId, kind: 'browser', backend: choice!.backend, adapter: choice!.adapter, token },
+      identity: Object.assign(identity, { backend: choice!.backend, adapter: choice!.adapter }),
       lost: choice!.lost,
       onStatus,
       onOpen: () => connection('connected: saying hello'),
@@ -154,10 +160,10 @@ async function main(): Promise<void> {
     }
     if (outcome.code === CLOSE.replaced) {
       // Another tab holds our id (a duplicated tab copies sessionStorage): take a new one.
-      workerId = stableWorkerId(sessionStorage, true);
-      state.workerId = workerId;
-      ui.set('worker', workerId);
-      log(`another tab uses this worker id; continuing as ${workerId}`);
+      // (Its session secret went with it: the other tab presented it.)
+      Object.assign(identity, { workerId: stableWorkerId(sessionStorage, true), session: undefined });
+      showIdentity();
+      log(`another tab uses this worker id; continuing as ${identity.workerId}`);
       continue;
     }
     if (outcome.unopenable) {
@@ -167,7 +173,7 @@ async function main(): Promise<void> {
     if (outcome.code === CLOSE.unauthorized) {
       const page = new URL(location.href);
       page.searchParams.set('token', 'T');
-      fail(token === undefined
+      fail(identity.token === undefined
         ? `the coordinator needs a token: open ${page.toString().replace('token=T', 'token=…')} with its --token after ?token=, then this tab joins`
         : 'the coordinator refused this tab\'s token: the ?token= in this page\'s address is not the coordinator\'s --token; correct it and reload');
       return;

@@ -212,8 +212,10 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     const { coord, http } = await startCoordinator({ minWorkers: 1 });
     const t1 = await tab('tab1', http + '?backend=cpu');
     const first = await waitFor('tab1 to join', () => t1.snapshot(), (x) => x.connection.startsWith('joined'), 60_000);
-    // "Duplicate tab" copies sessionStorage, and with it the worker id.
-    const t2 = await tab('tab2', http + '?backend=cpu', { initScript: `sessionStorage.setItem('tabtrain.workerId', ${JSON.stringify(first.workerId)});` });
+    // "Duplicate tab" copies sessionStorage, and with it the worker id and its session secret.
+    const session = await t1.page.evaluate(() => sessionStorage.getItem('tabtrain.session'));
+    expect(session).toMatch(/^[0-9a-f]{32}$/);
+    const t2 = await tab('tab2', http + '?backend=cpu', { initScript: `sessionStorage.setItem('tabtrain.workerId', ${JSON.stringify(first.workerId)}); sessionStorage.setItem('tabtrain.session', ${JSON.stringify(session)});` });
     await waitFor('tab2 to join under the copied id', () => t2.snapshot(), (x) => x.connection.startsWith('joined') && x.workerId === first.workerId, 60_000);
     const again = await waitFor('tab1 to rejoin under a new id', () => t1.snapshot(), (x) => x.connection.startsWith('joined') && x.workerId !== first.workerId, 30_000);
     const live = coord.status().workers.filter((w) => w.state !== 'lost');
