@@ -59,10 +59,14 @@ export function badRequest(res: ServerResponse, why: string): void {
   res.end(`bad request: ${why}\n`);
 }
 
-/** Answers a refused WebSocket upgrade with an HTTP status, then closes the socket. */
-export function refuseUpgrade(socket: Duplex, status: 400 | 404, why: string): void {
-  const text = status === 400 ? 'Bad Request' : 'Not Found';
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(why) + 1}\r\n\r\n${why}\n`);
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 431: 'Request Header Fields Too Large' };
+
+/**
+ * Answers on a raw socket (a refused upgrade, CONNECT, a request that does not parse) with a
+ * status line and a one-line reason, then closes it.
+ */
+export function refuseSocket(socket: Duplex, status: keyof typeof STATUS_TEXT, why: string): void {
   socket.once('error', () => {});
+  socket.end(`HTTP/1.1 ${status} ${STATUS_TEXT[status]}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(why) + 1}\r\n\r\n${why}\n`);
   setTimeout(() => socket.destroy(), 1000).unref();
 }

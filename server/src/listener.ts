@@ -89,6 +89,9 @@ export function createListener(onRequest: RequestListener, tls?: ListenerTls): S
   const http = createHttpServer((req, res) => (needsHttps(req) ? httpsNotice(req, res, tls) : onRequest(req, res)));
   const https = createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, onRequest);
   https.on('upgrade', (req, socket, head) => http.emit('upgrade', req, socket, head));
+  // CONNECT and unparseable requests over TLS get the same answers as over plain http.
+  https.on('connect', (req, socket, head) => http.emit('connect', req, socket, head));
+  https.on('clientError', (err, socket) => http.emit('clientError', err, socket));
   // A failed handshake (a browser that refuses the certificate, a scanner) only closes that socket.
   https.on('tlsClientError', (_err, socket) => socket.destroy());
   // https never listens itself: start its connection tracking (timeouts, closeAllConnections) with http's.

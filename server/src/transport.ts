@@ -6,9 +6,10 @@
 // It owns the sockets and their timers. It never looks at what a validated message asks for
 // (its handler does), and never touches run state.
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES, ProtocolError, closeReason, decodeFrame, validate, type Message } from '@tabtrain/shared';
-import { badRequest, guarded, guardHttp, guardUpgrade, refuseUpgrade, requestPath } from './guard';
+import { badRequest, guarded, guardHttp, guardUpgrade, refuseSocket, requestPath } from './guard';
 import { createListener, type ListenerTls } from './listener';
 import { serveStatic } from './static';
 
@@ -69,6 +70,8 @@ export class Transport<P extends Peer> {
   private timers: NodeJS.Timeout[] = [];
   private readonly live = new Set<P>();
   private readonly routes: Route[] = [];
+  /** Sockets a response began on: a parse error after that ends the socket instead of answering 400 in the middle. */
+  private readonly answered = new WeakSet<Duplex>();
   /** Sockets accepted so far (the next peer's id is this + 1). */
   opened = 0;
 
@@ -90,7 +93,7 @@ export class Transport<P extends Peer> {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
     this.http.on('upgrade', guardUpgrade(log, (req, socket, head) => {
       const path = requestPath(req.url);
-      if (path !== '/ws') return refuseUpgrade(socket, path === null ? 400 : 404, path === null ? 'the request target is not a path' : 'workers connect to /ws');
+      if (path !== '/ws') return refuseSocket(socket, path === null ? 400 : 404, path === null ? 'the request target is not a path' : 'workers connect to /ws');
       this.wss!.handleUpgrade(req, socket, head, (ws) => {
         try {
           this.accept(ws, req);
@@ -100,6 +103,15 @@ export class Transport<P extends Peer> {
         }
       });
     }));
+    // Every request line gets a status: CONNECT (which Node would drop silently) a 405, and bytes
+    // that do not parse a 400, or, after a response already began on the socket (an event
+    // stream), the end of what was sent.
+    this.http.on('connect', (req: IncomingMessage, socket: Duplex) => refuseSocket(socket, 405, 'CONNECT is not served here'));
+    this.http.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+      if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
+      if (this.answered.has(socket)) return void socket.end();
+      refuseSocket(socket, err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400, 'the request does not parse as HTTP/1.1');
+    });
     await new Promise<void>((resolve, reject) => {
       this.http!.once('error', reject);
       this.http!.listen(this.opts.port, this.opts.host, () => resolve());
@@ -112,6 +124,7 @@ export class Transport<P extends Peer> {
   }
 
   private serveHttp(req: IncomingMessage, res: ServerResponse): void {
+    this.answered.add(req.socket);
     const path = requestPath(req.url);
     if (path === null) return badRequest(res, `the request target ${JSON.stringify((req.url ?? '').slice(0, 60))} is not a path`);
     for (const route of this.routes) if (route(req, res, path)) return;
@@ -233,3 +246,4 @@ function takeToken(p: Peer): boolean {
   p.tokens--;
   return true;
 }
+
