@@ -471,6 +471,7 @@ export class Dashboard {
       action = body.action as ControlAction;
     } catch (e) {
       if (e instanceof BodyTooLarge) return refuse(413, { error: e.message });
+      if (e instanceof BodyTimeout) return refuse(408, { error: e.message });
       return refuse(400, { error: (e as Error).message });
     }
     const c = this.coord;
@@ -610,11 +611,22 @@ function methodNotAllowed(res: ServerResponse, allow: string): true {
 }
 
 class BodyTooLarge extends Error {}
+class BodyTimeout extends Error {}
+
+/** A control body is tiny: one that has not arrived whole by then never will (a truncated or trickled body). */
+const BODY_TIMEOUT_MS = 2000;
 
 function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolveBody, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const timer = setTimeout(() => {
+      reject(new BodyTimeout(`the control body did not arrive whole within ${BODY_TIMEOUT_MS} ms`));
+      req.pause();
+      req.removeAllListeners('data');
+    }, BODY_TIMEOUT_MS);
+    timer.unref();
+    req.on('close', () => clearTimeout(timer));
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limit) {
@@ -626,7 +638,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<string> {
       }
       chunks.push(c);
     });
-    req.on('end', () => resolveBody(Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => { clearTimeout(timer); resolveBody(Buffer.concat(chunks).toString('utf8')); });
     req.on('error', reject);
   });
 }

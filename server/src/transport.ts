@@ -72,6 +72,8 @@ export class Transport<P extends Peer> {
   private readonly routes: Route[] = [];
   /** Sockets a response began on: a parse error after that ends the socket instead of answering 400 in the middle. */
   private readonly answered = new WeakSet<Duplex>();
+  /** The response being made on each socket, until it finishes. */
+  private readonly inflight = new WeakMap<Duplex, ServerResponse>();
   /** Sockets accepted so far (the next peer's id is this + 1). */
   opened = 0;
 
@@ -109,7 +111,15 @@ export class Transport<P extends Peer> {
     this.http.on('connect', (req: IncomingMessage, socket: Duplex) => refuseSocket(socket, 405, 'CONNECT is not served here'));
     this.http.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
       if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
-      if (this.answered.has(socket)) return void socket.end();
+      // A response in the making goes out first (Node writes it on a later tick); an event stream,
+      // which never finishes, gets a second to flush what it sent. Then the socket ends.
+      const res = this.inflight.get(socket);
+      if (res || this.answered.has(socket)) {
+        const end = () => socket.end();
+        if (res) { res.once('finish', end); setTimeout(end, 1000).unref(); } else setImmediate(end);
+        setTimeout(() => socket.destroy(), 5000).unref();
+        return;
+      }
       refuseSocket(socket, err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400, 'the request does not parse as HTTP/1.1');
     });
     await new Promise<void>((resolve, reject) => {
@@ -125,6 +135,8 @@ export class Transport<P extends Peer> {
 
   private serveHttp(req: IncomingMessage, res: ServerResponse): void {
     this.answered.add(req.socket);
+    this.inflight.set(req.socket, res);
+    res.once('finish', () => { if (this.inflight.get(req.socket) === res) this.inflight.delete(req.socket); });
     const path = requestPath(req.url);
     if (path === null) return badRequest(res, `the request target ${JSON.stringify((req.url ?? '').slice(0, 60))} is not a path`);
     for (const route of this.routes) if (route(req, res, path)) return;
