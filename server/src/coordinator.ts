@@ -180,6 +180,8 @@ export class Coordinator {
   private readonly fp32: boolean;
   /** Each working worker's deadline timer. */
   private readonly deadlines = new Map<Conn, NodeJS.Timeout>();
+  /** A pipelined step: the workers being sent the next version segment by segment, and how many segments each got. */
+  private readonly pushed = new Map<Conn, number>();
   private tasksDone: (() => void) | null = null;
   private waitingSince = 0;
   private closed = false;
@@ -202,6 +204,7 @@ export class Coordinator {
     const o = this.opts;
     const probation = o.probation ?? DEFAULTS.probation;
     this.model = new Step(this.spec, opts.seed, compress, (shard, why) => this.onBadShard(shard, why));
+    this.model.onStaged = (frame, index) => this.push(frame, index);
     this.members = new Membership({
       run: this.run, token: o.token, probation, fp32: this.fp32, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
@@ -322,6 +325,7 @@ export class Coordinator {
 
   /** A shard's gradient decoded to NaN/Inf (found when folded): take it out, redo the shard, drop its sender. */
   private onBadShard(shard: number, why: string): void {
+    this.callOffPipeline();
     this.model.reducer.revoke(shard);
     const culprit = this.scheduler.spoiled(shard);
     if (culprit) this.transport.drop(culprit, CLOSE.badGradient, `shard ${this.step}/${shard}: ${why}`);
@@ -369,11 +373,38 @@ export class Coordinator {
     const ms = this.scheduler.deadlineFor(conn, t);
     this.deadlines.set(conn, setTimeout(guarded(this.opts.log, `worker #${conn.id} deadline`, () => {
       // Bytes still queued for it mean it never read its shard: a slow reader, not a slow GPU.
-      const queued = conn.ws.bufferedAmount;
+      const queued = this.transport.queued(conn);
       conn.timeouts++;
       if (queued > 0) this.transport.drop(conn, CLOSE.slowReader, `${queued} bytes sent to it are still unread after ${ms} ms`);
       else this.transport.drop(conn, CLOSE.timeout, `shard ${t.step}/${t.shard} not returned within its ${ms} ms deadline`);
     }, () => conn.ws.terminate()), ms));
+  }
+
+  /**
+   * Sends segment `index` of the next version to every worker that holds the current one and is
+   * reading: idle, or uploading its shard (a worker still computing may not read for seconds, and
+   * would look like a slow reader). One that missed a segment gets the whole weights at its next assign.
+   */
+  private push(frame: Uint8Array, index: number): void {
+    for (const conn of this.members.workers()) {
+      if ((this.pushed.get(conn) ?? 0) !== index || conn.version !== this.version) continue;
+      const copy = this.scheduler.copyOf(conn);
+      if (conn.state !== CONN.idle && !(copy && copy.received > 0)) continue;
+      this.transport.send(conn, frame);
+      this.pushed.set(conn, index + 1);
+    }
+  }
+
+  /** The step is applied: who got every segment of it holds the new version. */
+  private settlePushed(): void {
+    for (const [conn, n] of this.pushed) if (n === this.model.segments && !conn.closed) conn.version = this.version;
+    this.pushed.clear();
+  }
+
+  /** The pipeline is called off: a worker that got part of the next version must be sent the current one whole. */
+  private callOffPipeline(): void {
+    if (this.model.callOff()) for (const conn of this.pushed.keys()) conn.version = -1;
+    this.pushed.clear();
   }
 
   private clearDeadline(conn: Conn): void {
@@ -483,11 +514,12 @@ export class Coordinator {
     // Nobody joined yet: one shard for whoever comes first.
     const plan = planShards(indices.length, pool.length ? pool.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)) : [1]);
     const tasks = plan.map((p) => this.scheduler.newTask('train', this.step, p.id, p.position, p.count, indices.subarray(p.position, p.position + p.count), this.data.train));
-    this.model.reducer.begin(tasks.length);
+    this.model.begin(tasks.length, this.run.lr, indices.length);
     await this.execute(tasks);
     // Plausibility before the step is applied: a shard whose gradient norm stands out is
     // recomputed by another worker, and counts only if the two agree.
     for (let flagged = this.scheduler.recheckImplausible(tasks); flagged.length; flagged = this.scheduler.recheckImplausible(tasks)) {
+      this.callOffPipeline();
       for (const [t, why] of flagged) {
         this.opts.log(`shard ${t.step}/${t.shard} from worker #${t.doneBy}: ${why}; recomputing it on another worker`);
         this.model.reducer.revoke(t.shard);
@@ -497,6 +529,7 @@ export class Coordinator {
     for (const t of tasks) this.scheduler.norms.accept(t.trusted!.normSq, t.count);
     const t1 = performance.now();
     const { aggregateMs, applyMs, broadcastMs } = this.model.apply(this.run.lr, indices.length);
+    this.settlePushed();
     this.step++;
     const t4 = performance.now();
     const sum = (f: (r: Result) => number) => tasks.reduce((a, t) => a + f(t.result!), 0);

@@ -27,9 +27,17 @@ export interface Peer {
   /** Token bucket against floods: messages allowed now, refilled at FLOOD_RATE per second. */
   tokens: number;
   tokensAt: number;
-  /** When its send buffer was last seen non-empty and not shrinking (slow-reader watch), 0 = draining. */
-  stuckSince: number;
-  stuckBytes: number;
+  /**
+   * Frames waiting to be written: one frame is handed to the socket at a time, the next when it
+   * has been written, so progress is seen frame by frame (the kernel would otherwise get one
+   * merged write of every queued frame, 187 MB for AlexNet's weights, whose buffer shrinks only
+   * when all of it is gone, and an honest worker on a shared slow link looks stuck).
+   */
+  outbox: Uint8Array[];
+  outboxBytes: number;
+  writing: boolean;
+  /** When the last frame was written, or writing began after an idle spell (slow-reader watch). */
+  progressAt: number;
 }
 
 /** What the transport asks of whoever owns the connections (the coordinator). */
@@ -148,7 +156,7 @@ export class Transport<P extends Peer> {
   private accept(ws: WebSocket, req: IncomingMessage): void {
     const p = this.handler.open({
       id: ++this.opened, ws, remote: req.socket.remoteAddress ?? '?', bytesIn: 0, bytesOut: 0, closed: false,
-      missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), stuckSince: 0, stuckBytes: 0,
+      missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0,
     });
     this.live.add(p);
     const log = this.opts.log;
@@ -187,8 +195,28 @@ export class Transport<P extends Peer> {
   }
 
   send(p: P, frame: Uint8Array): void {
+    if (p.closed) return;
     p.bytesOut += frame.byteLength;
-    p.ws.send(frame);
+    p.outbox.push(frame);
+    p.outboxBytes += frame.byteLength;
+    if (!p.writing) { p.progressAt = Date.now(); this.pump(p); }
+  }
+
+  /** Bytes sent to a peer and not yet written to its socket. */
+  queued(p: P): number {
+    return p.outboxBytes + p.ws.bufferedAmount;
+  }
+
+  private pump(p: P): void {
+    const frame = p.outbox.shift();
+    if (!frame || p.closed) { p.writing = false; return; }
+    p.writing = true;
+    p.outboxBytes -= frame.byteLength;
+    p.ws.send(frame, (err) => {
+      if (err) return; // the socket is closing; its close handler takes care of the peer
+      p.progressAt = Date.now();
+      this.pump(p);
+    });
   }
 
   /** Closes a peer with a named code and a log line; the handler hears of it at once. */
@@ -223,17 +251,14 @@ export class Transport<P extends Peer> {
   }
 
   /**
-   * A peer whose send buffer holds bytes and has not shrunk for slowReaderMs does not read what
-   * we send it (a browser tab computing still reads: its socket lives on another thread).
+   * A peer with frames to write whose last frame took longer than slowReaderMs to be written does
+   * not read what we send it (a browser tab computing still reads: its socket lives on another thread).
    */
   private watchDrain(): void {
     const now = Date.now();
     for (const p of this.live) {
-      if (!this.handler.joined(p)) continue;
-      const queued = p.ws.bufferedAmount;
-      if (queued === 0 || queued < p.stuckBytes) { p.stuckSince = 0; p.stuckBytes = queued; continue; }
-      if (!p.stuckSince) { p.stuckSince = now; p.stuckBytes = queued; continue; }
-      if (now - p.stuckSince >= this.opts.slowReaderMs) this.drop(p, CLOSE.slowReader, `${queued} bytes sent to it unread for ${now - p.stuckSince} ms`);
+      if (!this.handler.joined(p) || !p.writing) continue;
+      if (now - p.progressAt >= this.opts.slowReaderMs) this.drop(p, CLOSE.slowReader, `${this.queued(p)} bytes sent to it unread: no frame written for ${now - p.progressAt} ms`);
     }
   }
 
