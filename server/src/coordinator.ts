@@ -81,6 +81,12 @@ export interface CoordinatorOptions {
   probation?: number;
   /** Fraction of all shards also computed by a second established worker and compared before the step is applied. */
   verifyShards?: number;
+  /**
+   * fp32 runs apply and broadcast the step segment by segment as the sums complete (step.ts), so
+   * the down-link works while the up-link still does; false applies the whole step at its end.
+   * Both give the same bits. Default true.
+   */
+  pipeline?: boolean;
   /** Idle workers are pinged this often; one that misses two pongs is dropped. */
   heartbeatMs?: number;
   /** --export: where the LayersModel goes, at the end and on demand (dashboard 'export'). */
@@ -134,6 +140,8 @@ export interface StepRecord {
   broadcastMs: number;
   /** Connection id of the worker whose result came last: the one the step waited for. */
   straggler: number | null;
+  /** Pipelined steps: segments of the new weights sent while some shard's gradient was still arriving. */
+  earlySegments: number;
   shards: { shard: number; worker: number | null; count: number; computeMs: number; uploadMs: number }[];
   at: number;
 }
@@ -182,6 +190,7 @@ export class Coordinator {
   private readonly deadlines = new Map<Conn, NodeJS.Timeout>();
   /** A pipelined step: the workers being sent the next version segment by segment, and how many segments each got. */
   private readonly pushed = new Map<Conn, number>();
+  private earlySegments = 0;
   private tasksDone: (() => void) | null = null;
   private waitingSince = 0;
   private closed = false;
@@ -203,7 +212,7 @@ export class Coordinator {
     this.fp32 = compress.mode === 'none';
     const o = this.opts;
     const probation = o.probation ?? DEFAULTS.probation;
-    this.model = new Step(this.spec, opts.seed, compress, (shard, why) => this.onBadShard(shard, why));
+    this.model = new Step(this.spec, opts.seed, compress, (shard, why) => this.onBadShard(shard, why), o.pipeline ?? true);
     this.model.onStaged = (frame, index) => this.push(frame, index);
     this.members = new Membership({
       run: this.run, token: o.token, probation, fp32: this.fp32, log: o.log,
@@ -386,6 +395,8 @@ export class Coordinator {
    * would look like a slow reader). One that missed a segment gets the whole weights at its next assign.
    */
   private push(frame: Uint8Array, index: number): void {
+    if (!this.scheduler.allDone()) this.earlySegments++;
+    this.events.emit('segment', index);
     for (const conn of this.members.workers()) {
       if ((this.pushed.get(conn) ?? 0) !== index || conn.version !== this.version) continue;
       const copy = this.scheduler.copyOf(conn);
@@ -515,6 +526,7 @@ export class Coordinator {
     const plan = planShards(indices.length, pool.length ? pool.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)) : [1]);
     const tasks = plan.map((p) => this.scheduler.newTask('train', this.step, p.id, p.position, p.count, indices.subarray(p.position, p.position + p.count), this.data.train));
     this.model.begin(tasks.length, this.run.lr, indices.length);
+    this.earlySegments = 0;
     await this.execute(tasks);
     // Plausibility before the step is applied: a shard whose gradient norm stands out is
     // recomputed by another worker, and counts only if the two agree.
@@ -540,7 +552,7 @@ export class Coordinator {
       step: this.step, epoch: this.epoch + 1, examples: indices.length, loss: stats.lossSum / stats.count, acc: stats.correct / stats.count,
       wallMs: t4 - t0, collectMs: t1 - t0, computeMs: Math.max(...tasks.map((t) => t.result!.timings.computeMs)),
       uploadMs: Math.max(...tasks.map((t) => upload(t.result!))), aggregateMs, foldMs: this.model.reducer.foldMs, applyMs, broadcastMs,
-      straggler: tasks.length > 1 ? last.doneBy : null,
+      straggler: tasks.length > 1 ? last.doneBy : null, earlySegments: this.earlySegments,
       shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!) })),
       at: Date.now(),
     };

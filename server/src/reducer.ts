@@ -27,6 +27,14 @@ export class StreamReducer {
   /** held[segment][shard]: the body as received, until the step ends. */
   private held: (Uint8Array | null)[][] = [];
   private bad: { shard: number; why: string }[] = [];
+  /**
+   * Per segment: its sum is final and already applied (a pipelined step, step.ts). A frozen
+   * segment is never taken apart again: a shard recomputed after its worker was lost has its
+   * frozen segments skipped, since what the lost worker sent for them is in the sum for good.
+   */
+  private frozen = new Uint8Array(0);
+  /** Called once a segment holds every shard (in shard order): the step may apply it. */
+  onSegmentDone: ((s: Segment) => void) | null = null;
   private draining = false;
   /** Milliseconds spent folding in this step, and gradient bytes (as received) folded. */
   foldMs = 0;
@@ -64,6 +72,7 @@ export class StreamReducer {
   begin(shards: number): void {
     this.shards = shards;
     this.next = new Int32Array(this.plan.length);
+    this.frozen = new Uint8Array(this.plan.length);
     this.held = this.plan.map(() => new Array<Uint8Array | null>(shards).fill(null));
     this.bad = [];
     this.foldMs = 0;
@@ -100,6 +109,7 @@ export class StreamReducer {
   /** Takes a segment body that check() passed, and folds what it can. */
   hold(shard: number, s: Segment, body: Uint8Array): void {
     if (shard < 0 || shard >= this.shards) throw new ProtocolError(CLOSE.notOwner, `shard ${shard} is not in this step`);
+    if (this.frozen[s.index]) return; // applied already: a recomputed shard's copy of it is not needed
     if (this.held[s.index][shard] || this.next[s.index] > shard) throw new ProtocolError(CLOSE.duplicate, `segment at ${s.offset} of shard ${shard} arrived twice`);
     this.held[s.index][shard] = body;
     this.advance(s);
@@ -110,12 +120,29 @@ export class StreamReducer {
   revoke(shard: number): void {
     if (shard < 0 || shard >= this.shards) return;
     for (const s of this.plan) {
+      if (this.frozen[s.index]) continue;
       const had = this.held[s.index][shard] !== null || this.next[s.index] > shard;
       this.held[s.index][shard] = null;
       if (had && this.next[s.index] > shard) { this.next[s.index] = 0; this.advance(s); }
     }
     this.report();
   }
+
+  /** Marks segment s applied: it stays as it is whatever happens to its shards (see `frozen`). */
+  freeze(s: Segment): void {
+    this.frozen[s.index] = 1;
+  }
+
+  /** Undoes every freeze (the pipelined step was called off): segments can be taken apart again. */
+  thaw(): void {
+    this.frozen.fill(0);
+  }
+
+  /** Whether segment s holds every shard of the step. */
+  done(s: Segment): boolean {
+    return this.next[s.index] === this.shards;
+  }
+
 
   /** Whether every segment of `shard` has arrived (folded or waiting). */
   complete(shard: number): boolean {
@@ -139,6 +166,7 @@ export class StreamReducer {
       if (this.fold(s, row[k]!, k === 0)) {
         this.next[s.index] = k + 1;
         this.foldedBytes += row[k]!.byteLength;
+        if (k + 1 === this.shards) this.onSegmentDone?.(s);
       } else {
         // The sum of this segment is spoiled: drop the body, rebuild 0..k−1 from the kept ones.
         row[k] = null;

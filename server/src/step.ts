@@ -4,17 +4,34 @@
 // compressed run the encoded update (with the coordinator's own error feedback, so that every
 // replica applies the identical bits), plus the replica hash of every --verify-every'th version.
 //
+// fp32 runs are pipelined by segment: as soon as every shard's part of segment k is summed (in
+// shard order, verified copies only once they agreed), SGD makes segment k of the next version
+// in a second weights region and its frame goes out, while later segments are still arriving, so
+// the up- and down-links work at once. The bits are those of applying the whole step at its end
+// (SGD is elementwise). The weights in use stay the last whole step's until the step is applied,
+// so a stop or a crash mid-step never sees half a step; an applied segment is frozen in the sum
+// (a recomputed shard skips it), and a step whose sum must change after all (an implausible
+// gradient, a non-finite one) calls the pipeline off and is applied whole, as compressed runs are.
+//
 // It never sees a socket or a worker: the coordinator hands it gradient frames and sends what it
 // encodes.
 import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type ModelSpec } from '@tabtrain/shared';
-import { GradientEncoder, decodeInto, planSegments, updateFrame, type Compression } from '@tabtrain/shared/compress';
+import { GradientEncoder, decodeInto, planSegments, updateFrame, type Compression, type Segment } from '@tabtrain/shared/compress';
 import { StreamReducer } from './reducer';
 
 type Frames = { version: number; frames: Uint8Array[] };
 
 export class Step {
-  /** The only truth: every worker starts from these. */
-  readonly weights: Float32Array;
+  /** The only truth: every worker starts from these (the last whole step's). */
+  get weights(): Float32Array { return this.current; }
+  private current: Float32Array;
+  /** Pipelined runs: where the next version is made, segment by segment (the other region). */
+  private next: Float32Array | null = null;
+  private readonly plan: Segment[];
+  /** This step's pipeline: still on, segments applied so far, their frames, the step's SGD arguments. */
+  private pipe = { on: false, staged: 0, frames: [] as Uint8Array[], lr: 0, batch: 0 };
+  /** A segment of the next version is ready: its weights frame, and its index in the plan. */
+  onStaged: ((frame: Uint8Array, index: number) => void) | null = null;
   /** Number of SGD steps applied to the weights. */
   version = 0;
   /** Sums gradient segments in shard order as they arrive (reducer.ts). */
@@ -31,17 +48,63 @@ export class Step {
   private updateFrames: Frames | null = null;
   private hashCache: { version: number; hash: string } | null = null;
 
-  constructor(spec: ModelSpec, seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void) {
+  constructor(spec: ModelSpec, seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void, pipeline = true) {
     const { params, total } = paramLayout(spec);
     const plan = planSegments(params, total, compress);
-    // The weights (and a compressed run's decoded update) live beside the sum, for SIMD SGD.
-    this.reducer = new StreamReducer(plan, total, onBadShard, compress.mode === 'none' ? 1 : 2);
-    this.weights = this.reducer.regions[0];
-    this.weights.set(initParams(spec, seed));
+    this.plan = plan;
+    // The weights and a second region (the next version's, or a compressed run's decoded
+    // update) live beside the sum, for SIMD SGD.
+    this.reducer = new StreamReducer(plan, total, onBadShard, 2);
+    this.current = this.reducer.regions[0];
+    this.current.set(initParams(spec, seed));
     if (compress.mode !== 'none') {
       this.downlink = new GradientEncoder(plan, total, seed ^ 0x5eed);
       this.applied = this.reducer.regions[1];
+    } else if (pipeline) {
+      this.next = this.reducer.regions[1];
+      this.reducer.onSegmentDone = () => this.stage();
     }
+  }
+
+  /** Starts a step summed over `shards` shards, of `batch` examples at learning rate `lr`. */
+  begin(shards: number, lr: number, batch: number): void {
+    this.pipe = { on: this.next !== null, staged: 0, frames: [], lr, batch };
+    this.reducer.begin(shards);
+  }
+
+  /** Applies, in plan order, every segment whose sum is complete: SGD into `next`, frozen, its frame sent. */
+  private stage(): void {
+    const p = this.pipe;
+    while (p.on && p.staged < this.plan.length && this.reducer.done(this.plan[p.staged])) {
+      const s = this.plan[p.staged];
+      const w = this.next!.subarray(s.offset, s.offset + s.count);
+      w.set(this.current.subarray(s.offset, s.offset + s.count));
+      this.reducer.sgd(w, this.reducer.sum.subarray(s.offset, s.offset + s.count), p.lr, p.batch);
+      this.reducer.freeze(s);
+      const frame = encode({ type: MSG.weights, version: this.version + 1, offset: s.offset, total: this.current.length }, w);
+      p.frames.push(frame);
+      this.onStaged?.(frame, p.staged++);
+    }
+  }
+
+  /**
+   * The step's sum must change after segments were applied (an implausible or non-finite shard):
+   * the pipeline is off for this step, which is then applied whole. True if frames went out.
+   */
+  callOff(): boolean {
+    const sent = this.pipe.on && this.pipe.staged > 0;
+    this.pipe.on = false;
+    this.reducer.thaw();
+    return sent;
+  }
+
+  /** Segments of the next version sent so far in this step (all of them once a pipelined step is applied). */
+  get staged(): number {
+    return this.pipe.on ? this.pipe.staged : 0;
+  }
+
+  get segments(): number {
+    return this.plan.length;
   }
 
   /**
@@ -52,9 +115,16 @@ export class Step {
     const t1 = performance.now();
     const sum = this.reducer.finish(); // already complete: segments were folded as they came
     const t2 = performance.now();
+    if (this.pipe.on) {
+      this.stage(); // every segment is complete now; any not yet applied is applied here
+      [this.current, this.next] = [this.next!, this.current];
+      this.version++;
+      this.weightFrames = { version: this.version, frames: this.pipe.frames };
+      return { aggregateMs: t2 - t1, applyMs: performance.now() - t2, broadcastMs: 0 };
+    }
     if (this.downlink) this.encodeUpdate(sum, batch);
     const t2b = performance.now();
-    this.reducer.sgd(this.weights, this.applied ?? sum, lr, batch);
+    this.reducer.sgd(this.current, this.applied ?? sum, lr, batch);
     this.version++;
     const t3 = performance.now();
     // fp32 runs broadcast the weights; compressed ones encode full weights only for a joiner.
@@ -105,8 +175,8 @@ export class Step {
 
   /** Continues from a checkpoint's weights at `version`. */
   restore(weights: Float32Array, version: number): void {
-    if (weights.length !== this.weights.length) throw new Error(`checkpoint has ${weights.length} weights, model needs ${this.weights.length}`);
-    this.weights.set(weights);
+    if (weights.length !== this.current.length) throw new Error(`checkpoint has ${weights.length} weights, model needs ${this.current.length}`);
+    this.current.set(weights);
     this.version = version;
     this.weightFrames = null;
     this.updateFrames = null;
