@@ -63,6 +63,9 @@ the run:
   --min-workers N     workers to wait for before the first step (default ${DEFAULTS.minWorkers})
   --balance MODE      speed: shard sizes follow each worker's measured examples/s (default);
                       equal: even shards, bit-reproducible runs (fp32 sums depend on the split)
+                      cost: a cost model (measured compute and link rates) picks the workers that make
+                      the step shortest and sizes their shards; a worker that would slow the step is
+                      benched (it stays joined, takes eval shards, and is measured again now and then)
   --max-steps N       stop after N steps in all (smoke runs); a partial epoch skips the test evaluation
   --eval-examples N   test images evaluated per epoch (default all ${DEFAULTS.evalExamples.toLocaleString('en-US')})
   --deadline-ms N     a shard not returned in N ms goes to another worker (default: 5× the worker's
@@ -259,7 +262,7 @@ export async function serve(argv: string[]): Promise<number> {
   // One shard travels as one frame (784 + 1 bytes per example), so a batch must fit one frame.
   const maxBatch = Math.floor(MAX_FRAME_BYTES / (IMAGE_BYTES + 1)) - 64;
   if (batch > maxBatch) throw new UsageError(`--batch ${batch} is over the ${maxBatch} examples one shard frame can carry; use a smaller global batch`);
-  if (v.balance !== 'speed' && v.balance !== 'equal') throw new UsageError(`--balance must be speed or equal, got '${v.balance}'`);
+  if (v.balance !== 'speed' && v.balance !== 'equal' && v.balance !== 'cost') throw new UsageError(`--balance must be speed, equal or cost, got '${v.balance}'`);
   const lr = positive(v.lr, 'lr');
   const seed = int(v.seed, 'seed') ?? DEFAULTS.seed;
   const localWorkers = int(v['local-workers'], 'local-workers') ?? 0;
@@ -305,7 +308,7 @@ export async function serve(argv: string[]): Promise<number> {
     model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, tls: cert ?? undefined,
     minWorkers: numbers.minWorkers, evalExamples: numbers.evalExamples, verifyEvery: numbers.verifyEvery, deadlineMs: numbers.deadlineMs,
     probation: numbers.probation, verifyShards: numbers.verifyShards,
-    exportDir: v.export, balance: v.balance as 'speed' | 'equal', token: v.token, adminToken: v['admin-token'], metricsLog: v.log,
+    exportDir: v.export, balance: v.balance as 'speed' | 'equal' | 'cost', token: v.token, adminToken: v['admin-token'], metricsLog: v.log,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs,
     log,
     progress: tty ? (line) => process.stdout.write(`\r\x1b[K${line}`) : log,

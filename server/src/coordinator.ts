@@ -13,7 +13,7 @@
 // pause/resume/stop, the status object, and the handling of each joined worker's messages.
 import { EventEmitter } from 'node:events';
 import {
-  CLOSE, CLOSE_NAMES, MSG, ProtocolError, encode, epochOrder, getModel, modelHash, paramLayout, planShards, stepsPerEpoch,
+  CLOSE, CLOSE_NAMES, IMAGE_BYTES, MSG, ProtocolError, encode, epochOrder, getModel, modelHash, paramLayout, planShards, stepsPerEpoch,
   type Assign, type Gradient, type Hello, type Message, type ModelSpec, type Resync, type Result, type RunInfo,
 } from '@tabtrain/shared';
 import { NO_COMPRESSION, type Compression } from '@tabtrain/shared/compress';
@@ -25,6 +25,7 @@ import type { ListenerTls } from './listener';
 import { CONN, Membership, type Conn } from './membership';
 import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
+import { planStep } from './cost-model';
 import { Transport, type Route } from './transport';
 import { sumSquares } from './verify';
 
@@ -58,7 +59,7 @@ export interface CoordinatorOptions {
    * waits on a slow tab), 'equal' evenly. Both give the exact batch gradient; only 'equal' is
    * bit-reproducible, because fp32 sums depend on where the batch is cut.
    */
-  balance: 'speed' | 'equal';
+  balance: 'speed' | 'equal' | 'cost';
   token?: string;
   /** Test images evaluated at each epoch's end (d2l: all 10,000). */
   evalExamples: number;
@@ -296,6 +297,9 @@ export class Coordinator {
       reducer.hold(t.shard, checked.segment, checked.body);
       t.inReducer = c;
     }
+    const now = performance.now();
+    if (c.received === 0) { c.firstAt = now; c.firstBytes = body.byteLength; }
+    c.lastAt = now;
     c.frames.push({ g, body: checked.body });
     if (this.fp32) c.normSq += sumSquares([f32(checked.body)]);
     c.received += checked.segment.count;
@@ -326,6 +330,11 @@ export class Coordinator {
       conn.uploadMs = r.timings.encodeMs + r.timings.sendMs;
       const speed = (r.count * 1000) / Math.max(1, r.timings.computeMs);
       conn.speed = conn.speed ? 0.7 * conn.speed + 0.3 * speed : speed;
+      // Upload rate: the bytes after the first frame over the time they took to arrive; a
+      // one-frame gradient has only the worker's own send time to go by.
+      const bytes = c.frames.reduce((a, f) => a + f.body.byteLength, 0);
+      const up = c.frames.length > 1 ? ((bytes - c.firstBytes) * 1000) / Math.max(0.01, c.lastAt - c.firstAt) : (bytes * 1000) / Math.max(0.01, r.timings.sendMs);
+      conn.upRate = conn.upRate ? 0.7 * conn.upRate + 0.3 * up : up;
     }
     this.scheduler.finish(c, r);
     if (this.scheduler.allDone()) this.tasksDone?.();
@@ -346,6 +355,7 @@ export class Coordinator {
     const joined = conn.state !== CONN.hello;
     if (joined && !byUs && !this.closed) this.opts.log(`worker #${conn.id} left (${CLOSE_NAMES[code] ?? code}${reason ? `: ${reason.slice(0, 120)}` : ''})`);
     this.clearDeadline(conn);
+    this.scheduler.unpin(conn);
     const { requeued, revoke } = this.scheduler.lose(conn);
     if (revoke) this.model.reducer.revoke(revoke.shard);
     if (requeued && !this.closed) this.opts.log(`shard ${requeued.step}/${requeued.shard} (${plural(requeued.count, 'example')}) goes back to the queue`);
@@ -398,7 +408,8 @@ export class Coordinator {
     if (!this.scheduler.allDone()) this.earlySegments++;
     this.events.emit('segment', index);
     for (const conn of this.members.workers()) {
-      if ((this.pushed.get(conn) ?? 0) !== index || conn.version !== this.version) continue;
+      // A benched worker is not sent every step's weights: that would cost the link benching saves.
+      if ((this.pushed.get(conn) ?? 0) !== index || conn.version !== this.version || conn.benchedByMs !== null) continue;
       const copy = this.scheduler.copyOf(conn);
       if (conn.state !== CONN.idle && !(copy && copy.received > 0)) continue;
       this.transport.send(conn, frame);
@@ -521,10 +532,12 @@ export class Coordinator {
   /** One synchronous step over `indices` (positions in the training set). Returns its stats. */
   async trainStep(indices: Uint32Array): Promise<{ lossSum: number; correct: number; count: number }> {
     const t0 = performance.now();
-    const pool = this.members.pool('train');
-    // Nobody joined yet: one shard for whoever comes first.
-    const plan = planShards(indices.length, pool.length ? pool.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)) : [1]);
-    const tasks = plan.map((p) => this.scheduler.newTask('train', this.step, p.id, p.position, p.count, indices.subarray(p.position, p.position + p.count), this.data.train));
+    const plan = this.planTrain(indices.length);
+    const tasks = plan.map((p, id) => {
+      const t = this.scheduler.newTask('train', this.step, id, p.position, p.count, indices.subarray(p.position, p.position + p.count), this.data.train);
+      t.pin = p.pin;
+      return t;
+    });
     this.model.begin(tasks.length, this.run.lr, indices.length);
     this.earlySegments = 0;
     await this.execute(tasks);
@@ -558,6 +571,40 @@ export class Coordinator {
     };
     this.events.emit('step', this.lastStep);
     return stats;
+  }
+
+  /**
+   * The step's shards: with --balance cost, the cost model's plan (cost-model.ts): which workers
+   * make the predicted step shortest, how many examples each, and who is benched; else in
+   * proportion to measured speed, or even. Nobody joined yet: one shard for whoever comes first.
+   */
+  private planTrain(batch: number): { position: number; count: number; pin: number | null }[] {
+    const pool = this.members.pool('train');
+    if (this.opts.balance !== 'cost' || !pool.length) {
+      for (const c of pool) c.benchedByMs = null;
+      const weights = pool.length ? pool.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)) : [1];
+      return planShards(batch, weights).map((p) => ({ position: p.position, count: p.count, pin: null }));
+    }
+    const weightsBytes = 4 * this.run.paramCount;
+    // Messages that fit the kernel's socket buffers cost no link time worth pricing.
+    const small = weightsBytes < 4 * 1024 * 1024;
+    const workers = [...pool].sort((a, b) => a.id - b.id).map((c) => ({
+      id: c.id, computeRate: c.speed, upRate: c.upRate || (small ? Infinity : 0), downRate: c.downRate || (small ? Infinity : 0),
+      behind: Math.min(2, this.version - Math.max(0, c.version)),
+    }));
+    const last = this.lastStep;
+    const rate = (bytes: number, ms: number | undefined) => (ms && ms > 0 ? (bytes * 1000) / ms : Infinity);
+    const plan = planStep(workers, {
+      batch, gradientBytes: this.model.gradientBytes, updateBytes: this.fp32 ? weightsBytes : this.model.gradientBytes, weightsBytes,
+      exampleBytes: IMAGE_BYTES + 1, pipelined: this.model.pipelined,
+    }, {
+      upRate: Infinity, downRate: Infinity, foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
+      sgdRate: rate(weightsBytes, last?.applyMs), encodeRate: Infinity,
+    }, { step: this.step, probeEvery: 50 });
+    const benched = new Map(plan.benched.map((b) => [b.worker, b.lengthensMs]));
+    // Infinity (no example left for it) shows as null in JSON, still benched.
+    for (const c of pool) c.benchedByMs = benched.has(c.id) ? Math.round(benched.get(c.id)!) : null;
+    return plan.shards.map((s) => ({ position: s.position, count: s.count, pin: s.worker }));
   }
 
   /** Test accuracy at the current weights, forward only, split over the workers. */

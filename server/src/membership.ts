@@ -69,6 +69,10 @@ export interface Conn extends Peer {
   resyncVersion: number;
   /** Deadlines this identity has missed: each doubles its next deadline while it has no measured speed. */
   timeouts: number;
+  /** Measured bytes/s of its gradient uploads (EMA; 0 = not yet); its download rate is the transport's (Peer.downRate). */
+  upRate: number;
+  /** --balance cost: left out of the step's train shards, and by how many ms it would have lengthened the step. */
+  benchedByMs: number | null;
 }
 
 export interface Caught { id: number; workerId: string; remote: string; why: string; step: number; at: number }
@@ -100,6 +104,7 @@ export class Membership {
       ...peer, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, awaiting: { train: 0, eval: 0 },
       kind: 'node', backend: '?', adapter: null, version: -1, speed: 0, shardSize: 0, computeMs: 0, uploadMs: 0, shardsDone: 0,
       joinedAt: Date.now(), lostAt: 0, tensors: 0, tensorBytes: 0, resyncs: 0, resyncVersion: -1, timeouts: 0,
+      upRate: 0, benchedByMs: null,
     };
     this.conns.set(conn.id, conn);
     return conn;
@@ -132,7 +137,7 @@ export class Membership {
     const trust: Trust = local || tokenOk || this.opts.probation === 0 ? 'established' : inherit ? inherit.trust : { train: 0, eval: 0 };
     Object.assign(conn, {
       state: CONN.idle, workerId, session: randomBytes(16).toString('hex'), trust, local, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
-      speed: inherit?.speed ?? 0, timeouts: inherit?.timeouts ?? 0,
+      speed: inherit?.speed ?? 0, timeouts: inherit?.timeouts ?? 0, upRate: inherit?.upRate ?? 0, downRate: inherit?.downRate ?? 0,
     });
     const how = trust === 'established' ? (local ? 'started by this coordinator' : tokenOk ? 'token' : 'no probation') : inherit ? 'reconnected' : 'on probation';
     return { workerId, how };
@@ -217,6 +222,7 @@ export class Membership {
       shardSize: c.shardSize, computeMs: c.computeMs, uploadMs: c.uploadMs, bytesIn: c.bytesIn, bytesOut: c.bytesOut,
       examplesPerSec: c.speed, shardsDone: c.shardsDone, tensors: c.tensors, tensorBytes: c.tensorBytes, resyncs: c.resyncs,
       trust: this.trustLabel(c), caught: c.caught || undefined,
+      upBytesPerSec: c.upRate, downBytesPerSec: c.downRate, benched: c.benchedByMs !== null, benchedByMs: c.benchedByMs ?? undefined,
     }));
   }
 }

@@ -28,6 +28,10 @@ export interface Copy {
   shadow: boolean;
   /** Σ g² of its gradient, accumulated as frames arrive (fp32 runs): the plausibility check. */
   normSq: number;
+  /** When its first and last gradient frame arrived (performance.now()), and the first frame's bytes: its upload rate. */
+  firstAt: number;
+  lastAt: number;
+  firstBytes: number;
   result: Result | null;
 }
 
@@ -54,6 +58,8 @@ export interface Task {
   shadowed: boolean;
   /** A copy of it was lost (timeout, close): it goes to a measured worker if one can take it. */
   retaken: boolean;
+  /** --balance cost: the connection the plan gave it to (null: anyone); void once that worker is gone. */
+  pin: number | null;
   done: boolean;
   result: Result | null;
   /** The copy whose result counts; kept while a shadow may still compare with it. */
@@ -108,7 +114,7 @@ export class Scheduler {
     if (comparable && est === 0 && live.length >= 2 && this.opts.probation > 0) { want = 2; why = 'cross-check'; }
     else if (comparable && est >= 2 && remote && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) { want = 2; why = 'spot check'; }
     return {
-      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, retaken: false, want, why,
+      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, retaken: false, pin: null, want, why,
       done: false, result: null, trusted: null, inReducer: null, doneBy: null, doneAt: 0,
     };
   }
@@ -138,7 +144,8 @@ export class Scheduler {
       // A shard taken back from a worker (a silent newcomer, say) must not go to the next
       // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
       const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
-      const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured));
+      const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken;
+      const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
       return t ? { task: t, shadow: false } : null;
     }
     // No more shadows out than verdicts still needed: a liar cannot run ahead of its probation.
@@ -150,7 +157,7 @@ export class Scheduler {
   /** Records that `conn` computes a copy of t. */
   start(conn: Conn, t: Task, shadow: boolean): Copy {
     const streamed = !shadow && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
-    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, normSq: 0, result: null };
+    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, normSq: 0, firstAt: 0, lastAt: 0, firstBytes: 0, result: null };
     t.copies.push(c);
     if (shadow) { t.shadowed = true; conn.awaiting[t.kind]++; }
     this.held.set(conn, c);
@@ -201,6 +208,11 @@ export class Scheduler {
     if (t.done) return { requeued: null, revoke };
     t.retaken = true;
     return { requeued: t, revoke };
+  }
+
+  /** The worker a plan gave tasks to is gone before taking them: anyone may. */
+  unpin(conn: Conn): void {
+    for (const t of this.tasks) if (t.pin === conn.id) t.pin = null;
   }
 
   /** A streamed copy's gradient turned out non-finite when folded: it no longer counts. Returns its owner. */

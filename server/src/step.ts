@@ -16,7 +16,7 @@
 // It never sees a socket or a worker: the coordinator hands it gradient frames and sends what it
 // encodes.
 import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type ModelSpec } from '@tabtrain/shared';
-import { GradientEncoder, decodeInto, planSegments, updateFrame, type Compression, type Segment } from '@tabtrain/shared/compress';
+import { GradientEncoder, decodeInto, planBytes, planSegments, updateFrame, type Compression, type Segment } from '@tabtrain/shared/compress';
 import { StreamReducer } from './reducer';
 
 type Frames = { version: number; frames: Uint8Array[] };
@@ -105,6 +105,16 @@ export class Step {
 
   get segments(): number {
     return this.plan.length;
+  }
+
+  /** Whether steps are applied and broadcast segment by segment. */
+  get pipelined(): boolean {
+    return this.next !== null;
+  }
+
+  /** Bytes of one worker's gradient upload in this run's plan. */
+  get gradientBytes(): number {
+    return planBytes(this.plan, this.current.length);
   }
 
   /**

@@ -38,6 +38,8 @@ export interface Peer {
   writing: boolean;
   /** When the last frame was written, or writing began after an idle spell (slow-reader watch). */
   progressAt: number;
+  /** Measured bytes/s of large frames written to it (EMA; 0 = none yet): the cost model's download rate. */
+  downRate: number;
 }
 
 /** What the transport asks of whoever owns the connections (the coordinator). */
@@ -71,6 +73,8 @@ export interface TransportOptions {
 /** A legitimate worker sends ⌈P / CHUNK_FLOATS⌉ + 1 messages per shard (24 for AlexNet). */
 const FLOOD_RATE = 400;
 const FLOOD_BURST = 800;
+/** Frames at least this big time the link they cross. */
+const LARGE_FRAME = 4 * 1024 * 1024;
 
 export class Transport<P extends Peer> {
   private http: Server | null = null;
@@ -156,7 +160,7 @@ export class Transport<P extends Peer> {
   private accept(ws: WebSocket, req: IncomingMessage): void {
     const p = this.handler.open({
       id: ++this.opened, ws, remote: req.socket.remoteAddress ?? '?', bytesIn: 0, bytesOut: 0, closed: false,
-      missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0,
+      missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0, downRate: 0,
     });
     this.live.add(p);
     const log = this.opts.log;
@@ -212,9 +216,16 @@ export class Transport<P extends Peer> {
     if (!frame || p.closed) { p.writing = false; return; }
     p.writing = true;
     p.outboxBytes -= frame.byteLength;
+    const started = performance.now();
     p.ws.send(frame, (err) => {
       if (err) return; // the socket is closing; its close handler takes care of the peer
       p.progressAt = Date.now();
+      // Frames of a few MB outgrow the kernel's socket buffer, so their write time is the link's;
+      // a small one would be timed by memcpy alone.
+      if (frame.byteLength >= LARGE_FRAME) {
+        const rate = (frame.byteLength * 1000) / Math.max(0.01, performance.now() - started);
+        p.downRate = p.downRate ? 0.7 * p.downRate + 0.3 * rate : rate;
+      }
       this.pump(p);
     });
   }
