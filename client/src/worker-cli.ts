@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEFAULT_CONNECT_TIMEOUT_MS, WorkerError, normalizeFingerprint, runNodeWorker } from './node-worker';
+import { joinNegativeValues } from '@tabtrain/shared/cli-args';
 
 export const WORKER_HELP = `tabtrain worker: join a coordinator as a headless Node worker.
 
@@ -72,16 +73,6 @@ export function parseDuration(flag: string, given: string): number {
   return ((Number(m[1] ?? 0) * 60 + Number(m[2] ?? 0)) * 60 + Number(m[3] ?? 0)) * 1000;
 }
 
-/** parseArgs reads `--delay-ms -1` as two options ("ambiguous"): join a negative number to its flag. */
-export function joinNegativeValues(argv: string[], valued: Set<string>): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (valued.has(a) && i + 1 < argv.length && /^-(\d|\.\d)/.test(argv[i + 1])) out.push(`${a}=${argv[++i]}`);
-    else out.push(a);
-  }
-  return out;
-}
 
 function number(v: string | undefined, flag: string, { min = 0, integer = false, above = false } = {}): number | undefined {
   if (v === undefined) return undefined;

@@ -120,19 +120,10 @@ Examples:
 
 /** A mistake on the command line or in its files: one line, exit 2. */
 import { UsageError } from './usage';
+import { joinNegativeValues } from '@tabtrain/shared/cli-args';
 
 export { UsageError };
 
-/** parseArgs reads `--lr -1` as two options ("ambiguous"): join a negative number to its flag. */
-export function joinNegativeValues(argv: string[], valued: Set<string>): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (valued.has(a) && i + 1 < argv.length && /^-(\d|\.\d)/.test(argv[i + 1])) out.push(`${a}=${argv[++i]}`);
-    else out.push(a);
-  }
-  return out;
-}
 
 function int(v: string | undefined, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number | undefined {
   if (v === undefined) return undefined;

@@ -12,8 +12,8 @@
 // that the ws library kills. Every input comes from its own PRNG stream (seed, index), so one
 // input replays alone: FUZZ_SEED=s FUZZ_ONLY=i,j.
 import net from 'node:net';
-import { Packr } from 'msgpackr';
 import { CLOSE_NAMES, MSG, PROTOCOL_VERSION, decodeFrame, zooHashes } from '@tabtrain/shared';
+import { rawFrame } from './liars';
 
 // ---- a seeded PRNG (sfc32), one stream per input ----
 
@@ -119,18 +119,7 @@ function nested(depth: number): unknown {
 
 // ---- protocol frames ----
 
-const packr = new Packr({ useRecords: false });
 
-/** u32 LE header length | msgpack header | pad to 4 | body: the frame encode() writes, for any header. */
-export function rawFrame(header: unknown, body: Uint8Array = new Uint8Array(0)): Uint8Array {
-  const head = packr.pack(header);
-  const at = (4 + head.length + 3) & ~3;
-  const f = new Uint8Array(at + body.length);
-  new DataView(f.buffer).setUint32(0, head.length, true);
-  f.set(head, 4);
-  f.set(body, at);
-  return f;
-}
 
 export interface Target {
   host: string;

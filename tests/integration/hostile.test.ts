@@ -2,24 +2,13 @@
 // logged, the run goes on, and its final weights equal a clean run's.
 import { describe, expect, it, beforeAll } from 'vitest';
 import WebSocket from 'ws';
-import { Packr } from 'msgpackr';
 import * as tf from '@tensorflow/tfjs';
 import { CLOSE, MSG, PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Message } from '@tabtrain/shared';
 import { WorkerCore } from '../../client/src/core';
 import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
+import { rawFrame } from '../helpers/liars';
 
-const packr = new Packr({ useRecords: false });
-/** A frame with an arbitrary header, bypassing encode()'s types. */
-function rawFrame(header: unknown, body: ArrayLike<number> = []): Uint8Array {
-  const head = packr.pack(header);
-  const at = (4 + head.length + 3) & ~3;
-  const f = new Uint8Array(at + body.length);
-  new DataView(f.buffer).setUint32(0, head.length, true);
-  f.set(head, 4);
-  f.set(body, at);
-  return f;
-}
 const hello = (over: Record<string, unknown> = {}) => rawFrame({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: `hostile-${Math.random()}`, kind: 'node', backend: 'evil', adapter: null, modelHashes: zooHashes(), ...over });
 
 /** Opens a socket, runs `act`, resolves with the close code the coordinator sent. */
