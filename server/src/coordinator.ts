@@ -192,6 +192,12 @@ export class Coordinator {
   /** A pipelined step: the workers being sent the next version segment by segment, and how many segments each got. */
   private readonly pushed = new Map<Conn, number>();
   private earlySegments = 0;
+  /**
+   * --balance cost: what the coordinator's link has been seen to carry each way, bytes/s: the
+   * largest per-step aggregate so far, decaying slowly (a step's aggregate is a lower bound of the
+   * link; the decay lets a link that got slower be seen).
+   */
+  private linkSeen = { up: 0, down: 0 };
   private tasksDone: (() => void) | null = null;
   private waitingSince = 0;
   private closed = false;
@@ -532,6 +538,7 @@ export class Coordinator {
   /** One synchronous step over `indices` (positions in the training set). Returns its stats. */
   async trainStep(indices: Uint32Array): Promise<{ lossSum: number; correct: number; count: number }> {
     const t0 = performance.now();
+    const seen0 = { in: this.transport.bytesIn, out: this.transport.bytesOut };
     const plan = this.planTrain(indices.length);
     const tasks = plan.map((p, id) => {
       const t = this.scheduler.newTask('train', this.step, id, p.position, p.count, indices.subarray(p.position, p.position + p.count), this.data.train);
@@ -569,6 +576,12 @@ export class Coordinator {
       shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!) })),
       at: Date.now(),
     };
+    // Only steps that move several MB time the link; small ones time round trips.
+    const rate = (bytes: number, ms: number) => (ms > 0 && bytes >= 4 * 1024 * 1024 ? (bytes * 1000) / ms : 0);
+    this.linkSeen = {
+      up: Math.max(0.98 * this.linkSeen.up, rate(this.transport.bytesIn - seen0.in, t1 - t0)),
+      down: Math.max(0.98 * this.linkSeen.down, rate(this.transport.bytesOut - seen0.out, t4 - t0)),
+    };
     this.events.emit('step', this.lastStep);
     return stats;
   }
@@ -598,7 +611,7 @@ export class Coordinator {
       batch, gradientBytes: this.model.gradientBytes, updateBytes: this.fp32 ? weightsBytes : this.model.gradientBytes, weightsBytes,
       exampleBytes: IMAGE_BYTES + 1, pipelined: this.model.pipelined,
     }, {
-      upRate: Infinity, downRate: Infinity, foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
+      upRate: this.linkSeen.up || Infinity, downRate: this.linkSeen.down || Infinity, foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
       sgdRate: rate(weightsBytes, last?.applyMs), encodeRate: Infinity,
     }, { step: this.step, probeEvery: 50 });
     const benched = new Map(plan.benched.map((b) => [b.worker, b.lengthensMs]));

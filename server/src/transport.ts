@@ -88,6 +88,9 @@ export class Transport<P extends Peer> {
   private readonly inflight = new WeakMap<Duplex, ServerResponse>();
   /** Sockets accepted so far (the next peer's id is this + 1). */
   opened = 0;
+  /** Bytes received from and sent to all peers, ever: the coordinator link's load. */
+  bytesIn = 0;
+  bytesOut = 0;
 
   constructor(private readonly opts: TransportOptions, private readonly handler: PeerHandler<P>) {}
 
@@ -172,6 +175,7 @@ export class Transport<P extends Peer> {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (p.closed) return;
       p.bytesIn += data.byteLength;
+      this.bytesIn += data.byteLength;
       try {
         if (!takeToken(p)) throw new ProtocolError(CLOSE.flood, `more than ${FLOOD_RATE} messages/s`);
         if (!isBinary) throw new ProtocolError(CLOSE.malformed, 'text frame; the protocol is binary');
@@ -201,6 +205,7 @@ export class Transport<P extends Peer> {
   send(p: P, frame: Uint8Array): void {
     if (p.closed) return;
     p.bytesOut += frame.byteLength;
+    this.bytesOut += frame.byteLength;
     p.outbox.push(frame);
     p.outboxBytes += frame.byteLength;
     if (!p.writing) { p.progressAt = Date.now(); this.pump(p); }

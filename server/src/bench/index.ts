@@ -43,6 +43,8 @@ scaleout options:
                         sleep = slept for the time it took when measured once on this machine (each
                         worker stands for its own machine; default with --link), real = done for real
                         on this machine's cores (default on loopback)
+  --balance B           equal (default): even shards over every worker; cost: the coordinator's cost
+                        model picks the workers that make the step shortest (--balance cost of serve)
   --out DIR             results folder (default bench/results)
   --tag NAME            file name stem (default scaleout-<kind>, scaleout-<kind>-link with --link)
 
@@ -100,7 +102,7 @@ export async function bench(argv: string[]): Promise<void> {
         batch: { type: 'string', default: '128' }, 'per-worker-batch': { type: 'string', default: '128' }, 'ms-per-example': { type: 'string', default: '0.25' },
         compress: { type: 'string', default: 'none' }, rank: { type: 'string', default: String(DEFAULT_RANK) }, steps: { type: 'string', default: '5' }, 'burn-in': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' }, out: { type: 'string', default: 'bench/results' }, tag: { type: 'string' },
-        link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' },
+        link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' }, balance: { type: 'string', default: 'equal' },
       },
     });
     const kind = v.kind as ComputeKind;
@@ -121,6 +123,7 @@ export async function bench(argv: string[]): Promise<void> {
     if (!links && v['coordinator-link']) throw new UsageError('--coordinator-link needs --link');
     const workerCpu = (v['worker-cpu'] ?? (links ? 'sleep' : 'real')) as WorkerCpu;
     if (workerCpu !== 'sleep' && workerCpu !== 'real') throw new UsageError(`--worker-cpu must be sleep or real, got '${v['worker-cpu']}'`);
+    if (v.balance !== 'equal' && v.balance !== 'cost') throw new UsageError(`--balance must be equal or cost, got '${v.balance}'`);
     if (links) {
       const why = whyNoNamespaces();
       if (why) throw new UsageError(`--link: ${why}.\n  For example: sudo bin/tabtrain bench scaleout --link ${v.link} --rtt ${rtt}`);
@@ -133,7 +136,7 @@ export async function bench(argv: string[]): Promise<void> {
     const { runs, memcpyGBs, workerCosts } = await scaleout({
       kind, models, workers: ints(v.workers!, 'workers'), scaling, steps: ints(v.steps!, 'steps')[0], burnIn: Number(v['burn-in']),
       msPerExample: ms, batch: ints(v.batch!, 'batch')[0], perWorkerBatch: ints(v['per-worker-batch']!, 'per-worker-batch')[0],
-      compress: list(v.compress!).map((m) => parseCompression(m, rank)), backend: v.backend!, workerCpu, links, log,
+      compress: list(v.compress!).map((m) => parseCompression(m, rank)), backend: v.backend!, workerCpu, links, log, balance: v.balance as 'equal' | 'cost',
     });
     const compute = kind === 'synthetic' ? `synthetic compute, ${ms} ms/example` : 'real compute';
     const json = { bench: 'scaleout', started, machine: machine(), kind, msPerExample: ms, workerCpu, whatIsReal: what, memcpyGBs, links, workerCosts, runs };

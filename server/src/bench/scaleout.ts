@@ -48,6 +48,8 @@ export interface ScaleoutOptions {
   workerCpu: WorkerCpu;
   /** Emulated links, one series of runs each; null: loopback. */
   links: LinkConfig[] | null;
+  /** How the coordinator splits each step: even shards over every worker, or the cost model's plan (--balance cost). */
+  balance: 'equal' | 'cost';
   log: (line: string) => void;
 }
 
@@ -307,13 +309,9 @@ async function runLinked(o: ScaleoutOptions, lab: NetLab, l: LinkConfig, probe: 
   const burnIn = Math.max(1, o.burnIn);
   const host: HostOptions = {
     model, epochs: 1, batch, seed: 42, port: 0, host: lab.coordinator.ip, minWorkers: n, maxSteps: burnIn + o.steps,
-    balance: 'equal', evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
+    balance: o.balance, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
     // Every shard computed once: no --verify-shards spot checks (a 5% chance per shard of a second copy).
     verifyShards: 0,
-    // The slow-reader watch judges progress by ws's bufferedAmount, which shrinks only when a whole
-    // queued write is done; 22 weight frames queue as one ~180 MB write, which on a shared 1 Gbit/s
-    // link takes longer than its 5 s. Off here (an hour), so that honest workers are not dropped.
-    slowReaderMs: 3_600_000,
   };
   const load = loadavg()[0];
   const t0 = performance.now();
@@ -406,7 +404,7 @@ async function runOne(o: ScaleoutOptions, data: Dataset, model: string, compress
   if (freemem() < need) o.log(`warning: ${(freemem() / 2 ** 30).toFixed(1)} GiB free, this run may need ${(need / 2 ** 30).toFixed(1)} GiB`);
   const coord = new Coordinator({
     model, epochs: 1, batch, seed: 42, port: 0, host: '127.0.0.1', minWorkers: n, maxSteps: o.burnIn + o.steps,
-    balance: 'equal', evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
+    balance: o.balance, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
     log: () => {}, progress: () => {},
   }, data);
   const port = await coord.listen();
