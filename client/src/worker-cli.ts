@@ -133,7 +133,8 @@ export async function worker(argv: string[]): Promise<void> {
 /** Errors a person can act on, printed as one line: which exit code, or null for a bug (stack). */
 export function userErrorCode(e: unknown): number | null {
   if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return 2;
-  if (e instanceof WorkerError) return 1;
+  // No usable GPU adapter (dawn.ts) says which backend it tried and the fix: a message, not a bug.
+  if (e instanceof WorkerError || (e as Error)?.name === 'DawnError') return 1;
   return null;
 }
 
