@@ -26,7 +26,7 @@ import { CONN, Membership, type Conn } from './membership';
 import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
 import { planStep } from './cost-model';
-import { Transport, type Route } from './transport';
+import { LARGE_FRAME, Transport, type Route } from './transport';
 import { sumSquares } from './verify';
 
 export { weightsSha256 };
@@ -599,8 +599,8 @@ export class Coordinator {
       return planShards(batch, weights).map((p) => ({ position: p.position, count: p.count, pin: null }));
     }
     const weightsBytes = 4 * this.run.paramCount;
-    // Messages that fit the kernel's socket buffers cost no link time worth pricing.
-    const small = weightsBytes < 4 * 1024 * 1024;
+    // Weights under a frame that can time the link (transport.ts) cost no link time worth pricing.
+    const small = weightsBytes < LARGE_FRAME;
     const workers = [...pool].sort((a, b) => a.id - b.id).map((c) => ({
       id: c.id, computeRate: c.speed, upRate: c.upRate || (small ? Infinity : 0), downRate: c.downRate || (small ? Infinity : 0),
       behind: Math.min(2, this.version - Math.max(0, c.version)),

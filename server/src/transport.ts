@@ -73,8 +73,8 @@ export interface TransportOptions {
 /** A legitimate worker sends ⌈P / CHUNK_FLOATS⌉ + 1 messages per shard (24 for AlexNet). */
 const FLOOD_RATE = 400;
 const FLOOD_BURST = 800;
-/** Frames at least this big time the link they cross. */
-const LARGE_FRAME = 4 * 1024 * 1024;
+/** Frames at least this big time the link they cross (on a fast link they time memcpy: a high rate, harmless). */
+export const LARGE_FRAME = 1024 * 1024;
 
 export class Transport<P extends Peer> {
   private http: Server | null = null;
@@ -225,8 +225,8 @@ export class Transport<P extends Peer> {
     p.ws.send(frame, (err) => {
       if (err) return; // the socket is closing; its close handler takes care of the peer
       p.progressAt = Date.now();
-      // Frames of a few MB outgrow the kernel's socket buffer, so their write time is the link's;
-      // a small one would be timed by memcpy alone.
+      // A frame of a MB or more outgrows the socket buffer of a slow link, so its write time is
+      // that link's; a small one would be timed by memcpy alone.
       if (frame.byteLength >= LARGE_FRAME) {
         const rate = (frame.byteLength * 1000) / Math.max(0.01, performance.now() - started);
         p.downRate = p.downRate ? 0.7 * p.downRate + 0.3 * rate : rate;

@@ -31,14 +31,21 @@ describe('pipelined step', () => {
   it('a worker killed mid-upload after segments were applied: its shard is recomputed, applied segments are skipped, the weights are a clean run\'s', async () => {
     const clean = await trainWith(3, RUN, SYNTHETIC);
     const { coord, url, lines } = await startCoordinator({ ...RUN, minWorkers: 3 });
-    const procs = workers(url, 3, SYNTHETIC);
-    // In the last step, once 5 segments of the new weights went out, one worker dies.
+    // Known ids, so that the test can tell which process is still uploading.
+    const procs = [0, 1, 2].flatMap((i) => workers(url, 1, [...SYNTHETIC, '--id', `pipe-${i}`]));
+    let killed: string | null = null;
+    // In the last step, once 5 segments of the new weights went out, a worker still uploading its shard dies.
     coord.events.on('segment', (index: number) => {
-      if (coord.step === RUN.maxSteps - 1 && index === 5 && procs[2].exitCode === null) procs[2].kill('SIGKILL');
+      if (killed || coord.step !== RUN.maxSteps - 1 || index !== 5) return;
+      const uploading = coord.status().workers.find((w) => w.state === 'working');
+      if (!uploading) return;
+      killed = uploading.workerId;
+      procs[Number(killed.split('-')[1])].kill('SIGKILL');
     });
     try {
       const summary = await coord.train();
       expect(summary.steps).toBe(RUN.maxSteps);
+      expect(killed, 'a worker was still uploading when segment 5 went out').not.toBeNull();
       expect(lines.some((l) => /shard 1\/\d \(2 examples\) goes back to the queue/.test(l))).toBe(true);
       expect(summary.weightsSha256).toBe(clean.summary.weightsSha256);
     } finally {

@@ -28,6 +28,8 @@ export interface LabOptions {
   workers: number;
   /** Each worker's own link. */
   worker: LinkSpec;
+  /** Worker i's link instead of `worker`, where given (a worker on a slower line). */
+  links?: (LinkSpec | undefined)[];
   /** The coordinator's link, shared by all workers (default: the same as a worker's). */
   coordinator?: LinkSpec;
 }
@@ -165,7 +167,7 @@ export class NetLab {
     this.prefix = `${PREFIX}${process.pid}-${counter++}`;
     this.bridge = `${this.prefix}-br`;
     this.coordinator = { ns: `${this.prefix}-c`, ip: '10.77.0.1', link: o.coordinator ?? o.worker };
-    this.workers = Array.from({ length: o.workers }, (_, i) => ({ ns: `${this.prefix}-w${i}`, ip: `10.77.0.${10 + i}`, link: o.worker }));
+    this.workers = Array.from({ length: o.workers }, (_, i) => ({ ns: `${this.prefix}-w${i}`, ip: `10.77.0.${10 + i}`, link: o.links?.[i] ?? o.worker }));
   }
 
   /** Makes the namespaces, the bridge and the shaped links. Throws with the reason (and removes what it made) if it cannot. */
