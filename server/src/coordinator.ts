@@ -670,11 +670,12 @@ export class Coordinator {
         if (epochEnd) await this.endEpoch(false);
         else await this.afterStep?.(this);
       }
-      // A run cut short mid-epoch records the partial epoch; it skips the 10,000-image evaluation.
-      if (this.epochAcc.steps > 0) partialEpoch = await this.endEpoch(true);
     } catch (e) {
       if (!(e instanceof RunStopped)) { this.setState('failed', (e as Error).message); throw e; }
     }
+    // A run cut short mid-epoch (also by losing every worker to a stop) records the partial epoch;
+    // it skips the 10,000-image evaluation.
+    if (this.epochAcc.steps > 0) partialEpoch = await this.endEpoch(true);
     this.setState(this.stopRequested ? 'stopped' : 'finished', this.stopRequested ? this.stopReason : `${this.step} steps done`);
     const epochsDone = partialEpoch ? [...this.history, partialEpoch] : [...this.history];
     const examples = epochsDone.reduce((a, m) => a + m.examples, 0);
