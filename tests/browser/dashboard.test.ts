@@ -17,6 +17,7 @@ import type { Charts } from '../../client/src/dashboard-charts';
 import { openTab, screenshot, waitFor, type Tab } from '../helpers/browser';
 import { DIST, ensureClientBuilt } from '../helpers/build-client';
 import { data, kill, subset, workers } from '../helpers/run';
+import { csvRows } from '../helpers/csv';
 
 const ADMIN = 'dashboard-test-admin-token';
 const TRAIN_IMAGES = 640;
@@ -77,20 +78,9 @@ async function download(t: Tab, selector: string): Promise<{ name: string; text:
   return { name: d.suggestedFilename(), text: readFileSync(path, 'utf8') };
 }
 
-/** RFC 4180 (quoted cells, doubled quotes, CRLF rows) into objects keyed by the header. */
+/** The CSV download (tests/helpers/csv.ts) into objects keyed by the header. */
 function parseCsv(text: string): Record<string, string>[] {
-  const rows: string[][] = [];
-  let row: string[] = [], cell = '', quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quoted) {
-      if (c === '"' && text[i + 1] === '"') { cell += '"'; i++; } else if (c === '"') quoted = false; else cell += c;
-    } else if (c === '"') quoted = true;
-    else if (c === ',') { row.push(cell); cell = ''; }
-    else if (c === '\r' && text[i + 1] === '\n') { row.push(cell); rows.push(row); row = []; cell = ''; i++; }
-    else cell += c;
-  }
-  if (cell !== '' || row.length) throw new Error('the CSV does not end with CRLF');
+  const rows = csvRows(text);
   const [head, ...body] = rows;
   for (const r of body) if (r.length !== head.length) throw new Error(`a row of ${r.length} cells under a header of ${head.length}`);
   return body.map((r) => Object.fromEntries(head.map((h, i) => [h, r[i]])));

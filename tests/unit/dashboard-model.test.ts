@@ -7,6 +7,7 @@ import {
   CSV_COLUMNS, applySnapshot, applyUpdate, curveData, downloadNote, emptyView, formatSeconds, metricsCsv, metricsJsonl, smooth, speedData, type RunView,
 } from '../../client/src/dashboard-model';
 import { storedSmoothing } from '../../client/src/dashboard-ui';
+import { csvRows } from '../helpers/csv';
 
 const PER = 20;
 
@@ -115,29 +116,13 @@ describe('the speed chart of a resumed run', () => {
 });
 
 describe('downloads', () => {
-  /** RFC 4180, enough for the test: quoted cells with doubled quotes, CRLF rows. */
-  function parseCsv(text: string): string[][] {
-    const rows: string[][] = [];
-    let row: string[] = [], cell = '', quoted = false;
-    for (let i = 0; i < text.length; i++) {
-      const c = text[i];
-      if (quoted) {
-        if (c === '"' && text[i + 1] === '"') { cell += '"'; i++; } else if (c === '"') quoted = false; else cell += c;
-      } else if (c === '"') quoted = true;
-      else if (c === ',') { row.push(cell); cell = ''; }
-      else if (c === '\r' && text[i + 1] === '\n') { row.push(cell); rows.push(row); row = []; cell = ''; i++; }
-      else cell += c;
-    }
-    expect(cell).toBe('');
-    return rows;
-  }
 
   it('CSV: a header, every step, train point and epoch the page holds, empty cells where none applies', () => {
     const steps = Array.from({ length: 25 }, (_, i) => step(i + 1, { straggler: i % 2 ? 3 : null }));
     const train: TrainPoint[] = [4, 8, 12, 16, 20, 24].map((s) => ({ step: s, epoch: s > 20 ? 2 : 1, examples: 32, loss: 1.5, acc: 0.25 }));
     const epochs: EpochPoint[] = [{ epoch: 1, steps: 20, examples: 640, loss: 1, trainAcc: 0.5, testAcc: null, examplesPerSec: 320, seconds: 2 }];
     const v = view(steps, { train, epochs });
-    const [head, ...rows] = parseCsv(metricsCsv(v));
+    const [head, ...rows] = csvRows(metricsCsv(v));
     expect(head).toEqual([...CSV_COLUMNS]);
     const col = (name: (typeof CSV_COLUMNS)[number]) => head.indexOf(name);
     const of = (type: string) => rows.filter((r) => r[col('type')] === type);
