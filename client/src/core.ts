@@ -3,11 +3,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {
   MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, sgdStep, validate, zooHashes,
-  type Assign, type Hello, type RunInfo, type Update, type WorkerKind,
+  type Assign, type Basis, type Hello, type RunInfo, type Update, type WorkerKind,
 } from '@tabtrain/shared';
-import { Net } from '@tabtrain/shared/net';
-import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments } from '@tabtrain/shared/compress';
+import { Net, type ShardStats } from '@tabtrain/shared/net';
+import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
+import { applyPowerSgd } from '@tabtrain/shared/powersgd';
 import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
+import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
 
 export interface WorkerIdentity {
   workerId: string;
@@ -40,6 +42,8 @@ export class WorkerCore {
   private net: Trainable | null = null;
   /** Encodes gradients as the run's --compress says, keeping this worker's error feedback. */
   private encoder: GradientEncoder | null = null;
+  /** powersgd runs: the rounds' broadcasts, Q and this worker's factors (powersgd-rounds.ts). */
+  private rounds: WorkerRounds | null = null;
   /** Gradient frames of the last step, one per segment, reused by the next. */
   private frames: Uint8Array[] = [];
   private run: RunInfo | null = null;
@@ -101,7 +105,13 @@ export class WorkerCore {
         this.decoded = null;
         this.parked = null;
         this.grad = new Float32Array(this.net.total);
-        this.encoder = new GradientEncoder(planSegments(paramLayout(spec).params, this.net.total, checkCompression(msg.run.compress)), this.net.total, msg.run.seed);
+        const compress = checkCompression(msg.run.compress);
+        const { params } = paramLayout(spec);
+        const psgd = powerSgdPlanOf(params, this.net.total, compress);
+        this.rounds?.dispose();
+        // A real net keeps the gradient and PowerSGD's state on its backend; the synthetic one has arrays.
+        this.rounds = psgd ? new WorkerRounds(psgd, msg.run.seed, this.net instanceof Net) : null;
+        this.encoder = psgd ? null : new GradientEncoder(planSegments(params, this.net.total, compress), this.net.total);
         // Our identity from now on (the identity object outlives this connection): the coordinator
         // gives a new id when ours was taken, and a secret that makes a reconnect us again.
         this.id.workerId = msg.workerId;
@@ -125,6 +135,7 @@ export class WorkerCore {
           net.setWeights(this.replica!);
           this.version = msg.version;
           this.hashed = null;
+          this.rounds?.restart();
           const p = this.parked;
           if (p && p.a.version === this.version) {
             this.parked = null;
@@ -135,6 +146,8 @@ export class WorkerCore {
       }
       case MSG.update:
         return this.applyUpdate(msg, body);
+      case MSG.basis:
+        return this.onBasis(msg, body);
       case MSG.assign:
         return this.compute(msg, body);
       case MSG.notice:
@@ -171,6 +184,27 @@ export class WorkerCore {
     this.hashed = null;
   }
 
+  /**
+   * A slice of a powersgd broadcast. Once a step's round 2 (ΣQ_i) is whole, the replica takes the
+   * step, P̂ (ΣQ_i)ᵀ, with the coordinator's kernel (bit-equal replicas), and Q is warm-started
+   * from it; a replica not on the step's base version waits for the full weights instead.
+   */
+  private onBasis(b: Basis, body: Uint8Array): void {
+    const net = this.need();
+    if (!this.rounds) throw new Error('basis in a run without powersgd');
+    const got = this.rounds.take(b, asFloat32(body));
+    if (!got) return;
+    if (this.version === b.version - 1 && this.replica && got.round1) {
+      applyPowerSgd(this.rounds.plan, this.replica, got.round1, got.round2, this.run!.lr, b.batch);
+      if (b.version === this.opts.corruptVersion) this.replica[0] += 1;
+      net.setWeights(this.replica);
+      this.version = b.version;
+      this.hashed = null;
+    }
+    if (this.version === b.version) this.rounds.warmStart(b.version, got.round2);
+    else this.version = -1; // not on the base version: the next assign asks for the full weights
+  }
+
   /** True when the replica is the weights the assign needs: its version, and its hash when the assign carries one. */
   private holds(a: Assign): boolean {
     if (a.version !== this.version) return false;
@@ -190,19 +224,39 @@ export class WorkerCore {
       await this.send(encode({ type: MSG.resync, version: a.version }));
       return;
     }
-    if (body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
+    // A powersgd round 2 on the worker that kept the shard's M comes without examples.
+    const kept = a.round === 2 && body.byteLength === 0;
+    if (!kept && body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
     const images = body.subarray(0, a.count * IMAGE_BYTES);
     const labels = body.subarray(a.count * IMAGE_BYTES);
     this.update({ state: 'working', step: a.step, shardSize: a.count });
     const t0 = performance.now();
-    const stats = a.task === 'train'
-      ? await net.gradient(images, labels, a.count, this.run!.seed, a.step, a.position, this.grad!)
-      : await net.evaluate(images, labels, a.count);
+    let factors: Float32Array | null = null;
+    let stats: ShardStats;
+    if (this.rounds && a.task === 'train') {
+      ({ stats, factors } = await this.powerRound(a, images, labels));
+    } else {
+      stats = a.task === 'train'
+        ? await net.gradient(images, labels, a.count, this.run!.seed, a.step, a.position, this.grad!)
+        : await net.evaluate(images, labels, a.count);
+    }
     if (this.opts.delayMsPerExample) await new Promise((r) => setTimeout(r, this.opts.delayMsPerExample! * a.count));
     const computeMs = performance.now() - t0;
     let encodeMs = 0;
     let sendMs = 0;
-    if (a.task === 'train') {
+    if (factors) {
+      // The round's factor vector, as plain fp32 slices (the coordinator sums it, nothing to decode).
+      const round = a.round ?? 1;
+      for (const seg of roundSegments(factors.length)) {
+        const t1 = performance.now();
+        const { frame, body: b } = gradientFrame(seg, a.step, a.shard, factors.length, null, round);
+        b.set(new Uint8Array(factors.buffer, 4 * seg.offset, 4 * seg.count));
+        const t2 = performance.now();
+        await this.send(frame);
+        encodeMs += t2 - t1;
+        sendMs += performance.now() - t2;
+      }
+    } else if (a.task === 'train') {
       // One frame per segment of the run's plan, the body encoded straight into the frame.
       for (const seg of this.encoder!.plan) {
         const t1 = performance.now();
@@ -226,6 +280,36 @@ export class WorkerCore {
     });
   }
 
+  /**
+   * A powersgd train assign: round 1 computes the shard's gradient and its P_i; round 2 its Q_i,
+   * from the M kept in round 1, or (the assign carries the examples) from the gradient recomputed
+   * here, when round 1 was another worker's. Round 2 from a kept M reports no loss: round 1 did.
+   */
+  private async powerRound(a: Assign, images: Uint8Array, labels: Uint8Array): Promise<{ stats: ShardStats; factors: Float32Array }> {
+    const rounds = this.rounds!;
+    const recompute = a.round !== 2 || images.byteLength > 0;
+    let stats: ShardStats = { lossSum: 0, correct: 0, count: a.count };
+    let grad: ShardGradient | undefined;
+    if (recompute) ({ stats, grad } = await this.shardGradient(a, images, labels));
+    try {
+      const factors = a.round === 2 ? await rounds.factors2(a.version + 1, a.shard, grad) : await rounds.factors1(a.step, a.shard, grad!);
+      return { stats, factors };
+    } finally {
+      if (grad && !(grad instanceof Float32Array)) tf.dispose(grad);
+    }
+  }
+
+  /** The shard's gradient sum: tensors left on the backend for a real net, the flat array for the synthetic one. */
+  private async shardGradient(a: Assign, images: Uint8Array, labels: Uint8Array): Promise<{ stats: ShardStats; grad: ShardGradient }> {
+    const net = this.need();
+    const seed = this.run!.seed;
+    if (net instanceof Net) {
+      const { stats, grads } = await net.gradientTensors(images, labels, a.count, seed, a.step, a.position);
+      return { stats, grad: grads };
+    }
+    return { stats: await net.gradient(images, labels, a.count, seed, a.step, a.position, this.grad!), grad: this.grad! };
+  }
+
   private need(): Trainable {
     if (!this.net) throw new Error('message before welcome');
     return this.net;
@@ -241,6 +325,8 @@ export class WorkerCore {
   }
 
   dispose(): void {
+    this.rounds?.dispose();
+    this.rounds = null;
     this.net?.dispose();
     this.net = null;
   }

@@ -172,6 +172,7 @@ export class Coordinator {
   readonly history: EpochMetrics[] = [];
   /**
    * 'step' (StepRecord), 'epoch' (EpochMetrics), 'log' (string), 'state' (RunState), 'workers' (),
+   * 'round' ({step, round}: a powersgd step's second round begins),
    * 'close' () for the dashboard, metrics and logs; listeners must be cheap (they run on the training path).
    */
   readonly events = new EventEmitter();
@@ -187,6 +188,8 @@ export class Coordinator {
   private readonly model: Step;
   /** fp32 gradients (no --compress): copies of a shard can be compared float by float. */
   private readonly fp32: boolean;
+  /** --compress powersgd: each step takes two rounds of factors (powersgd.ts, step.ts). */
+  private readonly powerSgd: boolean;
   /** Each working worker's deadline timer. */
   private readonly deadlines = new Map<Conn, NodeJS.Timeout>();
   /** A pipelined step: the workers being sent the next version segment by segment, and how many segments each got. */
@@ -217,6 +220,7 @@ export class Coordinator {
     const compress = opts.compress ?? NO_COMPRESSION;
     if (compress.mode !== 'none') this.run.compress = compress;
     this.fp32 = compress.mode === 'none';
+    this.powerSgd = compress.mode === 'powersgd';
     const o = this.opts;
     const probation = o.probation ?? DEFAULTS.probation;
     this.model = new Step(this.spec, opts.seed, compress, (shard, why) => this.onBadShard(shard, why), o.pipeline ?? true);
@@ -293,6 +297,8 @@ export class Coordinator {
 
   private onGradient(conn: Conn, g: Gradient, body: Uint8Array): void {
     const c = this.scheduler.owned(conn, g.step, g.shard, 'train');
+    const round = this.powerSgd ? c.task.round : undefined;
+    if (g.round !== round) throw new ProtocolError(CLOSE.badGradient, `gradient of round ${g.round ?? 'none'} for a task of ${round ? `round ${round}` : 'a run without rounds'}`);
     // In order, so `received` counts distinct floats: a repeated slice cannot fake a full gradient.
     if (g.offset !== c.received) throw new ProtocolError(CLOSE.badGradient, `gradient slice at ${g.offset}, expected the next at ${c.received}`);
     // The reducer checks the segment against the run's plan (offset, codec, exact body length).
@@ -319,19 +325,24 @@ export class Coordinator {
     conn.resyncVersion = r.version;
     conn.resyncs++;
     this.opts.log(`worker #${conn.id}: replica differs from version ${r.version}; resending the full weights`);
-    for (const f of this.model.encodedWeights()) this.transport.send(conn, f);
+    // powersgd: with the last round-2 sum (the worker's next Q), and during round 2 its P̂.
+    const frames = this.model.framesFor(-1);
+    if (this.model.round === 2) frames.push(...this.model.basisFrames);
+    for (const f of frames) this.transport.send(conn, f);
+    if (this.model.round === 2) conn.basis = this.version + 1;
   }
 
   private onResult(conn: Conn, r: Result): void {
     const c = this.scheduler.owned(conn, r.step, r.shard, r.task);
     const t = c.task;
     if (r.count !== t.count || r.correct > r.count) throw new ProtocolError(CLOSE.badField, `result counts ${r.correct}/${r.count} for a shard of ${t.count}`);
-    if (t.kind === 'train' && c.received !== this.run.paramCount) throw new ProtocolError(CLOSE.badGradient, `result after ${c.received} of ${this.run.paramCount} gradient floats`);
+    const floats = this.model.copyFloats;
+    if (t.kind === 'train' && c.received !== floats) throw new ProtocolError(CLOSE.badGradient, `result after ${c.received} of ${floats} ${this.powerSgd ? `round-${t.round} factor` : 'gradient'} floats`);
     if (!Number.isFinite(c.normSq)) throw new ProtocolError(CLOSE.badGradient, `shard ${t.step}/${t.shard}: the gradient has NaN or Inf`);
     this.clearDeadline(conn);
     conn.state = CONN.idle;
     conn.shardsDone++;
-    if (t.kind === 'train') {
+    if (t.kind === 'train' && t.round === 1) {
       conn.computeMs = r.timings.computeMs;
       conn.uploadMs = r.timings.encodeMs + r.timings.sendMs;
       const speed = (r.count * 1000) / Math.max(1, r.timings.computeMs);
@@ -389,12 +400,21 @@ export class Coordinator {
     this.scheduler.start(conn, t, shadow);
     conn.state = CONN.working;
     conn.shardSize = t.count;
-    for (const f of this.model.framesFor(conn.version)) this.transport.send(conn, f);
+    for (const f of this.model.framesFor(conn.version, conn.basis)) this.transport.send(conn, f);
     conn.version = this.version;
     const a: Assign = { type: MSG.assign, task: t.kind, step: t.step, shard: t.shard, version: this.version, position: t.position, count: t.count };
-    const hash = this.model.checkHash(this.opts.verifyEvery ?? DEFAULTS.verifyEvery);
-    if (hash) a.hash = hash;
-    this.transport.send(conn, encode(a, gather(t.split, t.indices)));
+    const round2 = t.kind === 'train' && t.round === 2;
+    if (round2) {
+      a.round = 2;
+      if (conn.basis !== this.version + 1) for (const f of this.model.basisFrames) this.transport.send(conn, f);
+      conn.basis = this.version + 1;
+    } else {
+      const hash = this.model.checkHash(this.opts.verifyEvery ?? DEFAULTS.verifyEvery);
+      if (hash) a.hash = hash;
+    }
+    // Round 2 on the worker that kept the shard's M needs no examples; anyone else recomputes it.
+    if (round2 && t.heldBy !== conn.id) this.opts.log(`shard ${t.step}/${t.shard} round 2: worker #${conn.id} recomputes its gradient (${t.heldBy === null ? 'the worker of its round 1 is gone' : `round 1 was worker #${t.heldBy}'s`}; that worker's error feedback for it is lost)`);
+    this.transport.send(conn, round2 && t.heldBy === conn.id ? encode(a) : encode(a, gather(t.split, t.indices)));
     const ms = this.scheduler.deadlineFor(conn, t);
     this.deadlines.set(conn, setTimeout(guarded(this.opts.log, `worker #${conn.id} deadline`, () => {
       // Bytes still queued for it mean it never read its shard: a slow reader, not a slow GPU.
@@ -559,6 +579,7 @@ export class Coordinator {
       await this.execute(tasks);
     }
     for (const t of tasks) this.scheduler.norms.accept(t.trusted!.normSq, t.count);
+    const round2 = this.powerSgd ? await this.secondRound(tasks, indices.length) : null;
     const t1 = performance.now();
     const { aggregateMs, applyMs, broadcastMs } = this.model.apply(this.run.lr, indices.length);
     this.settlePushed();
@@ -567,13 +588,13 @@ export class Coordinator {
     const sum = (f: (r: Result) => number) => tasks.reduce((a, t) => a + f(t.result!), 0);
     const stats = { lossSum: sum((r) => r.lossSum), correct: sum((r) => r.correct), count: indices.length };
     const last = tasks.reduce((a, t) => (t.doneAt > a.doneAt ? t : a));
-    const upload = (r: Result) => r.timings.encodeMs + r.timings.sendMs;
+    const upload = (r: Result, shard: number) => r.timings.encodeMs + r.timings.sendMs + (round2 ? round2[shard].timings.encodeMs + round2[shard].timings.sendMs : 0);
     this.lastStep = {
       step: this.step, epoch: this.epoch + 1, examples: indices.length, loss: stats.lossSum / stats.count, acc: stats.correct / stats.count,
       wallMs: t4 - t0, collectMs: t1 - t0, computeMs: Math.max(...tasks.map((t) => t.result!.timings.computeMs)),
-      uploadMs: Math.max(...tasks.map((t) => upload(t.result!))), aggregateMs, foldMs: this.model.reducer.foldMs, applyMs, broadcastMs,
+      uploadMs: Math.max(...tasks.map((t) => upload(t.result!, t.shard))), aggregateMs, foldMs: this.model.reducer.foldMs, applyMs, broadcastMs,
       straggler: tasks.length > 1 ? last.doneBy : null, earlySegments: this.earlySegments,
-      shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!) })),
+      shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!, t.shard) })),
       at: Date.now(),
     };
     // Only steps that move several MB time the link; small ones time round trips.
@@ -584,6 +605,31 @@ export class Coordinator {
     };
     this.events.emit('step', this.lastStep);
     return stats;
+  }
+
+  /**
+   * powersgd's second round (powersgd.ts): round 1's sum becomes P̂, which goes to every worker
+   * holding the current weights; then each shard's Q_i is asked of the worker that kept its M
+   * (anyone else, sent the examples, recomputes it). Returns the round-2 results by shard.
+   */
+  private async secondRound(round1: Task[], batch: number): Promise<Result[]> {
+    const frames = this.model.endRound1(this.step, round1.length, batch);
+    for (const conn of this.members.workers()) {
+      if (conn.version !== this.version || conn.benchedByMs !== null) continue;
+      for (const f of frames) this.transport.send(conn, f);
+      conn.basis = this.version + 1;
+    }
+    this.events.emit('round', { step: this.step + 1, round: 2 });
+    const live = new Set(this.members.workers().map((c) => c.id));
+    const tasks = round1.map((r) => {
+      const t = this.scheduler.newTask('train', r.step, r.shard, r.position, r.count, r.indices, r.split);
+      t.round = 2;
+      t.heldBy = r.doneBy !== null && live.has(r.doneBy) ? r.doneBy : null;
+      t.pin = t.heldBy;
+      return t;
+    });
+    await this.execute(tasks);
+    return tasks.map((t) => t.result!);
   }
 
   /**

@@ -10,7 +10,7 @@
 // The sum lives in a WebAssembly memory with SIMD add/check kernels (simd.ts); a compressed body
 // is decoded into a scratch region first, an fp32 one copied there (ws's Buffer is not wasm memory).
 import { CLOSE, ProtocolError } from '@tabtrain/shared';
-import { addLowRank, checkBody, decodeInto, type Codec, type Segment } from '@tabtrain/shared/compress';
+import { checkBody, decodeInto, type Codec, type Segment } from '@tabtrain/shared/compress';
 import { SimdArena } from '@tabtrain/shared/simd';
 
 export interface GradientSlice { offset: number; total: number; codec?: string }
@@ -45,7 +45,7 @@ export class StreamReducer {
    * value; that shard has already been taken out of the sum. The caller drops its worker.
    */
   constructor(readonly plan: Segment[], readonly total: number, private readonly onBad: (shard: number, why: string) => void = () => {}, regions = 0) {
-    const scratch = Math.max(0, ...plan.filter((s) => s.codec !== 'lowrank').map((s) => s.count));
+    const scratch = Math.max(0, ...plan.map((s) => s.count));
     const stride = (total + 15) & ~15;
     this.scratchAt = stride;
     const regionsAt = (stride + scratch + 15) & ~15;
@@ -179,7 +179,6 @@ export class StreamReducer {
 
   private fold(s: Segment, body: Uint8Array, first: boolean): boolean {
     const a = this.arena;
-    if (s.codec === 'lowrank') return first ? decodeInto(s, body, a.f32) : addLowRank(s, body, a.f32);
     if (first) {
       if (s.codec === 'fp32') {
         a.f32.set(new Float32Array(body.buffer, body.byteOffset, s.count), s.offset);

@@ -60,6 +60,13 @@ export interface Task {
   retaken: boolean;
   /** --balance cost: the connection the plan gave it to (null: anyone); void once that worker is gone. */
   pin: number | null;
+  /**
+   * powersgd runs: which round of the shard (1: the gradient's P_i; 2: its Q_i). A round-2 task
+   * is pinned to `heldBy`, the connection that ran round 1 and keeps the shard's M; anyone else
+   * is sent the shard's examples and recomputes the gradient.
+   */
+  round: 1 | 2;
+  heldBy: number | null;
   done: boolean;
   result: Result | null;
   /** The copy whose result counts; kept while a shadow may still compare with it. */
@@ -114,7 +121,7 @@ export class Scheduler {
     if (comparable && est === 0 && live.length >= 2 && this.opts.probation > 0) { want = 2; why = 'cross-check'; }
     else if (comparable && est >= 2 && remote && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) { want = 2; why = 'spot check'; }
     return {
-      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, retaken: false, pin: null, want, why,
+      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, retaken: false, pin: null, round: 1, heldBy: null, want, why,
       done: false, result: null, trusted: null, inReducer: null, doneBy: null, doneAt: 0,
     };
   }

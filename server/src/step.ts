@@ -13,13 +13,34 @@
 // (a recomputed shard skips it), and a step whose sum must change after all (an implausible
 // gradient, a non-finite one) calls the pipeline off and is applied whole, as compressed runs are.
 //
+// powersgd runs take two rounds (powersgd.ts): a reducer per round sums the workers' factor
+// vectors in shard order; between the rounds the sum of round 1 is orthonormalised into P̂ and
+// broadcast (`basis` round 1), and the sum of round 2 (ΣQ_i) is the step's update (`basis` round
+// 2): every replica applies P̂ (ΣQ_i)ᵀ with the same kernel, and warm-starts its next Q from it.
+//
 // It never sees a socket or a worker: the coordinator hands it gradient frames and sends what it
 // encodes.
 import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type ModelSpec } from '@tabtrain/shared';
-import { GradientEncoder, decodeInto, planBytes, planSegments, updateFrame, type Compression, type Segment } from '@tabtrain/shared/compress';
+import {
+  GradientEncoder, decodeInto, planSegments, powerSgdPlanOf, roundSegments, updateFrame, uploadBytes, type Compression, type Segment,
+} from '@tabtrain/shared/compress';
+import { applyPowerSgd, orthonormaliseRound1, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { StreamReducer } from './reducer';
 
 type Frames = { version: number; frames: Uint8Array[] };
+
+/** A powersgd run's state between and across its rounds. */
+interface Rounds {
+  plan: PowerSgdPlan;
+  /** The sum of each round's factor vectors, in shard order. */
+  reducers: [StreamReducer, StreamReducer];
+  /** The round in hand. */
+  round: 1 | 2;
+  /** P̂ and the fp32 tensors' sums of the step in hand (after round 1), or of the last step. */
+  basis: Float32Array;
+  /** The round-1 broadcast of the step that made `version` (or is making version + 1). */
+  basisFrames: Frames | null;
+}
 
 export class Step {
   /** The only truth: every worker starts from these (the last whole step's). */
@@ -34,8 +55,8 @@ export class Step {
   onStaged: ((frame: Uint8Array, index: number) => void) | null = null;
   /** Number of SGD steps applied to the weights. */
   version = 0;
-  /** Sums gradient segments in shard order as they arrive (reducer.ts). */
-  readonly reducer: StreamReducer;
+  /** Sums gradient segments in shard order as they arrive (reducer.ts); in a powersgd run, the round in hand's factors. */
+  reducer: StreamReducer;
   /**
    * Compressed runs: the step's gradient sum is encoded once more, with the coordinator's own error
    * feedback, and that encoding is both what the coordinator applies and what it broadcasts, so
@@ -47,9 +68,23 @@ export class Step {
   private weightFrames: Frames | null = null;
   private updateFrames: Frames | null = null;
   private hashCache: { version: number; hash: string } | null = null;
+  private readonly rounds: Rounds | null = null;
+  private readonly compressed: boolean;
+  private readonly uploadBytes: number;
 
-  constructor(spec: ModelSpec, seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void, pipeline = true) {
+  constructor(spec: ModelSpec, private readonly seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void, pipeline = true) {
     const { params, total } = paramLayout(spec);
+    this.compressed = compress.mode !== 'none';
+    this.uploadBytes = uploadBytes(params, total, compress);
+    const psgd = powerSgdPlanOf(params, total, compress);
+    if (psgd) {
+      const reducer = (floats: number) => new StreamReducer(roundSegments(floats), floats, onBadShard);
+      this.rounds = { plan: psgd, reducers: [reducer(psgd.round1Floats), reducer(psgd.round2Floats)], round: 1, basis: new Float32Array(psgd.round1Floats), basisFrames: null };
+      this.plan = [];
+      this.reducer = this.rounds.reducers[0];
+      this.current = initParams(spec, seed);
+      return;
+    }
     const plan = planSegments(params, total, compress);
     this.plan = plan;
     // The weights and a second region (the next version's, or a compressed run's decoded
@@ -57,8 +92,8 @@ export class Step {
     this.reducer = new StreamReducer(plan, total, onBadShard, 2);
     this.current = this.reducer.regions[0];
     this.current.set(initParams(spec, seed));
-    if (compress.mode !== 'none') {
-      this.downlink = new GradientEncoder(plan, total, seed ^ 0x5eed);
+    if (this.compressed) {
+      this.downlink = new GradientEncoder(plan, total);
       this.applied = this.reducer.regions[1];
     } else if (pipeline) {
       this.next = this.reducer.regions[1];
@@ -69,7 +104,37 @@ export class Step {
   /** Starts a step summed over `shards` shards, of `batch` examples at learning rate `lr`. */
   begin(shards: number, lr: number, batch: number): void {
     this.pipe = { on: this.next !== null, staged: 0, frames: [], lr, batch };
+    if (this.rounds) { this.rounds.round = 1; this.reducer = this.rounds.reducers[0]; }
     this.reducer.begin(shards);
+  }
+
+  /** powersgd: the round in hand (1 outside powersgd runs). */
+  get round(): 1 | 2 { return this.rounds?.round ?? 1; }
+
+  /** Floats a copy of a train shard sends: the gradient's, or the round in hand's factor vector. */
+  get copyFloats(): number {
+    if (!this.rounds) return this.current.length;
+    return this.rounds.round === 1 ? this.rounds.plan.round1Floats : this.rounds.plan.round2Floats;
+  }
+
+  /**
+   * powersgd: round 1 is summed. Orthonormalises its sum into P̂ (the round-1 broadcast, encoded
+   * once for every worker) and starts round 2 over `shards` shards. Returns the broadcast's frames.
+   */
+  endRound1(step: number, shards: number, batch: number): Uint8Array[] {
+    const r = this.rounds!;
+    r.basis.set(r.reducers[0].finish());
+    orthonormaliseRound1(r.plan, r.basis, this.seed, step);
+    r.basisFrames = { version: this.version + 1, frames: roundFrames(r.basis, this.version + 1, 1, batch) };
+    r.round = 2;
+    this.reducer = r.reducers[1];
+    this.reducer.begin(shards);
+    return r.basisFrames.frames;
+  }
+
+  /** powersgd: the round-1 broadcast of the step making version + 1 (during round 2), or of the last step. */
+  get basisFrames(): Uint8Array[] {
+    return this.rounds?.basisFrames?.frames ?? [];
   }
 
   /** Applies, in plan order, every segment whose sum is complete: SGD into `next`, frozen, its frame sent. */
@@ -112,9 +177,9 @@ export class Step {
     return this.next !== null;
   }
 
-  /** Bytes of one worker's gradient upload in this run's plan. */
+  /** Bytes of one worker's upload per step in this run (gradient frames, or both rounds' factors). */
   get gradientBytes(): number {
-    return planBytes(this.plan, this.current.length);
+    return this.uploadBytes;
   }
 
   /**
@@ -125,6 +190,14 @@ export class Step {
     const t1 = performance.now();
     const sum = this.reducer.finish(); // already complete: segments were folded as they came
     const t2 = performance.now();
+    if (this.rounds) {
+      const r = this.rounds;
+      applyPowerSgd(r.plan, this.current, r.basis, sum, lr, batch);
+      this.version++;
+      const t3 = performance.now();
+      this.updateFrames = { version: this.version, frames: roundFrames(sum, this.version, 2, batch) };
+      return { aggregateMs: t2 - t1, applyMs: t3 - t2, broadcastMs: performance.now() - t3 };
+    }
     if (this.pipe.on) {
       this.stage(); // every segment is complete now; any not yet applied is applied here
       [this.current, this.next] = [this.next!, this.current];
@@ -143,9 +216,19 @@ export class Step {
     return { aggregateMs: t2 - t1, applyMs: t3 - t2b, broadcastMs: t4 - t3 + (t2b - t2) };
   }
 
-  /** What a worker holding `version` needs to be at the current one: nothing, the update, or the full weights. */
-  framesFor(version: number): Uint8Array[] {
+  /**
+   * What a worker holding `version` needs to be at the current one: nothing, the update, or the
+   * full weights. In a powersgd run the update is the step's two broadcasts (round 1's only if the
+   * worker was not sent it: `basis` is the version whose round 1 it has), and full weights come
+   * with the last round-2 sum, from which the worker's next Q is made.
+   */
+  framesFor(version: number, basis = -1): Uint8Array[] {
     if (version === this.version) return [];
+    if (this.rounds) {
+      const update = this.updateFrames?.version === this.version ? this.updateFrames.frames : [];
+      if (version === this.version - 1 && update.length) return basis === this.version ? update : [...this.basisFrames, ...update];
+      return [...this.encodedWeights(), ...update];
+    }
     // One version behind in a compressed run: the (small) update; otherwise the full weights.
     if (version === this.version - 1 && this.updateFrames?.version === this.version) return this.updateFrames.frames;
     return this.encodedWeights();
@@ -163,7 +246,7 @@ export class Step {
 
   /** The weights' replicaHash on every `every`-th version of a compressed run (computed once per version). */
   checkHash(every: number): string | undefined {
-    if (!this.downlink || every <= 0 || this.version === 0 || this.version % every !== 0) return undefined;
+    if (!this.compressed || every <= 0 || this.version === 0 || this.version % every !== 0) return undefined;
     if (this.hashCache?.version !== this.version) this.hashCache = { version: this.version, hash: replicaHash(this.weights) };
     return this.hashCache.hash;
   }
@@ -190,5 +273,11 @@ export class Step {
     this.version = version;
     this.weightFrames = null;
     this.updateFrames = null;
+    if (this.rounds) this.rounds.basisFrames = null;
   }
+}
+
+/** A round's broadcast vector as `basis` frames (fp32 slices of at most CHUNK_FLOATS). */
+function roundFrames(v: Float32Array, version: number, round: 1 | 2, batch: number): Uint8Array[] {
+  return chunkRanges(v.length).map(([o, e]) => encode({ type: MSG.basis, version, round, offset: o, total: v.length, batch }, v.subarray(o, e)));
 }

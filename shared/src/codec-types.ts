@@ -12,5 +12,5 @@ export interface Compression {
   rank: number;
 }
 
-export const CODECS = ['fp32', 'fp16', 'int8', 'lowrank'] as const;
+export const CODECS = ['fp32', 'fp16', 'int8'] as const;
 export type Codec = (typeof CODECS)[number];

@@ -10,14 +10,11 @@
 //   fp16     IEEE half floats, round to nearest even, saturating at ±65504
 //   int8     per-segment pieces (segment ∩ parameter tensor), each with an fp32 scale:
 //            body = fp32 scale per piece | one int8 code per float; value = fround(code · scale)
-//   lowrank  a dense kernel [rows, cols] as rank-r factors, factor-major: body = Pᵀ [r, rows] | Qᵀ [r, cols]
-//            (fp32); value[i][j] = fround(Σ_k P[k][i] · Q[k][j]), summed in k order in double precision
 //
-// int8 and lowrank keep error feedback on the worker: what a step's encoding lost is added to the
-// next step's gradient, so nothing is dropped for good, only delayed (Karimireddy et al. 2019;
-// Vogels et al. 2019, PowerSGD). The low-rank codec is PowerSGD's rank-r power iteration with a
-// warm-started Q, done by each worker on its own gradient in one round (PowerSGD proper all-reduces
-// P first; a star topology would pay a second round trip per step for that).
+// int8 keeps error feedback on the worker: what a step's encoding lost is added to the next
+// step's gradient, so nothing is dropped for good, only delayed (Karimireddy et al. 2019).
+// powersgd is not a codec of segments: it sends small factors in two rounds (powersgd.ts), each
+// round's vector as plain fp32 frames (`roundSegments`).
 //
 // fp16 and int8 encode and decode as WebAssembly SIMD kernels (kernels.wat, through simd.ts) where
 // WebAssembly SIMD exists, and with the plain loops here elsewhere; both give the same bits, so a
@@ -27,7 +24,7 @@
 import { COMPRESS_MODES, type Codec, type CompressMode, type Compression } from './codec-types';
 import type { ParamInfo } from './models';
 import { CHUNK_FLOATS, encode, type Gradient, type Update } from './protocol';
-import { mixSeed, rng } from './rng';
+import { powerSgdPlan, type PowerSgdPlan } from './powersgd';
 import { instantiateKernels, kernelMemory, simdAvailable, type Kernels } from './simd';
 
 export { CODECS, COMPRESS_MODES, type Codec, type CompressMode, type Compression } from './codec-types';
@@ -45,10 +42,6 @@ export interface Segment {
   count: number;
   /** int8: [offset, count] of each piece with its own scale (absolute offsets). */
   pieces: [number, number][];
-  /** lowrank: the kernel's shape and the rank. */
-  rows: number;
-  cols: number;
-  rank: number;
   /** Exact body length in bytes. */
   bytes: number;
 }
@@ -69,16 +62,9 @@ export function checkCompression(c: unknown): Compression {
   return parseCompression(String(mode), mode === 'powersgd' ? Number(rank) : DEFAULT_RANK);
 }
 
-/** A dense kernel worth sending as factors: the factors are at most 1/8 of its int8 bytes. */
-function lowRankWorthIt(p: ParamInfo, rank: number): boolean {
-  if (p.role !== 'kernel' || p.shape.length !== 2) return false;
-  const [rows, cols] = p.shape;
-  return Math.min(rows, cols) > 2 * rank && 4 * rank * (rows + cols) * 8 <= rows * cols;
-}
-
 /**
- * The segment plan of a run. Every end calls this with the same arguments and gets the same
- * plan; `chunk` (floats per fp32 frame) only changes in tests.
+ * The segment plan of a run's gradient (none, fp16, int8). Every end calls this with the same
+ * arguments and gets the same plan; `chunk` (floats per fp32 frame) only changes in tests.
  */
 export function planSegments(params: ParamInfo[], total: number, c: Compression, chunk = CHUNK_FLOATS): Segment[] {
   const segs: Segment[] = [];
@@ -95,23 +81,33 @@ export function planSegments(params: ParamInfo[], total: number, c: Compression,
           if (a < b) pieces.push([a, b - a]);
         }
       }
-      push({ codec, offset: o, count: end - o, pieces, rows: 0, cols: 0, rank: 0 });
+      push({ codec, offset: o, count: end - o, pieces });
     }
   };
-  if (total === 0) return [{ index: 0, codec: 'fp32', offset: 0, count: 0, pieces: [], rows: 0, cols: 0, rank: 0, bytes: 0 }];
-  if (c.mode !== 'powersgd') {
-    plain(c.mode === 'none' ? 'fp32' : c.mode, 0, total);
-    return segs;
-  }
-  let from = 0;
-  for (const p of params) {
-    if (!lowRankWorthIt(p, c.rank)) continue;
-    if (from < p.offset) plain('int8', from, p.offset);
-    push({ codec: 'lowrank', offset: p.offset, count: p.size, pieces: [], rows: p.shape[0], cols: p.shape[1], rank: c.rank });
-    from = p.offset + p.size;
-  }
-  if (from < total) plain('int8', from, total);
+  if (c.mode === 'powersgd') throw new Error('powersgd gradients do not travel as segments: see powerSgdPlan and roundSegments');
+  if (total === 0) return [{ index: 0, codec: 'fp32', offset: 0, count: 0, pieces: [], bytes: 0 }];
+  plain(c.mode === 'none' ? 'fp32' : c.mode, 0, total);
   return segs;
+}
+
+/** A PowerSGD round's vector of `floats` as fp32 frames (its offsets are into that vector). */
+export function roundSegments(floats: number): Segment[] {
+  return planSegments([], floats, NO_COMPRESSION);
+}
+
+/** The PowerSGD plan of a run, or null when it is not a powersgd run. */
+export function powerSgdPlanOf(params: ParamInfo[], total: number, c: Compression): PowerSgdPlan | null {
+  return c.mode === 'powersgd' ? powerSgdPlan(params, total, c.rank) : null;
+}
+
+/**
+ * Bytes one worker uploads per step (bodies and frame headers; result excluded): the gradient's
+ * frames, or PowerSGD's two rounds of factors.
+ */
+export function uploadBytes(params: ParamInfo[], total: number, c: Compression): number {
+  const p = powerSgdPlanOf(params, total, c);
+  if (!p) return planBytes(planSegments(params, total, c), total);
+  return planBytes(roundSegments(p.round1Floats), p.round1Floats, 1000, 7, 1) + planBytes(roundSegments(p.round2Floats), p.round2Floats, 1000, 7, 2);
 }
 
 function bodyBytes(s: Omit<Segment, 'index' | 'bytes'>): number {
@@ -119,18 +115,18 @@ function bodyBytes(s: Omit<Segment, 'index' | 'bytes'>): number {
     case 'fp32': return 4 * s.count;
     case 'fp16': return 2 * s.count;
     case 'int8': return 4 * s.pieces.length + s.count;
-    case 'lowrank': return 4 * s.rank * (s.rows + s.cols);
   }
 }
 
 /** Bytes one worker uploads per step under a plan: bodies plus frame headers (result excluded). */
-export function planBytes(plan: Segment[], total: number, step = 1000, shard = 7): number {
-  return plan.reduce((a, s) => a + gradientHeader(s, step, shard, total).length + s.bytes, 0);
+export function planBytes(plan: Segment[], total: number, step = 1000, shard = 7, round?: 1 | 2): number {
+  return plan.reduce((a, s) => a + gradientHeader(s, step, shard, total, round).length + s.bytes, 0);
 }
 
-function gradientHeader(s: Segment, step: number, shard: number, total: number): Uint8Array {
+function gradientHeader(s: Segment, step: number, shard: number, total: number, round?: 1 | 2): Uint8Array {
   const h: Gradient = { type: 'gradient', step, shard, offset: s.offset, total };
   if (s.codec !== 'fp32') h.codec = s.codec;
+  if (round) h.round = round;
   return encode(h);
 }
 
@@ -139,8 +135,8 @@ function gradientHeader(s: Segment, step: number, shard: number, total: number):
  * the frame is encode(header) followed by `bytes` of body, 4-byte aligned like every frame.
  * `reuse` may be a frame this returned before, once the socket no longer needs it.
  */
-export function gradientFrame(s: Segment, step: number, shard: number, total: number, reuse?: Uint8Array | null): { frame: Uint8Array; body: Uint8Array } {
-  return frameWithBody(gradientHeader(s, step, shard, total), s.bytes, reuse);
+export function gradientFrame(s: Segment, step: number, shard: number, total: number, reuse?: Uint8Array | null, round?: 1 | 2): { frame: Uint8Array; body: Uint8Array } {
+  return frameWithBody(gradientHeader(s, step, shard, total, round), s.bytes, reuse);
 }
 
 /** The coordinator's update frame for segment `s` (compressed runs broadcast these instead of weights). */
@@ -198,25 +194,18 @@ export function halfToFloatTable(): Float32Array {
 
 /**
  * Encodes a worker's gradient, segment by segment, into frame bodies. Keeps the worker's error
- * feedback (int8, lowrank) and PowerSGD's warm-started Q matrices between steps.
+ * feedback (int8) between steps.
  */
 export class GradientEncoder {
   /** What the last encodings lost, per float; added to the next gradient. Null without error feedback. */
   readonly residual: Float32Array | null;
-  private readonly q = new Map<number, Float64Array>();
   /** fp16 and int8 run in here (the residual too) where WebAssembly SIMD exists. */
   private readonly wasm: CodecMemory | null;
 
-  constructor(readonly plan: Segment[], readonly total: number, seed = 0) {
-    const feedback = plan.some((s) => s.codec === 'int8' || s.codec === 'lowrank');
+  constructor(readonly plan: Segment[], readonly total: number) {
+    const feedback = plan.some((s) => s.codec === 'int8');
     this.wasm = plan.some((s) => s.codec === 'fp16' || s.codec === 'int8') ? codecMemory(feedback ? total : 0) : null;
     this.residual = feedback ? this.wasm?.residual ?? new Float32Array(total) : null;
-    for (const s of plan) {
-      if (s.codec !== 'lowrank') continue;
-      // PowerSGD starts Q from a random Gaussian-ish matrix; any full-rank start works.
-      const next = rng(mixSeed(seed, 0x9053d, s.index));
-      this.q.set(s.index, Float64Array.from({ length: s.rank * s.cols }, () => next() - 0.5));
-    }
   }
 
   /** Whether this encoder's fp16 and int8 segments run as WebAssembly SIMD kernels. */
@@ -229,7 +218,6 @@ export class GradientEncoder {
       case 'fp32': body.set(new Uint8Array(grad.buffer, grad.byteOffset + 4 * s.offset, 4 * s.count)); return;
       case 'fp16': return this.wasm ? encodeHalfSimd(this.wasm, grad, s.offset, s.count, body) : encodeHalf(grad, s.offset, s.count, body);
       case 'int8': return this.wasm ? encodeInt8Simd(this.wasm, s, grad, body) : encodeInt8(s, grad, this.residual!, body);
-      case 'lowrank': return encodeLowRank(s, grad, this.residual!, this.q.get(s.index)!, body);
     }
   }
 }
@@ -407,88 +395,6 @@ function decodeInt8Simd(m: CodecMemory, s: Segment, body: Uint8Array, out: Float
   });
 }
 
-/**
- * PowerSGD's rank-r step on M = gradient + error (M is [rows, cols], row-major):
- * P = M Q, orthonormalise P's columns, Q = Mᵀ P, send P and Q; error = M − P Qᵀ.
- * Factors are stored factor-major (Pᵀ [r, rows], Qᵀ [r, cols]) so every inner loop is contiguous.
- */
-function encodeLowRank(s: Segment, grad: Float32Array, err: Float32Array, q: Float64Array, body: Uint8Array): void {
-  const { rows, cols, rank: r, offset } = s;
-  const p = new Float64Array(r * rows);
-  // M = grad + err, kept in err; P = M Q.
-  for (let i = 0; i < rows; i++) {
-    const row = offset + i * cols;
-    for (let j = row; j < row + cols; j++) err[j] += grad[j];
-    for (let k = 0; k < r; k++) {
-      const qk = k * cols;
-      let d = 0;
-      for (let j = 0; j < cols; j++) d += err[row + j] * q[qk + j];
-      p[k * rows + i] = d;
-    }
-  }
-  orthonormalise(p, rows, r);
-  // Q = Mᵀ P.
-  q.fill(0);
-  for (let i = 0; i < rows; i++) {
-    const row = offset + i * cols;
-    for (let k = 0; k < r; k++) {
-      const pik = p[k * rows + i];
-      if (pik === 0) continue;
-      const qk = k * cols;
-      for (let j = 0; j < cols; j++) q[qk + j] += pik * err[row + j];
-    }
-  }
-  const { pf, qf } = factors(s, body);
-  pf.set(p);
-  qf.set(q);
-  // error = M − P Qᵀ, with the fp32 factors exactly as the coordinator will decode them.
-  const v = new Float64Array(cols);
-  for (let i = 0; i < rows; i++) {
-    lowRankRow(pf, qf, i, rows, cols, r, v);
-    const row = offset + i * cols;
-    for (let j = 0; j < cols; j++) err[row + j] -= Math.fround(v[j]);
-  }
-}
-
-function factors(s: Segment, body: Uint8Array): { pf: Float32Array; qf: Float32Array } {
-  return {
-    pf: new Float32Array(body.buffer, body.byteOffset, s.rows * s.rank),
-    qf: new Float32Array(body.buffer, body.byteOffset + 4 * s.rows * s.rank, s.cols * s.rank),
-  };
-}
-
-/**
- * Row i of P Qᵀ into v (double, before rounding): v[j] = Σ_k P[k][i] · Q[k][j], summed in k order.
- * Both ends compute a low-rank value with this one function, so they agree bit for bit.
- */
-function lowRankRow(pf: Float32Array, qf: Float32Array, i: number, rows: number, cols: number, r: number, v: Float64Array): void {
-  const p0 = pf[i];
-  for (let j = 0; j < cols; j++) v[j] = p0 * qf[j];
-  for (let k = 1; k < r; k++) {
-    const pk = pf[k * rows + i];
-    const qk = k * cols;
-    for (let j = 0; j < cols; j++) v[j] += pk * qf[qk + j];
-  }
-}
-
-/** Modified Gram–Schmidt on the r columns of P, stored factor-major ([r, rows]); a zero column stays zero. */
-function orthonormalise(p: Float64Array, rows: number, r: number): void {
-  for (let k = 0; k < r; k++) {
-    const pk = k * rows;
-    for (let l = 0; l < k; l++) {
-      const pl = l * rows;
-      let dot = 0;
-      for (let i = 0; i < rows; i++) dot += p[pk + i] * p[pl + i];
-      for (let i = 0; i < rows; i++) p[pk + i] -= dot * p[pl + i];
-    }
-    let norm = 0;
-    for (let i = 0; i < rows; i++) norm += p[pk + i] * p[pk + i];
-    norm = Math.sqrt(norm);
-    const inv = norm > 1e-30 ? 1 / norm : 0;
-    for (let i = 0; i < rows; i++) p[pk + i] *= inv;
-  }
-}
-
 // ---- coordinator side: check and decode ----
 
 /** Why a body does not fit its segment, or null. Runs before a body is kept. */
@@ -499,16 +405,13 @@ export function checkBody(s: Segment, body: Uint8Array): string | null {
     const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
     // 127 · scale must stay finite, or a decoded value could be Inf.
     for (let k = 0; k < scales.length; k++) if (!(scales[k] >= 0 && scales[k] <= 2.6e36)) return `int8 scale ${k} is ${scales[k]}`;
-  } else if (s.codec === 'lowrank') {
-    const f = new Float32Array(body.buffer, body.byteOffset, s.bytes / 4);
-    for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i])) return `low-rank factor [${i}] is ${f[i]}`;
   }
   return null;
 }
 
 /**
  * Decodes a checked body into out[s.offset, s.offset + s.count) (fp32, overwriting). Returns false
- * if a decoded value is not finite. Low-rank segments are usually folded with `addLowRank` instead.
+ * if a decoded value is not finite.
  */
 export function decodeInto(s: Segment, body: Uint8Array, out: Float32Array, at = s.offset): boolean {
   const n = s.count;
@@ -527,37 +430,7 @@ export function decodeInto(s: Segment, body: Uint8Array, out: Float32Array, at =
       else decodeInt8(s, body, out, at);
       return true; // scales were checked: |code · scale| ≤ 127 · 2.6e36 is finite
     }
-    case 'lowrank': {
-      const { rows, cols, rank: r } = s;
-      const { pf, qf } = factors(s, body);
-      const v = new Float64Array(cols);
-      let bad = 0;
-      for (let i = 0; i < rows; i++) {
-        lowRankRow(pf, qf, i, rows, cols, r, v);
-        const row = at + i * cols;
-        for (let j = 0; j < cols; j++) { const x = Math.fround(v[j]); out[row + j] = x; bad += x - x; }
-      }
-      return bad === 0;
-    }
   }
-}
-
-/** out[at..] += the low-rank body's matrix (fp32 adds, like every fold); false if a sum is not finite. */
-export function addLowRank(s: Segment, body: Uint8Array, out: Float32Array, at = s.offset): boolean {
-  const { rows, cols, rank: r } = s;
-  const { pf, qf } = factors(s, body);
-  const v = new Float64Array(cols);
-  let bad = 0;
-  for (let i = 0; i < rows; i++) {
-    lowRankRow(pf, qf, i, rows, cols, r, v);
-    const row = at + i * cols;
-    for (let j = 0; j < cols; j++) {
-      out[row + j] += Math.fround(v[j]);
-      const x = out[row + j];
-      bad += x - x;
-    }
-  }
-  return bad === 0;
 }
 
 function allFinite(v: Float32Array, at: number, n: number): boolean {

@@ -104,6 +104,20 @@ export class Net {
    * tensor: WebGPU caps a binding at 128 MiB). Dropout masks are seeded per example.
    */
   async gradient(images: Uint8Array, labels: Uint8Array, count: number, seed: number, step: number, position: number, out: Float32Array): Promise<ShardStats> {
+    const { stats, grads } = await this.gradientTensors(images, labels, count, seed, step, position);
+    try {
+      await Net.io.read(grads, this.params, out);
+      return stats;
+    } finally {
+      tf.dispose(grads);
+    }
+  }
+
+  /**
+   * The gradient SUM over a shard as one tensor per parameter, left on the backend (the caller
+   * disposes them): PowerSGD (client/src/powersgd-ops.ts) reads back only its factors.
+   */
+  async gradientTensors(images: Uint8Array, labels: Uint8Array, count: number, seed: number, step: number, position: number): Promise<{ stats: ShardStats; grads: tf.Tensor[] }> {
     const masks = dropoutLayers(this.spec).map((l) => tf.tensor2d(dropoutMask(seed, step, l.layer, position, count, l.units, l.rate), [count, l.units]));
     const x = this.inputs(images, count);
     const y = tf.tensor1d(Int32Array.from(labels.subarray(0, count)), 'int32');
@@ -114,11 +128,14 @@ export class Net {
       return lossSum(logits, y);
     }, this.vars);
     tf.dispose([x, y, ...masks]);
+    const ordered = this.vars.map((v) => grads[v.name]);
     try {
-      await Net.io.read(this.vars.map((v) => grads[v.name]), this.params, out);
-      return { lossSum: (await value.data())[0], correct: (await correctT!.data())[0], count };
+      return { stats: { lossSum: (await value.data())[0], correct: (await correctT!.data())[0], count }, grads: ordered };
+    } catch (e) {
+      tf.dispose(ordered);
+      throw e;
     } finally {
-      tf.dispose([value, correctT!, ...Object.values(grads)]);
+      tf.dispose([value, correctT!]);
     }
   }
 

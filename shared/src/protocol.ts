@@ -7,7 +7,7 @@
 import { Packr } from 'msgpackr';
 import type { Codec, Compression } from './codec-types';
 
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Tensors larger than this travel as several frames, each a slice of the flat vector. */
 export const CHUNK_FLOATS = 2 * 1024 * 1024; // 8 MiB of fp32: far under ws's payload limit, big enough that framing costs nothing
@@ -39,6 +39,12 @@ export const MSG = {
   update: 'update',
   /** worker: my replica's hash differs from the assign's; send me the full weights of `version`. */
   resync: 'resync',
+  /**
+   * coordinator (powersgd runs, powersgd.ts): a slice of a round's broadcast for the step that
+   * makes `version`. Round 1: P̂ and the fp32 tensors' sums (workers need it for round 2). Round 2:
+   * ΣQ_i; with round 1's it turns weights `version − 1` into `version`, and it warm-starts the next Q.
+   */
+  basis: 'basis',
 } as const;
 export type MsgType = (typeof MSG)[keyof typeof MSG];
 
@@ -169,11 +175,24 @@ export interface Assign {
   count: number;
   /** replicaHash of the weights at `version`, every --verify-every versions of a compressed run. */
   hash?: string;
+  /**
+   * powersgd runs: which round of the shard to send. 1 (absent): compute the gradient, send P_i.
+   * 2: send Q_i, from the M this worker kept in round 1, or (body present) from the shard's
+   * gradient recomputed at `version`, when round 1 was another worker's.
+   */
+  round?: 1 | 2;
 }
 export interface Gradient {
   type: typeof MSG.gradient; step: number; shard: number; offset: number; total: number;
   /** The body's encoding when not raw fp32 (compress.ts); must match the run's segment plan. */
   codec?: Codec;
+  /** powersgd runs: the body is a slice of this round's factor vector (total = its floats), not of the gradient. */
+  round?: 1 | 2;
+}
+export interface Basis {
+  type: typeof MSG.basis; version: number; round: 1 | 2; offset: number; total: number;
+  /** Examples in the step: the update divides by it. */
+  batch: number;
 }
 export interface Timings { computeMs: number; encodeMs: number; sendMs: number }
 export interface Result {
@@ -191,7 +210,7 @@ export interface Notice { type: typeof MSG.notice; state: string; message: strin
 export interface Status { type: typeof MSG.status; tensors: number; bytes: number }
 export interface Resync { type: typeof MSG.resync; version: number }
 
-export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice | Status | Update | Resync;
+export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice | Status | Update | Resync | Basis;
 
 const packr = new Packr({ useRecords: false });
 
@@ -238,7 +257,7 @@ function align4(n: number): number { return (n + 3) & ~3; }
 
 // ---- validation: everything that arrives is untrusted ----
 
-type Check = 'int' | 'num' | 'str' | 'obj' | 'bool' | 'task' | 'nonneg';
+type Check = 'int' | 'num' | 'str' | 'obj' | 'bool' | 'task' | 'nonneg' | 'round';
 const SCHEMA: Record<MsgType, Record<string, Check>> = {
   hello: { protocol: 'int', workerId: 'str', kind: 'str', backend: 'str', modelHashes: 'obj' },
   welcome: { workerId: 'str', run: 'obj' },
@@ -250,6 +269,12 @@ const SCHEMA: Record<MsgType, Record<string, Check>> = {
   status: { tensors: 'int', bytes: 'int' },
   update: { version: 'int', offset: 'int', total: 'int', batch: 'int' },
   resync: { version: 'int' },
+  basis: { version: 'int', round: 'round', offset: 'int', total: 'int', batch: 'int' },
+};
+/** Optional fields: checked when present. */
+const OPTIONAL: Partial<Record<MsgType, Record<string, Check>>> = {
+  assign: { round: 'round' },
+  gradient: { round: 'round' },
 };
 const MSG_TYPES = new Set<string>(Object.values(MSG));
 
@@ -262,6 +287,7 @@ function ok(v: unknown, c: Check): boolean {
     case 'obj': return typeof v === 'object' && v !== null && !Array.isArray(v);
     case 'bool': return typeof v === 'boolean';
     case 'task': return v === 'train' || v === 'eval';
+    case 'round': return v === 1 || v === 2;
   }
 }
 
@@ -301,6 +327,10 @@ export function validate(header: unknown): Message {
   if (typeof type !== 'string' || !MSG_TYPES.has(type)) throw new ProtocolError(CLOSE.unknownType, `unknown message type ${quote(type)}`);
   for (const [field, check] of Object.entries(SCHEMA[type as MsgType])) {
     if (!ok((header as Record<string, unknown>)[field], check)) throw new ProtocolError(CLOSE.badField, `${type}.${field} must be ${check}, got ${quote((header as Record<string, unknown>)[field])}`);
+  }
+  for (const [field, check] of Object.entries(OPTIONAL[type as MsgType] ?? {})) {
+    const v = (header as Record<string, unknown>)[field];
+    if (v !== undefined && !ok(v, check)) throw new ProtocolError(CLOSE.badField, `${type}.${field} must be ${check}, got ${quote(v)}`);
   }
   if (type === MSG.hello) validateHello(header as Record<string, unknown>);
   if (type === MSG.result) {

@@ -23,13 +23,22 @@
 import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, closeReason, PROTOCOL_VERSION, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, sgdStep, validate, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
-import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
+import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
+import { applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
 export type Trainable = Pick<Net, 'total' | 'setWeights' | 'gradient' | 'evaluate' | 'dispose'>;
 
 /** d2l's V100 runs AlexNet at ~4,000 examples/s: 0.25 ms per example. */
 export const V100_MS_PER_EXAMPLE = 0.25;
+/**
+ * A V100's memory bandwidth (HBM2, 900 GB/s), in bytes per ms. PowerSGD's rank-r products on the
+ * worker's GPU are memory-bound (a few flops per float of M), so a synthetic machine sleeps for
+ * the passes over its matrices each round takes at this rate.
+ */
+export const V100_BYTES_PER_MS = 900e6;
+/** Passes over the matrices' floats per round (powersgd-ops.ts): round 1 reads g and e, writes M, reads M for P; round 2 reads M for Q, then M and e and writes e. */
+const POWERSGD_PASSES = 4;
 
 export class SyntheticNet implements Trainable {
   readonly total: number;
@@ -92,6 +101,8 @@ export interface WorkerCosts {
   applyMs: number;
   /** replicaHash of the replica (assigns of compressed runs carry a hash every --verify-every steps). */
   hashMs: number;
+  /** powersgd: making the next step's Q from the round-2 broadcast (nextQ), on the worker's CPU. */
+  warmStartMs: number;
 }
 
 /**
@@ -102,15 +113,24 @@ export interface WorkerCosts {
  */
 export function measureWorkerCosts(spec: ModelSpec, compress: Compression, seed = 42): WorkerCosts {
   const { params, total } = paramLayout(spec);
-  const plan = planSegments(params, total, compress);
-  const grad = new Float32Array(total);
-  fillGradient(grad, seed);
   const replica = new Float32Array(total);
   const incoming = new Float32Array(total).fill(1e-3);
   // Best of 3 after one warm-up run (JIT, allocator): on a shared machine the fastest is the work's own cost.
   const time = (f: () => void) => { f(); let best = Infinity; for (let i = 0; i < 3; i++) { const t0 = performance.now(); f(); best = Math.min(best, performance.now() - t0); } return best; };
   const copyMs = time(() => { for (let o = 0; o < total; o += CHUNK_FLOATS) replica.set(incoming.subarray(o, Math.min(total, o + CHUNK_FLOATS)), o); });
-  const encoder = new GradientEncoder(plan, total, seed);
+  const psgd = powerSgdPlanOf(params, total, compress);
+  if (psgd) {
+    // The factors are made on the worker's GPU (slept, see POWERSGD_PASSES); its CPU applies the update and makes the next Q.
+    const [round1, round2] = syntheticFactors(psgd, seed);
+    const applyMs = time(() => applyPowerSgd(psgd, replica, round1, round2, spec.lr, 128));
+    const warmStartMs = time(() => { nextQ(psgd, round2, seed, 1); });
+    const hashMs = time(() => { replicaHash(replica); });
+    return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs: [], decodeMs: [], applyMs, hashMs, warmStartMs };
+  }
+  const plan = planSegments(params, total, compress);
+  const grad = new Float32Array(total);
+  fillGradient(grad, seed);
+  const encoder = new GradientEncoder(plan, total);
   const bodies = plan.map((s) => gradientFrame(s, 1, 0, total).body);
   const encodeMs = plan.map((s) => time(() => encoder.encode(s, grad, bodies[s.index])));
   const decoded = new Float32Array(total);
@@ -118,7 +138,24 @@ export function measureWorkerCosts(spec: ModelSpec, compress: Compression, seed 
   const decodeMs = compressed ? plan.map((s) => time(() => { if (checkBody(s, bodies[s.index]) || !decodeInto(s, bodies[s.index], decoded)) throw new Error(`segment ${s.index} does not decode`); })) : plan.map(() => 0);
   const applyMs = compressed ? time(() => sgdStep(replica, decoded, spec.lr, 128)) : 0;
   const hashMs = compressed ? time(() => { replicaHash(replica); }) : 0;
-  return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs, decodeMs, applyMs, hashMs };
+  return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs, decodeMs, applyMs, hashMs, warmStartMs: 0 };
+}
+
+/**
+ * A synthetic machine's factor vectors of both rounds: gradient-like values, as its gradient is.
+ * Their values change no cost: the coordinator sums and orthonormalises whatever comes.
+ */
+function syntheticFactors(plan: PowerSgdPlan, seed: number): [Float32Array, Float32Array] {
+  const r1 = new Float32Array(plan.round1Floats), r2 = new Float32Array(plan.round2Floats);
+  fillGradient(r1, seed);
+  fillGradient(r2, seed + 1);
+  return [r1, r2];
+}
+
+/** Ms a V100 takes for one PowerSGD round's passes over the plan's matrices. */
+function powerSgdGpuMs(plan: PowerSgdPlan): number {
+  const floats = plan.matrices.reduce((a, m) => a + m.rows * m.cols, 0);
+  return (POWERSGD_PASSES * 4 * floats) / V100_BYTES_PER_MS;
 }
 
 /** Blocks the thread for `ms` without using the CPU (Atomics.wait), as synchronous CPU work would block it. */
@@ -157,6 +194,8 @@ export class SyntheticMachine {
   private received = 0;
   private updateVersion = -1;
   private updateReceived = 0;
+  /** powersgd: the plan, both rounds' frames (made at welcome, headers rewritten per shard), and the broadcasts seen. */
+  private psgd: { plan: PowerSgdPlan; frames: [Uint8Array[], Uint8Array[]]; gpuMs: number; basis: Record<1 | 2, { version: number; received: number }> } | null = null;
   private parked: { a: Assign; body: Uint8Array } | null = null;
   private queue: Promise<void> = Promise.resolve();
   /** Milliseconds spent standing in for CPU work, and for the GPU, so far (the benchmark reports them). */
@@ -195,12 +234,24 @@ export class SyntheticMachine {
         const { params, total } = paramLayout(spec);
         this.spec = spec;
         this.run = msg.run;
-        this.plan = planSegments(params, total, compress);
-        // The gradient's frames, encoded once for real (the coordinator decodes real codec output), then reused.
-        const grad = new Float32Array(total);
-        fillGradient(grad, msg.run.seed);
-        const encoder = new GradientEncoder(this.plan, total, msg.run.seed);
-        this.frames = this.plan.map((s) => { const { frame: f, body: b } = gradientFrame(s, 0, 0, total); encoder.encode(s, grad, b); return f; });
+        const psgd = powerSgdPlanOf(params, total, compress);
+        if (psgd) {
+          const frames = syntheticFactors(psgd, msg.run.seed).map((v, i) => roundSegments(v.length).map((s) => {
+            const { frame: f, body: b } = gradientFrame(s, 0, 0, v.length, null, (i + 1) as 1 | 2);
+            b.set(new Uint8Array(v.buffer, 4 * s.offset, 4 * s.count));
+            return f;
+          }));
+          this.psgd = { plan: psgd, frames: frames as [Uint8Array[], Uint8Array[]], gpuMs: powerSgdGpuMs(psgd), basis: { 1: { version: -1, received: 0 }, 2: { version: -1, received: 0 } } };
+          this.plan = [];
+        } else {
+          this.psgd = null;
+          this.plan = planSegments(params, total, compress);
+          // The gradient's frames, encoded once for real (the coordinator decodes real codec output), then reused.
+          const grad = new Float32Array(total);
+          fillGradient(grad, msg.run.seed);
+          const encoder = new GradientEncoder(this.plan, total);
+          this.frames = this.plan.map((s) => { const { frame: f, body: b } = gradientFrame(s, 0, 0, total); encoder.encode(s, grad, b); return f; });
+        }
         this.version = -1;
         this.parked = null;
         this.opts.log?.(`joined as ${msg.workerId}: ${spec.name}, ${total.toLocaleString('en-US')} parameters, synthetic machine`);
@@ -234,6 +285,25 @@ export class SyntheticMachine {
         this.version = msg.version;
         return;
       }
+      case MSG.basis: {
+        const p = this.psgd;
+        if (!p) throw new Error('basis in a run without powersgd');
+        const floats = msg.round === 1 ? p.plan.round1Floats : p.plan.round2Floats;
+        const got = p.basis[msg.round];
+        if (msg.total !== floats || msg.offset + body.byteLength / 4 > floats) throw new Error(`basis round ${msg.round} slice does not fit its ${floats} floats`);
+        if (msg.offset === 0) { got.version = msg.version; got.received = 0; }
+        if (msg.version !== got.version || msg.offset !== got.received) throw new Error(`basis round ${msg.round} v${msg.version} slice at ${msg.offset} arrived out of order`);
+        got.received += body.byteLength / 4;
+        if (msg.round === 1 || got.received < floats) return;
+        const round1 = p.basis[1];
+        if (this.version === msg.version - 1 && round1.version === msg.version && round1.received === p.plan.round1Floats) {
+          this.block(this.opts.costs?.applyMs ?? 0);
+          this.version = msg.version;
+        }
+        if (this.version === msg.version) this.block(this.opts.costs?.warmStartMs ?? 0);
+        else this.version = -1;
+        return;
+      }
       case MSG.assign:
         return this.compute(msg, body);
       case MSG.notice:
@@ -254,6 +324,7 @@ export class SyntheticMachine {
       return;
     }
     if (a.hash !== undefined) this.block(this.opts.costs?.hashMs ?? 0);
+    if (this.psgd && a.task === 'train') return this.powerRound(a, body);
     if (body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
     const t0 = performance.now();
     const ms = a.count * this.opts.msPerExample * (a.task === 'train' ? 1 : 1 / 3);
@@ -279,6 +350,36 @@ export class SyntheticMachine {
       }
     }
     await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs, sendMs } }));
+    await this.send(encode({ type: MSG.status, tensors: 0, bytes: 0 }));
+  }
+
+  /** A powersgd round: the GPU's forward and backward (round 1, or a recomputation) and its passes over the matrices are slept; the factors are sent for real. */
+  private async powerRound(a: Assign, body: Uint8Array): Promise<void> {
+    const p = this.psgd!;
+    const round = a.round ?? 1;
+    const recompute = round === 1 || body.byteLength > 0;
+    if (recompute && body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
+    if (round === 2 && (p.basis[1].version !== a.version + 1 || p.basis[1].received !== p.plan.round1Floats)) throw new Error(`round 2 of shard ${a.shard} before the round-1 broadcast of version ${a.version + 1}`);
+    const t0 = performance.now();
+    const ms = (recompute ? a.count * this.opts.msPerExample : 0) + p.gpuMs;
+    await sleep(ms);
+    this.slept.computeMs += ms;
+    const computeMs = performance.now() - t0;
+    let sendMs = 0;
+    const frames = p.frames[round - 1];
+    for (let i = 0; i < frames.length; i++) {
+      const old = frames[i];
+      const floats = round === 1 ? p.plan.round1Floats : p.plan.round2Floats;
+      const seg = roundSegments(floats)[i];
+      const { frame, body: b } = gradientFrame(seg, a.step, a.shard, floats, old, round);
+      if (frame !== old) b.set(old.subarray(old.byteLength - seg.bytes));
+      frames[i] = frame;
+      const t2 = performance.now();
+      await this.send(frame);
+      sendMs += performance.now() - t2;
+    }
+    const stats = recompute ? { lossSum: a.count * Math.LN10, correct: Math.round(a.count / 10), count: a.count } : { lossSum: 0, correct: 0, count: a.count };
+    await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs: 0, sendMs } }));
     await this.send(encode({ type: MSG.status, tensors: 0, bytes: 0 }));
   }
 

@@ -9,7 +9,7 @@
 // docs/BENCHMARKS.md.
 import { describe, expect, it } from 'vitest';
 import { paramLayout, getModel } from '@tabtrain/shared';
-import { COMPRESS_MODES, parseCompression, planBytes, planSegments } from '@tabtrain/shared/compress';
+import { COMPRESS_MODES, parseCompression, uploadBytes } from '@tabtrain/shared/compress';
 import { kill, maxAbsDiff, startCoordinator, workers } from '../helpers/run';
 
 const STEPS = 400;
@@ -36,11 +36,12 @@ describe('gradient compression on real workers', () => {
     for (const mode of COMPRESS_MODES) {
       results[mode] = await trainAndTest(mode);
       const r = results[mode];
-      const plan = planBytes(planSegments(params, total, parseCompression(mode)), total);
+      const plan = uploadBytes(params, total, parseCompression(mode));
       console.log(`${mode}: test acc ${r.acc.toFixed(4)} (2,000 images), train loss ${r.loss.toFixed(3)}, upload ${r.uploadPerWorkerStep.toFixed(0)} bytes/worker/step (plan: ${plan} + result and status)`);
-      // Gradient frames per the plan, plus the small result and status messages (< 300 bytes).
+      // Gradient frames per the plan, plus the small result and status messages (< 300 bytes;
+      // powersgd sends them once per round).
       expect(r.uploadPerWorkerStep).toBeGreaterThanOrEqual(plan);
-      expect(r.uploadPerWorkerStep).toBeLessThan(plan + 300);
+      expect(r.uploadPerWorkerStep).toBeLessThan(plan + (mode === 'powersgd' ? 600 : 300));
       // Compressed runs broadcast updates; every replica passed all 40 hash checks.
       expect(r.resyncs).toBe(0);
     }

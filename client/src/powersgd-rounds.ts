@@ -1,0 +1,96 @@
+// A worker's side of a powersgd run (shared/src/powersgd.ts) across messages: the two broadcasts
+// it collects (`basis` round 1: P̂; round 2: ΣQ_i, the update), the Q that every replica
+// warm-starts the same way, and its own factors of each shard it holds, computed on the backend
+// (PowerSgdOps, for a real Net: only the factors are read back) or on Float32Arrays
+// (PowerSgdWorker, for the synthetic net, whose gradient is an array already).
+import type * as tf from '@tensorflow/tfjs-core';
+import type { Basis } from '@tabtrain/shared';
+import { PowerSgdWorker, initialQ, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { PowerSgdOps } from './powersgd-ops';
+
+/** A shard's gradient as the net gives it: tensors on the backend, or a flat array. */
+export type ShardGradient = tf.Tensor[] | Float32Array;
+
+/** One broadcast vector arriving slice by slice, in order. */
+class Incoming {
+  readonly v: Float32Array;
+  version = -1;
+  private received = 0;
+  constructor(floats: number) { this.v = new Float32Array(floats); }
+
+  /** Takes a slice; true once the vector of b.version is whole. */
+  take(b: Basis, body: Float32Array): boolean {
+    if (b.total !== this.v.length || b.offset + body.length > this.v.length) throw new Error(`basis round ${b.round} slice ${b.offset}+${body.length} does not fit its ${this.v.length} floats`);
+    if (b.offset === 0) { this.version = b.version; this.received = 0; }
+    if (b.version !== this.version || b.offset !== this.received) throw new Error(`basis round ${b.round} v${b.version} slice at ${b.offset} arrived out of order`);
+    this.v.set(body, b.offset);
+    this.received += body.length;
+    return this.received === this.v.length;
+  }
+
+  whole(version: number): boolean { return this.version === version && this.received === this.v.length; }
+}
+
+export class WorkerRounds {
+  private readonly q0: Float32Array;
+  private readonly side: PowerSgdOps | PowerSgdWorker;
+  private readonly round1: Incoming;
+  private readonly round2: Incoming;
+  /** Shards whose M is held between the rounds, and their step: a new step forgets the old ones. */
+  private held = new Set<number>();
+  private heldStep = -1;
+
+  constructor(readonly plan: PowerSgdPlan, private readonly seed: number, onBackend: boolean) {
+    this.q0 = initialQ(plan, seed);
+    this.round1 = new Incoming(plan.round1Floats);
+    this.round2 = new Incoming(plan.round2Floats);
+    this.side = onBackend ? new PowerSgdOps(plan, this.q0) : new PowerSgdWorker(plan, this.q0);
+  }
+
+  /** A slice of a broadcast. Returns the two broadcasts of b.version once its round 2 is whole (round 1's, if held). */
+  take(b: Basis, body: Float32Array): { round1: Float32Array | null; round2: Float32Array } | null {
+    if (b.round === 1) { this.round1.take(b, body); return null; }
+    if (!this.round2.take(b, body)) return null;
+    return { round1: this.round1.whole(b.version) ? this.round1.v : null, round2: this.round2.v };
+  }
+
+  /** The replica is at `version` by full weights: Q is the first one until that version's round 2 (if any) comes. */
+  restart(): void {
+    this.side.setQ(this.q0);
+  }
+
+  /** The replica is at `version` and round2 is that version's ΣQ_i: the next step's Q, as every replica makes it. */
+  warmStart(version: number, round2: Float32Array): void {
+    this.side.setQ(nextQ(this.plan, round2, this.seed, version));
+  }
+
+  /** Round 1 of a shard: P_i (and the fp32 tensors' sums), keeping its M until round 2. */
+  async factors1(step: number, shard: number, grad: ShardGradient): Promise<Float32Array> {
+    if (step !== this.heldStep) {
+      for (const s of this.held) this.side.abandon(s);
+      this.held.clear();
+      this.heldStep = step;
+    }
+    const out = new Float32Array(this.plan.round1Floats);
+    if (this.side instanceof PowerSgdOps) await this.side.round1(shard, grad as tf.Tensor[], out);
+    else this.side.round1(shard, grad as Float32Array, out);
+    this.held.add(shard);
+    return out;
+  }
+
+  /** Round 2 of a shard of the step making `version`: Q_i from its kept M, or from `grad` when round 1 was another worker's. */
+  async factors2(version: number, shard: number, grad?: ShardGradient): Promise<Float32Array> {
+    if (!this.round1.whole(version)) throw new Error(`round 2 of shard ${shard} before the round-1 broadcast of version ${version}`);
+    const out = new Float32Array(this.plan.round2Floats);
+    // A recomputed shard starts from its bare gradient, even if an M of it is held (a stale one).
+    if (grad) this.side.abandon(shard);
+    if (this.side instanceof PowerSgdOps) await this.side.round2(shard, this.round1.v, out, grad as tf.Tensor[] | undefined);
+    else this.side.round2(shard, this.round1.v, out, grad as Float32Array | undefined);
+    this.held.delete(shard);
+    return out;
+  }
+
+  dispose(): void {
+    if (this.side instanceof PowerSgdOps) this.side.dispose();
+  }
+}
