@@ -136,6 +136,7 @@ export interface StepRecord {
   aggregateMs: number;
   /** Time spent summing gradient segments as they arrived, inside collectMs (streaming aggregation). */
   foldMs?: number;
+  /** SGD applying the step; powersgd: applying the last update, which runs after the next step is dispatched. */
   applyMs: number;
   /** Encoding the new weights (fp32 runs) or the update (compressed runs) into frames; sending them overlaps the next step's dispatch. */
   broadcastMs: number;
@@ -581,7 +582,11 @@ export class Coordinator {
     for (const t of tasks) this.scheduler.norms.accept(t.trusted!.normSq, t.count);
     const round2 = this.powerSgd ? await this.secondRound(tasks, indices.length) : null;
     const t1 = performance.now();
-    const { aggregateMs, applyMs, broadcastMs } = this.model.apply(this.run.lr, indices.length);
+    const { aggregateMs, applyMs: applied, broadcastMs } = this.model.apply(this.run.lr, indices.length);
+    // powersgd: the update reaches the weights once the next step's assigns are out (step.ts,
+    // Rounds.pending): setImmediate runs after this step's promise chain has dispatched them.
+    if (this.powerSgd) setImmediate(guarded(this.opts.log, 'applying the update', () => this.model.flush()));
+    const applyMs = this.powerSgd ? this.model.flushedMs : applied;
     this.settlePushed();
     this.step++;
     const t4 = performance.now();
