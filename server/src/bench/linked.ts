@@ -3,7 +3,7 @@
 // `bench scaleout --link` and by tests/integration/netns.test.ts.
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Summary } from '../coordinator';
@@ -40,6 +40,60 @@ export interface StepMark {
   machine: { busy: number; total: number };
   /** CPU (user + system, ms) of all the run's worker processes so far (/proc/PID/stat), summed. */
   workersCpuMs: number;
+  /** The coordinator's eth0 since the previous mark (sampled every 10 ms): whether the two directions overlapped. */
+  overlap?: Overlap;
+}
+
+/**
+ * Bytes the coordinator's interface sent since the last step, and how many of them went out in
+ * 10 ms intervals in which it was also receiving at ≥ 25% of its link's rate (gradients coming in):
+ * a pipelined step sends most of the new weights during the upload, a step whose directions take
+ * turns almost none. Counted at the interface (frames, headers included), not at the sockets.
+ */
+export interface Overlap { sentBytes: number; sentDuringUpBytes: number }
+
+/**
+ * eth0's received and sent bytes (frames) in the network namespace of process `pid`
+ * (/proc/PID/net/dev), or null: also while the process is still in this process's namespace
+ * (`ip netns exec` has not switched yet), whose eth0 is another interface.
+ */
+export function eth0Bytes(pid: number | undefined): { rx: number; tx: number; ns: string } | null {
+  if (!pid) return null;
+  try {
+    const ns = readlinkSync(`/proc/${pid}/ns/net`);
+    if (ns === readlinkSync('/proc/self/ns/net')) return null;
+    const line = readFileSync(`/proc/${pid}/net/dev`, 'utf8').split('\n').find((l) => l.trim().startsWith('eth0:'));
+    if (!line) return null;
+    const f = line.trim().slice(5).trim().split(/\s+/).map(Number);
+    return { rx: f[0], tx: f[8], ns };
+  } catch {
+    return null;
+  }
+}
+
+/** Samples a process's eth0 every 10 ms and accumulates an Overlap; take() returns it and starts the next. */
+function overlapSampler(pid: number | undefined, rateBytesPerSec: number): { take: () => Overlap | undefined; stop: () => void } {
+  let prev = eth0Bytes(pid);
+  let prevT = performance.now();
+  let acc: Overlap = { sentBytes: 0, sentDuringUpBytes: 0 };
+  let seen = prev !== null;
+  const timer = setInterval(() => {
+    const now = eth0Bytes(pid);
+    const t = performance.now();
+    if (now && prev && now.ns === prev.ns) {
+      const dtx = now.tx - prev.tx, drx = now.rx - prev.rx;
+      acc.sentBytes += dtx;
+      if (drx >= 0.25 * rateBytesPerSec * ((t - prevT) / 1000)) acc.sentDuringUpBytes += dtx;
+      seen = true;
+    }
+    prev = now;
+    prevT = t;
+  }, 10);
+  timer.unref();
+  return {
+    take: () => { const a = acc; acc = { sentBytes: 0, sentDuringUpBytes: 0 }; return seen ? a : undefined; },
+    stop: () => clearInterval(timer),
+  };
 }
 
 export interface LabRun {
@@ -89,6 +143,7 @@ export async function runInLab(lab: NetLab, host: HostOptions, n: number, worker
   coord.stderr?.on('data', (d: Buffer) => errors.push(`coordinator: ${d.toString()}`));
   const workers: ChildProcess[] = [];
   const marks: StepMark[] = [];
+  const overlap = overlapSampler(coord.pid, lab.coordinator.link.rateBits / 8);
   try {
     return await new Promise<LabRun>((resolveRun, reject) => {
       let done = false;
@@ -106,7 +161,7 @@ export async function runInLab(lab: NetLab, host: HostOptions, n: number, worker
             workers.push(w);
           }
         } else if (m.type === 'step') {
-          const mark = { rec: m.rec, t: m.t, cpuMs: m.cpuMs, links: m.links, machine: machineJiffies(), workersCpuMs: workers.reduce((a, w) => a + processCpuMs(w.pid), 0) };
+          const mark = { rec: m.rec, t: m.t, cpuMs: m.cpuMs, links: m.links, machine: machineJiffies(), workersCpuMs: workers.reduce((a, w) => a + processCpuMs(w.pid), 0), overlap: overlap.take() };
           marks.push(mark);
           onStep?.(mark);
         } else if (m.type === 'log') {
@@ -122,6 +177,7 @@ export async function runInLab(lab: NetLab, host: HostOptions, n: number, worker
       coord.once('error', (e) => fail(`could not start the coordinator: ${e.message}`));
     });
   } finally {
+    overlap.stop();
     await Promise.race([untilExit(coord), new Promise((r) => setTimeout(r, 5000))]);
     for (const w of [coord, ...workers]) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
     await Promise.all([coord, ...workers].map(untilExit));

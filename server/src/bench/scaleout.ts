@@ -129,6 +129,12 @@ export interface LinkFigures {
   machineCpuBound: boolean;
   /** CPU of all worker processes per step, summed (median): their network work, and whatever of theirs is not slept. */
   workersCpuMs: number;
+  /**
+   * Of the bytes the coordinator's interface sent per step, the share that went out while gradients
+   * were coming in (linked.ts Overlap; median over the measured steps): ~0 when the two directions
+   * take turns, near 1 − 1/segments when a pipelined step overlaps them. Absent where not sampled.
+   */
+  sentDuringUpShare?: number;
   /** Coordinator log lines of workers that closed during the run (the row is flagged). */
   lost?: string[];
 }
@@ -299,7 +305,7 @@ export function linkLine(r: ScaleoutRun): string {
   return `${r.kind} ${r.model} ${r.compress} ${r.scaling} N=${r.workers} @ ${formatRate(k.workerBits)}${k.coordinatorBits !== k.workerBits ? ` (coordinator ${formatRate(k.coordinatorBits)})` : ''}: ` +
     `${r.examplesPerSec.toFixed(1)} examples/s${r.efficiency === null ? '' : `, efficiency ${(100 * r.efficiency).toFixed(0)}%`}; step ${k.stepMs.toFixed(0)} ms (median) against ` +
     `compute ${k.computeMs.toFixed(0)} ms, link ${k.linkBoundMs.toFixed(0)} ms (coordinator in ${k.coordinatorInMs.toFixed(0)} / out ${k.coordinatorOutMs.toFixed(0)}, busiest worker in ${k.workerInMs.toFixed(0)} / out ${k.workerOutMs.toFixed(0)}): ` +
-    `${k.overBound.toFixed(2)}× the bound, ${k.overSerial.toFixed(2)}× compute + in + out; coordinator CPU ${k.coordinatorCpuMs.toFixed(0)} ms/step (${(100 * k.coordinatorCpuShare).toFixed(0)}%), workers ${k.workersCpuMs.toFixed(0)} ms/step, machine ${(100 * k.machineBusy).toFixed(0)}% busy` +
+    `${k.overBound.toFixed(2)}× the bound, ${k.overSerial.toFixed(2)}× compute + in + out; ${k.sentDuringUpShare === undefined ? '' : `${(100 * k.sentDuringUpShare).toFixed(0)}% of the coordinator's sent bytes went out while gradients came in; `}coordinator CPU ${k.coordinatorCpuMs.toFixed(0)} ms/step (${(100 * k.coordinatorCpuShare).toFixed(0)}%), workers ${k.workersCpuMs.toFixed(0)} ms/step, machine ${(100 * k.machineBusy).toFixed(0)}% busy` +
     `${k.coordinatorCpuBound ? ' — COORDINATOR CPU-BOUND' : ''}${k.machineCpuBound ? ' — MACHINE CPU-BOUND' : ''}${k.lost?.length ? ` — LOST ${k.lost.length} WORKER(S)` : ''}`;
 }
 
@@ -316,7 +322,7 @@ async function runLinked(o: ScaleoutOptions, lab: NetLab, l: LinkConfig, probe: 
   const load = loadavg()[0];
   const t0 = performance.now();
   const { marks, log } = await runInLab(lab, host, n, (url) => workerCommand(o, url, costs), (m) => {
-    if (m.rec.step <= burnIn + o.steps) o.log(`  ${model} ${scaling} N=${n} step ${m.rec.step}${m.rec.step <= burnIn ? ' (burn-in)' : ''}: ${m.rec.wallMs.toFixed(0)} ms, ${((performance.now() - t0) / 1000).toFixed(0)} s into the run`);
+    if (m.rec.step <= burnIn + o.steps) o.log(`  ${model} ${scaling} N=${n} step ${m.rec.step}${m.rec.step <= burnIn ? ' (burn-in)' : ''}: ${m.rec.wallMs.toFixed(0)} ms (collect ${m.rec.collectMs.toFixed(0)}: compute ${m.rec.computeMs.toFixed(0)}, upload ${m.rec.uploadMs.toFixed(0)}; ${m.rec.earlySegments} segments of the new weights staged during the upload${m.overlap ? `; coordinator sent ${(m.overlap.sentBytes / 1e6).toFixed(0)} MB, ${(m.overlap.sentDuringUpBytes / 1e6).toFixed(0)} MB of it while gradients came in` : ''}), ${((performance.now() - t0) / 1000).toFixed(0)} s into the run`);
   });
   if (marks.length < burnIn + o.steps) throw new Error(`${model} N=${n}: only ${marks.length} steps ran`);
   const r = linkFigures(o, l, lab.netem, probe, model, total, scaling, n, batch, marks.slice(burnIn - 1, burnIn + o.steps), compress, load, costs ? 'sleep' : undefined);
@@ -371,6 +377,7 @@ export function linkFigures(o: Pick<ScaleoutOptions, 'kind' | 'workerCpu'>, l: L
     coordinatorCpuBound: coordinatorCpuMs / stepMs >= CPU_BOUND_SHARE,
     machineCpuBound: jiffies > 0 && (last.machine.busy - first.machine.busy) / jiffies >= MACHINE_BUSY && stepMs / serialMs >= 1.5,
     workersCpuMs: median(measured.map((m, i) => m.workersCpuMs - marks[i].workersCpuMs)),
+    ...(measured.every((m) => m.overlap && m.overlap.sentBytes > 0) ? { sentDuringUpShare: median(measured.map((m) => m.overlap!.sentDuringUpBytes / m.overlap!.sentBytes)) } : {}),
   };
   const recs = measured.map((m) => m.rec);
   const split: StepSplit = {
