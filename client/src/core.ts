@@ -6,7 +6,7 @@ import {
   type Assign, type Basis, type Hello, type RunInfo, type Update, type WorkerKind,
 } from '@tabtrain/shared';
 import { Net, type ShardStats } from '@tabtrain/shared/net';
-import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
+import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
 import { applyPowerSgd } from '@tabtrain/shared/powersgd';
 import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
 import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
@@ -44,6 +44,8 @@ export class WorkerCore {
   private encoder: GradientEncoder | null = null;
   /** powersgd runs: the rounds' broadcasts, Q and this worker's factors (powersgd-rounds.ts). */
   private rounds: WorkerRounds | null = null;
+  /** The fp32 plan, for a compressed run's probation checks (assign.fp32): stateless, no error feedback. */
+  private fp32: GradientEncoder | null = null;
   /** Gradient frames of the last step, one per segment, reused by the next. */
   private frames: Uint8Array[] = [];
   private run: RunInfo | null = null;
@@ -112,6 +114,7 @@ export class WorkerCore {
         // A real net keeps the gradient and PowerSGD's state on its backend; the synthetic one has arrays.
         this.rounds = psgd ? new WorkerRounds(psgd, msg.run.seed, this.net instanceof Net) : null;
         this.encoder = psgd ? null : new GradientEncoder(planSegments(params, this.net.total, compress), this.net.total);
+        this.fp32 = new GradientEncoder(planSegments(params, this.net.total, NO_COMPRESSION), this.net.total);
         // Our identity from now on (the identity object outlives this connection): the coordinator
         // gives a new id when ours was taken, and a secret that makes a reconnect us again.
         this.id.workerId = msg.workerId;
@@ -233,7 +236,7 @@ export class WorkerCore {
     const t0 = performance.now();
     let factors: Float32Array | null = null;
     let stats: ShardStats;
-    if (this.rounds && a.task === 'train') {
+    if (this.rounds && a.task === 'train' && !a.fp32) {
       ({ stats, factors } = await this.powerRound(a, images, labels));
     } else {
       stats = a.task === 'train'
@@ -257,13 +260,15 @@ export class WorkerCore {
         sendMs += performance.now() - t2;
       }
     } else if (a.task === 'train') {
-      // One frame per segment of the run's plan, the body encoded straight into the frame.
-      for (const seg of this.encoder!.plan) {
+      // One frame per segment of the run's plan (a probation check: the fp32 plan), the body
+      // encoded straight into the frame.
+      const encoder = a.fp32 ? this.fp32! : this.encoder!;
+      for (const seg of encoder.plan) {
         const t1 = performance.now();
         // Last step's frame is free again: the socket copied it (Node: masking; browser: send()).
         const { frame, body } = gradientFrame(seg, a.step, a.shard, net.total, this.frames[seg.index]);
         this.frames[seg.index] = frame;
-        this.encoder!.encode(seg, this.grad!, body);
+        encoder.encode(seg, this.grad!, body);
         const t2 = performance.now();
         await this.send(frame);
         encodeMs += t2 - t1;

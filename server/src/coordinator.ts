@@ -227,7 +227,7 @@ export class Coordinator {
     this.model = new Step(this.spec, opts.seed, compress, (shard, why) => this.onBadShard(shard, why), o.pipeline ?? true);
     this.model.onStaged = (frame, index) => this.push(frame, index);
     this.members = new Membership({
-      run: this.run, token: o.token, probation, fp32: this.fp32, log: o.log,
+      run: this.run, token: o.token, probation, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
     });
     this.scheduler = new Scheduler({
@@ -298,13 +298,14 @@ export class Coordinator {
 
   private onGradient(conn: Conn, g: Gradient, body: Uint8Array): void {
     const c = this.scheduler.owned(conn, g.step, g.shard, 'train');
-    const round = this.powerSgd ? c.task.round : undefined;
-    if (g.round !== round) throw new ProtocolError(CLOSE.badGradient, `gradient of round ${g.round ?? 'none'} for a task of ${round ? `round ${round}` : 'a run without rounds'}`);
+    const round = this.powerSgd && !c.fp32Check ? c.task.round : undefined;
+    if (g.round !== round) throw new ProtocolError(CLOSE.badGradient, `gradient of round ${g.round ?? 'none'} for a task of ${round ? `round ${round}` : c.fp32Check ? 'an fp32 check' : 'a run without rounds'}`);
     // In order, so `received` counts distinct floats: a repeated slice cannot fake a full gradient.
     if (g.offset !== c.received) throw new ProtocolError(CLOSE.badGradient, `gradient slice at ${g.offset}, expected the next at ${c.received}`);
-    // The reducer checks the segment against the run's plan (offset, codec, exact body length).
+    // The reducer checks the segment against the run's plan (offset, codec, exact body length);
+    // an fp32 check copy of a compressed run, against the fp32 plan.
     const reducer = this.model.reducer;
-    const checked = reducer.check(g, body);
+    const checked = c.fp32Check ? this.model.checkFp32(g, body) : reducer.check(g, body);
     const t = c.task;
     if (c.streamed) {
       reducer.hold(t.shard, checked.segment, checked.body);
@@ -314,7 +315,7 @@ export class Coordinator {
     if (c.received === 0) { c.firstAt = now; c.firstBytes = body.byteLength; }
     c.lastAt = now;
     c.frames.push({ g, body: checked.body });
-    if (this.fp32) c.normSq += sumSquares([f32(checked.body)]);
+    if (this.fp32 || c.fp32Check) c.normSq += sumSquares([f32(checked.body)]);
     c.received += checked.segment.count;
   }
 
@@ -337,13 +338,13 @@ export class Coordinator {
     const c = this.scheduler.owned(conn, r.step, r.shard, r.task);
     const t = c.task;
     if (r.count !== t.count || r.correct > r.count) throw new ProtocolError(CLOSE.badField, `result counts ${r.correct}/${r.count} for a shard of ${t.count}`);
-    const floats = this.model.copyFloats;
+    const floats = c.fp32Check ? this.run.paramCount : this.model.copyFloats;
     if (t.kind === 'train' && c.received !== floats) throw new ProtocolError(CLOSE.badGradient, `result after ${c.received} of ${floats} ${this.powerSgd ? `round-${t.round} factor` : 'gradient'} floats`);
     if (!Number.isFinite(c.normSq)) throw new ProtocolError(CLOSE.badGradient, `shard ${t.step}/${t.shard}: the gradient has NaN or Inf`);
     this.clearDeadline(conn);
     conn.state = CONN.idle;
     conn.shardsDone++;
-    if (t.kind === 'train' && t.round === 1) {
+    if (t.kind === 'train' && t.round === 1 && !c.fp32Check) {
       conn.computeMs = r.timings.computeMs;
       conn.uploadMs = r.timings.encodeMs + r.timings.sendMs;
       const speed = (r.count * 1000) / Math.max(1, r.timings.computeMs);
@@ -393,19 +394,21 @@ export class Coordinator {
     for (const conn of this.members.workers()) {
       if (conn.state !== CONN.idle) continue;
       const pick = this.scheduler.next(conn, this.step);
-      if (pick) this.assign(conn, pick.task, pick.shadow);
+      if (pick) this.assign(conn, pick.task, pick.shadow, pick.check);
     }
   }
 
-  private assign(conn: Conn, t: Task, shadow: boolean): void {
-    this.scheduler.start(conn, t, shadow);
+  private assign(conn: Conn, t: Task, shadow: boolean, check = false): void {
+    const copy = this.scheduler.start(conn, t, shadow, check);
     conn.state = CONN.working;
     conn.shardSize = t.count;
     for (const f of this.model.framesFor(conn.version, conn.basis)) this.transport.send(conn, f);
     conn.version = this.version;
     const a: Assign = { type: MSG.assign, task: t.kind, step: t.step, shard: t.shard, version: this.version, position: t.position, count: t.count };
     const round2 = t.kind === 'train' && t.round === 2;
-    if (round2) {
+    if (copy.fp32Check) {
+      a.fp32 = true;
+    } else if (round2) {
       a.round = 2;
       if (conn.basis !== this.version + 1) for (const f of this.model.basisFrames) this.transport.send(conn, f);
       conn.basis = this.version + 1;

@@ -84,8 +84,6 @@ export interface MembershipOptions {
   token?: string;
   /** --probation K (0 = everyone is established). */
   probation: number;
-  /** fp32 gradients: train copies can be compared (error feedback makes compressed ones differ). */
-  fp32: boolean;
   log: (line: string) => void;
   /** Closes a connection with a named code (the transport's drop). */
   drop: (c: Conn, code: number, why: string) => void;
@@ -171,9 +169,9 @@ export class Membership {
   established(conn: Conn, kind: TaskKind): boolean {
     if (conn.trust === 'established') return true;
     if (conn.trust === 'untrusted') return false;
-    // Compressed runs fold each worker's own error feedback into its gradient, so two copies of a
-    // shard differ by more than any tolerance: train shards are not compared there (issue 14).
-    return (kind === 'train' && !this.opts.fp32) || conn.trust[kind] >= this.opts.probation;
+    // In compressed runs a probation train copy is an fp32 check (scheduler.ts): the worker's own
+    // error feedback would make its compressed copy differ from anyone else's.
+    return conn.trust[kind] >= this.opts.probation;
   }
 
   /** Workers whose results a step may use: the established ones, or (when there is none yet) all, cross-checked. */

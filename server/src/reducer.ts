@@ -15,12 +15,35 @@ import { SimdArena } from '@tabtrain/shared/simd';
 
 export interface GradientSlice { offset: number; total: number; codec?: string }
 
+/** Checks gradient frames against a segment plan (offset, codec, exact body length), without keeping them. */
+export class FrameCheck {
+  private readonly byOffset = new Map<number, Segment>();
+  constructor(readonly plan: Segment[], readonly total: number) {
+    for (const s of plan) this.byOffset.set(s.offset, s);
+  }
+
+  /**
+   * The frame's segment and its body, 4-byte aligned (copied if it was not). Throws a
+   * ProtocolError (the sender's fault) for a frame that does not fit the plan.
+   */
+  check(g: GradientSlice, body: Uint8Array): { segment: Segment; body: Uint8Array } {
+    const s = this.byOffset.get(g.offset);
+    if (g.total !== this.total || !s) throw new ProtocolError(CLOSE.badGradient, `gradient segment at ${g.offset} of ${g.total} is not in this run's plan of ${this.plan.length} segments over ${this.total} parameters`);
+    const codec = (g.codec ?? 'fp32') as Codec;
+    if (codec !== s.codec) throw new ProtocolError(CLOSE.badGradient, `segment at ${g.offset} must be ${s.codec}, got ${String(codec).slice(0, 16)}; this run uses another --compress`);
+    if (body.byteOffset % 4 !== 0) body = new Uint8Array(body); // a copy (Buffer#slice would be a view)
+    const why = checkBody(s, body);
+    if (why) throw new ProtocolError(CLOSE.badGradient, why);
+    return { segment: s, body };
+  }
+}
+
 export class StreamReducer {
   /** The step's gradient sum after finish(); a view into the arena (valid until the next begin()). */
   readonly sum: Float32Array;
   private readonly arena: SimdArena;
   private readonly scratchAt: number;
-  private readonly byOffset = new Map<number, Segment>();
+  private readonly frames: FrameCheck;
   private shards = 0;
   /** Per segment: how many shards (0..next−1) are in the sum. */
   private next = new Int32Array(0);
@@ -52,7 +75,7 @@ export class StreamReducer {
     this.arena = new SimdArena(regionsAt + regions * stride);
     this.sum = this.arena.f32.subarray(0, total);
     this.regions = Array.from({ length: regions }, (_, i) => this.arena.f32.subarray(regionsAt + i * stride, regionsAt + i * stride + total));
-    for (const s of plan) this.byOffset.set(s.offset, s);
+    this.frames = new FrameCheck(plan, total);
   }
 
   /**
@@ -86,14 +109,7 @@ export class StreamReducer {
    * that does not fit the plan. Verified copies are checked here on arrival and folded later.
    */
   check(g: GradientSlice, body: Uint8Array): { segment: Segment; body: Uint8Array } {
-    const s = this.byOffset.get(g.offset);
-    if (g.total !== this.total || !s) throw new ProtocolError(CLOSE.badGradient, `gradient segment at ${g.offset} of ${g.total} is not in this run's plan of ${this.plan.length} segments over ${this.total} parameters`);
-    const codec = (g.codec ?? 'fp32') as Codec;
-    if (codec !== s.codec) throw new ProtocolError(CLOSE.badGradient, `segment at ${g.offset} must be ${s.codec}, got ${String(codec).slice(0, 16)}; this run uses another --compress`);
-    if (body.byteOffset % 4 !== 0) body = new Uint8Array(body); // a copy (Buffer#slice would be a view)
-    const why = checkBody(s, body);
-    if (why) throw new ProtocolError(CLOSE.badGradient, why);
-    return { segment: s, body };
+    return this.frames.check(g, body);
   }
 
   /**

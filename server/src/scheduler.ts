@@ -26,6 +26,11 @@ export interface Copy {
   streamed: boolean;
   /** A probation copy: compared with the trusted copy, never folded; the step does not wait for it. */
   shadow: boolean;
+  /**
+   * Compressed runs: it computes the plain fp32 gradient (assign.fp32), not the run's codec: a
+   * probation shadow of a train shard, and the established worker's `check` copy it is judged by.
+   */
+  fp32Check: boolean;
   /** Σ g² of its gradient, accumulated as frames arrive (fp32 runs): the plausibility check. */
   normSq: number;
   /** When its first and last gradient frame arrived (performance.now()), and the first frame's bytes: its upload rate. */
@@ -56,6 +61,12 @@ export interface Task {
   shadows: Copy[];
   /** Whether a probation copy was handed out (one per task). */
   shadowed: boolean;
+  /**
+   * Compressed runs: the finished fp32 copy of an established worker that the task's train shadows
+   * are judged by (its trusted copy is compressed, so not comparable), and whether one is out.
+   */
+  check: Copy | null;
+  checking: boolean;
   /** A copy of it was lost (timeout, close): it goes to a measured worker if one can take it. */
   retaken: boolean;
   /** --balance cost: the connection the plan gave it to (null: anyone); void once that worker is gone. */
@@ -94,8 +105,15 @@ export interface SchedulerOptions {
 }
 
 export class Scheduler {
-  /** The tasks of the step (or evaluation) in hand. */
-  tasks: Task[] = [];
+  /** The tasks of the step (or evaluation, or powersgd round) in hand. */
+  get tasks(): Task[] { return this.current; }
+  set tasks(next: Task[]) {
+    const old = this.current;
+    this.current = next;
+    // A finished shadow whose fp32 check never came (nor is on its way) cannot be judged any more: it stops counting.
+    for (const t of old) this.judgeShadows(t);
+  }
+  private current: Task[] = [];
   /** Recent honest shards' gradient norms: the yardstick of the plausibility check. */
   readonly norms = new NormMonitor();
   /** The copy each worker is computing, and the last shard it returned (a second result is a duplicate). */
@@ -121,7 +139,7 @@ export class Scheduler {
     if (comparable && est === 0 && live.length >= 2 && this.opts.probation > 0) { want = 2; why = 'cross-check'; }
     else if (comparable && est >= 2 && remote && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) { want = 2; why = 'spot check'; }
     return {
-      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, retaken: false, pin: null, round: 1, heldBy: null, want, why,
+      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, check: null, checking: false, retaken: false, pin: null, round: 1, heldBy: null, want, why,
       done: false, result: null, trusted: null, inReducer: null, doneBy: null, doneAt: 0,
     };
   }
@@ -140,12 +158,12 @@ export class Scheduler {
    * workers, or everyone while nobody is), else, on probation, a shadow of a task of this step.
    * Never two copies of one task on one worker.
    */
-  next(conn: Conn, step: number): { task: Task; shadow: boolean } | null {
+  next(conn: Conn, step: number): { task: Task; shadow: boolean; check?: boolean } | null {
     const tasks = this.tasks;
     if (!tasks.length || tasks[0].step !== step) return null;
     const kind = tasks[0].kind;
     const m = this.members;
-    const has = (t: Task) => [...t.copies, ...t.finished, ...t.shadows].some((c) => c.owner === conn);
+    const has = (t: Task) => [...t.copies, ...t.finished, ...t.shadows].some((c) => c.owner === conn) || t.check?.owner === conn;
     const primary = m.established(conn, kind) || !m.workers().some((c) => m.established(c, kind));
     if (primary) {
       // A shard taken back from a worker (a silent newcomer, say) must not go to the next
@@ -153,18 +171,29 @@ export class Scheduler {
       const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
       const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken;
       const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
-      return t ? { task: t, shadow: false } : null;
+      if (t) return { task: t, shadow: false };
+      // Compressed runs: a train shard shadowed by a probation worker needs an fp32 copy to be judged by.
+      const c = this.needsCheck(kind) ? tasks.find((x) => x.shadowed && !x.check && !x.checking && !has(x) && m.established(conn, kind)) : undefined;
+      return c ? { task: c, shadow: false, check: true } : null;
     }
     // No more shadows out than verdicts still needed: a liar cannot run ahead of its probation.
     if (m.shadowsLeft(conn, kind) <= 0) return null;
-    const t = tasks.find((x) => !x.shadowed && !has(x));
+    // Round 2 of a powersgd step is no shard of its own: probation happens in round 1.
+    const t = tasks.find((x) => !x.shadowed && !has(x) && x.round === 1);
     return t ? { task: t, shadow: true } : null;
   }
 
+  /** Whether a train shadow in this run is judged by an fp32 check copy (compressed runs) rather than the trusted copy. */
+  private needsCheck(kind: TaskKind): boolean {
+    return kind === 'train' && !this.opts.fp32;
+  }
+
   /** Records that `conn` computes a copy of t. */
-  start(conn: Conn, t: Task, shadow: boolean): Copy {
-    const streamed = !shadow && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
-    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, normSq: 0, firstAt: 0, lastAt: 0, firstBytes: 0, result: null };
+  start(conn: Conn, t: Task, shadow: boolean, check = false): Copy {
+    const fp32Check = check || (shadow && this.needsCheck(t.kind));
+    const streamed = !shadow && !check && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
+    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, fp32Check, normSq: 0, firstAt: 0, lastAt: 0, firstBytes: 0, result: null };
+    if (check) { t.checking = true; this.held.set(conn, c); return c; }
     t.copies.push(c);
     if (shadow) { t.shadowed = true; conn.awaiting[t.kind]++; }
     this.held.set(conn, c);
@@ -188,9 +217,13 @@ export class Scheduler {
     this.held.delete(c.owner);
     this.lastDone.set(c.owner, { kind: t.kind, step: t.step, shard: t.shard });
     t.copies = t.copies.filter((x) => x !== c);
-    if (c.shadow) {
+    if (c.fp32Check && !c.shadow) {
+      t.check = c;
+      t.checking = false;
+      this.judgeShadows(t);
+    } else if (c.shadow) {
       t.shadows.push(c);
-      if (t.trusted) this.judgeShadows(t);
+      this.judgeShadows(t);
     } else {
       t.finished.push(c);
       this.decide(t);
@@ -208,6 +241,7 @@ export class Scheduler {
     if (!c) return { requeued: null, revoke: null };
     this.held.delete(conn);
     const t = c.task;
+    if (c.fp32Check && !c.shadow) { t.checking = false; this.judgeShadows(t); return { requeued: null, revoke: null }; }
     t.copies = t.copies.filter((x) => x !== c);
     let revoke: Task | null = null;
     if (t.inReducer === c && !t.done) { t.inReducer = null; revoke = t; }
@@ -236,7 +270,7 @@ export class Scheduler {
 
   /** What comparing a copy needs: its result and, in fp32 runs, its gradient. */
   private evidence(c: Copy): CopyEvidence {
-    return { result: c.result!, gradient: c.task.kind === 'train' && this.opts.fp32 ? c.frames.map((f) => f32(f.body)) : undefined };
+    return { result: c.result!, gradient: c.task.kind === 'train' && (this.opts.fp32 || c.fp32Check) ? c.frames.map((f) => f32(f.body)) : undefined };
   }
 
   /**
@@ -291,11 +325,20 @@ export class Scheduler {
     if (t.shadows.length) this.judgeShadows(t);
   }
 
-  /** Compares the probation copies of a task with its trusted result. */
+  /**
+   * Compares the probation copies of a task with the copy they are judged by: its trusted result,
+   * or in a compressed run's train shard the fp32 check copy. Waits while that is not in yet.
+   */
   private judgeShadows(t: Task): void {
+    const by = this.needsCheck(t.kind) ? t.check : t.trusted;
+    if (!by) {
+      if (this.current.includes(t) || t.checking) return; // its check may still come
+      for (const s of t.shadows.splice(0)) s.owner.awaiting[t.kind]--;
+      return;
+    }
     for (const s of t.shadows.splice(0)) {
       s.owner.awaiting[t.kind]--;
-      const why = disagreement(this.evidence(s), this.evidence(t.trusted!));
+      const why = disagreement(this.evidence(s), this.evidence(by));
       if (why) this.members.punish(s.owner, `probation ${t.kind} shard ${t.step}/${t.shard}: ${why}`, t.step);
       else this.members.credit(s.owner, t.kind);
     }

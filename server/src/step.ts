@@ -22,10 +22,10 @@
 // encodes.
 import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type ModelSpec } from '@tabtrain/shared';
 import {
-  GradientEncoder, decodeInto, planSegments, powerSgdPlanOf, roundSegments, updateFrame, uploadBytes, type Compression, type Segment,
+  GradientEncoder, NO_COMPRESSION, decodeInto, planSegments, powerSgdPlanOf, roundSegments, updateFrame, uploadBytes, type Compression, type Segment,
 } from '@tabtrain/shared/compress';
 import { applyPowerSgd, orthonormaliseRound1, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
-import { StreamReducer } from './reducer';
+import { FrameCheck, StreamReducer, type GradientSlice } from './reducer';
 
 type Frames = { version: number; frames: Uint8Array[] };
 
@@ -79,8 +79,11 @@ export class Step {
   private readonly compressed: boolean;
   private readonly uploadBytes: number;
 
+  private readonly layout: ReturnType<typeof paramLayout>;
+
   constructor(spec: ModelSpec, private readonly seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void, pipeline = true) {
-    const { params, total } = paramLayout(spec);
+    this.layout = paramLayout(spec);
+    const { params, total } = this.layout;
     this.compressed = compress.mode !== 'none';
     this.uploadBytes = uploadBytes(params, total, compress);
     const psgd = powerSgdPlanOf(params, total, compress);
@@ -114,6 +117,16 @@ export class Step {
     if (this.rounds) { this.rounds.round = 1; this.reducer = this.rounds.reducers[0]; }
     this.reducer.begin(shards);
   }
+
+  /**
+   * Checks an fp32 gradient frame against the fp32 plan (a compressed run's probation check copy,
+   * which is compared, never summed). Throws a ProtocolError like the reducer's check.
+   */
+  checkFp32(g: GradientSlice, body: Uint8Array): { segment: Segment; body: Uint8Array } {
+    this.fp32Checker ??= new FrameCheck(planSegments(this.layout.params, this.layout.total, NO_COMPRESSION), this.layout.total);
+    return this.fp32Checker.check(g, body);
+  }
+  private fp32Checker: FrameCheck | null = null;
 
   /** powersgd: the round in hand (1 outside powersgd runs). */
   get round(): 1 | 2 { return this.rounds?.round ?? 1; }

@@ -181,6 +181,12 @@ export interface Assign {
    * gradient recomputed at `version`, when round 1 was another worker's.
    */
   round?: 1 | 2;
+  /**
+   * Compressed runs: send this shard's plain fp32 gradient sum (frames as in an fp32 run), leaving
+   * any error feedback and PowerSGD state alone. A probation check: two such copies of one shard
+   * can be compared float by float, which two compressed copies cannot.
+   */
+  fp32?: boolean;
 }
 export interface Gradient {
   type: typeof MSG.gradient; step: number; shard: number; offset: number; total: number;
@@ -273,7 +279,7 @@ const SCHEMA: Record<MsgType, Record<string, Check>> = {
 };
 /** Optional fields: checked when present. */
 const OPTIONAL: Partial<Record<MsgType, Record<string, Check>>> = {
-  assign: { round: 'round' },
+  assign: { round: 'round', fp32: 'bool' },
   gradient: { round: 'round' },
 };
 const MSG_TYPES = new Set<string>(Object.values(MSG));

@@ -23,7 +23,7 @@
 import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, closeReason, PROTOCOL_VERSION, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, sgdStep, validate, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
-import { GradientEncoder, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
+import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
 import { applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
@@ -197,6 +197,8 @@ export class SyntheticMachine {
   /** powersgd: the plan, both rounds' frames (made at welcome, headers rewritten per shard), and the broadcasts seen. */
   private psgd: { plan: PowerSgdPlan; frames: [Uint8Array[], Uint8Array[]]; gpuMs: number; basis: Record<1 | 2, { version: number; received: number }> } | null = null;
   private parked: { a: Assign; body: Uint8Array } | null = null;
+  /** A compressed run's probation checks (assign.fp32): the fp32 gradient's frames, made at the first. */
+  private fp32Frames: Uint8Array[] = [];
   private queue: Promise<void> = Promise.resolve();
   /** Milliseconds spent standing in for CPU work, and for the GPU, so far (the benchmark reports them). */
   readonly slept = { cpuMs: 0, computeMs: 0 };
@@ -254,6 +256,7 @@ export class SyntheticMachine {
         }
         this.version = -1;
         this.parked = null;
+        this.fp32Frames = [];
         this.opts.log?.(`joined as ${msg.workerId}: ${spec.name}, ${total.toLocaleString('en-US')} parameters, synthetic machine`);
         return;
       }
@@ -324,7 +327,14 @@ export class SyntheticMachine {
       return;
     }
     if (a.hash !== undefined) this.block(this.opts.costs?.hashMs ?? 0);
-    if (this.psgd && a.task === 'train') return this.powerRound(a, body);
+    if (this.psgd && a.task === 'train' && !a.fp32) return this.powerRound(a, body);
+    if (a.fp32 && this.fp32Frames.length === 0) {
+      // A compressed run's probation check: plain fp32 frames of the synthetic gradient, made once.
+      const { params, total } = paramLayout(this.spec!);
+      const grad = new Float32Array(total);
+      fillGradient(grad, run.seed);
+      this.fp32Frames = planSegments(params, total, NO_COMPRESSION).map((s) => { const { frame: f, body: b } = gradientFrame(s, 0, 0, total); b.set(new Uint8Array(grad.buffer, 4 * s.offset, 4 * s.count)); return f; });
+    }
     if (body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
     const t0 = performance.now();
     const ms = a.count * this.opts.msPerExample * (a.task === 'train' ? 1 : 1 / 3);
@@ -335,14 +345,16 @@ export class SyntheticMachine {
     let sendMs = 0;
     const stats = { lossSum: a.count * Math.LN10, correct: Math.round(a.count / 10), count: a.count };
     if (a.task === 'train') {
-      for (const seg of this.plan) {
+      const plan = a.fp32 ? planSegments(paramLayout(this.spec!).params, run.paramCount, NO_COMPRESSION) : this.plan;
+      const frames = a.fp32 ? this.fp32Frames : this.frames;
+      for (const seg of plan) {
         const t1 = performance.now();
-        const old = this.frames[seg.index];
+        const old = frames[seg.index];
         // The header carries the step and shard; the body, encoded at welcome, stays in place.
         const { frame, body: b } = gradientFrame(seg, a.step, a.shard, run.paramCount, old);
         if (frame !== old) b.set(old.subarray(old.byteLength - seg.bytes)); // the header's length changed (rare)
-        this.frames[seg.index] = frame;
-        this.block(this.opts.costs?.encodeMs[seg.index] ?? 0);
+        frames[seg.index] = frame;
+        if (!a.fp32) this.block(this.opts.costs?.encodeMs[seg.index] ?? 0);
         const t2 = performance.now();
         await this.send(frame);
         encodeMs += t2 - t1;

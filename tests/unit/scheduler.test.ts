@@ -14,7 +14,7 @@ const DEADLINES = { minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDe
 
 function setup(probation = 3) {
   const dropped: [number, number, string][] = [];
-  const members = new Membership({ run, probation, fp32: true, log: () => {}, drop: (c, code, why) => { dropped.push([c.id, code, why]); c.closed = true; }, changed: () => {} });
+  const members = new Membership({ run, probation, log: () => {}, drop: (c, code, why) => { dropped.push([c.id, code, why]); c.closed = true; }, changed: () => {} });
   const folded: [number, number][] = [];
   const scheduler = new Scheduler({ fp32: true, verifyShards: 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
   let id = 0;

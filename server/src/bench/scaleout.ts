@@ -20,7 +20,7 @@ import { loadavg, freemem } from 'node:os';
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { getModel, paramLayout } from '@tabtrain/shared';
-import { planBytes, planSegments, type Compression } from '@tabtrain/shared/compress';
+import { uploadBytes, type Compression } from '@tabtrain/shared/compress';
 import type { WorkerCosts } from '@tabtrain/shared/synthetic';
 import { Coordinator, DEFAULTS, type StepRecord } from '../coordinator';
 import { loadFashionMnist, type Dataset } from '../data';
@@ -461,8 +461,8 @@ async function runOne(o: ScaleoutOptions, data: Dataset, model: string, compress
 /** Bytes per worker per step for each compression, from the plan (what the run measures at the socket). */
 export function planBytesTable(model: string, modes: Compression[]): { mode: string; bytes: number; ratio: number }[] {
   const { params, total } = paramLayout(getModel(model));
-  const fp32 = planBytes(planSegments(params, total, { mode: 'none', rank: 0 }), total);
-  return modes.map((c) => { const b = planBytes(planSegments(params, total, c), total); return { mode: c.mode, bytes: b, ratio: b / fp32 }; });
+  const fp32 = uploadBytes(params, total, { mode: 'none', rank: 0 });
+  return modes.map((c) => { const b = uploadBytes(params, total, c); return { mode: c.mode, bytes: b, ratio: b / fp32 }; });
 }
 
 export { DEFAULTS };

@@ -1,0 +1,69 @@
+// Probation under PowerSGD: two honest copies of a compressed train shard differ by each worker's
+// own error feedback, so a newcomer's probation shards are computed in fp32 (assign.fp32), beside an
+// fp32 check copy by an established worker, and compared float by float. A liar is caught there;
+// an honest newcomer passes and then takes part in the compressed rounds.
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { CLOSE } from '@tabtrain/shared';
+import { parseCompression } from '@tabtrain/shared/compress';
+import type { StepRecord } from '../../server/src/coordinator';
+import type { Dataset } from '../../server/src/data';
+import { data, kill, subset, workers } from '../helpers/run';
+import { honest, liar, scaledGradient, startOn, type Closed, type Tamper } from '../helpers/liars';
+
+beforeAll(async () => { await tf.setBackend('cpu'); });
+
+const PROBATION = 3;
+let DATA: Dataset;
+const RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 12, seed: 31, balance: 'equal' as const, minWorkers: 2, probation: PROBATION, compress: parseCompression('powersgd', 2), verifyEvery: 3 };
+/** Established honest workers (local processes); the delay keeps steps long enough for the newcomer to take part. */
+const HONEST = ['--backend', 'wasm', '--delay-ms', '10'];
+
+async function withNewcomer(tamper: Tamper) {
+  const { coord, url, lines } = await startOn(DATA, RUN);
+  const procs = workers(url, 2, HONEST);
+  let newcomer: ReturnType<typeof liar> | null = null;
+  const steps: StepRecord[] = [];
+  coord.events.on('step', (s: StepRecord) => {
+    steps.push(s);
+    if (s.step === 1) newcomer = liar(url, tamper);
+  });
+  try {
+    const summary = await coord.train();
+    const closed = await Promise.race([newcomer!.closed, new Promise<Closed>((r) => setTimeout(() => r({ code: -1, reason: 'still open after the run' }), 3000))]);
+    return { summary, lines, steps, newcomer: newcomer!, closed, status: coord.status() };
+  } finally {
+    await coord.close();
+    kill(procs);
+  }
+}
+
+describe('probation in a powersgd run', () => {
+  beforeAll(() => { DATA = subset(data(), 320, 64); });
+
+  it('a newcomer sending its gradient × 1000 is caught on its fp32 probation shards (4016), and the run is not touched', async () => {
+    const out = await withNewcomer(scaledGradient(1000));
+    console.log(`liar: sent ${out.newcomer.sent.train} train results, closed ${out.closed.code} (${out.closed.reason})`);
+    expect(out.closed.code).toBe(CLOSE.untrusted);
+    expect(out.closed.reason).toMatch(/probation train shard \d+\/\d+: gradients differ by/);
+    expect(out.newcomer.sent.train).toBeLessThanOrEqual(PROBATION);
+    expect(out.summary.steps).toBe(RUN.maxSteps);
+    // Its copies were never summed: every step's shards are the two honest workers'.
+    const id = out.status.caught[0].id;
+    for (const s of out.steps) for (const sh of s.shards) expect(sh.worker).not.toBe(id);
+    expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+  }, 180_000);
+
+  it('an honest newcomer passes its fp32 probation and then computes compressed shards whose replicas stay bit-equal', async () => {
+    const out = await withNewcomer(honest);
+    expect(out.closed.code).toBe(-1); // still connected when the run ended
+    const row = out.status.workers.find((w) => w.workerId === out.newcomer.workerId())!;
+    expect(out.status.caught).toEqual([]);
+    const after = out.steps.filter((s) => s.shards.some((sh) => sh.worker === row.id));
+    console.log(`honest newcomer #${row.id}: ${out.newcomer.sent.train} train results, a shard of ${after.length} of ${out.steps.length} steps (from step ${after[0]?.step})`);
+    // Three fp32 checks, then shards of its own in the compressed rounds.
+    expect(after.length).toBeGreaterThanOrEqual(2);
+    expect(out.newcomer.sent.train).toBeGreaterThanOrEqual(PROBATION + 2 * after.length);
+    expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+  }, 180_000);
+});
