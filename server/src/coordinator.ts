@@ -142,7 +142,7 @@ export interface StepRecord {
   broadcastMs: number;
   /** Connection id of the worker whose result came last: the one the step waited for. */
   straggler: number | null;
-  /** Pipelined steps: segments of the new weights sent while some shard's gradient was still arriving. */
+  /** Pipelined steps: segments of the new weights sent to a worker while some shard's gradient was still arriving. */
   earlySegments: number;
   shards: { shard: number; worker: number | null; count: number; computeMs: number; uploadMs: number }[];
   at: number;
@@ -307,16 +307,19 @@ export class Coordinator {
     const reducer = this.model.reducer;
     const checked = c.fp32Check ? this.model.checkFp32(g, body) : reducer.check(g, body);
     const t = c.task;
-    if (c.streamed) {
-      reducer.hold(t.shard, checked.segment, checked.body);
-      t.inReducer = c;
-    }
     const now = performance.now();
     if (c.received === 0) { c.firstAt = now; c.firstBytes = body.byteLength; }
     c.lastAt = now;
     c.frames.push({ g, body: checked.body });
     if (this.fp32 || c.fp32Check) c.normSq += sumSquares([f32(checked.body)]);
     c.received += checked.segment.count;
+    // Folded after the bookkeeping: the segment this frame completes is applied and pushed at once
+    // (step.ts, push()), and push() must see this copy as uploading (received > 0). Folded before
+    // it, a worker's first segment found received = 0, so it was sent none of the new weights.
+    if (c.streamed) {
+      reducer.hold(t.shard, checked.segment, checked.body);
+      t.inReducer = c;
+    }
   }
 
   /** The worker's replica differs from ours (hash or version): send it the full weights, once per version. */
@@ -435,8 +438,9 @@ export class Coordinator {
    * would look like a slow reader). One that missed a segment gets the whole weights at its next assign.
    */
   private push(frame: Uint8Array, index: number): void {
-    if (!this.scheduler.allDone()) this.earlySegments++;
+    const early = !this.scheduler.allDone();
     this.events.emit('segment', index);
+    let sent = false;
     for (const conn of this.members.workers()) {
       // A benched worker is not sent every step's weights: that would cost the link benching saves.
       if ((this.pushed.get(conn) ?? 0) !== index || conn.version !== this.version || conn.benchedByMs !== null) continue;
@@ -444,7 +448,10 @@ export class Coordinator {
       if (conn.state !== CONN.idle && !(copy && copy.received > 0)) continue;
       this.transport.send(conn, frame);
       this.pushed.set(conn, index + 1);
+      sent = true;
     }
+    // Counted where it went to a worker, not where it was only made: a segment no one was sent is no overlap.
+    if (early && sent) this.earlySegments++;
   }
 
   /** The step is applied: who got every segment of it holds the new version. */

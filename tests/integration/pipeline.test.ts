@@ -11,6 +11,23 @@ const RUN = { model: 'alexnet', batch: 6, maxSteps: 2, seed: 5, balance: 'equal'
 const SYNTHETIC = ['--synthetic-ms-per-example', '0'];
 
 describe('pipelined step', () => {
+  it('at N = 1 the one worker is sent the new weights segment by segment while it uploads', async () => {
+    // The segment a frame completes is applied and pushed from inside onGradient: the worker
+    // delivering it must already count as uploading, or it is sent none of the step's segments.
+    const steps: StepRecord[] = [];
+    const { coord, url } = await startCoordinator({ ...RUN, minWorkers: 1 });
+    coord.events.on('step', (s: StepRecord) => steps.push(s));
+    const procs = workers(url, 1, SYNTHETIC);
+    try {
+      await coord.train();
+      expect(steps).toHaveLength(RUN.maxSteps);
+      expect(steps.map((s) => s.earlySegments).every((n) => n >= 10)).toBe(true);
+    } finally {
+      await coord.close();
+      kill(procs);
+    }
+  });
+
   it('sends the new weights segment by segment during the upload, with the bits of the whole-step apply', async () => {
     const whole = await trainWith(2, { ...RUN, pipeline: false }, SYNTHETIC);
     const steps: StepRecord[] = [];
