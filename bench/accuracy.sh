@@ -3,24 +3,29 @@
 # and steps (alexnet-small, batch 32, 2 local wasm workers, equal shards), one run after another.
 # About 4 minutes per mode and 2 epochs on a 2-core CPU. Summaries go to bench/results/accuracy/.
 #   bash bench/accuracy.sh [EPOCHS [MODES...]]        SEED=43 bash bench/accuracy.sh   (default seed 42)
+#   RANK=2 bash bench/accuracy.sh 2 powersgd            powersgd at rank 2 (default 4; files say -r2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs=${1:-2}; shift || true
 modes=${*:-none fp16 int8 powersgd}
 seed=${SEED:-42}
+rank=${RANK:-4}
 suffix=$([ "$seed" = 42 ] && echo "" || echo "-seed$seed")
+rsuffix=$([ "$rank" = 4 ] && echo "" || echo "-r$rank")
 out=bench/results/accuracy
 mkdir -p "$out"
 for mode in $modes; do
-  echo "== --compress $mode, $epochs epochs, seed $seed"
+  r=$([ "$mode" = powersgd ] && echo "$rsuffix" || echo "")
+  echo "== --compress $mode${r:+ --rank $rank}, $epochs epochs, seed $seed"
   bin/tabtrain serve --model alexnet-small --batch 32 --epochs "$epochs" --seed "$seed" --balance equal \
-    --compress "$mode" --local-workers 2 --min-workers 2 --port 0 --summary "$out/alexnet-small-${epochs}epochs-$mode$suffix.json"
+    --compress "$mode" --rank "$rank" --local-workers 2 --min-workers 2 --port 0 --summary "$out/alexnet-small-${epochs}epochs-$mode$r$suffix.json"
 done
 node -e '
 const fs = require("fs"); const [dir, epochs, suffix] = process.argv.slice(1);
 const file = (m) => `${dir}/alexnet-small-${epochs}epochs-${m}${suffix}.json`;
+// powersgd at other ranks: powersgd-r1, -r2, -r8 beside the default rank 4.
 const acc = (m) => JSON.parse(fs.readFileSync(file(m))).epochs.map((e) => e.testAcc);
-const modes = ["none", "fp16", "int8", "powersgd"].filter((m) => fs.existsSync(file(m)));
+const modes = ["none", "fp16", "int8", "powersgd-r1", "powersgd-r2", "powersgd", "powersgd-r8"].filter((m) => fs.existsSync(file(m)));
 const base = modes.includes("none") ? acc("none").at(-1) : null;
 for (const m of modes) {
   const a = acc(m);

@@ -37,6 +37,12 @@ export const V100_MS_PER_EXAMPLE = 0.25;
  * the passes over its matrices each round takes at this rate.
  */
 export const V100_BYTES_PER_MS = 900e6;
+/**
+ * Host → GPU copy rate, bytes per ms (PCIe 3.0 x16, ~12 GB/s in practice): a worker machine that
+ * made new weights on its CPU (a whole copy received, or an update applied to its replica) uploads
+ * them to its GPU before the next shard; a synthetic machine sleeps for it.
+ */
+export const PCIE_BYTES_PER_MS = 12e6;
 /** Passes over the matrices' floats per round (powersgd-ops.ts): round 1 reads g and e, writes M, reads M for P; round 2 reads M for Q, then M and e and writes e. */
 const POWERSGD_PASSES = 4;
 
@@ -221,6 +227,14 @@ export class SyntheticMachine {
     this.slept.cpuMs += ms;
   }
 
+  /** The new weights go to the GPU (PCIE_BYTES_PER_MS), slept; skipped with the CPU work (costs null). */
+  private async upload(): Promise<void> {
+    if (!this.opts.costs) return;
+    const ms = (4 * this.need().paramCount) / PCIE_BYTES_PER_MS;
+    await sleep(ms);
+    this.slept.computeMs += ms;
+  }
+
   private async handle(frame: Uint8Array): Promise<void> {
     const { header, body } = decodeFrame(frame);
     const msg = validate(header);
@@ -268,6 +282,7 @@ export class SyntheticMachine {
         this.block(floats * (this.opts.costs?.weightsMsPerFloat ?? 0));
         this.received += floats;
         if (this.received === total) {
+          await this.upload();
           this.version = msg.version;
           const p = this.parked;
           if (p && p.a.version === this.version) { this.parked = null; return this.compute(p.a, p.body); }
@@ -285,6 +300,7 @@ export class SyntheticMachine {
         if (this.updateReceived < run.paramCount) return;
         if (this.version !== msg.version - 1) { this.version = -1; return; }
         this.block(this.opts.costs?.applyMs ?? 0);
+        await this.upload();
         this.version = msg.version;
         return;
       }
@@ -301,6 +317,7 @@ export class SyntheticMachine {
         const round1 = p.basis[1];
         if (this.version === msg.version - 1 && round1.version === msg.version && round1.received === p.plan.round1Floats) {
           this.block(this.opts.costs?.applyMs ?? 0);
+          await this.upload();
           this.version = msg.version;
         }
         if (this.version === msg.version) this.block(this.opts.costs?.warmStartMs ?? 0);

@@ -254,7 +254,8 @@ const costKey = (model: string, c: Compression) => `${model}/${c.mode}/${c.rank}
 export function describeCosts(w: WorkerCosts, total: number): string {
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const parts = [`weights copy ${(w.weightsMsPerFloat * total).toFixed(1)} ms`, `gradient encode ${sum(w.encodeMs).toFixed(1)} ms`];
-  if (w.compress.mode !== 'none') parts.push(`update decode ${sum(w.decodeMs).toFixed(1)} ms`, `apply ${w.applyMs.toFixed(1)} ms`, `hash ${w.hashMs.toFixed(1)} ms`);
+  if (w.compress.mode === 'powersgd') parts.push(`apply P̂Qᵀ ${w.applyMs.toFixed(1)} ms`, `next Q ${w.warmStartMs.toFixed(1)} ms`, `hash ${w.hashMs.toFixed(1)} ms`);
+  else if (w.compress.mode !== 'none') parts.push(`update decode ${sum(w.decodeMs).toFixed(1)} ms`, `apply ${w.applyMs.toFixed(1)} ms`, `hash ${w.hashMs.toFixed(1)} ms`);
   return `${parts.join(', ')} per step`;
 }
 
