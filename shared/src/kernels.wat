@@ -375,19 +375,22 @@
   ;;
   ;;   lowRankApply(w, rows, cols, p, ps, q, rank, k), for i < rows and j < cols:
   ;;     f32 w[i][j] = fround(w[i][j] − k · d),  d = Σ_(l < rank) p[l][i] · q[l][j]
-  ;;   w: rows × cols f32, row-major; p[l][i]: the f32 at p + l·ps + 4i; q[l][j]: at q + 4(l·cols + j)
+  ;;   w: rows × cols f32, row-major; p[l][i]: the f64 at p + l·ps + 8i; q[l][j]: the f64 at q + 8(l·cols + j)
   ;;
-  ;; d is summed in f64 in l order, starting from the l = 0 product, and rounded once on the store:
-  ;; powersgd.ts's plain loop, bit for bit. A product of two floats is exact in f64, and f64x2
-  ;; lanes add, multiply and subtract as JavaScript's doubles do (neither fuses a multiply into an
-  ;; add). Every replica applies the update through this kernel or that loop, so all stay bit-equal.
-  ;; Four columns a turn (two f64x2 accumulators); the last cols mod 4 one by one in scalar f64.
+  ;; The factors come in already promoted to f64 (exact: every f32 is an f64), so the inner loop is
+  ;; loads, multiplies and adds, with no conversion. d is summed in f64 in l order, starting from
+  ;; the l = 0 product, and rounded once on the store: powersgd.ts's plain loop, bit for bit. A
+  ;; product of two floats is exact in f64, and f64x2 lanes add, multiply and subtract as
+  ;; JavaScript's doubles do (neither fuses a multiply into an add). Every replica applies the
+  ;; update through this kernel or that loop, so all stay bit-equal. Four columns a turn (two
+  ;; f64x2 accumulators); the last cols mod 4 one by one in scalar f64.
   (func (export "lowRankApply") (param $w i32) (param $rows i32) (param $cols i32) (param $p i32) (param $ps i32) (param $q i32) (param $rank i32) (param $k f64)
-    (local $cb i32) (local $wEnd i32) (local $row i32) (local $rowEnd i32) (local $vecEnd i32) (local $x i32)
+    (local $cb i32) (local $qb i32) (local $wEnd i32) (local $row i32) (local $rowEnd i32) (local $vecEnd i32) (local $x i32)
     (local $qa i32) (local $pl i32) (local $ql i32) (local $l i32)
-    (local $K v128) (local $P v128) (local $Q v128) (local $lo v128) (local $hi v128) (local $W v128) (local $d f64)
+    (local $K v128) (local $P v128) (local $lo v128) (local $hi v128) (local $W v128) (local $d f64)
     (local.set $K (f64x2.splat (local.get $k)))
-    (local.set $cb (i32.shl (local.get $cols) (i32.const 2)))
+    (local.set $cb (i32.shl (local.get $cols) (i32.const 2))) ;; bytes of a weights row
+    (local.set $qb (i32.shl (local.get $cols) (i32.const 3))) ;; bytes of a q row (f64)
     (local.set $row (local.get $w))
     (local.set $wEnd (i32.add (local.get $w) (i32.mul (local.get $rows) (local.get $cb))))
     (block $rowsDone
@@ -400,10 +403,9 @@
         (block $vecDone
           (loop $nextVec
             (br_if $vecDone (i32.ge_u (local.get $x) (local.get $vecEnd)))
-            (local.set $P (f64x2.splat (f64.promote_f32 (f32.load (local.get $p)))))
-            (local.set $Q (v128.load (local.get $qa)))
-            (local.set $lo (f64x2.mul (local.get $P) (f64x2.promote_low_f32x4 (local.get $Q))))
-            (local.set $hi (f64x2.mul (local.get $P) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $Q) (local.get $Q)))))
+            (local.set $P (v128.load64_splat (local.get $p)))
+            (local.set $lo (f64x2.mul (local.get $P) (v128.load (local.get $qa))))
+            (local.set $hi (f64x2.mul (local.get $P) (v128.load offset=16 (local.get $qa))))
             (local.set $pl (local.get $p))
             (local.set $ql (local.get $qa))
             (local.set $l (i32.const 1))
@@ -411,11 +413,10 @@
               (loop $nextTerm
                 (br_if $termsDone (i32.ge_u (local.get $l) (local.get $rank)))
                 (local.set $pl (i32.add (local.get $pl) (local.get $ps)))
-                (local.set $ql (i32.add (local.get $ql) (local.get $cb)))
-                (local.set $P (f64x2.splat (f64.promote_f32 (f32.load (local.get $pl)))))
-                (local.set $Q (v128.load (local.get $ql)))
-                (local.set $lo (f64x2.add (local.get $lo) (f64x2.mul (local.get $P) (f64x2.promote_low_f32x4 (local.get $Q)))))
-                (local.set $hi (f64x2.add (local.get $hi) (f64x2.mul (local.get $P) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $Q) (local.get $Q))))))
+                (local.set $ql (i32.add (local.get $ql) (local.get $qb)))
+                (local.set $P (v128.load64_splat (local.get $pl)))
+                (local.set $lo (f64x2.add (local.get $lo) (f64x2.mul (local.get $P) (v128.load (local.get $ql)))))
+                (local.set $hi (f64x2.add (local.get $hi) (f64x2.mul (local.get $P) (v128.load offset=16 (local.get $ql)))))
                 (local.set $l (i32.add (local.get $l) (i32.const 1)))
                 (br $nextTerm)))
             (local.set $W (v128.load (local.get $x)))
@@ -424,12 +425,12 @@
                 (f32x4.demote_f64x2_zero (f64x2.sub (f64x2.promote_low_f32x4 (local.get $W)) (f64x2.mul (local.get $K) (local.get $lo))))
                 (f32x4.demote_f64x2_zero (f64x2.sub (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $W) (local.get $W))) (f64x2.mul (local.get $K) (local.get $hi))))))
             (local.set $x (i32.add (local.get $x) (i32.const 16)))
-            (local.set $qa (i32.add (local.get $qa) (i32.const 16)))
+            (local.set $qa (i32.add (local.get $qa) (i32.const 32)))
             (br $nextVec)))
         (block $tailDone
           (loop $nextTail
             (br_if $tailDone (i32.ge_u (local.get $x) (local.get $rowEnd)))
-            (local.set $d (f64.mul (f64.promote_f32 (f32.load (local.get $p))) (f64.promote_f32 (f32.load (local.get $qa)))))
+            (local.set $d (f64.mul (f64.load (local.get $p)) (f64.load (local.get $qa))))
             (local.set $pl (local.get $p))
             (local.set $ql (local.get $qa))
             (local.set $l (i32.const 1))
@@ -437,15 +438,15 @@
               (loop $nextTailTerm
                 (br_if $tailTermsDone (i32.ge_u (local.get $l) (local.get $rank)))
                 (local.set $pl (i32.add (local.get $pl) (local.get $ps)))
-                (local.set $ql (i32.add (local.get $ql) (local.get $cb)))
-                (local.set $d (f64.add (local.get $d) (f64.mul (f64.promote_f32 (f32.load (local.get $pl))) (f64.promote_f32 (f32.load (local.get $ql))))))
+                (local.set $ql (i32.add (local.get $ql) (local.get $qb)))
+                (local.set $d (f64.add (local.get $d) (f64.mul (f64.load (local.get $pl)) (f64.load (local.get $ql)))))
                 (local.set $l (i32.add (local.get $l) (i32.const 1)))
                 (br $nextTailTerm)))
             (f32.store (local.get $x) (f32.demote_f64 (f64.sub (f64.promote_f32 (f32.load (local.get $x))) (f64.mul (local.get $k) (local.get $d)))))
             (local.set $x (i32.add (local.get $x) (i32.const 4)))
-            (local.set $qa (i32.add (local.get $qa) (i32.const 4)))
+            (local.set $qa (i32.add (local.get $qa) (i32.const 8)))
             (br $nextTail)))
         (local.set $row (local.get $rowEnd))
-        (local.set $p (i32.add (local.get $p) (i32.const 4))) ;; p[0][i + 1]
+        (local.set $p (i32.add (local.get $p) (i32.const 8))) ;; p[0][i + 1]
         (br $nextRow))))
 )

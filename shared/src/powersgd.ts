@@ -243,12 +243,15 @@ export function applyPowerSgd(plan: PowerSgdPlan, w: Float32Array, round1: Float
  * applyLowRank as a WebAssembly SIMD kernel (kernels.wat, lowRankApply). The weights are not in
  * the kernel's memory, so they pass through it a block of rows at a time (small enough to stay in
  * the CPU's cache between the copy and the kernel), with the block's P̂ rows beside them and the
- * matrix's Qᵀ, which is small (rank · cols floats).
+ * matrix's Qᵀ, which is small (rank · cols floats). Both factors go in promoted to f64 (exact), so
+ * the kernel's inner loop does no conversions.
  */
 export class LowRankKernel {
   private static cache: { plan: PowerSgdPlan; kernel: LowRankKernel | null } | null = null;
   private readonly k: Kernels;
   private readonly f32: Float32Array;
+  private readonly f64: Float64Array;
+  /** Byte offsets in the kernel's memory: Qᵀ (f64), a block's P̂ᵀ (f64), a block of weights (f32). */
   private readonly pAt: number;
   private readonly wAt: number;
 
@@ -260,30 +263,30 @@ export class LowRankKernel {
 
   constructor(private readonly plan: PowerSgdPlan) {
     const maxCols = Math.max(1, ...plan.matrices.map((m) => m.cols));
-    // Floats, in order: Qᵀ [rank, maxCols] | a block's P̂ᵀ [rank, BLOCK_ROWS max] | a block of weights.
-    this.pAt = align4(plan.rank * maxCols);
-    this.wAt = this.pAt + align4(plan.rank * Math.max(1, ...plan.matrices.map((m) => blockRows(m.cols))));
-    const floats = this.wAt + Math.max(BLOCK_FLOATS, maxCols);
-    const mem = kernelMemory(4 * floats);
+    this.pAt = align16(8 * plan.rank * maxCols);
+    this.wAt = this.pAt + align16(8 * plan.rank * Math.max(1, ...plan.matrices.map((m) => blockRows(m.cols))));
+    const bytes = this.wAt + 4 * Math.max(BLOCK_FLOATS, maxCols);
+    const mem = kernelMemory(bytes);
     const k = instantiateKernels(mem);
     if (!k) throw new Error('WebAssembly SIMD is not available here');
     this.k = k;
-    this.f32 = new Float32Array(mem.buffer, 0, floats);
+    this.f32 = new Float32Array(mem.buffer, 0, bytes >> 2);
+    this.f64 = new Float64Array(mem.buffer, 0, this.wAt >> 3);
   }
 
   apply(w: Float32Array, m: LowRankMatrix, pHat: Float32Array, q: Float32Array, lr: number, batch: number): void {
     const { rank } = this.plan;
     const { offset, rows, cols, pAt, qAt } = m;
-    const f = this.f32;
     const nb = blockRows(cols);
-    f.set(q.subarray(qAt, qAt + rank * cols), 0);
+    const wf = this.wAt >> 2, pf = this.pAt >> 3;
+    this.f64.set(q.subarray(qAt, qAt + rank * cols), 0);
     for (let i0 = 0; i0 < rows; i0 += nb) {
       const n = Math.min(nb, rows - i0);
-      for (let k = 0; k < rank; k++) f.set(pHat.subarray(pAt + k * rows + i0, pAt + k * rows + i0 + n), this.pAt + k * nb);
+      for (let k = 0; k < rank; k++) this.f64.set(pHat.subarray(pAt + k * rows + i0, pAt + k * rows + i0 + n), pf + k * nb);
       const from = offset + i0 * cols, to = from + n * cols;
-      f.set(w.subarray(from, to), this.wAt);
-      this.k.lowRankApply(4 * this.wAt, n, cols, 4 * this.pAt, 4 * nb, 0, rank, lr / batch);
-      w.set(f.subarray(this.wAt, this.wAt + n * cols), from);
+      this.f32.set(w.subarray(from, to), wf);
+      this.k.lowRankApply(this.wAt, n, cols, this.pAt, 8 * nb, 0, rank, lr / batch);
+      w.set(this.f32.subarray(wf, wf + n * cols), from);
     }
   }
 }
@@ -291,7 +294,7 @@ export class LowRankKernel {
 /** Weights per block through the kernel: 256 KiB, which stays in L2 between copy and kernel. */
 const BLOCK_FLOATS = 65536;
 const blockRows = (cols: number) => Math.max(1, Math.floor(BLOCK_FLOATS / cols));
-const align4 = (n: number) => (n + 3) & ~3;
+const align16 = (n: number) => (n + 15) & ~15;
 
 function checkLength(what: string, v: Float32Array, n: number): void {
   if (v.length !== n) throw new Error(`PowerSGD: ${what} has ${v.length} floats, the plan needs ${n}`);
