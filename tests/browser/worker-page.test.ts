@@ -5,6 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { networkInterfaces } from 'node:os';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLOSE } from '@tabtrain/shared';
+import { parseCompression } from '@tabtrain/shared/compress';
 import { spawnWorker } from '../../server/src/spawn-worker';
 import { Coordinator, DEFAULTS, type CoordinatorOptions } from '../../server/src/coordinator';
 import { loadFashionMnist, type Dataset } from '../../server/src/data';
@@ -140,6 +141,31 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     }
     // (c) the page as a person sees it
     console.log(`(c) screenshot: ${await screenshot(t1, 'browser-worker-webgpu.png')}`);
+  });
+
+  it('(p) powersgd: a WebGPU tab computes its factors on the GPU, applies the two-round updates bit-equal to the coordinator, and trains as Node workers do', async () => {
+    const steps = 4;
+    const compress = parseCompression('powersgd', 2);
+    // The reference: the same run with two Node workers (cpu backend).
+    const base = await startCoordinator({ minWorkers: 2, maxSteps: steps, compress, verifyEvery: 1 });
+    nodeWorker(base.ws); nodeWorker(base.ws);
+    await base.coord.train();
+    await base.coord.close();
+    const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 2, maxSteps: steps, compress, verifyEvery: 1 });
+    const t = await tab('tab', http);
+    nodeWorker(ws);
+    const summary = await coord.train();
+    await coord.close();
+    expect(summary.steps).toBe(steps);
+    expect(coord.status().workers.find((w) => w.kind === 'browser')?.backend).toBe('webgpu');
+    // Every assign carried the replica hash (--verify-every 1): the tab's replica never differed.
+    expect(lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+    const s = await t.snapshot();
+    expect(s.shards.length).toBeGreaterThanOrEqual(2 * steps - 1); // both rounds of its shard, every step
+    // Its factors came from WebGPU's matMuls, the reference's from cpu: close, not equal.
+    const diff = maxAbsDiff(coord.weights, base.coord.weights);
+    console.log(`(p) powersgd rank 2, ${steps} steps: max |w(tab + node) - w(2 node)| = ${diff.toExponential(2)}`);
+    expect(diff).toBeLessThan(1e-4);
   });
 
   it('(b) closing a tab mid-run does not hang the run, and the weights stay exact', async () => {
