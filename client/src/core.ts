@@ -7,7 +7,6 @@ import {
 } from '@tabtrain/shared';
 import { Net, type ShardStats } from '@tabtrain/shared/net';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
-import { applyPowerSgd } from '@tabtrain/shared/powersgd';
 import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
 import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
 
@@ -127,7 +126,7 @@ export class WorkerCore {
         const net = this.need();
         if (msg.total !== net.total || msg.offset + body.byteLength / 4 > net.total) throw new Error(`weights slice ${msg.offset}+${body.byteLength / 4} does not fit ${net.total}`);
         if (msg.offset === 0 || msg.version !== this.incomingVersion) {
-          this.replica ??= new Float32Array(net.total);
+          this.replica ??= this.rounds?.replica ?? new Float32Array(net.total);
           this.version = -1; // the replica is being overwritten
           this.incomingVersion = msg.version;
           this.received = 0;
@@ -198,7 +197,7 @@ export class WorkerCore {
     const got = this.rounds.take(b, asFloat32(body));
     if (!got) return;
     if (this.version === b.version - 1 && this.replica && got.round1) {
-      applyPowerSgd(this.rounds.plan, this.replica, got.round1, got.round2, this.run!.lr, b.batch);
+      this.rounds.apply(got.round1, got.round2, this.run!.lr, b.batch);
       if (b.version === this.opts.corruptVersion) this.replica[0] += 1;
       net.setWeights(this.replica);
       this.version = b.version;

@@ -5,7 +5,7 @@
 // (PowerSgdWorker, for the synthetic net, whose gradient is an array already).
 import type * as tf from '@tensorflow/tfjs-core';
 import type { Basis } from '@tabtrain/shared';
-import { PowerSgdWorker, initialQ, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { LowRankKernel, PowerSgdWorker, applyPowerSgd, initialQ, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { PowerSgdOps } from './powersgd-ops';
 
 /** A shard's gradient as the net gives it: tensors on the backend, or a flat array. */
@@ -36,6 +36,10 @@ export class WorkerRounds {
   private readonly side: PowerSgdOps | PowerSgdWorker;
   private readonly round1: Incoming;
   private readonly round2: Incoming;
+  /** The update kernel, with the replica in its memory (updated in place), where WebAssembly SIMD exists. */
+  private readonly kernel: LowRankKernel | null;
+  /** Where the worker keeps its replica of the weights. */
+  readonly replica: Float32Array;
   /** Shards whose M is held between the rounds, and their step: a new step forgets the old ones. */
   private held = new Set<number>();
   private heldStep = -1;
@@ -45,6 +49,13 @@ export class WorkerRounds {
     this.round1 = new Incoming(plan.round1Floats);
     this.round2 = new Incoming(plan.round2Floats);
     this.side = onBackend ? new PowerSgdOps(plan, this.q0) : new PowerSgdWorker(plan, this.q0);
+    this.kernel = LowRankKernel.withWeights(plan);
+    this.replica = this.kernel?.weights ?? new Float32Array(plan.total);
+  }
+
+  /** The step's update on the replica, bit for bit as every other replica applies it. */
+  apply(round1: Float32Array, round2: Float32Array, lr: number, batch: number): void {
+    applyPowerSgd(this.plan, this.replica, round1, round2, lr, batch, this.kernel);
   }
 
   /** A slice of a broadcast. Returns the two broadcasts of b.version once its round 2 is whole (round 1's, if held). */

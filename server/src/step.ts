@@ -24,7 +24,7 @@ import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type Mo
 import {
   GradientEncoder, NO_COMPRESSION, decodeInto, planSegments, powerSgdPlanOf, roundSegments, updateFrame, uploadBytes, type Compression, type Segment,
 } from '@tabtrain/shared/compress';
-import { applyPowerSgd, orthonormaliseRound1, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { LowRankKernel, applyPowerSgd, orthonormaliseRound1, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { FrameCheck, StreamReducer, type GradientSlice } from './reducer';
 
 type Frames = { version: number; frames: Uint8Array[] };
@@ -76,6 +76,7 @@ export class Step {
   private updateFrames: Frames | null = null;
   private hashCache: { version: number; hash: string } | null = null;
   private readonly rounds: Rounds | null = null;
+  private readonly kernel: LowRankKernel | null = null;
   private readonly compressed: boolean;
   private readonly uploadBytes: number;
 
@@ -92,7 +93,10 @@ export class Step {
       this.rounds = { plan: psgd, reducers: [reducer(psgd.round1Floats), reducer(psgd.round2Floats)], round: 1, basis: new Float32Array(psgd.round1Floats), basisFrames: null, pending: null };
       this.plan = [];
       this.reducer = this.rounds.reducers[0];
-      this.current = initParams(spec, seed);
+      // The weights live in the update kernel's memory: P̂Qᵀ is applied there in place.
+      this.kernel = LowRankKernel.withWeights(psgd);
+      this.current = this.kernel?.weights ?? new Float32Array(total);
+      this.current.set(initParams(spec, seed));
       return;
     }
     const plan = planSegments(params, total, compress);
@@ -242,7 +246,7 @@ export class Step {
     const p = this.rounds?.pending;
     if (!p) return 0;
     const t0 = performance.now();
-    applyPowerSgd(this.rounds!.plan, this.current, p.basis, p.update, p.lr, p.batch);
+    applyPowerSgd(this.rounds!.plan, this.current, p.basis, p.update, p.lr, p.batch, this.kernel);
     this.rounds!.pending = null;
     this.flushedMs = performance.now() - t0;
     return this.flushedMs;

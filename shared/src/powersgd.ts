@@ -228,6 +228,7 @@ export function applyLowRank(w: Float32Array, m: LowRankMatrix, rank: number, pH
  * WebAssembly SIMD exists, the plain loop elsewhere: the same bits either way.
  */
 export function applyPowerSgd(plan: PowerSgdPlan, w: Float32Array, round1: Float32Array, round2: Float32Array, lr: number, batch: number, kernel: LowRankKernel | null = LowRankKernel.shared(plan)): void {
+  // Weights in a kernel's own memory are updated there in place (`withWeights`).
   checkLength('weights', w, plan.total);
   checkLength('round-1 broadcast', round1, plan.round1Floats);
   checkLength('round-2 broadcast', round2, plan.round2Floats);
@@ -240,38 +241,49 @@ export function applyPowerSgd(plan: PowerSgdPlan, w: Float32Array, round1: Float
 }
 
 /**
- * applyLowRank as a WebAssembly SIMD kernel (kernels.wat, lowRankApply). The weights are not in
- * the kernel's memory, so they pass through it a block of rows at a time (small enough to stay in
- * the CPU's cache between the copy and the kernel), with the block's P̂ rows beside them and the
- * matrix's Qᵀ, which is small (rank · cols floats). Both factors go in promoted to f64 (exact), so
- * the kernel's inner loop does no conversions.
+ * applyLowRank as a WebAssembly SIMD kernel (kernels.wat, lowRankApply). Both factors go in
+ * promoted to f64 (exact), so the kernel's inner loop does no conversions: the matrix's Qᵀ whole
+ * (rank · cols, small), P̂ a block of rows at a time. Weights that live in the kernel's own memory
+ * (`LowRankKernel.withWeights`: the coordinator's, a worker's replica) are updated in place; any
+ * other array passes through in blocks small enough to stay in the CPU's cache between the copy
+ * and the kernel.
  */
 export class LowRankKernel {
   private static cache: { plan: PowerSgdPlan; kernel: LowRankKernel | null } | null = null;
   private readonly k: Kernels;
   private readonly f32: Float32Array;
   private readonly f64: Float64Array;
-  /** Byte offsets in the kernel's memory: Qᵀ (f64), a block's P̂ᵀ (f64), a block of weights (f32). */
+  /** Byte offsets in the kernel's memory: Qᵀ (f64), a block's P̂ᵀ (f64), a block of weights (f32), the owned weights (f32). */
   private readonly pAt: number;
   private readonly wAt: number;
+  private readonly ownAt: number;
+  /** The weights this kernel updates in place (withWeights), or null. */
+  readonly weights: Float32Array | null;
 
   /** The kernel for `plan` (one per process or page, rebuilt when the plan changes); null without SIMD. */
   static shared(plan: PowerSgdPlan): LowRankKernel | null {
-    if (LowRankKernel.cache?.plan !== plan) LowRankKernel.cache = { plan, kernel: simdAvailable() ? new LowRankKernel(plan) : null };
+    if (LowRankKernel.cache?.plan !== plan) LowRankKernel.cache = { plan, kernel: simdAvailable() ? new LowRankKernel(plan, false) : null };
     return LowRankKernel.cache.kernel;
   }
 
-  constructor(private readonly plan: PowerSgdPlan) {
+  /** A kernel of one's own whose memory also holds a weights vector (`weights`), updated in place; null without SIMD. */
+  static withWeights(plan: PowerSgdPlan): LowRankKernel | null {
+    return simdAvailable() ? new LowRankKernel(plan, true) : null;
+  }
+
+  private constructor(private readonly plan: PowerSgdPlan, own: boolean) {
     const maxCols = Math.max(1, ...plan.matrices.map((m) => m.cols));
     this.pAt = align16(8 * plan.rank * maxCols);
     this.wAt = this.pAt + align16(8 * plan.rank * Math.max(1, ...plan.matrices.map((m) => blockRows(m.cols))));
-    const bytes = this.wAt + 4 * Math.max(BLOCK_FLOATS, maxCols);
+    this.ownAt = align16(this.wAt + 4 * Math.max(BLOCK_FLOATS, maxCols));
+    const bytes = this.ownAt + (own ? 4 * plan.total : 0);
     const mem = kernelMemory(bytes);
     const k = instantiateKernels(mem);
     if (!k) throw new Error('WebAssembly SIMD is not available here');
     this.k = k;
     this.f32 = new Float32Array(mem.buffer, 0, bytes >> 2);
     this.f64 = new Float64Array(mem.buffer, 0, this.wAt >> 3);
+    this.weights = own ? new Float32Array(mem.buffer, this.ownAt, plan.total) : null;
   }
 
   apply(w: Float32Array, m: LowRankMatrix, pHat: Float32Array, q: Float32Array, lr: number, batch: number): void {
@@ -279,11 +291,16 @@ export class LowRankKernel {
     const { offset, rows, cols, pAt, qAt } = m;
     const nb = blockRows(cols);
     const wf = this.wAt >> 2, pf = this.pAt >> 3;
+    const inPlace = w === this.weights;
     this.f64.set(q.subarray(qAt, qAt + rank * cols), 0);
     for (let i0 = 0; i0 < rows; i0 += nb) {
       const n = Math.min(nb, rows - i0);
       for (let k = 0; k < rank; k++) this.f64.set(pHat.subarray(pAt + k * rows + i0, pAt + k * rows + i0 + n), pf + k * nb);
       const from = offset + i0 * cols, to = from + n * cols;
+      if (inPlace) {
+        this.k.lowRankApply(this.ownAt + 4 * from, n, cols, this.pAt, 8 * nb, 0, rank, lr / batch);
+        continue;
+      }
       this.f32.set(w.subarray(from, to), wf);
       this.k.lowRankApply(this.wAt, n, cols, this.pAt, 8 * nb, 0, rank, lr / batch);
       w.set(this.f32.subarray(wf, wf + n * cols), from);

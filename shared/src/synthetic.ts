@@ -24,7 +24,7 @@ import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, cl
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
-import { applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { LowRankKernel, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
 export type Trainable = Pick<Net, 'total' | 'setWeights' | 'gradient' | 'evaluate' | 'dispose'>;
@@ -128,7 +128,9 @@ export function measureWorkerCosts(spec: ModelSpec, compress: Compression, seed 
   if (psgd) {
     // The factors are made on the worker's GPU (slept, see POWERSGD_PASSES); its CPU applies the update and makes the next Q.
     const [round1, round2] = syntheticFactors(psgd, seed);
-    const applyMs = time(() => applyPowerSgd(psgd, replica, round1, round2, spec.lr, 128));
+    // As a worker keeps it (powersgd-rounds.ts): the replica in the kernel's memory, updated in place.
+    const kernel = LowRankKernel.withWeights(psgd);
+    const applyMs = time(() => applyPowerSgd(psgd, kernel?.weights ?? replica, round1, round2, spec.lr, 128, kernel));
     const warmStartMs = time(() => { nextQ(psgd, round2, seed, 1); });
     const hashMs = time(() => { replicaHash(replica); });
     return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs: [], decodeMs: [], applyMs, hashMs, warmStartMs };

@@ -234,9 +234,14 @@ describe('the low-rank update', () => {
       expect(bits(a).equals(bits(b))).toBe(true);
       expect(bits(a).equals(bits(w0))).toBe(false);
       if (simdAvailable()) {
+        // Through the kernel, on a plain array (blocks copied through) and in place in its own memory.
         const k = w0.slice();
-        new LowRankKernel(plan).apply(k, m, p, q, 0.05, 3);
+        LowRankKernel.shared(plan)!.apply(k, m, p, q, 0.05, 3);
         expect(bits(k).equals(bits(a))).toBe(true);
+        const own = LowRankKernel.withWeights(plan)!;
+        own.weights!.set(w0);
+        own.apply(own.weights!, m, p, q, 0.05, 3);
+        expect(bits(own.weights!).equals(bits(a))).toBe(true);
       }
       const exact = reference(w0, rows, cols, rank, p, q, 0.05 / 3);
       let worst = 0;
@@ -251,6 +256,12 @@ describe('the low-rank update', () => {
     applyPowerSgd(plan, a, r1, r2, 0.1, 4);
     applyPowerSgd(plan, b, r1, r2, 0.1, 4, null);
     expect(bits(a).equals(bits(b))).toBe(true);
+    const own = LowRankKernel.withWeights(plan);
+    if (own) {
+      own.weights!.set(w0);
+      applyPowerSgd(plan, own.weights!, r1, r2, 0.1, 4, own);
+      expect(bits(own.weights!).equals(bits(a))).toBe(true);
+    }
     for (const t of plan.dense) for (let j = 0; j < t.count; j++) expect(a[t.offset + j]).toBe(Math.fround(w0[t.offset + j] - (0.1 / 4) * r1[t.at + j]));
   });
 });

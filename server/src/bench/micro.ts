@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Packr } from 'msgpackr';
 import { CHUNK_FLOATS, decodeFrame, encode, getModel, MSG, paramLayout, sgdStep, validate } from '@tabtrain/shared';
 import { COMPRESS_MODES, GradientEncoder, decodeInto, gradientFrame, parseCompression, planBytes, planSegments, roundSegments, scalarCodecs, uploadBytes, type CompressMode, type Segment } from '@tabtrain/shared/compress';
-import { applyPowerSgd, orthonormaliseRound1, powerSgdPlan } from '@tabtrain/shared/powersgd';
+import { LowRankKernel, applyPowerSgd, orthonormaliseRound1, powerSgdPlan } from '@tabtrain/shared/powersgd';
 import type { ParamInfo } from '@tabtrain/shared';
 import { fillGradient } from '@tabtrain/shared/synthetic';
 import { firstNonFinite, sumInOrder } from '../aggregate';
@@ -285,12 +285,15 @@ function powerSgdStep(params: ParamInfo[], total: number, rank: number, fp32Byte
     return reducer.finish();
   };
   const basis = new Float32Array(plan.round1Floats);
-  const weights = new Float32Array(total).fill(1e-2);
+  // The coordinator's weights live in the update kernel's memory (step.ts): applied in place.
+  const kernel = LowRankKernel.withWeights(plan);
+  const weights = kernel?.weights ?? new Float32Array(total);
+  weights.fill(1e-2);
   const t = {
     fold1: time(5, () => { fold(0); }),
     orthonormalise: time(5, () => { basis.set(fold(0)); orthonormaliseRound1(plan, basis, 1, 1); }),
     fold2: time(5, () => { fold(1); }),
-    apply: time(5, () => applyPowerSgd(plan, weights, basis, fold(1), 0.01, 128)),
+    apply: time(5, () => applyPowerSgd(plan, weights, basis, fold(1), 0.01, 128, kernel)),
   };
   const ms = (x: Timing) => 1000 * x.median;
   const orthMs = ms(t.orthonormalise) - ms(t.fold1);
