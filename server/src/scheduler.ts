@@ -172,8 +172,10 @@ export class Scheduler {
       const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken;
       const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
       if (t) return { task: t, shadow: false };
-      // Compressed runs: a train shard shadowed by a probation worker needs an fp32 copy to be judged by.
-      const c = this.needsCheck(kind) ? tasks.find((x) => x.shadowed && !x.check && !x.checking && !has(x) && m.established(conn, kind)) : undefined;
+      // Compressed runs: a train shard shadowed by a probation worker needs an fp32 copy to be judged
+      // by. Any established worker may make it, the one that computed the shard's own copy too:
+      // that copy is compressed, so the check is a computation of its own.
+      const c = this.needsCheck(kind) ? tasks.find((x) => x.shadowed && !x.check && !x.checking && m.established(conn, kind)) : undefined;
       return c ? { task: c, shadow: false, check: true } : null;
     }
     // No more shadows out than verdicts still needed: a liar cannot run ahead of its probation.

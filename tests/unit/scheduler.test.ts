@@ -12,11 +12,11 @@ const run: RunInfo = { model: spec.name, modelHash: modelHash(spec), seed: 1, ba
 const split: Split = { images: new Uint8Array(0), labels: new Uint8Array(0), count: 0 };
 const DEADLINES = { minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000 };
 
-function setup(probation = 3) {
+function setup(probation = 3, fp32 = true) {
   const dropped: [number, number, string][] = [];
   const members = new Membership({ run, probation, log: () => {}, drop: (c, code, why) => { dropped.push([c.id, code, why]); c.closed = true; }, changed: () => {} });
   const folded: [number, number][] = [];
-  const scheduler = new Scheduler({ fp32: true, verifyShards: 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
+  const scheduler = new Scheduler({ fp32, verifyShards: 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
   let id = 0;
   const join = (opts: { token?: boolean } = {}): Conn => {
     const c = members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, outbox: [], outboxBytes: 0, writing: false, progressAt: 0, downRate: 0 });
@@ -34,7 +34,16 @@ function setup(probation = 3) {
     scheduler.finish(copy, result(pick.task, correct));
     return pick;
   };
-  return { members, scheduler, dropped, folded, join, evalTasks, compute };
+  const trainTasks = (step: number, n: number): Task[] => Array.from({ length: n }, (_, k) => scheduler.newTask('train', step, k, k * 4, 4, new Uint32Array(4), split));
+  return { members, scheduler, dropped, folded, join, evalTasks, trainTasks, compute };
+}
+
+/** Gives a copy a one-frame fp32 gradient (what the coordinator's onGradient keeps) and finishes it. */
+function finishWith(scheduler: Scheduler, copy: ReturnType<Scheduler['start']>, grad: number[]): void {
+  const body = new Uint8Array(new Float32Array(grad).buffer);
+  copy.frames.push({ g: { type: 'gradient', step: copy.task.step, shard: copy.task.shard, offset: 0, total: grad.length }, body });
+  copy.received = grad.length;
+  scheduler.finish(copy, resultOf(copy.task));
 }
 
 describe('scheduler', () => {
@@ -69,6 +78,49 @@ describe('scheduler', () => {
     expect(newcomer.trust).toBe('untrusted');
     expect(dropped).toEqual([[newcomer.id, CLOSE.untrusted, expect.stringContaining('probation eval shard 0/')]]);
     expect(members.caught.map((c) => c.id)).toEqual([newcomer.id]);
+  });
+
+  it('compressed runs: a probation train shadow is an fp32 check, judged against an established fp32 check copy, never the compressed one', () => {
+    const { scheduler, dropped, join, trainTasks } = setup(2, false);
+    const est = join({ token: true }), honest = join(), liar = join();
+    scheduler.tasks = trainTasks(0, 2);
+    const sh = scheduler.next(honest, 0)!;
+    const ch = scheduler.start(honest, sh.task, true);
+    const sl = scheduler.next(liar, 0)!;
+    const cl = scheduler.start(liar, sl.task, true);
+    expect([sh.shadow, sl.shadow, sh.task.shard, sl.task.shard]).toEqual([true, true, 0, 1]);
+    expect([ch.fp32Check, cl.fp32Check, ch.streamed]).toEqual([true, true, false]);
+    finishWith(scheduler, ch, [1, 2, 3]);
+    finishWith(scheduler, cl, [1000, 2000, 3000]);
+    // The established worker's own (compressed) copies make the step; they judge nobody.
+    for (let i = 0; i < 2; i++) { const p = scheduler.next(est, 0)!; expect(p.check).toBeUndefined(); scheduler.finish(scheduler.start(est, p.task, false), resultOf(p.task)); }
+    expect(scheduler.allDone()).toBe(true);
+    expect([honest.trust, liar.trust]).toEqual([{ train: 0, eval: 0 }, { train: 0, eval: 0 }]);
+    // Then it is asked for fp32 check copies of the shadowed shards, which decide.
+    for (let i = 0; i < 2; i++) {
+      const p = scheduler.next(est, 0)!;
+      expect(p.check).toBe(true);
+      const c = scheduler.start(est, p.task, false, true);
+      expect(c.fp32Check).toBe(true);
+      finishWith(scheduler, c, [1, 2, 3]);
+    }
+    expect(scheduler.next(est, 0)).toBeNull();
+    expect(honest.trust).toEqual({ train: 1, eval: 0 });
+    expect(liar.trust).toBe('untrusted');
+    expect(dropped).toEqual([[liar.id, CLOSE.untrusted, expect.stringMatching(/probation train shard 0\/1: gradients differ/)]]);
+  });
+
+  it('compressed runs: a shadow whose check never came stops counting once its step is over', () => {
+    const { scheduler, join, trainTasks } = setup(1, false);
+    join({ token: true });
+    const newcomer = join();
+    scheduler.tasks = trainTasks(0, 1);
+    const s = scheduler.next(newcomer, 0)!;
+    finishWith(scheduler, scheduler.start(newcomer, s.task, true), [1, 2]);
+    expect(scheduler.next(newcomer, 0)).toBeNull(); // its one shadow is awaiting a verdict
+    scheduler.tasks = trainTasks(1, 1); // the next step (or round): no check copy is out for the old one
+    expect(newcomer.trust).toEqual({ train: 0, eval: 0 }); // neither credited nor punished
+    expect(scheduler.next(newcomer, 1)?.shadow).toBe(true); // and it may try again
   });
 
   it('a shard taken back goes to a measured worker, not to the next newcomer; deadlines follow the fleet', () => {
