@@ -21,7 +21,7 @@ import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { getModel, paramLayout } from '@tabtrain/shared';
 import { uploadBytes, type Compression } from '@tabtrain/shared/compress';
-import type { WorkerCosts } from '@tabtrain/shared/synthetic';
+import { PCIE_BYTES_PER_MS, type WorkerCosts } from '@tabtrain/shared/synthetic';
 import { Coordinator, DEFAULTS, type StepRecord } from '../coordinator';
 import { loadFashionMnist, type Dataset } from '../data';
 import { spawnWorker } from '../spawn-worker';
@@ -109,6 +109,9 @@ export interface LinkFigures {
   /** max(compute bound, link bound). */
   boundMs: number;
   overBound: number;
+  /** Synthetic machines: their own per-step work, slept (workerOwnMs), and the step ÷ max(compute + it, link). */
+  workerOwnMs?: number;
+  overOwnBound?: number;
   /**
    * compute + the busiest link's bytes in + out ÷ its rate: the floor of a step that overlaps
    * neither the two directions nor compute with communication (as this protocol's steps don't).
@@ -251,6 +254,18 @@ export async function scaleout(o: ScaleoutOptions, data: Dataset = loadFashionMn
 
 const costKey = (model: string, c: Compression) => `${model}/${c.mode}/${c.rank}`;
 
+/**
+ * A synthetic machine's own work per step, slept for its measured time: its CPU work (copying or
+ * decoding and applying what came, making the next Q, encoding, hashing every verifyEvery steps)
+ * and the upload of the new weights to its GPU. A step waits for it besides the GPU's compute.
+ */
+export function workerOwnMs(c: WorkerCosts, total: number, verifyEvery: number): number {
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const upload = (4 * total) / PCIE_BYTES_PER_MS;
+  if (c.compress.mode === 'none') return c.weightsMsPerFloat * total + sum(c.encodeMs) + upload;
+  return sum(c.encodeMs) + sum(c.decodeMs) + c.applyMs + c.warmStartMs + c.hashMs / verifyEvery + upload;
+}
+
 export function describeCosts(w: WorkerCosts, total: number): string {
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const parts = [`weights copy ${(w.weightsMsPerFloat * total).toFixed(1)} ms`, `gradient encode ${sum(w.encodeMs).toFixed(1)} ms`];
@@ -306,7 +321,7 @@ export function linkLine(r: ScaleoutRun): string {
   return `${r.kind} ${r.model} ${r.compress} ${r.scaling} N=${r.workers} @ ${formatRate(k.workerBits)}${k.coordinatorBits !== k.workerBits ? ` (coordinator ${formatRate(k.coordinatorBits)})` : ''}: ` +
     `${r.examplesPerSec.toFixed(1)} examples/s${r.efficiency === null ? '' : `, efficiency ${(100 * r.efficiency).toFixed(0)}%`}; step ${k.stepMs.toFixed(0)} ms (median) against ` +
     `compute ${k.computeMs.toFixed(0)} ms, link ${k.linkBoundMs.toFixed(0)} ms (coordinator in ${k.coordinatorInMs.toFixed(0)} / out ${k.coordinatorOutMs.toFixed(0)}, busiest worker in ${k.workerInMs.toFixed(0)} / out ${k.workerOutMs.toFixed(0)}): ` +
-    `${k.overBound.toFixed(2)}× the bound, ${k.overSerial.toFixed(2)}× compute + in + out; ${k.sentDuringUpShare === undefined ? '' : `${(100 * k.sentDuringUpShare).toFixed(0)}% of the coordinator's sent bytes went out while gradients came in; `}coordinator CPU ${k.coordinatorCpuMs.toFixed(0)} ms/step (${(100 * k.coordinatorCpuShare).toFixed(0)}%), workers ${k.workersCpuMs.toFixed(0)} ms/step, machine ${(100 * k.machineBusy).toFixed(0)}% busy` +
+    `${k.overBound.toFixed(2)}× the bound, ${k.overSerial.toFixed(2)}× compute + in + out${k.workerOwnMs === undefined ? '' : `, ${k.overOwnBound!.toFixed(2)}× max(compute + the worker's own ${k.workerOwnMs.toFixed(0)} ms, link)`}; ${k.sentDuringUpShare === undefined ? '' : `${(100 * k.sentDuringUpShare).toFixed(0)}% of the coordinator's sent bytes went out while gradients came in; `}coordinator CPU ${k.coordinatorCpuMs.toFixed(0)} ms/step (${(100 * k.coordinatorCpuShare).toFixed(0)}%), workers ${k.workersCpuMs.toFixed(0)} ms/step, machine ${(100 * k.machineBusy).toFixed(0)}% busy` +
     `${k.coordinatorCpuBound ? ' — COORDINATOR CPU-BOUND' : ''}${k.machineCpuBound ? ' — MACHINE CPU-BOUND' : ''}${k.lost?.length ? ` — LOST ${k.lost.length} WORKER(S)` : ''}`;
 }
 
@@ -327,6 +342,11 @@ async function runLinked(o: ScaleoutOptions, lab: NetLab, l: LinkConfig, probe: 
   });
   if (marks.length < burnIn + o.steps) throw new Error(`${model} N=${n}: only ${marks.length} steps ran`);
   const r = linkFigures(o, l, lab.netem, probe, model, total, scaling, n, batch, marks.slice(burnIn - 1, burnIn + o.steps), compress, load, costs ? 'sleep' : undefined);
+  if (costs) {
+    const k = r.link!;
+    k.workerOwnMs = workerOwnMs(costs, total, DEFAULTS.verifyEvery);
+    k.overOwnBound = k.stepMs / Math.max(k.computeMs + k.workerOwnMs, k.linkBoundMs);
+  }
   // A worker that closed mid-run makes the row a different run than it says: flagged, with the reason.
   r.link!.lost = log.filter((line) => / closed: /.test(line));
   for (const line of r.link!.lost) o.log(`  LOST A WORKER: ${line}`);
