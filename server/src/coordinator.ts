@@ -76,7 +76,10 @@ export interface CoordinatorOptions {
   firstDeadlineMs?: number;
   /** Floor of a not-yet-measured worker's deadline, which is otherwise 5× the fleet's median worker's time. */
   newcomerDeadlineMs?: number;
-  /** A worker whose send buffer has not shrunk for this long is closed as a slow reader. */
+  /**
+   * A worker whose send buffer has not shrunk for this long is closed as a slow reader. 15 s: a
+   * reader behind a congested link can wait out several TCP retransmission timeouts in a row.
+   */
   slowReaderMs?: number;
   /** Shards of each kind a new worker computes as shadow copies, checked against established workers, before its results count (0 = trust everyone). */
   probation?: number;
@@ -106,7 +109,7 @@ export interface CoordinatorOptions {
 export const DEFAULTS = {
   epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1, balance: 'speed',
   evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000,
-  slowReaderMs: 5_000, heartbeatMs: 10_000, verifyEvery: 10, probation: 3, verifyShards: 0.05,
+  slowReaderMs: 15_000, heartbeatMs: 10_000, verifyEvery: 10, probation: 3, verifyShards: 0.05,
 } as const;
 
 export interface EpochMetrics {

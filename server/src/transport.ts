@@ -36,8 +36,13 @@ export interface Peer {
   outbox: Uint8Array[];
   outboxBytes: number;
   writing: boolean;
-  /** When the last frame was written, or writing began after an idle spell (slow-reader watch). */
+  /**
+   * When the peer was last seen reading (slow-reader watch): a frame written, its socket's buffer
+   * smaller than at the watch's last look, or writing began after an idle spell.
+   */
   progressAt: number;
+  /** Its socket's buffered bytes at the watch's last look. */
+  lastBuffered: number;
   /** Measured bytes/s of large frames written to it (EMA; 0 = none yet): the cost model's download rate. */
   downRate: number;
 }
@@ -163,7 +168,7 @@ export class Transport<P extends Peer> {
   private accept(ws: WebSocket, req: IncomingMessage): void {
     const p = this.handler.open({
       id: ++this.opened, ws, remote: req.socket.remoteAddress ?? '?', bytesIn: 0, bytesOut: 0, closed: false,
-      missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0, downRate: 0,
+      missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0,
     });
     this.live.add(p);
     const log = this.opts.log;
@@ -267,13 +272,19 @@ export class Transport<P extends Peer> {
   }
 
   /**
-   * A peer with frames to write whose last frame took longer than slowReaderMs to be written does
-   * not read what we send it (a browser tab computing still reads: its socket lives on another thread).
+   * A peer with frames to write that has not read for slowReaderMs does not read what we send it
+   * (a browser tab computing still reads: its socket lives on another thread). Reading is seen in
+   * bytes, not only in whole frames: behind a coordinator link shared by many peers, one 8 MiB
+   * frame can take seconds to drain, and a TCP flow that lost packets at a full queue waits out
+   * its retransmission timeouts (0.2, 0.4, 0.8, 1.6, 3.2 s, …) while it still reads.
    */
   private watchDrain(): void {
     const now = Date.now();
     for (const p of this.live) {
       if (!this.handler.joined(p) || !p.writing) continue;
+      const buffered = p.ws.bufferedAmount;
+      if (buffered < p.lastBuffered) p.progressAt = now;
+      p.lastBuffered = buffered;
       if (now - p.progressAt >= this.opts.slowReaderMs) this.drop(p, CLOSE.slowReader, `${this.queued(p)} bytes sent to it unread: no frame written for ${now - p.progressAt} ms`);
     }
   }
