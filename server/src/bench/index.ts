@@ -173,7 +173,7 @@ interface MicroResult {
   model: string; floats: number; shards: number;
   sgd: { simdMs: number; plainMs: number; bitIdentical: boolean };
   aggregation: { memcpyGBs: number; reducerGBs: number; reducerShardMajorGBs: number; reducerVsMemcpy: number; oldPathGBs: number; simd: boolean; bitIdenticalToReference: boolean };
-  codecs: { mode: string; rank: number; frames: number; bytesPerWorkerPerStep: number; ratioToFp32: number; encodeMs: number; decodeFirstMs: number; decodeAddMs: number }[];
+  codecs: { mode: string; rank: number; frames: number; bytesPerWorkerPerStep: number; ratioToFp32: number; encodeMs: number; decodeFirstMs: number; decodeAddMs: number; workers: number; fold1Ms: number; orthonormaliseMs: number; fold2Ms: number; coordinatorCpuMs: number; applyMs: number }[];
   framing: { oursEncodeGBs: number; oursDecodeGBs: number; msgpackrEncodeGBs: number; msgpackrDecodeGBs: number; smallMessageDecodeUs: number };
   websocket?: { variant: string; direction: string; messageBytes: number; medianMBs: number; bestMBs: number }[];
 }
@@ -196,8 +196,10 @@ function microMarkdown(r: MicroResult): string {
     '',
     '| mode | frames | bytes/worker/step | ÷ fp32 | worker encode ms | coordinator first shard ms | each further shard ms |',
     '|---|--:|--:|--:|--:|--:|--:|',
-    ...r.codecs.map((c) => `| ${c.mode}${c.rank ? ` r=${c.rank}` : ''} | ${c.frames} | ${c.bytesPerWorkerPerStep.toLocaleString('en-US')} | ${c.ratioToFp32.toFixed(4)} (1/${(1 / c.ratioToFp32).toFixed(1)}) | ${c.encodeMs.toFixed(0)} | ${c.decodeFirstMs.toFixed(0)} | ${c.decodeAddMs.toFixed(0)} |`),
+    ...r.codecs.filter((c) => c.mode !== 'powersgd').map((c) => `| ${c.mode} | ${c.frames} | ${c.bytesPerWorkerPerStep.toLocaleString('en-US')} | ${c.ratioToFp32.toFixed(4)} (1/${(1 / c.ratioToFp32).toFixed(1)}) | ${c.encodeMs.toFixed(0)} | ${c.decodeFirstMs.toFixed(0)} | ${c.decodeAddMs.toFixed(0)} |`),
     '',
+    // PowerSGD has no codec to decode: its row is the coordinator's work in one two-round step.
+    ...r.codecs.filter((c) => c.mode === 'powersgd').map((c) => `powersgd r=${c.rank}: ${c.bytesPerWorkerPerStep.toLocaleString('en-US')} bytes/worker/step, both rounds (1/${(1 / c.ratioToFp32).toFixed(0)} of fp32). Coordinator at N = ${c.workers}: fold round 1 ${c.fold1Ms.toFixed(1)} ms + orthonormalise ${c.orthonormaliseMs.toFixed(1)} ms + fold round 2 ${c.fold2Ms.toFixed(1)} ms = **${c.coordinatorCpuMs.toFixed(1)} ms** a step; applying P̂Qᵀ to the weights ${c.applyMs.toFixed(1)} ms (after the next step is dispatched).\n`),
     `Framing, one 8 MiB chunk: ours encode ${r.framing.oursEncodeGBs.toFixed(2)} GB/s (one copy), decode ${r.framing.oursDecodeGBs.toFixed(0)} GB/s (a view, no copy); msgpackr moreTypes pack ${r.framing.msgpackrEncodeGBs.toFixed(2)} GB/s, unpack ${r.framing.msgpackrDecodeGBs.toFixed(2)} GB/s. A small message decodes and validates in ${r.framing.smallMessageDecodeUs.toFixed(1)} µs.`,
   ];
   if (r.websocket) {
