@@ -2,18 +2,12 @@
 // by its transfers, so after it was measured it gets no train shard; workers on fast lines do the
 // step. Network namespaces the test makes and removes (server/src/bench/netns.ts); needs root and
 // iproute2 (CI has both); skipped, saying so, without.
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../server/src/coordinator';
-import { NetLab, parseRate } from '../../server/src/bench/netns';
+import { NetLab, parseRate, whyNoNamespaces } from '../../server/src/bench/netns';
 import { cliWorker, runInLab } from '../../server/src/bench/linked';
 
-function whySkip(): string | null {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return `not root (uid ${process.getuid()}): network namespaces need root`;
-  try { execFileSync('ip', ['-V'], { stdio: 'ignore' }); } catch { return "'ip' is missing: apt-get install iproute2"; }
-  return null;
-}
-const skip = whySkip();
+const skip = whyNoNamespaces();
 if (skip) console.warn(`netns-cost.test.ts skipped: ${skip}`);
 
 // alexnet-small: 1.28 MB each way per worker per step, 2 s on a 5 Mbit/s line, milliseconds at 1 Gbit/s.

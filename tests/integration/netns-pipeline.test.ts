@@ -2,18 +2,12 @@
 // through 1 Gbit/s, the coordinator sends the new weights while the gradient is still coming in.
 // Measured at the coordinator's interface (linked.ts Overlap), not from the coordinator's own
 // bookkeeping. Needs root and iproute2; skipped, saying so, without.
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../server/src/coordinator';
-import { NetLab } from '../../server/src/bench/netns';
+import { NetLab, whyNoNamespaces } from '../../server/src/bench/netns';
 import { runInLab, tsArgs } from '../../server/src/bench/linked';
 
-function whySkip(): string | null {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return `not root (uid ${process.getuid()}): network namespaces need root`;
-  try { execFileSync('ip', ['-V'], { stdio: 'ignore' }); } catch { return "'ip' is missing: apt-get install iproute2"; }
-  return null;
-}
-const skip = whySkip();
+const skip = whyNoNamespaces();
 if (skip) console.warn(`netns-pipeline.test.ts skipped: ${skip}`);
 
 describe.skipIf(skip !== null)(`the pipelined step through a 1 Gbit/s link${skip ? ` (skipped: ${skip})` : ''}`, () => {

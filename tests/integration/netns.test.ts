@@ -4,16 +4,11 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS, weightsSha256 } from '../../server/src/coordinator';
-import { NetLab, parseRate, removeLeftovers } from '../../server/src/bench/netns';
+import { NetLab, parseRate, removeLeftovers, whyNoNamespaces } from '../../server/src/bench/netns';
 import { cliWorker, ROOT, runInLab, tsArgs } from '../../server/src/bench/linked';
 import { startCoordinator, trainWith } from '../helpers/run';
 
-function whySkip(): string | null {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return `not root (uid ${process.getuid()}): network namespaces need root`;
-  try { execFileSync('ip', ['-V'], { stdio: 'ignore' }); } catch { return "'ip' is missing: apt-get install iproute2"; }
-  return null;
-}
-const skip = whySkip();
+const skip = whyNoNamespaces();
 if (skip) console.warn(`netns.test.ts skipped: ${skip}`);
 
 const namespaces = () => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0]).filter(Boolean);
