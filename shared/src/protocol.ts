@@ -263,7 +263,7 @@ function align4(n: number): number { return (n + 3) & ~3; }
 
 // ---- validation: everything that arrives is untrusted ----
 
-type Check = 'int' | 'num' | 'str' | 'obj' | 'bool' | 'task' | 'nonneg' | 'round';
+type Check = 'int' | 'positive' | 'num' | 'str' | 'obj' | 'bool' | 'task' | 'nonneg' | 'round';
 const SCHEMA: Record<MsgType, Record<string, Check>> = {
   hello: { protocol: 'int', workerId: 'str', kind: 'str', backend: 'str', modelHashes: 'obj' },
   welcome: { workerId: 'str', run: 'obj' },
@@ -273,9 +273,10 @@ const SCHEMA: Record<MsgType, Record<string, Check>> = {
   result: { task: 'task', step: 'int', shard: 'int', lossSum: 'nonneg', correct: 'int', count: 'int', timings: 'obj' },
   notice: { state: 'str', message: 'str' },
   status: { tensors: 'int', bytes: 'int' },
-  update: { version: 'int', offset: 'int', total: 'int', batch: 'int' },
+  // batch divides the update: 0 would turn every replica's weights into NaN.
+  update: { version: 'int', offset: 'int', total: 'int', batch: 'positive' },
   resync: { version: 'int' },
-  basis: { version: 'int', round: 'round', offset: 'int', total: 'int', batch: 'int' },
+  basis: { version: 'int', round: 'round', offset: 'int', total: 'int', batch: 'positive' },
 };
 /** Optional fields: checked when present. */
 const OPTIONAL: Partial<Record<MsgType, Record<string, Check>>> = {
@@ -287,6 +288,7 @@ const MSG_TYPES = new Set<string>(Object.values(MSG));
 function ok(v: unknown, c: Check): boolean {
   switch (c) {
     case 'int': return Number.isSafeInteger(v) && (v as number) >= 0;
+    case 'positive': return Number.isSafeInteger(v) && (v as number) >= 1;
     case 'num': return typeof v === 'number' && Number.isFinite(v);
     case 'str': return typeof v === 'string' && byteLength(v) <= LIMITS.stringBytes;
     case 'nonneg': return typeof v === 'number' && Number.isFinite(v) && v >= 0;

@@ -37,6 +37,10 @@ describe('protocol framing', () => {
     expect(codeOf(() => validate({ type: 'gradient', step: -1, shard: 0, offset: 0, total: 1 }))).toBe(CLOSE.badField);
     expect(codeOf(() => validate({ type: 'result', task: 'train', step: 0, shard: 0, lossSum: NaN, correct: 0, count: 1, timings: {} }))).toBe(CLOSE.badField);
     expect(codeOf(() => validate({ type: 'result', task: 'train', step: 0, shard: 0, lossSum: 1, correct: 0, count: 1, timings: { computeMs: 1, encodeMs: 1 } }))).toBe(CLOSE.badField);
+    // An update's batch divides it: 0 would make every replica's weights NaN, so it never reaches one.
+    expect(codeOf(() => validate({ type: 'basis', version: 1, round: 2, offset: 0, total: 4, batch: 0 }))).toBe(CLOSE.badField);
+    expect(codeOf(() => validate({ type: 'update', version: 1, offset: 0, total: 4, batch: 0 }))).toBe(CLOSE.badField);
+    expect(validate({ type: 'basis', version: 1, round: 2, offset: 0, total: 4, batch: 1 }).type).toBe('basis');
     expect(codeOf(() => asFloat32(new Uint8Array(6)))).toBe(CLOSE.badGradient);
   });
 
