@@ -249,7 +249,7 @@ export class WorkerCore {
     if (factors) {
       // The round's factor vector, as plain fp32 slices (the coordinator sums it, nothing to decode).
       const round = a.round ?? 1;
-      for (const seg of roundSegments(factors.length)) {
+      for (const seg of roundSegments(this.rounds!.plan, round)) {
         const t1 = performance.now();
         const { frame, body: b } = gradientFrame(seg, a.step, a.shard, factors.length, null, round);
         b.set(new Uint8Array(factors.buffer, 4 * seg.offset, 4 * seg.count));

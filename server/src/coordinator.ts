@@ -145,7 +145,7 @@ export interface StepRecord {
   broadcastMs: number;
   /** Connection id of the worker whose result came last: the one the step waited for. */
   straggler: number | null;
-  /** Pipelined steps: segments of the new weights sent to a worker while some shard's gradient was still arriving. */
+  /** Pipelined steps: segments of the new weights sent to a worker while some shard's gradient was still arriving; powersgd: frames of either round's broadcast sent while that round's factors were still arriving. */
   earlySegments: number;
   shards: { shard: number; worker: number | null; count: number; computeMs: number; uploadMs: number }[];
   at: number;
@@ -198,6 +198,8 @@ export class Coordinator {
   private readonly deadlines = new Map<Conn, NodeJS.Timeout>();
   /** A pipelined step: the workers being sent the next version segment by segment, and how many segments each got. */
   private readonly pushed = new Map<Conn, number>();
+  /** powersgd: the workers being sent the round in hand's broadcast as it is made (pushRound), and how many of its frames each got. */
+  private readonly roundPushed = new Map<Conn, number>();
   private earlySegments = 0;
   /**
    * --balance cost: what the coordinator's link has been seen to carry each way, bytes/s: the
@@ -229,6 +231,7 @@ export class Coordinator {
     const probation = o.probation ?? DEFAULTS.probation;
     this.model = new Step(this.spec, opts.seed, compress, (shard, why) => this.onBadShard(shard, why), o.pipeline ?? true);
     this.model.onStaged = (frame, index) => this.push(frame, index);
+    this.model.onRoundStaged = (frame, round, index) => this.pushRound(frame, round, index);
     this.members = new Membership({
       run: this.run, token: o.token, probation, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
@@ -446,9 +449,7 @@ export class Coordinator {
     let sent = false;
     for (const conn of this.members.workers()) {
       // A benched worker is not sent every step's weights: that would cost the link benching saves.
-      if ((this.pushed.get(conn) ?? 0) !== index || conn.version !== this.version || conn.benchedByMs !== null) continue;
-      const copy = this.scheduler.copyOf(conn);
-      if (conn.state !== CONN.idle && !(copy && copy.received > 0)) continue;
+      if ((this.pushed.get(conn) ?? 0) !== index || conn.version !== this.version || conn.benchedByMs !== null || !this.reading(conn)) continue;
       this.transport.send(conn, frame);
       this.pushed.set(conn, index + 1);
       sent = true;
@@ -457,10 +458,38 @@ export class Coordinator {
     if (early && sent) this.earlySegments++;
   }
 
-  /** The step is applied: who got every segment of it holds the new version. */
+  /** A worker that reads what it is sent now: idle, or uploading its shard (one still computing may not read for seconds, and would look like a slow reader). */
+  private reading(conn: Conn): boolean {
+    const copy = this.scheduler.copyOf(conn);
+    return conn.state === CONN.idle || (copy !== null && copy.received > 0);
+  }
+
+  /**
+   * powersgd: frame `index` of round `round`'s broadcast (step.ts, stageRound) goes to every
+   * reading worker of the step that has the frames before it: round 1's to those holding the
+   * current weights, round 2's to those that also have this step's P̂. The rest get the whole
+   * broadcast later (secondRound, framesFor), from its first frame, which restarts a partial one.
+   */
+  private pushRound(frame: Uint8Array, round: 1 | 2, index: number): void {
+    const early = !this.scheduler.allDone();
+    let sent = false;
+    for (const conn of this.members.workers()) {
+      if ((this.roundPushed.get(conn) ?? 0) !== index || conn.version !== this.version || conn.benchedByMs !== null || !this.reading(conn)) continue;
+      if (round === 2 && conn.basis !== this.version + 1) continue;
+      this.transport.send(conn, frame);
+      this.roundPushed.set(conn, index + 1);
+      sent = true;
+    }
+    if (early && sent) this.earlySegments++;
+  }
+
+  /** The step is applied: who got every segment of it (a powersgd run: all of ΣQ_i, which the worker applies) holds the new version. */
   private settlePushed(): void {
     for (const [conn, n] of this.pushed) if (n === this.model.segments && !conn.closed) conn.version = this.version;
     this.pushed.clear();
+    const update = this.powerSgd ? this.model.framesFor(this.version - 1, this.version).length : -1;
+    for (const [conn, n] of this.roundPushed) if (n === update && conn.basis === this.version && !conn.closed) conn.version = this.version;
+    this.roundPushed.clear();
   }
 
   /** The pipeline is called off: a worker that got part of the next version must be sent the current one whole. */
@@ -579,7 +608,8 @@ export class Coordinator {
       t.pin = p.pin;
       return t;
     });
-    this.model.begin(tasks.length, this.run.lr, indices.length);
+    this.model.begin(tasks.length, this.run.lr, indices.length, this.step);
+    this.roundPushed.clear();
     this.earlySegments = 0;
     await this.execute(tasks);
     // Plausibility before the step is applied: a shard whose gradient norm stands out is
@@ -593,7 +623,7 @@ export class Coordinator {
       await this.execute(tasks);
     }
     for (const t of tasks) this.scheduler.norms.accept(t.trusted!.normSq, t.count);
-    const round2 = this.powerSgd ? await this.secondRound(tasks, indices.length) : null;
+    const round2 = this.powerSgd ? await this.secondRound(tasks) : null;
     const t1 = performance.now();
     const { aggregateMs, applyMs: applied, broadcastMs } = this.model.apply(this.run.lr, indices.length);
     // powersgd: the update reaches the weights once the next step's assigns are out (step.ts,
@@ -630,13 +660,15 @@ export class Coordinator {
    * holding the current weights; then each shard's Q_i is asked of the worker that kept its M
    * (anyone else, sent the examples, recomputes it). Returns the round-2 results by shard.
    */
-  private async secondRound(round1: Task[], batch: number): Promise<Result[]> {
-    const frames = this.model.endRound1(this.step, round1.length, batch);
+  private async secondRound(round1: Task[]): Promise<Result[]> {
+    const frames = this.model.endRound1(round1.length);
     for (const conn of this.members.workers()) {
       if (conn.version !== this.version || conn.benchedByMs !== null) continue;
-      for (const f of frames) this.transport.send(conn, f);
+      // Most of P̂ went out while round 1 was still arriving (pushRound): the rest.
+      for (const f of frames.slice(this.roundPushed.get(conn) ?? 0)) this.transport.send(conn, f);
       conn.basis = this.version + 1;
     }
+    this.roundPushed.clear();
     this.events.emit('round', { step: this.step + 1, round: 2 });
     const live = new Set(this.members.workers().map((c) => c.id));
     const tasks = round1.map((r) => {

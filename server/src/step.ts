@@ -14,9 +14,13 @@
 // gradient, a non-finite one) calls the pipeline off and is applied whole, as compressed runs are.
 //
 // powersgd runs take two rounds (powersgd.ts): a reducer per round sums the workers' factor
-// vectors in shard order; between the rounds the sum of round 1 is orthonormalised into P̂ and
-// broadcast (`basis` round 1), and the sum of round 2 (ΣQ_i) is the step's update (`basis` round
-// 2): every replica applies P̂ (ΣQ_i)ᵀ with the same kernel, and warm-starts its next Q from it.
+// vectors in shard order; the sum of round 1 is orthonormalised into P̂ and broadcast (`basis`
+// round 1), and the sum of round 2 (ΣQ_i) is the step's update (`basis` round 2): every replica
+// applies P̂ (ΣQ_i)ᵀ with the same kernel, and warm-starts its next Q from it. Both broadcasts go
+// out matrix by matrix (`stageRound`): once every shard's factor of a matrix is summed, its P̂
+// (or ΣQ) is final and sent, while later matrices are still arriving, so the coordinator's link
+// carries both directions at once. A sent part is frozen in the sum: a shard redone after its
+// worker was lost (or lied with a non-finite factor) skips it, as a pipelined fp32 step does.
 //
 // It never sees a socket or a worker: the coordinator hands it gradient frames and sends what it
 // encodes.
@@ -24,10 +28,13 @@ import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type Mo
 import {
   GradientEncoder, NO_COMPRESSION, decodeInto, planSegments, powerSgdPlanOf, roundSegments, updateFrame, uploadBytes, type Compression, type Segment,
 } from '@tabtrain/shared/compress';
-import { LowRankKernel, applyPowerSgd, orthonormaliseRound1, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { LowRankKernel, applyPowerSgd, orthonormaliseP, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { FrameCheck, StreamReducer, type GradientSlice } from './reducer';
 
 type Frames = { version: number; frames: Uint8Array[] };
+
+/** A piece of a round's broadcast that is final as a whole: one matrix's factors, or the fp32 tensors' sums. */
+interface RoundUnit { segs: Segment[]; matrix: number | null }
 
 /** A powersgd run's state between and across its rounds. */
 interface Rounds {
@@ -36,6 +43,13 @@ interface Rounds {
   reducers: [StreamReducer, StreamReducer];
   /** The round in hand. */
   round: 1 | 2;
+  /** Per round, what its broadcast is made of, in order: a matrix's factor segments (round 1: with the matrix, to orthonormalise), or the fp32 tensors' sums. */
+  units: [RoundUnit[], RoundUnit[]];
+  /** Units of the round in hand broadcast so far, their frames in order, and the step's number and batch (the frames carry it). */
+  staged: number;
+  frames: Uint8Array[];
+  step: number;
+  batch: number;
   /** P̂ and the fp32 tensors' sums of the step in hand (after round 1), or of the last step. */
   basis: Float32Array;
   /** The round-1 broadcast of the step that made `version` (or is making version + 1). */
@@ -60,6 +74,8 @@ export class Step {
   private pipe = { on: false, staged: 0, frames: [] as Uint8Array[], lr: 0, batch: 0 };
   /** A segment of the next version is ready: its weights frame, and its index in the plan. */
   onStaged: ((frame: Uint8Array, index: number) => void) | null = null;
+  /** powersgd: a frame of the round in hand's broadcast is ready (stageRound): its round and its index among the round's frames. */
+  onRoundStaged: ((frame: Uint8Array, round: 1 | 2, index: number) => void) | null = null;
   /** Number of SGD steps applied to the weights. */
   version = 0;
   /** Sums gradient segments in shard order as they arrive (reducer.ts); in a powersgd run, the round in hand's factors. */
@@ -89,8 +105,15 @@ export class Step {
     this.uploadBytes = uploadBytes(params, total, compress);
     const psgd = powerSgdPlanOf(params, total, compress);
     if (psgd) {
-      const reducer = (floats: number) => new StreamReducer(roundSegments(floats), floats, onBadShard);
-      this.rounds = { plan: psgd, reducers: [reducer(psgd.round1Floats), reducer(psgd.round2Floats)], round: 1, basis: new Float32Array(psgd.round1Floats), basisFrames: null, pending: null };
+      const reducers = ([1, 2] as const).map((round) => {
+        const r = new StreamReducer(roundSegments(psgd, round), round === 1 ? psgd.round1Floats : psgd.round2Floats, onBadShard);
+        r.onSegmentDone = () => this.stageRound();
+        return r;
+      }) as [StreamReducer, StreamReducer];
+      this.rounds = {
+        plan: psgd, reducers, round: 1, units: [roundUnits(psgd, reducers[0].plan, 1), roundUnits(psgd, reducers[1].plan, 2)],
+        staged: 0, frames: [], step: 0, batch: 1, basis: new Float32Array(psgd.round1Floats), basisFrames: null, pending: null,
+      };
       this.plan = [];
       this.reducer = this.rounds.reducers[0];
       // The weights live in the update kernel's memory: P̂Qᵀ is applied there in place.
@@ -115,10 +138,11 @@ export class Step {
     }
   }
 
-  /** Starts a step summed over `shards` shards, of `batch` examples at learning rate `lr`. */
-  begin(shards: number, lr: number, batch: number): void {
+  /** Starts step number `step`, summed over `shards` shards, of `batch` examples at learning rate `lr`. */
+  begin(shards: number, lr: number, batch: number, step = 0): void {
     this.pipe = { on: this.next !== null, staged: 0, frames: [], lr, batch };
-    if (this.rounds) { this.rounds.round = 1; this.reducer = this.rounds.reducers[0]; }
+    if (this.rounds) Object.assign(this.rounds, { round: 1, staged: 0, frames: [], step, batch });
+    if (this.rounds) this.reducer = this.rounds.reducers[0];
     this.reducer.begin(shards);
   }
 
@@ -142,18 +166,47 @@ export class Step {
   }
 
   /**
-   * powersgd: round 1 is summed. Orthonormalises its sum into P̂ (the round-1 broadcast, encoded
-   * once for every worker) and starts round 2 over `shards` shards. Returns the broadcast's frames.
+   * powersgd: round 1 is summed. Finishes its broadcast (P̂ and the fp32 tensors' sums, encoded
+   * once for every worker; most of it went out already, see stageRound) and starts round 2 over
+   * `shards` shards. Returns the whole broadcast's frames, in order.
    */
-  endRound1(step: number, shards: number, batch: number): Uint8Array[] {
+  endRound1(shards: number): Uint8Array[] {
     const r = this.rounds!;
-    r.basis.set(r.reducers[0].finish());
-    orthonormaliseRound1(r.plan, r.basis, this.seed, step);
-    r.basisFrames = { version: this.version + 1, frames: roundFrames(r.basis, this.version + 1, 1, batch) };
-    r.round = 2;
+    r.reducers[0].finish(); // throws unless every shard is summed
+    this.stageRound();
+    r.basisFrames = { version: this.version + 1, frames: r.frames };
+    Object.assign(r, { round: 2, staged: 0, frames: [] });
     this.reducer = r.reducers[1];
     this.reducer.begin(shards);
     return r.basisFrames.frames;
+  }
+
+  /**
+   * powersgd: broadcasts, in order, every unit of the round in hand whose sum is complete: round
+   * 1's matrix orthonormalised into its P̂ (its seed is the step's, so the bits are those of doing
+   * all at the round's end), round 2's ΣQ as summed. Its segments are frozen (final), and each
+   * frame goes to onRoundStaged and into the round's frames.
+   */
+  private stageRound(): void {
+    const r = this.rounds!;
+    const reducer = r.reducers[r.round - 1];
+    const units = r.units[r.round - 1];
+    while (r.staged < units.length && units[r.staged].segs.every((s) => reducer.done(s))) {
+      const u = units[r.staged++];
+      let v = reducer.sum;
+      if (r.round === 1) {
+        const from = u.segs[0].offset, last = u.segs[u.segs.length - 1];
+        r.basis.set(reducer.sum.subarray(from, last.offset + last.count), from);
+        if (u.matrix !== null) orthonormaliseP(r.plan, r.basis, this.seed, r.step, u.matrix);
+        v = r.basis;
+      }
+      for (const s of u.segs) {
+        reducer.freeze(s);
+        const frame = encode({ type: MSG.basis, version: this.version + 1, round: r.round, offset: s.offset, total: v.length, batch: r.batch }, v.subarray(s.offset, s.offset + s.count));
+        r.frames.push(frame);
+        this.onRoundStaged?.(frame, r.round, r.frames.length - 1);
+      }
+    }
   }
 
   /** powersgd: the round-1 broadcast of the step making version + 1 (during round 2), or of the last step. */
@@ -181,6 +234,8 @@ export class Step {
    * the pipeline is off for this step, which is then applied whole. True if frames went out.
    */
   callOff(): boolean {
+    // powersgd: a broadcast part stays final (stageRound), so its segments stay frozen.
+    if (this.rounds) return false;
     const sent = this.pipe.on && this.pipe.staged > 0;
     this.pipe.on = false;
     this.reducer.thaw();
@@ -218,9 +273,10 @@ export class Step {
       const r = this.rounds;
       const applyMs = this.flush(); // the step before's, if nothing has applied it yet
       r.pending = { basis: r.basis.slice(), update: sum.slice(), lr, batch };
-      this.version++;
       const t3 = performance.now();
-      this.updateFrames = { version: this.version, frames: roundFrames(sum, this.version, 2, batch) };
+      this.stageRound(); // what of ΣQ_i has not gone out yet
+      this.version++;
+      this.updateFrames = { version: this.version, frames: r.frames };
       return { aggregateMs: t2 - t1, applyMs, broadcastMs: performance.now() - t3 };
     }
     if (this.pipe.on) {
@@ -317,7 +373,14 @@ export class Step {
   }
 }
 
-/** A round's broadcast vector as `basis` frames (fp32 slices of at most CHUNK_FLOATS). */
-function roundFrames(v: Float32Array, version: number, round: 1 | 2, batch: number): Uint8Array[] {
-  return chunkRanges(v.length).map(([o, e]) => encode({ type: MSG.basis, version, round, offset: o, total: v.length, batch }, v.subarray(o, e)));
+/** A round's segments grouped into what is final together: each matrix's factors (several segments only past CHUNK_FLOATS), then round 1's fp32 tensors. */
+function roundUnits(plan: PowerSgdPlan, segs: Segment[], round: 1 | 2): RoundUnit[] {
+  const units: RoundUnit[] = plan.matrices.map((m, i) => {
+    const from = round === 1 ? m.pAt : m.qAt;
+    const to = from + plan.rank * (round === 1 ? m.rows : m.cols);
+    return { segs: segs.filter((s) => s.offset >= from && s.offset < to), matrix: round === 1 ? i : null };
+  });
+  const rest = segs.filter((s) => !units.some((u) => u.segs.includes(s)));
+  if (rest.length) units.push({ segs: rest, matrix: null });
+  return units;
 }

@@ -90,9 +90,25 @@ export function planSegments(params: ParamInfo[], total: number, c: Compression,
   return segs;
 }
 
-/** A PowerSGD round's vector of `floats` as fp32 frames (its offsets are into that vector). */
-export function roundSegments(floats: number): Segment[] {
-  return planSegments([], floats, NO_COMPRESSION);
+/**
+ * A PowerSGD round's vector as fp32 frames (offsets into that vector), cut where its matrices'
+ * factors start (round 1: each Pᵀ, then the fp32 tensors' sums together; round 2: each Qᵀ). The
+ * coordinator can then orthonormalise and broadcast a matrix's P̂ as soon as every shard's P of it
+ * is summed, while later matrices are still arriving (step.ts), so the two directions overlap.
+ */
+export function roundSegments(plan: PowerSgdPlan, round: 1 | 2): Segment[] {
+  const floats = round === 1 ? plan.round1Floats : plan.round2Floats;
+  const starts = plan.matrices.map((m) => (round === 1 ? m.pAt : m.qAt));
+  if (round === 1 && plan.dense.length) starts.push(plan.dense[0].at);
+  const segs: Segment[] = [];
+  starts.forEach((from, i) => {
+    const to = i + 1 < starts.length ? starts[i + 1] : floats;
+    for (let o = from; o < to; o += CHUNK_FLOATS) {
+      const count = Math.min(to, o + CHUNK_FLOATS) - o;
+      segs.push({ index: segs.length, codec: 'fp32', offset: o, count, pieces: [], bytes: 4 * count });
+    }
+  });
+  return segs.length ? segs : [{ index: 0, codec: 'fp32', offset: 0, count: 0, pieces: [], bytes: 0 }];
 }
 
 /** The PowerSGD plan of a run, or null when it is not a powersgd run. */
@@ -107,7 +123,7 @@ export function powerSgdPlanOf(params: ParamInfo[], total: number, c: Compressio
 export function uploadBytes(params: ParamInfo[], total: number, c: Compression): number {
   const p = powerSgdPlanOf(params, total, c);
   if (!p) return planBytes(planSegments(params, total, c), total);
-  return planBytes(roundSegments(p.round1Floats), p.round1Floats, 1000, 7, 1) + planBytes(roundSegments(p.round2Floats), p.round2Floats, 1000, 7, 2);
+  return planBytes(roundSegments(p, 1), p.round1Floats, 1000, 7, 1) + planBytes(roundSegments(p, 2), p.round2Floats, 1000, 7, 2);
 }
 
 function bodyBytes(s: Omit<Segment, 'index' | 'bytes'>): number {

@@ -175,7 +175,13 @@ function norm(c: Float64Array): number {
  */
 export function orthonormaliseRound1(plan: PowerSgdPlan, sum: Float32Array, seed: number, step: number): void {
   checkLength('round-1 sum', sum, plan.round1Floats);
-  plan.matrices.forEach((m, i) => orthonormalise(sum, m.pAt, m.rows, plan.rank, mixSeed(seed, SEED_FILL_P, step, i)));
+  plan.matrices.forEach((_, i) => orthonormaliseP(plan, sum, seed, step, i));
+}
+
+/** orthonormaliseRound1 for matrix i alone: the coordinator makes each P̂ once every shard's P of it is summed. */
+export function orthonormaliseP(plan: PowerSgdPlan, sum: Float32Array, seed: number, step: number, i: number): void {
+  const m = plan.matrices[i];
+  orthonormalise(sum, m.pAt, m.rows, plan.rank, mixSeed(seed, SEED_FILL_P, step, i));
 }
 
 /** The Q every replica multiplies by in the run's first step: seeded by the run seed only. */

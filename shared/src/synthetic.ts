@@ -254,7 +254,7 @@ export class SyntheticMachine {
         this.run = msg.run;
         const psgd = powerSgdPlanOf(params, total, compress);
         if (psgd) {
-          const frames = syntheticFactors(psgd, msg.run.seed).map((v, i) => roundSegments(v.length).map((s) => {
+          const frames = syntheticFactors(psgd, msg.run.seed).map((v, i) => roundSegments(psgd, (i + 1) as 1 | 2).map((s) => {
             const { frame: f, body: b } = gradientFrame(s, 0, 0, v.length, null, (i + 1) as 1 | 2);
             b.set(new Uint8Array(v.buffer, 4 * s.offset, 4 * s.count));
             return f;
@@ -401,7 +401,7 @@ export class SyntheticMachine {
     for (let i = 0; i < frames.length; i++) {
       const old = frames[i];
       const floats = round === 1 ? p.plan.round1Floats : p.plan.round2Floats;
-      const seg = roundSegments(floats)[i];
+      const seg = roundSegments(p.plan, round)[i];
       const { frame, body: b } = gradientFrame(seg, a.step, a.shard, floats, old, round);
       if (frame !== old) b.set(old.subarray(old.byteLength - seg.bytes));
       frames[i] = frame;

@@ -3,7 +3,7 @@
 // replica applies P̂ (ΣQ_i)ᵀ with the same kernel, so the assigns' hash checks must all pass.
 import { describe, expect, it } from 'vitest';
 import { getModel, paramLayout } from '@tabtrain/shared';
-import { parseCompression, uploadBytes } from '@tabtrain/shared/compress';
+import { parseCompression, roundSegments, uploadBytes } from '@tabtrain/shared/compress';
 import { powerSgdPlan } from '@tabtrain/shared/powersgd';
 import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
 
@@ -15,6 +15,8 @@ describe('powersgd in two rounds on real workers', () => {
     const steps = 30;
     const { coord, url, lines } = await startCoordinator({ model: MODEL, batch: 32, maxSteps: steps, seed: 3, minWorkers: 2, compress: parseCompression('powersgd', RANK), verifyEvery: 5, evalExamples: 500 });
     const procs = workers(url, 2);
+    const early: number[] = [];
+    coord.events.on('step', (r: { earlySegments: number }) => early.push(r.earlySegments));
     try {
       const summary = await coord.train();
       expect(summary.steps).toBe(steps);
@@ -29,6 +31,12 @@ describe('powersgd in two rounds on real workers', () => {
       expect(up).toBeLessThan(perStep + 600);
       expect(lines.filter((l) => l.includes('replica differs'))).toEqual([]);
       expect(rows.map((w) => w.resyncs)).toEqual([0, 0]);
+      // Both broadcasts go out matrix by matrix as they are summed: a matrix is complete when the
+      // later worker's frame of it arrives, before that worker's result, so every frame of both
+      // rounds leaves while its round's factors are still coming in (step.ts, stageRound).
+      const frames = roundSegments(plan, 1).length + roundSegments(plan, 2).length;
+      expect(frames).toBeGreaterThan(2 * plan.matrices.length);
+      expect(early).toEqual(new Array(steps).fill(frames));
     } finally {
       await coord.close();
       kill(procs);

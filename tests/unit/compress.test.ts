@@ -9,6 +9,7 @@ import {
 import { sumInOrder } from '../../server/src/aggregate';
 import { StreamReducer } from '../../server/src/reducer';
 import { SimdArena } from '@tabtrain/shared/simd';
+import { powerSgdPlan } from '@tabtrain/shared/powersgd';
 import { sgdStep } from '@tabtrain/shared';
 
 function randomVec(n: number, seed: number, scale = 1e-2, zeros = 0.5): Float32Array {
@@ -66,7 +67,19 @@ describe('segment plans', () => {
   it('powersgd has no segment plan: its rounds travel as plain fp32 vectors', () => {
     const { params, total } = toyLayout();
     expect(() => planSegments(params, total, parseCompression('powersgd', 2))).toThrow(/powerSgdPlan/);
-    expect(roundSegments(5_000_000).map((s) => [s.codec, s.offset, s.count])).toEqual([['fp32', 0, 2 ** 21], ['fp32', 2 ** 21, 2 ** 21], ['fp32', 2 ** 22, 5_000_000 - 2 ** 22]]);
+    // Each round is cut where a matrix's factors start (round 1 also before the fp32 tensors), so
+    // the coordinator can finish a matrix while later ones arrive; and into frames of CHUNK_FLOATS.
+    const alex = paramLayout(getModel('alexnet'));
+    const plan = powerSgdPlan(alex.params, alex.total, 4);
+    for (const round of [1, 2] as const) {
+      const segs = roundSegments(plan, round);
+      const starts = plan.matrices.map((m) => (round === 1 ? m.pAt : m.qAt)).concat(round === 1 ? [plan.dense[0].at] : []);
+      expect(segs.map((s) => s.offset)).toEqual(starts);
+      expect(segs.every((s, i) => s.index === i && s.codec === 'fp32' && s.bytes === 4 * s.count)).toBe(true);
+      expect(segs.reduce((a, s) => a + s.count, 0)).toBe(round === 1 ? plan.round1Floats : plan.round2Floats);
+    }
+    const big = powerSgdPlan([{ name: 'w', shape: [3_000_000, 4], size: 12_000_000, offset: 0, role: 'kernel' } as ParamInfo], 12_000_000, 1);
+    expect(roundSegments(big, 1).map((s) => [s.offset, s.count])).toEqual([[0, 2 ** 21], [2 ** 21, 3_000_000 - 2 ** 21]]);
   });
 
   it('AlexNet bytes per worker per step: int8 about 1/4 of fp32, powersgd (both rounds) under 1/250', () => {

@@ -270,7 +270,7 @@ const POWERSGD_WORKERS = 8;
 function powerSgdStep(params: ParamInfo[], total: number, rank: number, fp32Bytes: number, log: (line: string) => void): Record<string, unknown> {
   const plan = powerSgdPlan(params, total, rank);
   const vectors = [plan.round1Floats, plan.round2Floats].map((floats, r) => {
-    const segs = roundSegments(floats);
+    const segs = roundSegments(plan, (r + 1) as 1 | 2);
     const bodies = Array.from({ length: POWERSGD_WORKERS }, (_, k) => {
       const v = new Float32Array(floats);
       fillGradient(v, 10 * r + k + 1);
