@@ -249,6 +249,42 @@ describe('the low-rank update', () => {
       expect(worst).toBeLessThan(1e-6);
     });
 
+  // The kernel's paths by rank (1 to 4 with P̂'s row in registers, more through its term loop), two
+  // rows a turn (an odd last row, and blocks of odd length: cols 121 → 541 rows a block), four
+  // columns a turn and the scalar tail (cols mod 4), against the plain loop, bit for bit. Signed
+  // zeros and a zero factor row make ±0 products, whose sum's sign shows on a −0 weight. Rows
+  // i ≡ 1 (mod 3) at odd columns have products 2^60, c1, −2^60, c3, 2^60, c5, ...: summed in l
+  // order c1 is lost to 2^60 and the sum is c3 at rank 4 (c7 at rank 8), so a term out of order shows even
+  // through the f32 rounding (which hides the last bits of an f64 sum).
+  it.each([1, 2, 3, 4, 5, 8])('rank %i: the kernel is the plain loop bit for bit, at every cols mod 8 and odd row counts', (rank) => {
+    if (!simdAvailable()) return;
+    const shapes: [number, number][] = [];
+    for (const cols of [1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 121]) for (const rows of [1, 2, 3, 6]) shapes.push([rows, cols]);
+    shapes.push([1100, 121], [3, 1000]);
+    for (const [rows, cols] of shapes) {
+      const m = { param: 0, offset: 0, rows, cols, pAt: 0, qAt: 0 };
+      const plan: PowerSgdPlan = { rank, total: rows * cols, matrices: [m], dense: [], round1Floats: rank * rows, round2Floats: rank * cols };
+      const w0 = uniform(rows * cols, rows * 7 + cols);
+      for (let x = 0; x < w0.length; x += 5) w0[x] = -0;
+      const p = uniform(rank * rows, rank + rows), q = uniform(rank * cols, rank + 2 * cols);
+      for (let k = 0; k < rank; k += 2) {
+        for (let i = 1; i < rows; i += 3) p[k * rows + i] = k % 4 ? -(2 ** 30) : 2 ** 30;
+        for (let j = 1; j < cols; j += 2) q[k * cols + j] = 2 ** 30;
+      }
+      for (let k = 0; k < rank; k++) { p[k * rows + rows - 1] = k % 2 ? -0 : 0; q[k * cols] = -0; }
+      if (rows > 1) p[1] = 0; // a zero factor in row 1, term 0
+      const a = w0.slice();
+      applyLowRank(a, m, rank, p, q, 0.05, 3);
+      const k = w0.slice();
+      LowRankKernel.shared(plan)!.apply(k, m, p, q, 0.05, 3);
+      expect(bits(k).equals(bits(a)), `rows ${rows}, cols ${cols}`).toBe(true);
+      const own = LowRankKernel.withWeights(plan)!;
+      own.weights!.set(w0);
+      own.apply(own.weights!, m, p, q, 0.05, 3);
+      expect(bits(own.weights!).equals(bits(a)), `rows ${rows}, cols ${cols}, in place`).toBe(true);
+    }
+  });
+
   it('applyPowerSgd: the fp32 tensors by plain SGD, the matrices by their factors, kernel or not the same bits', () => {
     const plan = powerSgdPlan(TOY.params, TOY.total, 2);
     const w0 = uniform(plan.total, 1), r1 = uniform(plan.round1Floats, 2), r2 = uniform(plan.round2Floats, 3);
