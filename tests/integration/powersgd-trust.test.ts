@@ -4,12 +4,12 @@
 // an honest newcomer passes and then takes part in the compressed rounds.
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { CLOSE } from '@tabtrain/shared';
+import { CLOSE, encode } from '@tabtrain/shared';
 import { parseCompression } from '@tabtrain/shared/compress';
 import type { StepRecord } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
 import { data, kill, subset, workers } from '../helpers/run';
-import { honest, liar, scaledGradient, startOn, type Closed, type Tamper } from '../helpers/liars';
+import { gradientBody, honest, liar, scaledGradient, startOn, type Closed, type Tamper } from '../helpers/liars';
 
 beforeAll(async () => { await tf.setBackend('cpu'); });
 
@@ -65,5 +65,27 @@ describe('probation in a powersgd run', () => {
     expect(after.length).toBeGreaterThanOrEqual(2);
     expect(out.newcomer.sent.train).toBeGreaterThanOrEqual(PROBATION + 2 * after.length);
     expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+  }, 180_000);
+
+  it('a trusted worker whose last round-1 frame turns non-finite, after P-hat of the earlier matrices went out: closed 4009 (bad gradient), its shard redone, the replicas still bit-equal', async () => {
+    // After probation it sends honest factors, except once: NaN in the last frame of a round 1
+    // (the fp32 tensors' sums), by which time the matrices before it may have been broadcast.
+    let poisoned = false;
+    const nanOnce: Tamper = (f, m) => {
+      if (poisoned || m.type !== 'gradient' || m.round !== 1) return [f];
+      const g = gradientBody(f);
+      if (m.offset + g.length !== m.total) return [f];
+      poisoned = true;
+      g[g.length - 1] = Number.NaN;
+      return [encode(m, g)];
+    };
+    const out = await withNewcomer(nanOnce);
+    expect(poisoned).toBe(true);
+    expect(out.closed.code).toBe(CLOSE.badGradient);
+    expect(out.closed.reason).toMatch(/non-finite|NaN/);
+    expect(out.summary.steps).toBe(RUN.maxSteps);
+    expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+    expect(out.status.workers.filter((w) => w.resyncs > 0)).toEqual([]);
+    console.log(`NaN factor: closed ${out.closed.code} (${out.closed.reason}); early broadcast frames per step: ${out.steps.map((s) => s.earlySegments).join(' ')}`);
   }, 180_000);
 });
