@@ -2,12 +2,13 @@
 // frames out; the backend setup and the socket belong to the entry points.
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, sgdStep, validate, zooHashes,
+  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, validate, zooHashes,
   type Assign, type Basis, type Hello, type RunInfo, type Update, type WorkerKind,
 } from '@tabtrain/shared';
 import { Net, type ShardStats } from '@tabtrain/shared/net';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
 import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
+import { UpdateArena } from '@tabtrain/shared/simd';
 import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
 
 export interface WorkerIdentity {
@@ -60,8 +61,8 @@ export class WorkerCore {
   private parked: { a: Assign; body: Uint8Array } | null = null;
   private resyncedAt = -1;
   private grad: Float32Array | null = null;
-  /** Compressed runs: the decoded update (apart from `grad`, which a synthetic net fills only once). */
-  private decoded: Float32Array | null = null;
+  /** fp16 and int8 runs: the replica and the decoded update (apart from `grad`, which a synthetic net fills only once), side by side for SIMD SGD. */
+  private updates: UpdateArena | null = null;
   private queue: Promise<void> = Promise.resolve();
   readonly status: WorkerStatus = { state: 'connecting', run: null, step: -1, shardSize: 0, computeMs: 0, uploadMs: 0, examplesPerSec: 0, tensors: 0 };
 
@@ -103,7 +104,7 @@ export class WorkerCore {
         this.run = msg.run;
         this.version = -1;
         this.replica = null;
-        this.decoded = null;
+        this.updates = null;
         this.parked = null;
         this.grad = new Float32Array(this.net.total);
         const compress = checkCompression(msg.run.compress);
@@ -126,7 +127,7 @@ export class WorkerCore {
         const net = this.need();
         if (msg.total !== net.total || msg.offset + body.byteLength / 4 > net.total) throw new Error(`weights slice ${msg.offset}+${body.byteLength / 4} does not fit ${net.total}`);
         if (msg.offset === 0 || msg.version !== this.incomingVersion) {
-          this.replica ??= this.rounds?.replica ?? new Float32Array(net.total);
+          this.replica ??= this.rounds?.replica ?? this.updateArena()?.replica ?? new Float32Array(net.total);
           this.version = -1; // the replica is being overwritten
           this.incomingVersion = msg.version;
           this.received = 0;
@@ -173,13 +174,13 @@ export class WorkerCore {
     if (u.version !== this.updateVersion || u.offset !== this.updateReceived) throw new Error(`update v${u.version} segment at ${u.offset} arrived out of order`);
     const aligned = body.byteOffset % 4 === 0 ? body : new Uint8Array(body);
     const why = checkBody(s, aligned);
-    this.decoded ??= new Float32Array(net.total);
-    if (why || !decodeInto(s, aligned, this.decoded)) throw new Error(`update v${u.version}: ${why ?? 'decodes to NaN/Inf'}`);
+    const updates = this.updateArena()!;
+    if (why || !decodeInto(s, aligned, updates.update)) throw new Error(`update v${u.version}: ${why ?? 'decodes to NaN/Inf'}`);
     this.updateReceived += s.count;
     if (this.updateReceived < net.total) return;
     // Not on the base version (a resync is on its way, or we missed one): the next assign asks.
-    if (this.version !== u.version - 1 || !this.replica) { this.version = -1; return; }
-    sgdStep(this.replica, this.decoded!, this.run!.lr, u.batch);
+    if (this.version !== u.version - 1 || this.replica !== updates.replica) { this.version = -1; return; }
+    updates.apply(this.run!.lr, u.batch);
     if (u.version === this.opts.corruptVersion) this.replica[0] += 1;
     net.setWeights(this.replica);
     this.version = u.version;
@@ -312,6 +313,13 @@ export class WorkerCore {
       return { stats, grad: grads };
     }
     return { stats: await net.gradient(images, labels, a.count, seed, a.step, a.position, this.grad!), grad: this.grad! };
+  }
+
+  /** fp16 and int8 runs (updates, not weights, each step): the replica's arena, made on first use; null otherwise. */
+  private updateArena(): UpdateArena | null {
+    const mode = this.run?.compress?.mode;
+    if (mode !== 'fp16' && mode !== 'int8') return null;
+    return (this.updates ??= new UpdateArena(this.need().total));
   }
 
   private need(): Trainable {

@@ -105,3 +105,26 @@ export class SimdArena {
     return ok;
   }
 }
+
+/**
+ * A compressed (fp16, int8) run's replica of the weights and its decoded update, side by side in
+ * one arena, so that SGD applies the update as one SIMD pass with sgdStep's bits (the coordinator
+ * applies the same update with the same kernel; the replicas stay bit-equal to its weights).
+ */
+export class UpdateArena {
+  private readonly arena: SimdArena;
+  readonly replica: Float32Array;
+  readonly update: Float32Array;
+
+  constructor(total: number) {
+    const stride = (total + 15) & ~15; // 64-byte aligned regions, as the kernel wants
+    this.arena = new SimdArena(2 * stride);
+    this.replica = this.arena.f32.subarray(0, total);
+    this.update = this.arena.f32.subarray(stride, stride + total);
+  }
+
+  /** replica ← replica − lr · update / batch. */
+  apply(lr: number, batch: number): void {
+    this.arena.sgd(this.replica, this.update, lr, batch);
+  }
+}

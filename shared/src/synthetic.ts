@@ -20,11 +20,12 @@
 //   synthetic.ts measure MODEL MODE RANK   prints the WorkerCosts of that configuration as JSON
 //   synthetic.ts machine JSON              one SyntheticMachine session, MachineEntryOptions as JSON
 // The entry loads ws only when run that way, so the page's bundle never touches it.
-import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, closeReason, PROTOCOL_VERSION, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, sgdStep, validate, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
+import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, closeReason, PROTOCOL_VERSION, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, validate, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
 import { LowRankKernel, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { UpdateArena } from '@tabtrain/shared/simd';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
 export type Trainable = Pick<Net, 'total' | 'setWeights' | 'gradient' | 'evaluate' | 'dispose'>;
@@ -103,7 +104,7 @@ export interface WorkerCosts {
   encodeMs: number[];
   /** Checking and decoding each segment of a compressed update, in plan order. */
   decodeMs: number[];
-  /** SGD applying a decoded update to the replica (the plain loop workers use). */
+  /** SGD applying a decoded update to the replica (UpdateArena: SIMD where it exists, as workers do). */
   applyMs: number;
   /** replicaHash of the replica (assigns of compressed runs carry a hash every --verify-every steps). */
   hashMs: number;
@@ -141,10 +142,11 @@ export function measureWorkerCosts(spec: ModelSpec, compress: Compression, seed 
   const encoder = new GradientEncoder(plan, total);
   const bodies = plan.map((s) => gradientFrame(s, 1, 0, total).body);
   const encodeMs = plan.map((s) => time(() => encoder.encode(s, grad, bodies[s.index])));
-  const decoded = new Float32Array(total);
   const compressed = compress.mode !== 'none';
-  const decodeMs = compressed ? plan.map((s) => time(() => { if (checkBody(s, bodies[s.index]) || !decodeInto(s, bodies[s.index], decoded)) throw new Error(`segment ${s.index} does not decode`); })) : plan.map(() => 0);
-  const applyMs = compressed ? time(() => sgdStep(replica, decoded, spec.lr, 128)) : 0;
+  // As a worker keeps them (core.ts): the replica and the decoded update side by side, SIMD SGD.
+  const updates = new UpdateArena(total);
+  const decodeMs = compressed ? plan.map((s) => time(() => { if (checkBody(s, bodies[s.index]) || !decodeInto(s, bodies[s.index], updates.update)) throw new Error(`segment ${s.index} does not decode`); })) : plan.map(() => 0);
+  const applyMs = compressed ? time(() => updates.apply(spec.lr, 128)) : 0;
   const hashMs = compressed ? time(() => { replicaHash(replica); }) : 0;
   return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs, decodeMs, applyMs, hashMs, warmStartMs: 0 };
 }
