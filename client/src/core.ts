@@ -2,7 +2,7 @@
 // frames out; the backend setup and the socket belong to the entry points.
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, validate, zooHashes,
+  MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, paramLayout, replicaHash, validate, welcomedModel, zooHashes,
   type Assign, type Basis, type Hello, type RunInfo, type Update, type WorkerKind,
 } from '@tabtrain/shared';
 import { Net, type ShardStats } from '@tabtrain/shared/net';
@@ -96,8 +96,7 @@ export class WorkerCore {
     const msg = validate(header);
     switch (msg.type) {
       case MSG.welcome: {
-        const spec = getModel(msg.run.model);
-        if (modelHash(spec) !== msg.run.modelHash) throw new Error(`model ${spec.name}: coordinator hash ${msg.run.modelHash} differs from ours ${modelHash(spec)}`);
+        const spec = welcomedModel(msg.run.model, msg.run.modelHash);
         this.net?.dispose();
         // Synthetic: the benchmark's stand-in GPU (synthetic.ts); same protocol, no tfjs compute.
         this.net = this.opts.syntheticMsPerExample !== undefined ? new SyntheticNet(spec, this.opts.syntheticMsPerExample) : new Net(spec);

@@ -17,6 +17,7 @@ import {
   type Assign, type Gradient, type Hello, type Message, type ModelSpec, type Resync, type Result, type RunInfo,
 } from '@tabtrain/shared';
 import { NO_COMPRESSION, type Compression } from '@tabtrain/shared/compress';
+import type { EpochPoint } from '@tabtrain/shared/dashboard-wire';
 import { gather, type Dataset } from './data';
 import { weightsSha256 } from './files';
 import { formatSeconds, plural } from './format';
@@ -112,16 +113,8 @@ export const DEFAULTS = {
   slowReaderMs: 15_000, heartbeatMs: 10_000, verifyEvery: 10, probation: 3, verifyShards: 0.05,
 } as const;
 
-export interface EpochMetrics {
-  epoch: number;
-  steps: number;
-  examples: number;
-  loss: number;
-  trainAcc: number;
-  testAcc: number | null;
-  examplesPerSec: number;
-  seconds: number;
-}
+/** An epoch's d2l figures: what the dashboard is sent (dashboard-wire.ts), kept in checkpoints. */
+export type EpochMetrics = EpochPoint;
 
 /** Where one step's wall time went; emitted as the 'step' event after every step. */
 export interface StepRecord {

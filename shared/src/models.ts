@@ -144,6 +144,13 @@ export function modelHash(spec: ModelSpec): string {
   return hashString(JSON.stringify({ input: spec.input, layers: spec.layers }));
 }
 
+/** A welcome's model, as a worker builds it: refused when the coordinator's structure hash differs from ours. */
+export function welcomedModel(name: string, coordinatorHash: string): ModelSpec {
+  const spec = getModel(name);
+  if (modelHash(spec) !== coordinatorHash) throw new Error(`model ${spec.name}: coordinator hash ${coordinatorHash} differs from ours ${modelHash(spec)}`);
+  return spec;
+}
+
 /** Hashes of every model this build knows, sent in the hello. */
 export function zooHashes(): Record<string, string> {
   return Object.fromEntries(Object.values(MODELS).map((m) => [m.name, modelHash(m)]));

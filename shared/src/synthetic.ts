@@ -20,7 +20,7 @@
 //   synthetic.ts measure MODEL MODE RANK   prints the WorkerCosts of that configuration as JSON
 //   synthetic.ts machine JSON              one SyntheticMachine session, MachineEntryOptions as JSON
 // The entry loads ws only when run that way, so the page's bundle never touches it.
-import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, closeReason, PROTOCOL_VERSION, decodeFrame, encode, getModel, modelHash, paramLayout, replicaHash, validate, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
+import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, closeReason, PROTOCOL_VERSION, decodeFrame, encode, getModel, paramLayout, replicaHash, validate, welcomedModel, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
@@ -244,8 +244,7 @@ export class SyntheticMachine {
     const msg = validate(header);
     switch (msg.type) {
       case MSG.welcome: {
-        const spec = getModel(msg.run.model);
-        if (modelHash(spec) !== msg.run.modelHash) throw new Error(`model ${spec.name}: coordinator hash ${msg.run.modelHash} differs from ours ${modelHash(spec)}`);
+        const spec = welcomedModel(msg.run.model, msg.run.modelHash);
         const compress = checkCompression(msg.run.compress);
         const c = this.opts.costs;
         if (c && (c.model !== spec.name || c.compress.mode !== compress.mode || (compress.mode === 'powersgd' && c.compress.rank !== compress.rank))) {
