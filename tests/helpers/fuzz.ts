@@ -159,11 +159,12 @@ function templates(rng: Rng, t: Target, id: string): { name: string; header: Hea
   const timings = { computeMs: 12.5, encodeMs: 0.5, sendMs: 0.25 };
   return [
     { name: 'hello', header: helloHeader(rng, id) },
-    { name: 'gradient', header: { type: MSG.gradient, step: anyStep(), shard: rng.int(4), offset: rng.pick([0, 0, 1, P - 1, P, 2 ** 31]), total: rng.pick([P, P, P + 1, P - 1, 1, 0]) }, body: f32(rng.pick([1, 16, P, P - 1, P + 1]), rng.int(P)) },
+    // powersgd's rounds ride on gradient frames; an fp32 run must refuse any round, a powersgd run the wrong one.
+    { name: 'gradient', header: { type: MSG.gradient, step: anyStep(), shard: rng.int(4), offset: rng.pick([0, 0, 1, P - 1, P, 2 ** 31]), total: rng.pick([P, P, P + 1, P - 1, 1, 0]), ...(rng.chance(0.3) ? { round: rng.pick([1, 2, 0, 3, '1', null]) } : {}) }, body: f32(rng.pick([1, 16, P, P - 1, P + 1]), rng.int(P)) },
     { name: 'result', header: { type: MSG.result, task: rng.pick(['train', 'eval']), step: anyStep(), shard: rng.int(4), lossSum: 18.4, correct: rng.int(9), count: rng.pick([8, 16, 5, 0]), timings } },
     { name: 'status', header: { type: MSG.status, tensors: 42, bytes: 1 << 20 } },
     { name: 'resync', header: { type: MSG.resync, version: anyStep() } },
-    { name: 'server type', header: { type: rng.pick([MSG.welcome, MSG.weights, MSG.assign, MSG.notice, MSG.update]), version: step, offset: 0, total: P, step, shard: 0, task: 'train', position: 0, count: 8, workerId: id, run: {}, state: 'x', message: 'y', batch: 16 }, body: rng.chance(0.5) ? f32(16) : undefined },
+    { name: 'server type', header: { type: rng.pick([MSG.welcome, MSG.weights, MSG.assign, MSG.notice, MSG.update, MSG.basis]), version: step, offset: 0, total: P, step, shard: 0, task: 'train', position: 0, count: 8, workerId: id, run: {}, state: 'x', message: 'y', batch: 16, round: rng.pick([1, 2]) }, body: rng.chance(0.5) ? f32(16) : undefined },
     { name: 'unknown type', header: { type: rng.pick(['launch', '', 'HELLO', 'hello ', 'gradient\0', 'constructor', '__proto__', 'toString']), step } },
   ];
 }
