@@ -306,6 +306,10 @@ export class Coordinator {
     const reducer = this.model.reducer;
     const checked = c.fp32Check ? this.model.checkFp32(g, body) : reducer.check(g, body);
     const t = c.task;
+    if (round !== undefined) {
+      const why = this.scheduler.factorNorms.check(round, checked.segment.index, f32(checked.body), t.count);
+      if (why) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.step);
+    }
     const now = performance.now();
     if (c.received === 0) { c.firstAt = now; c.firstBytes = body.byteLength; }
     c.lastAt = now;

@@ -106,3 +106,29 @@ export class NormMonitor {
     return s.length ? s[s.length >> 1] : 0;
   }
 }
+
+/**
+ * powersgd: after probation, nothing compares a trusted worker's factors with anyone's (two honest
+ * copies differ by each worker's error feedback), so each factor frame is held against the recent
+ * frames of the same round and matrix, by NormMonitor's statistic (‖frame‖/√examples, 20× the
+ * median of the last 64). It is checked before it is summed: a round's matrices are broadcast as
+ * soon as they are summed (step.ts), so a later check would come too late. It catches a worker
+ * that scales its factors up; one that stays within 20× of its peers it cannot tell from honest.
+ */
+export class FactorNorms {
+  private readonly monitors = new Map<string, NormMonitor>();
+
+  /** Why this frame of round `round`, segment `segment`, from a shard of `count` examples, is implausible; null records it. */
+  check(round: 1 | 2, segment: number, body: Float32Array, count: number): string | null {
+    const key = `${round}:${segment}`;
+    let m = this.monitors.get(key);
+    if (!m) this.monitors.set(key, (m = new NormMonitor()));
+    const normSq = sumSquares([body]);
+    // A non-finite frame is the reducer's to refuse (badGradient), as in every run.
+    if (!Number.isFinite(normSq)) return null;
+    const why = m.check(normSq, count);
+    if (why) return why.replace('its gradient', `its round-${round} factors of matrix ${segment}`);
+    m.accept(normSq, count);
+    return null;
+  }
+}

@@ -65,6 +65,8 @@ describe('powersgd in two rounds on real workers', () => {
       // The survivors and the newcomer kept bit-equal replicas: no hash check failed.
       expect(lines.filter((l) => l.includes('replica differs'))).toEqual([]);
       expect(coord.status().workers.filter((w) => w.state !== 'lost')).toHaveLength(3);
+      // No honest worker's factors tripped the factor-norm check (verify.ts, FactorNorms) in 150 steps.
+      expect(coord.status().caught).toEqual([]);
       const mean = (xs: number[]) => xs.reduce((a, x) => a + x, 0) / xs.length;
       const first = mean(losses.slice(0, 30)), last = mean(losses.slice(-30));
       console.log(`loss: steps 1–30 ${first.toFixed(3)}, steps 121–150 ${last.toFixed(3)}`);

@@ -88,4 +88,30 @@ describe('probation in a powersgd run', () => {
     expect(out.status.workers.filter((w) => w.resyncs > 0)).toEqual([]);
     console.log(`NaN factor: closed ${out.closed.code} (${out.closed.reason}); early broadcast frames per step: ${out.steps.map((s) => s.earlySegments).join(' ')}`);
   }, 180_000);
+
+  it('a trusted worker that scales its round-2 factors × 1000 after probation is caught before they are summed (4016); the run goes on, its loss bounded', async () => {
+    // Honest through probation and two compressed shards (peers' frames build the yardstick), then × 1000.
+    let honestRounds = 2;
+    let scaled = 0;
+    const later: Tamper = (f, m) => {
+      if (m.type !== 'gradient' || m.round !== 2) return [f];
+      if (m.offset === 0 && honestRounds-- > 0) return [f];
+      if (honestRounds >= 0) return [f];
+      const g = gradientBody(f);
+      for (let i = 0; i < g.length; i++) g[i] *= 1000;
+      scaled++;
+      return [encode(m, g)];
+    };
+    const out = await withNewcomer(later);
+    console.log(`scaled factors: ${scaled} frames sent, closed ${out.closed.code} (${out.closed.reason}); losses ${out.steps.map((s) => s.loss.toFixed(3)).join(' ')}`);
+    expect(scaled).toBeGreaterThan(0);
+    expect(out.closed.code).toBe(CLOSE.untrusted);
+    expect(out.closed.reason).toMatch(/round-2 factors of matrix \d+ norm per √example is \d+× the recent median/);
+    expect(out.summary.steps).toBe(RUN.maxSteps);
+    expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+    // Summed, its × 1000 factors would have thrown the weights far off (lr 0.1) and the loss with them.
+    const losses = out.steps.map((s) => s.loss);
+    expect(losses.every(Number.isFinite)).toBe(true);
+    expect(Math.max(...losses)).toBeLessThan(1.2 * losses[0]);
+  }, 180_000);
 });
