@@ -28,7 +28,7 @@ import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
 import { planStep } from './cost-model';
 import { LARGE_FRAME, Transport, type Route } from './transport';
-import { sumSquares } from './verify';
+import { int8NormSqBound, sumSquares } from './verify';
 
 export { weightsSha256 };
 export type { Route };
@@ -306,8 +306,11 @@ export class Coordinator {
     const reducer = this.model.reducer;
     const checked = c.fp32Check ? this.model.checkFp32(g, body) : reducer.check(g, body);
     const t = c.task;
-    if (round !== undefined) {
-      const why = this.scheduler.factorNorms.check(round, checked.segment.index, f32(checked.body), t.count);
+    // Compressed train frames of trusted workers: a plausible size before they are summed (verify.ts, FrameNorms).
+    if (!this.fp32 && !c.fp32Check) {
+      const s = checked.segment;
+      const normSq = round !== undefined ? sumSquares([f32(checked.body)]) : int8NormSqBound(s, checked.body);
+      const why = normSq === null ? null : this.scheduler.frameNorms.check(round !== undefined ? `round-${round} factor frame ${s.index}` : `int8 segment ${s.index}`, normSq, t.count);
       if (why) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.step);
     }
     const now = performance.now();

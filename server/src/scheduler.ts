@@ -12,7 +12,7 @@ import { randomInt } from 'node:crypto';
 import { CLOSE, ProtocolError, type Gradient, type Result } from '@tabtrain/shared';
 import type { Split } from './data';
 import type { Conn, Membership, TaskKind } from './membership';
-import { FactorNorms, NormMonitor, disagreement, type CopyEvidence } from './verify';
+import { FrameNorms, NormMonitor, disagreement, type CopyEvidence } from './verify';
 
 /** One worker's computation of a task. */
 export interface Copy {
@@ -116,8 +116,8 @@ export class Scheduler {
   private current: Task[] = [];
   /** Recent honest shards' gradient norms: the yardstick of the plausibility check. */
   readonly norms = new NormMonitor();
-  /** powersgd: the same yardstick for each round's factor frames, matrix by matrix. */
-  readonly factorNorms = new FactorNorms();
+  /** Compressed runs: the same yardstick for each frame, segment by segment (a powersgd round's matrix, an int8 segment). */
+  readonly frameNorms = new FrameNorms();
   /** The copy each worker is computing, and the last shard it returned (a second result is a duplicate). */
   private readonly held = new Map<Conn, Copy>();
   private readonly lastDone = new Map<Conn, { kind: TaskKind; step: number; shard: number }>();

@@ -8,6 +8,7 @@
 //                  position), so honest copies agree to backend precision (wasm vs cpu ~1e-5 of the
 //                  largest gradient, webgpu ~2e-7), and a liar's does not.
 import type { Result } from '@tabtrain/shared';
+import type { Segment } from '@tabtrain/shared/compress';
 
 /** How far two honest copies of one shard may differ: ‖a − b‖ ≤ TOL · max(‖a‖, ‖b‖) (backends differ by ~1e-5). */
 export const GRADIENT_TOLERANCE = 1e-3;
@@ -108,27 +109,39 @@ export class NormMonitor {
 }
 
 /**
- * powersgd: after probation, nothing compares a trusted worker's factors with anyone's (two honest
- * copies differ by each worker's error feedback), so each factor frame is held against the recent
- * frames of the same round and matrix, by NormMonitor's statistic (‖frame‖/√examples, 20× the
- * median of the last 64). It is checked before it is summed: a round's matrices are broadcast as
- * soon as they are summed (step.ts), so a later check would come too late. It catches a worker
- * that scales its factors up; one that stays within 20× of its peers it cannot tell from honest.
+ * Compressed runs: after probation, nothing compares a trusted worker's frames with anyone's (two
+ * honest copies differ by each worker's error feedback), so each frame is held against the recent
+ * frames of the same segment (a powersgd round's matrix, an int8 segment) by NormMonitor's
+ * statistic (‖frame‖/√examples, 20× the median of the last 64). It is checked before it is
+ * summed: powersgd broadcasts a round's matrices as soon as they are summed (step.ts), so a later
+ * check would come too late. It catches a worker that scales its frames up; one that stays within
+ * 20× of its peers it cannot tell from honest.
  */
-export class FactorNorms {
+export class FrameNorms {
   private readonly monitors = new Map<string, NormMonitor>();
 
-  /** Why this frame of round `round`, segment `segment`, from a shard of `count` examples, is implausible; null records it. */
-  check(round: 1 | 2, segment: number, body: Float32Array, count: number): string | null {
-    const key = `${round}:${segment}`;
-    let m = this.monitors.get(key);
-    if (!m) this.monitors.set(key, (m = new NormMonitor()));
-    const normSq = sumSquares([body]);
+  /** Why a frame of `what` (its squared norm, or an upper bound of it) from a shard of `count` examples is implausible; null records it. */
+  check(what: string, normSq: number, count: number): string | null {
     // A non-finite frame is the reducer's to refuse (badGradient), as in every run.
     if (!Number.isFinite(normSq)) return null;
+    let m = this.monitors.get(what);
+    if (!m) this.monitors.set(what, (m = new NormMonitor()));
     const why = m.check(normSq, count);
-    if (why) return why.replace('its gradient', `its round-${round} factors of matrix ${segment}`);
+    if (why) return why.replace('its gradient', `its ${what}`);
     m.accept(normSq, count);
     return null;
   }
+}
+
+/**
+ * An int8 frame's squared norm, bounded from its scales alone (no decode): every code is at most
+ * 127 in size, so a piece of n floats with scale s is at most 127·s·√n long. A frame scaled k×
+ * has scales k× its peers'. null for codecs without scales.
+ */
+export function int8NormSqBound(s: Segment, body: Uint8Array): number | null {
+  if (s.codec !== 'int8') return null;
+  const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
+  let sum = 0;
+  s.pieces.forEach(([, n], i) => { sum += (127 * scales[i]) ** 2 * n; });
+  return sum;
 }

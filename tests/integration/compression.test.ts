@@ -22,6 +22,8 @@ async function trainAndTest(mode: string): Promise<{ acc: number; loss: number; 
     const summary = await coord.train();
     const acc = await coord.evaluate();
     const up = coord.status().workers.reduce((a, w) => a + w.bytesIn, 0);
+    // No honest worker's compressed frames may look implausible (verify.ts, FrameNorms) over the whole run.
+    expect(coord.status().caught, `${mode}: workers caught`).toEqual([]);
     return { acc, loss: summary.epochs[0].loss, uploadPerWorkerStep: up / STEPS / 2, resyncs: lines.filter((l) => l.includes('replica differs')).length };
   } finally {
     await coord.close();

@@ -4,8 +4,8 @@
 // an honest newcomer passes and then takes part in the compressed rounds.
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { CLOSE, encode } from '@tabtrain/shared';
-import { parseCompression } from '@tabtrain/shared/compress';
+import { CLOSE, decodeFrame, encode, getModel, paramLayout } from '@tabtrain/shared';
+import { parseCompression, planSegments } from '@tabtrain/shared/compress';
 import type { StepRecord } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
 import { data, kill, subset, workers } from '../helpers/run';
@@ -19,8 +19,8 @@ const RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 12, seed: 31, balance:
 /** Established honest workers (local processes); the delay keeps steps long enough for the newcomer to take part. */
 const HONEST = ['--backend', 'wasm', '--delay-ms', '10'];
 
-async function withNewcomer(tamper: Tamper) {
-  const { coord, url, lines } = await startOn(DATA, RUN);
+async function withNewcomer(tamper: Tamper, run: Partial<typeof RUN> = {}) {
+  const { coord, url, lines } = await startOn(DATA, { ...RUN, ...run });
   const procs = workers(url, 2, HONEST);
   let newcomer: ReturnType<typeof liar> | null = null;
   const steps: StepRecord[] = [];
@@ -106,12 +106,39 @@ describe('probation in a powersgd run', () => {
     console.log(`scaled factors: ${scaled} frames sent, closed ${out.closed.code} (${out.closed.reason}); losses ${out.steps.map((s) => s.loss.toFixed(3)).join(' ')}`);
     expect(scaled).toBeGreaterThan(0);
     expect(out.closed.code).toBe(CLOSE.untrusted);
-    expect(out.closed.reason).toMatch(/round-2 factors of matrix \d+ norm per √example is \d+× the recent median/);
+    expect(out.closed.reason).toMatch(/round-2 factor frame \d+ norm per √example is \d+× the recent median/);
     expect(out.summary.steps).toBe(RUN.maxSteps);
     expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
     // Summed, its × 1000 factors would have thrown the weights far off (lr 0.1) and the loss with them.
     const losses = out.steps.map((s) => s.loss);
     expect(losses.every(Number.isFinite)).toBe(true);
     expect(Math.max(...losses)).toBeLessThan(1.2 * losses[0]);
+  }, 180_000);
+
+  it('int8: a trusted worker that scales its int8 frames × 1000 after probation is caught by their scales before they are summed (4016)', async () => {
+    const { params, total } = paramLayout(getModel(RUN.model));
+    const plan = planSegments(params, total, parseCompression('int8'));
+    let honestShards = 2;
+    let scaled = 0;
+    const later: Tamper = (f, m) => {
+      if (m.type !== 'gradient' || m.codec !== 'int8') return [f];
+      if (m.offset === 0 && honestShards-- > 0) return [f];
+      if (honestShards >= 0) return [f];
+      // The body starts with one fp32 scale per piece; the codes stay: every value × 1000.
+      const s = plan.find((x) => x.offset === m.offset)!;
+      const body = decodeFrame(f).body.slice();
+      const scales = new Float32Array(body.buffer, 0, s.pieces.length);
+      for (let i = 0; i < scales.length; i++) scales[i] *= 1000;
+      scaled++;
+      return [encode(m, body)];
+    };
+    const out = await withNewcomer(later, { compress: parseCompression('int8') });
+    console.log(`int8 scaled: ${scaled} frames sent, closed ${out.closed.code} (${out.closed.reason})`);
+    expect(scaled).toBeGreaterThan(0);
+    expect(out.closed.code).toBe(CLOSE.untrusted);
+    expect(out.closed.reason).toMatch(/int8 segment \d+ norm per √example is \d+× the recent median/);
+    expect(out.summary.steps).toBe(RUN.maxSteps);
+    expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+    expect(out.steps.every((s) => Number.isFinite(s.loss))).toBe(true);
   }, 180_000);
 });
