@@ -446,16 +446,25 @@ export class Coordinator {
   private push(frame: Uint8Array, index: number): void {
     const early = !this.scheduler.allDone();
     this.events.emit('segment', index);
-    let sent = false;
+    this.sendInOrder(this.pushed, frame, index, early);
+  }
+
+  /**
+   * Frame `index` of a broadcast made while the step runs goes to every reading worker that holds
+   * the current version and got the frames before it (`sent` counts them), and that `also`
+   * admits. `early`: some shard was still arriving.
+   */
+  private sendInOrder(sent: Map<Conn, number>, frame: Uint8Array, index: number, early: boolean, also: (conn: Conn) => boolean = () => true): void {
+    let any = false;
     for (const conn of this.members.workers()) {
       // A benched worker is not sent every step's weights: that would cost the link benching saves.
-      if ((this.pushed.get(conn) ?? 0) !== index || conn.version !== this.version || conn.benchedByMs !== null || !this.reading(conn)) continue;
+      if ((sent.get(conn) ?? 0) !== index || conn.version !== this.version || conn.benchedByMs !== null || !this.reading(conn) || !also(conn)) continue;
       this.transport.send(conn, frame);
-      this.pushed.set(conn, index + 1);
-      sent = true;
+      sent.set(conn, index + 1);
+      any = true;
     }
     // Counted where it went to a worker, not where it was only made: a segment no one was sent is no overlap.
-    if (early && sent) this.earlySegments++;
+    if (early && any) this.earlySegments++;
   }
 
   /** A worker that reads what it is sent now: idle, or uploading its shard (one still computing may not read for seconds, and would look like a slow reader). */
@@ -471,24 +480,14 @@ export class Coordinator {
    * broadcast later (secondRound, framesFor), from its first frame, which restarts a partial one.
    */
   private pushRound(frame: Uint8Array, round: 1 | 2, index: number): void {
-    const early = !this.scheduler.allDone();
-    let sent = false;
-    for (const conn of this.members.workers()) {
-      if ((this.roundPushed.get(conn) ?? 0) !== index || conn.version !== this.version || conn.benchedByMs !== null || !this.reading(conn)) continue;
-      if (round === 2 && conn.basis !== this.version + 1) continue;
-      this.transport.send(conn, frame);
-      this.roundPushed.set(conn, index + 1);
-      sent = true;
-    }
-    if (early && sent) this.earlySegments++;
+    this.sendInOrder(this.roundPushed, frame, index, !this.scheduler.allDone(), (conn) => round === 1 || conn.basis === this.version + 1);
   }
 
   /** The step is applied: who got every segment of it (a powersgd run: all of ΣQ_i, which the worker applies) holds the new version. */
   private settlePushed(): void {
     for (const [conn, n] of this.pushed) if (n === this.model.segments && !conn.closed) conn.version = this.version;
     this.pushed.clear();
-    const update = this.powerSgd ? this.model.framesFor(this.version - 1, this.version).length : -1;
-    for (const [conn, n] of this.roundPushed) if (n === update && conn.basis === this.version && !conn.closed) conn.version = this.version;
+    for (const [conn, n] of this.roundPushed) if (n === this.model.updateFrameCount && conn.basis === this.version && !conn.closed) conn.version = this.version;
     this.roundPushed.clear();
   }
 

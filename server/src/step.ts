@@ -141,8 +141,10 @@ export class Step {
   /** Starts step number `step`, summed over `shards` shards, of `batch` examples at learning rate `lr`. */
   begin(shards: number, lr: number, batch: number, step = 0): void {
     this.pipe = { on: this.next !== null, staged: 0, frames: [], lr, batch };
-    if (this.rounds) Object.assign(this.rounds, { round: 1, staged: 0, frames: [], step, batch });
-    if (this.rounds) this.reducer = this.rounds.reducers[0];
+    if (this.rounds) {
+      Object.assign(this.rounds, { round: 1, staged: 0, frames: [], step, batch });
+      this.reducer = this.rounds.reducers[0];
+    }
     this.reducer.begin(shards);
   }
 
@@ -207,6 +209,11 @@ export class Step {
         this.onRoundStaged?.(frame, r.round, r.frames.length - 1);
       }
     }
+  }
+
+  /** Frames of the update that makes the current version (a compressed run's, or powersgd's round 2): a worker sent them all has taken the step. */
+  get updateFrameCount(): number {
+    return this.updateFrames?.version === this.version ? this.updateFrames.frames.length : 0;
   }
 
   /** powersgd: the round-1 broadcast of the step making version + 1 (during round 2), or of the last step. */
