@@ -89,8 +89,8 @@ export class Transport<P extends Peer> {
   private readonly routes: Route[] = [];
   /** Sockets a response began on: a parse error after that ends the socket instead of answering 400 in the middle. */
   private readonly answered = new WeakSet<Duplex>();
-  /** The response being made on each socket, until it finishes. */
-  private readonly inflight = new WeakMap<Duplex, ServerResponse>();
+  /** The request and the response being made on each socket, until the response finishes. */
+  private readonly inflight = new WeakMap<Duplex, { req: IncomingMessage; res: ServerResponse }>();
   /** Sockets accepted so far (the next peer's id is this + 1). */
   opened = 0;
   /** Bytes received from and sent to all peers, ever: the coordinator link's load. */
@@ -133,7 +133,12 @@ export class Transport<P extends Peer> {
       if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy();
       // A response in the making goes out first (Node writes it on a later tick); an event stream,
       // which never finishes, gets a second to flush what it sent. Then the socket ends.
-      const res = this.inflight.get(socket);
+      const { req, res } = this.inflight.get(socket) ?? {};
+      // A body that stops parsing (a bad chunk size) never ends: a route reading it is told so, as
+      // a stream error, and answers 400 itself rather than waiting out its own timeout.
+      if (req && res && !res.headersSent && req.listenerCount('error') > 0) {
+        req.emit('error', new Error(`the request body does not parse as HTTP/1.1 (${err.code ?? err.message})`));
+      }
       if (res || this.answered.has(socket)) {
         const end = () => socket.end();
         if (res) { res.once('finish', end); setTimeout(end, 1000).unref(); } else setImmediate(end);
@@ -155,8 +160,8 @@ export class Transport<P extends Peer> {
 
   private serveHttp(req: IncomingMessage, res: ServerResponse): void {
     this.answered.add(req.socket);
-    this.inflight.set(req.socket, res);
-    res.once('finish', () => { if (this.inflight.get(req.socket) === res) this.inflight.delete(req.socket); });
+    this.inflight.set(req.socket, { req, res });
+    res.once('finish', () => { if (this.inflight.get(req.socket)?.res === res) this.inflight.delete(req.socket); });
     const path = requestPath(req.url);
     if (path === null) return badRequest(res, `the request target ${JSON.stringify((req.url ?? '').slice(0, 60))} is not a path`);
     for (const route of this.routes) if (route(req, res, path)) return;
