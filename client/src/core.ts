@@ -128,6 +128,7 @@ export class WorkerCore {
         if (msg.offset === 0 || msg.version !== this.incomingVersion) {
           this.replica ??= this.rounds?.replica ?? this.updateArena()?.replica ?? new Float32Array(net.total);
           this.version = -1; // the replica is being overwritten
+          this.rounds?.cancelUpdate();
           this.incomingVersion = msg.version;
           this.received = 0;
         }
@@ -187,23 +188,32 @@ export class WorkerCore {
   }
 
   /**
-   * A slice of a powersgd broadcast. Once a step's round 2 (ΣQ_i) is whole, the replica takes the
-   * step, P̂ (ΣQ_i)ᵀ, with the coordinator's kernel (bit-equal replicas), and Q is warm-started
-   * from it; a replica not on the step's base version waits for the full weights instead.
+   * A slice of a powersgd broadcast. A step's update, P̂ (ΣQ_i)ᵀ, comes matrix by matrix: the
+   * replica on the step's base version takes each part as it arrives, with the coordinator's
+   * kernel (bit-equal replicas), so the apply overlaps the rest of the broadcast. The GPU keeps the
+   * base weights until the update is whole (a shard redone in round 2 is recomputed on them); then
+   * they are uploaded and Q is warm-started. A replica not on the base version waits for the full
+   * weights instead.
    */
   private onBasis(b: Basis, body: Uint8Array): void {
     const net = this.need();
-    if (!this.rounds) throw new Error('basis in a run without powersgd');
-    const got = this.rounds.take(b, asFloat32(body));
-    if (!got) return;
-    if (this.version === b.version - 1 && this.replica && got.round1) {
-      this.rounds.apply(got.round1, got.round2, this.run!.lr, b.batch);
-      if (b.version === this.opts.corruptVersion) this.replica[0] += 1;
-      net.setWeights(this.replica);
+    const rounds = this.rounds;
+    if (!rounds) throw new Error('basis in a run without powersgd');
+    const whole = rounds.take(b, asFloat32(body));
+    if (b.round === 1) return;
+    if (b.offset === 0) {
+      if (this.version === b.version - 1 && this.replica) rounds.beginUpdate(b.version);
+      else rounds.cancelUpdate();
+    }
+    rounds.applyArrived(this.run!.lr, b.batch);
+    if (!whole) return;
+    if (rounds.applied(b.version)) {
+      if (b.version === this.opts.corruptVersion) this.replica![0] += 1;
+      net.setWeights(this.replica!);
       this.version = b.version;
       this.hashed = null;
     }
-    if (this.version === b.version) this.rounds.warmStart(b.version, got.round2);
+    if (this.version === b.version) rounds.warmStart(b.version, rounds.round2Sum);
     else this.version = -1; // not on the base version: the next assign asks for the full weights
   }
 
@@ -211,6 +221,8 @@ export class WorkerCore {
   private holds(a: Assign): boolean {
     if (a.version !== this.version) return false;
     if (a.hash === undefined || !this.replica) return true;
+    // Mid-update (a shard redone in round 2) the replica is part new: its hash cannot match.
+    if (this.rounds?.updating(this.version + 1)) return false;
     if (this.hashed?.version !== this.version) this.hashed = { version: this.version, hash: replicaHash(this.replica) };
     return this.hashed.hash === a.hash;
   }

@@ -5,7 +5,7 @@
 // (PowerSgdWorker, for the synthetic net, whose gradient is an array already).
 import type * as tf from '@tensorflow/tfjs-core';
 import type { Basis } from '@tabtrain/shared';
-import { LowRankKernel, PowerSgdWorker, applyPowerSgd, initialQ, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { ArrivingUpdate, LowRankKernel, PowerSgdWorker, applyPart, initialQ, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { PowerSgdOps } from './powersgd-ops';
 
 /** A shard's gradient as the net gives it: tensors on the backend, or a flat array. */
@@ -15,7 +15,8 @@ export type ShardGradient = tf.Tensor[] | Float32Array;
 class Incoming {
   readonly v: Float32Array;
   version = -1;
-  private received = 0;
+  /** Floats of `version` taken so far. */
+  received = 0;
   constructor(floats: number) { this.v = new Float32Array(floats); }
 
   /** Takes a slice; true once the vector of b.version is whole. */
@@ -43,6 +44,8 @@ export class WorkerRounds {
   /** Shards whose M is held between the rounds, and their step: a new step forgets the old ones. */
   private held = new Set<number>();
   private heldStep = -1;
+  /** The update being applied to the replica as its round 2 arrives. */
+  private arriving: { version: number; update: ArrivingUpdate } | null = null;
 
   constructor(readonly plan: PowerSgdPlan, private readonly seed: number, onBackend: boolean) {
     this.q0 = initialQ(plan, seed);
@@ -53,17 +56,43 @@ export class WorkerRounds {
     this.replica = this.kernel?.weights ?? new Float32Array(plan.total);
   }
 
-  /** The step's update on the replica, bit for bit as every other replica applies it. */
-  apply(round1: Float32Array, round2: Float32Array, lr: number, batch: number): void {
-    applyPowerSgd(this.plan, this.replica, round1, round2, lr, batch, this.kernel);
+  /**
+   * A slice of a broadcast; true once the round-2 broadcast of b.version is whole. The slices of
+   * an update being applied (`beginUpdate`) are applied as they come (`applyArrived`).
+   */
+  take(b: Basis, body: Float32Array): boolean {
+    if (b.round === 1) { this.round1.take(b, body); return false; }
+    return this.round2.take(b, body);
   }
 
-  /** A slice of a broadcast. Returns the two broadcasts of b.version once its round 2 is whole (round 1's, if held). */
-  take(b: Basis, body: Float32Array): { round1: Float32Array | null; round2: Float32Array } | null {
-    if (b.round === 1) { this.round1.take(b, body); return null; }
-    if (!this.round2.take(b, body)) return null;
-    return { round1: this.round1.whole(b.version) ? this.round1.v : null, round2: this.round2.v };
+  /**
+   * Starts applying the update of `version` to the replica (which holds version − 1) as its
+   * round-2 broadcast arrives; false when that version's round 1 is not whole here (the replica
+   * cannot take the step, and the worker asks for full weights later).
+   */
+  beginUpdate(version: number): boolean {
+    this.arriving = this.round1.whole(version) ? { version, update: new ArrivingUpdate(this.plan) } : null;
+    return this.arriving !== null;
   }
+
+  /** The update in progress stops here (full weights replace the replica). */
+  cancelUpdate(): void { this.arriving = null; }
+
+  /** True while the replica holds part of `version`'s update. */
+  updating(version: number): boolean { return this.arriving?.version === version && !this.arriving.update.done; }
+
+  /** True once the whole update of `version` is on the replica. */
+  applied(version: number): boolean { return this.arriving?.version === version && this.arriving.update.done; }
+
+  /** Applies, bit for bit as every other replica, the parts of the update in progress that the round-2 slices so far complete. */
+  applyArrived(lr: number, batch: number): void {
+    const a = this.arriving;
+    if (!a || this.round2.version !== a.version) return;
+    applyPart(this.plan, this.replica, a.update.due(this.round2.received), this.round1.v, this.round2.v, lr, batch, this.kernel);
+  }
+
+  /** The round-2 broadcast last taken (ΣQ_i). */
+  get round2Sum(): Float32Array { return this.round2.v; }
 
   /** The replica is at `version` by full weights: Q is the first one until that version's round 2 (if any) comes. */
   restart(): void {

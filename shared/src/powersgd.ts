@@ -234,16 +234,56 @@ export function applyLowRank(w: Float32Array, m: LowRankMatrix, rank: number, pH
  * WebAssembly SIMD exists, the plain loop elsewhere: the same bits either way.
  */
 export function applyPowerSgd(plan: PowerSgdPlan, w: Float32Array, round1: Float32Array, round2: Float32Array, lr: number, batch: number, kernel: LowRankKernel | null = LowRankKernel.shared(plan)): void {
+  checkLength('round-2 broadcast', round2, plan.round2Floats);
+  applyPart(plan, w, { dense: plan.dense, matrices: plan.matrices }, round1, round2, lr, batch, kernel);
+}
+
+/** Tensors of a step's update: the fp32 ones and the matrices, each updated on its own. */
+export interface UpdatePart {
+  dense: readonly DenseTensor[];
+  matrices: readonly LowRankMatrix[];
+}
+
+/**
+ * Part of a step's update (applyPowerSgd's arithmetic on those tensors: every element gets the
+ * same operations, so applying a step in parts gives the bits of applying it whole). `round2` need
+ * only hold the Qᵀ of the part's matrices.
+ */
+export function applyPart(plan: PowerSgdPlan, w: Float32Array, part: UpdatePart, round1: Float32Array, round2: Float32Array, lr: number, batch: number, kernel: LowRankKernel | null = LowRankKernel.shared(plan)): void {
   // Weights in a kernel's own memory are updated there in place (`withWeights`).
   checkLength('weights', w, plan.total);
   checkLength('round-1 broadcast', round1, plan.round1Floats);
-  checkLength('round-2 broadcast', round2, plan.round2Floats);
   const scale = lr / batch;
-  for (const t of plan.dense) for (let j = 0; j < t.count; j++) w[t.offset + j] -= scale * round1[t.at + j];
-  for (const m of plan.matrices) {
+  for (const t of part.dense) for (let j = 0; j < t.count; j++) w[t.offset + j] -= scale * round1[t.at + j];
+  for (const m of part.matrices) {
     if (kernel) kernel.apply(w, m, round1, round2, lr, batch);
     else applyLowRank(w, m, plan.rank, round1, round2, lr, batch);
   }
+}
+
+/**
+ * Which parts of a step's update have arrived, as its round-2 broadcast comes in slice by slice
+ * (the coordinator sends it matrix by matrix): the fp32 tensors with the first slice (their sums
+ * came in round 1), each matrix once its Qᵀ is whole. A worker applies each part as it is due, so
+ * the apply overlaps the rest of the broadcast instead of following it.
+ */
+export class ArrivingUpdate {
+  private applied = 0;
+  private started = false;
+  constructor(private readonly plan: PowerSgdPlan) {}
+
+  /** The part that `received` floats of round 2 complete, not handed out before. */
+  due(received: number): UpdatePart {
+    const dense = this.started ? [] : this.plan.dense;
+    this.started = true;
+    const from = this.applied;
+    const { matrices, rank } = this.plan;
+    while (this.applied < matrices.length && matrices[this.applied].qAt + rank * matrices[this.applied].cols <= received) this.applied++;
+    return { dense, matrices: matrices.slice(from, this.applied) };
+  }
+
+  /** True once every part was handed out. */
+  get done(): boolean { return this.started && this.applied === this.plan.matrices.length; }
 }
 
 /**

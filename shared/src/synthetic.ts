@@ -24,7 +24,7 @@ import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, cl
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
-import { LowRankKernel, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { ArrivingUpdate, LowRankKernel, applyPart, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { UpdateArena } from '@tabtrain/shared/simd';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
@@ -106,6 +106,8 @@ export interface WorkerCosts {
   decodeMs: number[];
   /** SGD applying a decoded update to the replica (UpdateArena: SIMD where it exists, as workers do). */
   applyMs: number;
+  /** powersgd: the update's parts applied one by one as they arrive (the fp32 tensors, then each matrix in plan order). */
+  applyPartMs: number[];
   /** replicaHash of the replica (assigns of compressed runs carry a hash every --verify-every steps). */
   hashMs: number;
   /** powersgd: making the next step's Q from the round-2 broadcast (nextQ), on the worker's CPU. */
@@ -131,10 +133,13 @@ export function measureWorkerCosts(spec: ModelSpec, compress: Compression, seed 
     const [round1, round2] = syntheticFactors(psgd, seed);
     // As a worker keeps it (powersgd-rounds.ts): the replica in the kernel's memory, updated in place.
     const kernel = LowRankKernel.withWeights(psgd);
-    const applyMs = time(() => applyPowerSgd(psgd, kernel?.weights ?? replica, round1, round2, spec.lr, 128, kernel));
+    const w = kernel?.weights ?? replica;
+    const applyMs = time(() => applyPowerSgd(psgd, w, round1, round2, spec.lr, 128, kernel));
+    const parts = [{ dense: psgd.dense, matrices: [] }, ...psgd.matrices.map((m) => ({ dense: [], matrices: [m] }))];
+    const applyPartMs = parts.map((part) => time(() => applyPart(psgd, w, part, round1, round2, spec.lr, 128, kernel)));
     const warmStartMs = time(() => { nextQ(psgd, round2, seed, 1); });
     const hashMs = time(() => { replicaHash(replica); });
-    return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs: [], decodeMs: [], applyMs, hashMs, warmStartMs };
+    return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs: [], decodeMs: [], applyMs, applyPartMs, hashMs, warmStartMs };
   }
   const plan = planSegments(params, total, compress);
   const grad = new Float32Array(total);
@@ -148,7 +153,7 @@ export function measureWorkerCosts(spec: ModelSpec, compress: Compression, seed 
   const decodeMs = compressed ? plan.map((s) => time(() => { if (checkBody(s, bodies[s.index]) || !decodeInto(s, bodies[s.index], updates.update)) throw new Error(`segment ${s.index} does not decode`); })) : plan.map(() => 0);
   const applyMs = compressed ? time(() => updates.apply(spec.lr, 128)) : 0;
   const hashMs = compressed ? time(() => { replicaHash(replica); }) : 0;
-  return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs, decodeMs, applyMs, hashMs, warmStartMs: 0 };
+  return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs, decodeMs, applyMs, applyPartMs: [], hashMs, warmStartMs: 0 };
 }
 
 /**
@@ -205,7 +210,11 @@ export class SyntheticMachine {
   private updateVersion = -1;
   private updateReceived = 0;
   /** powersgd: the plan, both rounds' frames (made at welcome, headers rewritten per shard), and the broadcasts seen. */
-  private psgd: { plan: PowerSgdPlan; frames: [Uint8Array[], Uint8Array[]]; gpuMs: number; basis: Record<1 | 2, { version: number; received: number }> } | null = null;
+  private psgd: {
+    plan: PowerSgdPlan; frames: [Uint8Array[], Uint8Array[]]; gpuMs: number; basis: Record<1 | 2, { version: number; received: number }>;
+    /** The update being applied as its round 2 arrives (WorkerCore's onBasis), and its version. */
+    arriving: { version: number; update: ArrivingUpdate } | null;
+  } | null = null;
   private parked: { a: Assign; body: Uint8Array } | null = null;
   /** A compressed run's probation checks (assign.fp32): the fp32 gradient's frames, made at the first. */
   private fp32Frames: Uint8Array[] = [];
@@ -260,7 +269,7 @@ export class SyntheticMachine {
             b.set(new Uint8Array(v.buffer, 4 * s.offset, 4 * s.count));
             return f;
           }));
-          this.psgd = { plan: psgd, frames: frames as [Uint8Array[], Uint8Array[]], gpuMs: powerSgdGpuMs(psgd), basis: { 1: { version: -1, received: 0 }, 2: { version: -1, received: 0 } } };
+          this.psgd = { plan: psgd, frames: frames as [Uint8Array[], Uint8Array[]], gpuMs: powerSgdGpuMs(psgd), basis: { 1: { version: -1, received: 0 }, 2: { version: -1, received: 0 } }, arriving: null };
           this.plan = [];
         } else {
           this.psgd = null;
@@ -281,7 +290,12 @@ export class SyntheticMachine {
         const total = this.need().paramCount;
         const floats = body.byteLength / 4;
         if (msg.total !== total || msg.offset + floats > total) throw new Error(`weights slice ${msg.offset}+${floats} does not fit ${total}`);
-        if (msg.offset === 0 || msg.version !== this.incomingVersion) { this.version = -1; this.incomingVersion = msg.version; this.received = 0; }
+        if (msg.offset === 0 || msg.version !== this.incomingVersion) {
+          this.version = -1;
+          this.incomingVersion = msg.version;
+          this.received = 0;
+          if (this.psgd) this.psgd.arriving = null; // the replica is replaced: no update is half applied to it
+        }
         this.block(floats * (this.opts.costs?.weightsMsPerFloat ?? 0));
         this.received += floats;
         if (this.received === total) {
@@ -316,10 +330,20 @@ export class SyntheticMachine {
         if (msg.offset === 0) { got.version = msg.version; got.received = 0; }
         if (msg.version !== got.version || msg.offset !== got.received) throw new Error(`basis round ${msg.round} v${msg.version} slice at ${msg.offset} arrived out of order`);
         got.received += body.byteLength / 4;
-        if (msg.round === 1 || got.received < floats) return;
+        if (msg.round === 1) return;
+        // As WorkerCore: each part of the update is applied as it arrives, the GPU upload follows the last.
         const round1 = p.basis[1];
-        if (this.version === msg.version - 1 && round1.version === msg.version && round1.received === p.plan.round1Floats) {
-          this.block(this.opts.costs?.applyMs ?? 0);
+        if (msg.offset === 0) {
+          const base = this.version === msg.version - 1 && round1.version === msg.version && round1.received === p.plan.round1Floats;
+          p.arriving = base ? { version: msg.version, update: new ArrivingUpdate(p.plan) } : null;
+        }
+        if (p.arriving?.version === msg.version) {
+          const part = p.arriving.update.due(got.received);
+          const costs = this.opts.costs?.applyPartMs ?? [];
+          this.block((part.dense.length ? costs[0] : 0) + part.matrices.reduce((a, m) => a + costs[1 + p.plan.matrices.indexOf(m)], 0));
+        }
+        if (got.received < floats) return;
+        if (p.arriving?.version === msg.version && p.arriving.update.done) {
           await this.upload();
           this.version = msg.version;
         }

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { getModel, paramLayout, type ParamInfo } from '@tabtrain/shared';
 import {
-  LowRankKernel, PowerSgdWorker, applyLowRank, applyPowerSgd, initialQ, nextQ, orthonormalise, orthonormaliseRound1,
+  ArrivingUpdate, LowRankKernel, PowerSgdWorker, applyLowRank, applyPart, applyPowerSgd, initialQ, nextQ, orthonormalise, orthonormaliseRound1,
   powerSgdBytes, powerSgdPlan, type PowerSgdPlan,
 } from '@tabtrain/shared/powersgd';
 import { simdAvailable } from '@tabtrain/shared/simd';
@@ -299,6 +299,34 @@ describe('the low-rank update', () => {
       expect(bits(own.weights!).equals(bits(a))).toBe(true);
     }
     for (const t of plan.dense) for (let j = 0; j < t.count; j++) expect(a[t.offset + j]).toBe(Math.fround(w0[t.offset + j] - (0.1 / 4) * r1[t.at + j]));
+  });
+
+  it('ArrivingUpdate: the update applied part by part as round 2 arrives in slices has the bits of applying it whole', () => {
+    const plan = powerSgdPlan(TOY.params, TOY.total, 2);
+    expect(plan.matrices.length).toBeGreaterThan(1);
+    const w0 = uniform(plan.total, 1), r1 = uniform(plan.round1Floats, 2), r2 = uniform(plan.round2Floats, 3);
+    const whole = w0.slice();
+    applyPowerSgd(plan, whole, r1, r2, 0.1, 4);
+    const parts = w0.slice();
+    const arriving = new ArrivingUpdate(plan);
+    const seen: number[] = [];
+    let slices = 0;
+    // Slices of 7 floats: a matrix is due only once its Qᵀ is whole; what has not arrived is still zero.
+    const sofar = new Float32Array(plan.round2Floats);
+    for (let got = 0; got < plan.round2Floats;) {
+      const next = Math.min(plan.round2Floats, got + 7);
+      sofar.set(r2.subarray(got, next), got);
+      got = next;
+      const part = arriving.due(got);
+      for (const m of part.matrices) expect(m.qAt + plan.rank * m.cols).toBeLessThanOrEqual(got);
+      if (slices++ === 0) expect(part.dense).toEqual(plan.dense);
+      else expect(part.dense).toEqual([]);
+      seen.push(...part.matrices.map((m) => m.param));
+      applyPart(plan, parts, part, r1, sofar, 0.1, 4);
+      expect(arriving.done).toBe(got === plan.round2Floats);
+    }
+    expect(seen).toEqual(plan.matrices.map((m) => m.param));
+    expect(bits(parts).equals(bits(whole))).toBe(true);
   });
 });
 
