@@ -45,7 +45,7 @@ export class WorkerRounds {
   private held = new Set<number>();
   private heldStep = -1;
   /** The update being applied to the replica as its round 2 arrives. */
-  private arriving: { version: number; update: ArrivingUpdate } | null = null;
+  private arriving: ArrivingUpdate | null = null;
 
   constructor(readonly plan: PowerSgdPlan, private readonly seed: number, onBackend: boolean) {
     this.q0 = initialQ(plan, seed);
@@ -71,7 +71,7 @@ export class WorkerRounds {
    * cannot take the step, and the worker asks for full weights later).
    */
   beginUpdate(version: number): boolean {
-    this.arriving = this.round1.whole(version) ? { version, update: new ArrivingUpdate(this.plan) } : null;
+    this.arriving = this.round1.whole(version) ? new ArrivingUpdate(this.plan, version) : null;
     return this.arriving !== null;
   }
 
@@ -79,16 +79,16 @@ export class WorkerRounds {
   cancelUpdate(): void { this.arriving = null; }
 
   /** True while the replica holds part of `version`'s update. */
-  updating(version: number): boolean { return this.arriving?.version === version && !this.arriving.update.done; }
+  updating(version: number): boolean { return this.arriving?.version === version && !this.arriving.done; }
 
   /** True once the whole update of `version` is on the replica. */
-  applied(version: number): boolean { return this.arriving?.version === version && this.arriving.update.done; }
+  applied(version: number): boolean { return this.arriving?.version === version && this.arriving.done; }
 
   /** Applies, bit for bit as every other replica, the parts of the update in progress that the round-2 slices so far complete. */
   applyArrived(lr: number, batch: number): void {
     const a = this.arriving;
     if (!a || this.round2.version !== a.version) return;
-    applyPart(this.plan, this.replica, a.update.due(this.round2.received), this.round1.v, this.round2.v, lr, batch, this.kernel);
+    applyPart(this.plan, this.replica, a.due(this.round2.received), this.round1.v, this.round2.v, lr, batch, this.kernel);
   }
 
   /** The round-2 broadcast last taken (ΣQ_i). */

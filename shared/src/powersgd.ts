@@ -270,7 +270,8 @@ export function applyPart(plan: PowerSgdPlan, w: Float32Array, part: UpdatePart,
 export class ArrivingUpdate {
   private applied = 0;
   private started = false;
-  constructor(private readonly plan: PowerSgdPlan) {}
+  /** `version`: the weights version this update makes. */
+  constructor(private readonly plan: PowerSgdPlan, readonly version: number) {}
 
   /** The part that `received` floats of round 2 complete, not handed out before. */
   due(received: number): UpdatePart {

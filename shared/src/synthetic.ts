@@ -212,8 +212,8 @@ export class SyntheticMachine {
   /** powersgd: the plan, both rounds' frames (made at welcome, headers rewritten per shard), and the broadcasts seen. */
   private psgd: {
     plan: PowerSgdPlan; frames: [Uint8Array[], Uint8Array[]]; gpuMs: number; basis: Record<1 | 2, { version: number; received: number }>;
-    /** The update being applied as its round 2 arrives (WorkerCore's onBasis), and its version. */
-    arriving: { version: number; update: ArrivingUpdate } | null;
+    /** The update being applied as its round 2 arrives (WorkerCore's onBasis). */
+    arriving: ArrivingUpdate | null;
   } | null = null;
   private parked: { a: Assign; body: Uint8Array } | null = null;
   /** A compressed run's probation checks (assign.fp32): the fp32 gradient's frames, made at the first. */
@@ -335,15 +335,15 @@ export class SyntheticMachine {
         const round1 = p.basis[1];
         if (msg.offset === 0) {
           const base = this.version === msg.version - 1 && round1.version === msg.version && round1.received === p.plan.round1Floats;
-          p.arriving = base ? { version: msg.version, update: new ArrivingUpdate(p.plan) } : null;
+          p.arriving = base ? new ArrivingUpdate(p.plan, msg.version) : null;
         }
         if (p.arriving?.version === msg.version) {
-          const part = p.arriving.update.due(got.received);
+          const part = p.arriving.due(got.received);
           const costs = this.opts.costs?.applyPartMs ?? [];
           this.block((part.dense.length ? costs[0] : 0) + part.matrices.reduce((a, m) => a + costs[1 + p.plan.matrices.indexOf(m)], 0));
         }
         if (got.received < floats) return;
-        if (p.arriving?.version === msg.version && p.arriving.update.done) {
+        if (p.arriving?.version === msg.version && p.arriving.done) {
           await this.upload();
           this.version = msg.version;
         }

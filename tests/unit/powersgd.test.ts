@@ -308,7 +308,7 @@ describe('the low-rank update', () => {
     const whole = w0.slice();
     applyPowerSgd(plan, whole, r1, r2, 0.1, 4);
     const parts = w0.slice();
-    const arriving = new ArrivingUpdate(plan);
+    const arriving = new ArrivingUpdate(plan, 1);
     const seen: number[] = [];
     let slices = 0;
     // Slices of 7 floats: a matrix is due only once its Qᵀ is whole; what has not arrived is still zero.
