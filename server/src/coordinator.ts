@@ -314,7 +314,7 @@ export class Coordinator {
       if (why) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.step);
     }
     const now = performance.now();
-    if (c.received === 0) { c.firstAt = now; c.firstBytes = body.byteLength; }
+    if (c.received === 0) c.firstAt = conn.messageStartedAt;
     c.lastAt = now;
     c.frames.push({ g, body: checked.body });
     if (this.fp32 || c.fp32Check) c.normSq += sumSquares([f32(checked.body)]);
@@ -358,10 +358,10 @@ export class Coordinator {
       conn.uploadMs = r.timings.encodeMs + r.timings.sendMs;
       const speed = (r.count * 1000) / Math.max(1, r.timings.computeMs);
       conn.speed = conn.speed ? 0.7 * conn.speed + 0.3 * speed : speed;
-      // Upload rate: the bytes after the first frame over the time they took to arrive; a
-      // one-frame gradient has only the worker's own send time to go by.
+      // Upload rate: the gradient's bytes over the time from its first byte's arrival to its last
+      // (transport.ts, messageStartedAt), measured here: not the worker's word for it.
       const bytes = c.frames.reduce((a, f) => a + f.body.byteLength, 0);
-      const up = c.frames.length > 1 ? ((bytes - c.firstBytes) * 1000) / Math.max(0.01, c.lastAt - c.firstAt) : (bytes * 1000) / Math.max(0.01, r.timings.sendMs);
+      const up = (bytes * 1000) / Math.max(0.01, c.lastAt - c.firstAt);
       conn.upRate = conn.upRate ? 0.7 * conn.upRate + 0.3 * up : up;
     }
     this.scheduler.finish(c, r);

@@ -33,10 +33,9 @@ export interface Copy {
   fp32Check: boolean;
   /** Σ g² of its gradient, accumulated as frames arrive (fp32 runs): the plausibility check. */
   normSq: number;
-  /** When its first and last gradient frame arrived (performance.now()), and the first frame's bytes: its upload rate. */
+  /** When its gradient's first byte and its last frame arrived (performance.now()): its upload rate. */
   firstAt: number;
   lastAt: number;
-  firstBytes: number;
   result: Result | null;
 }
 
@@ -196,7 +195,7 @@ export class Scheduler {
   start(conn: Conn, t: Task, shadow: boolean, check = false): Copy {
     const fp32Check = check || (shadow && this.needsCheck(t.kind));
     const streamed = !shadow && !check && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
-    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, fp32Check, normSq: 0, firstAt: 0, lastAt: 0, firstBytes: 0, result: null };
+    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, fp32Check, normSq: 0, firstAt: 0, lastAt: 0, result: null };
     if (check) { t.checking = true; this.held.set(conn, c); return c; }
     t.copies.push(c);
     if (shadow) { t.shadowed = true; conn.awaiting[t.kind]++; }

@@ -45,6 +45,15 @@ export interface Peer {
   lastBuffered: number;
   /** Measured bytes/s of large frames written to it (EMA; 0 = none yet): the cost model's download rate. */
   downRate: number;
+  /**
+   * When the first bytes of the message now being handled were read from its socket. A message's
+   * arrival time alone cannot time a link: a one-frame gradient is timed from its first byte to
+   * its last, here, since the worker's own send time is only its copy into a kernel buffer that
+   * grows (TCP autotuning) past the frame's size.
+   */
+  messageStartedAt: number;
+  /** The first read of bytes since the last whole message, or null: when the next message began arriving. */
+  arrivingSince: number | null;
 }
 
 /** What the transport asks of whoever owns the connections (the coordinator). */
@@ -174,6 +183,7 @@ export class Transport<P extends Peer> {
     const p = this.handler.open({
       id: ++this.opened, ws, remote: req.socket.remoteAddress ?? '?', bytesIn: 0, bytesOut: 0, closed: false,
       missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0,
+      messageStartedAt: 0, arrivingSince: null,
     });
     this.live.add(p);
     const log = this.opts.log;
@@ -181,9 +191,17 @@ export class Transport<P extends Peer> {
     const helloTimer = setTimeout(guarded(log, `worker #${p.id} hello timer`, () => {
       if (!this.handler.joined(p)) this.drop(p, CLOSE.helloTimeout, `no hello within ${this.opts.helloTimeoutMs} ms`);
     }, fail), this.opts.helloTimeoutMs);
-    ws.on('pong', () => { p.missedPongs = 0; });
+    // Before ws's own reader, which hands over every message or control frame a read completes,
+    // so a read that starts one is seen first (one that ends a message and starts the next leaves
+    // the next one's start to its following read: at most one read late). A pong or ping ends
+    // what it started too, or an idle worker's pong would date its next gradient's start.
+    req.socket.prependListener('data', () => { p.arrivingSince ??= performance.now(); });
+    ws.on('pong', () => { p.missedPongs = 0; p.arrivingSince = null; });
+    ws.on('ping', () => { p.arrivingSince = null; });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (p.closed) return;
+      p.messageStartedAt = p.arrivingSince ?? performance.now();
+      p.arrivingSince = null;
       p.bytesIn += data.byteLength;
       this.bytesIn += data.byteLength;
       try {

@@ -4,7 +4,7 @@
 // iproute2 (CI has both); skipped, saying so, without.
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../server/src/coordinator';
-import { NetLab, parseRate, whyNoNamespaces } from '../../server/src/bench/netns';
+import { NetLab, parseRate, payloadBytesPerSec, whyNoNamespaces } from '../../server/src/bench/netns';
 import { cliWorker, runInLab } from '../../server/src/bench/linked';
 
 const skip = whyNoNamespaces();
@@ -16,13 +16,19 @@ const RUN = { model: 'alexnet-small', epochs: 1, batch: 32, seed: 4, maxSteps: 1
 describe.skipIf(skip !== null)(`cost-model scheduling behind emulated links${skip ? ` (skipped: ${skip})` : ''}`, () => {
   it('a worker behind a 5 Mbit/s line is benched; the steps go to the workers behind 1 Gbit/s lines', async () => {
     const fast = { rateBits: parseRate('1gbit'), rttMs: 0 };
-    const lab = NetLab.create({ workers: 3, worker: fast, links: [fast, fast, { rateBits: parseRate('5mbit'), rttMs: 0 }] });
+    const slowLine = { rateBits: parseRate('5mbit'), rttMs: 0 };
+    const lab = NetLab.create({ workers: 3, worker: fast, links: [fast, fast, slowLine] });
     try {
       const run = await runInLab(lab, { ...RUN, minWorkers: 3, helloTimeoutMs: DEFAULTS.helloTimeoutMs, port: 0, host: lab.coordinator.ip }, 3, (url) => cliWorker(url, ['--backend', 'wasm', '--quiet']));
       expect(run.summary.steps).toBe(RUN.maxSteps);
       const last = run.marks[run.marks.length - 1];
       const slow = last.links.find((l) => l.remote === lab.workers[2].ip);
       expect(slow, 'the slow-line worker is connected to the end').toBeDefined();
+      // Its upload rate is the line's, as the coordinator timed it (first byte to last), not its
+      // copy into a kernel buffer: that read 4× the line once, and 300× once TCP grew the buffer.
+      const line = payloadBytesPerSec(slowLine.rateBits);
+      expect(slow!.upBytesPerSec, `measured ${slow!.upBytesPerSec} B/s, the line carries ${line}`).toBeGreaterThan(0.5 * line);
+      expect(slow!.upBytesPerSec).toBeLessThan(1.5 * line);
       // The last 5 steps' shards all went to the two fast-line workers.
       const recent = run.marks.slice(-5);
       const workersOf = (m: (typeof recent)[number]) => new Set(m.rec.shards.map((s) => s.worker));
