@@ -28,7 +28,7 @@ import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
 import { planStep } from './cost-model';
 import { LARGE_FRAME, Transport, type Route } from './transport';
-import { int8NormSqBound, sumSquares } from './verify';
+import { codedNormSq, sumSquares } from './verify';
 
 export { weightsSha256 };
 export type { Route };
@@ -309,8 +309,8 @@ export class Coordinator {
     // Compressed train frames of trusted workers: a plausible size before they are summed (verify.ts, FrameNorms).
     if (!this.fp32 && !c.fp32Check) {
       const s = checked.segment;
-      const normSq = round !== undefined ? sumSquares([f32(checked.body)]) : int8NormSqBound(s, checked.body);
-      const why = normSq === null ? null : this.scheduler.frameNorms.check(round !== undefined ? `round-${round} factor frame ${s.index}` : `int8 segment ${s.index}`, normSq, t.count);
+      const normSq = round !== undefined ? sumSquares([f32(checked.body)]) : codedNormSq(s, checked.body);
+      const why = normSq === null ? null : this.scheduler.frameNorms.check(round !== undefined ? `round-${round} factor frame ${s.index}` : `${s.codec} segment ${s.index}`, normSq, t.count);
       if (why) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.step);
     }
     const now = performance.now();

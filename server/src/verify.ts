@@ -8,7 +8,7 @@
 //                  position), so honest copies agree to backend precision (wasm vs cpu ~1e-5 of the
 //                  largest gradient, webgpu ~2e-7), and a liar's does not.
 import type { Result } from '@tabtrain/shared';
-import type { Segment } from '@tabtrain/shared/compress';
+import { halfNormSq, type Segment } from '@tabtrain/shared/compress';
 
 /** How far two honest copies of one shard may differ: ‖a − b‖ ≤ TOL · max(‖a‖, ‖b‖) (backends differ by ~1e-5). */
 export const GRADIENT_TOLERANCE = 1e-3;
@@ -134,14 +134,19 @@ export class FrameNorms {
 }
 
 /**
- * An int8 frame's squared norm, bounded from its scales alone (no decode): every code is at most
- * 127 in size, so a piece of n floats with scale s is at most 127·s·√n long. A frame scaled k×
- * has scales k× its peers'. null for codecs without scales.
+ * A compressed frame's squared norm, or an upper bound of it, without decoding it into floats;
+ * null for fp32 (its norm is the whole gradient's, summed as it arrives).
+ * - int8, from its scales alone: every code is at most 127 in size, so a piece of n floats with
+ *   scale s is at most 127·s·√n long. A frame scaled k× has scales k× its peers'.
+ * - fp16, exactly (up to the order of the f64 sum), decoded and squared in the SIMD kernels a
+ *   block at a time. Without it a trusted worker could send every float as 65504, finite and summed.
  */
-export function int8NormSqBound(s: Segment, body: Uint8Array): number | null {
-  if (s.codec !== 'int8') return null;
-  const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
-  let sum = 0;
-  s.pieces.forEach(([, n], i) => { sum += (127 * scales[i]) ** 2 * n; });
-  return sum;
+export function codedNormSq(s: Segment, body: Uint8Array): number | null {
+  if (s.codec === 'int8') {
+    const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
+    let sum = 0;
+    s.pieces.forEach(([, n], i) => { sum += (127 * scales[i]) ** 2 * n; });
+    return sum;
+  }
+  return s.codec === 'fp16' ? halfNormSq(body, s.count) : null;
 }

@@ -359,6 +359,29 @@ function encodeHalfSimd(m: CodecMemory, grad: Float32Array, offset: number, coun
   }
 }
 
+/**
+ * Σ x² of an fp16 body's `count` values, in f64, without keeping them (the verifier's
+ * plausibility check, server/src/verify.ts): decoded block by block and squared in the kernels,
+ * or through the half table where WebAssembly SIMD is missing. Not finite if a half is Inf or NaN.
+ */
+export function halfNormSq(body: Uint8Array, count: number): number {
+  const m = decodeMemory();
+  let sum = 0, from = 0;
+  if (m) {
+    for (; from + 16 <= count; from += BLOCK) {
+      const whole = Math.min(BLOCK, count - from) & ~15;
+      m.bytes.set(body.subarray(2 * from, 2 * (from + whole)), SMALL_AT);
+      m.k.halfDecode(SMALL_AT, FLOATS_AT, whole);
+      sum += m.k.sumSquares(FLOATS_AT, FLOATS_AT + 4 * whole);
+      if (whole < BLOCK) { from += whole; break; }
+    }
+  }
+  const t = halfToFloatTable();
+  const h = new Uint16Array(body.buffer, body.byteOffset, count);
+  for (let i = from; i < count; i++) sum += t[h[i]] * t[h[i]];
+  return sum;
+}
+
 function decodeHalfSimd(m: CodecMemory, body: Uint8Array, count: number, out: Float32Array, at: number): boolean {
   let ok = true;
   for (let i = 0; i < count; i += BLOCK) {

@@ -10,6 +10,7 @@
 ;;
 ;;   add(dst, src, end) → 1 if every result is finite: f32 dst[i] += src[i] for dst ≤ i < end
 ;;   check(src, end)    → 1 if every float in [src, end) is finite
+;;   sumSquares(src, end) → Σ x² over the floats in [src, end) (a multiple of 4), in f64
 ;;   sgd(w, g, end, k)  → f32 w[i] = fround(w[i] − k · g[i]), the product and difference in f64
 ;;
 ;; Adds are IEEE fp32, like a Float32Array `+=`, so sums are bit-identical to the scalar fold. The
@@ -60,6 +61,25 @@
         (local.set $src (i32.add (local.get $src) (i32.const 64)))
         (br $next)))
     (i32.eqz (v128.any_true (local.get $bad))))
+
+;; Four floats a turn, promoted to f64 before squaring: an fp32 square is exact in f64 and
+  ;; cannot overflow it, so a finite frame always has a finite norm (the verifier's plausibility
+  ;; check of fp16 frames, compress.ts halfNormSq). Two accumulators of two lanes each, summed
+  ;; at the end: not the scalar loop's order, which a plausibility check does not need.
+  (func (export "sumSquares") (param $src i32) (param $end i32) (result f64)
+    (local $x v128) (local $lo v128) (local $hi v128) (local $s0 v128) (local $s1 v128)
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $src) (local.get $end)))
+        (local.set $x (v128.load (local.get $src)))
+        (local.set $lo (f64x2.promote_low_f32x4 (local.get $x)))
+        (local.set $hi (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))
+        (local.set $s0 (f64x2.add (local.get $s0) (f64x2.mul (local.get $lo) (local.get $lo))))
+        (local.set $s1 (f64x2.add (local.get $s1) (f64x2.mul (local.get $hi) (local.get $hi))))
+        (local.set $src (i32.add (local.get $src) (i32.const 16)))
+        (br $next)))
+    (local.set $s0 (f64x2.add (local.get $s0) (local.get $s1)))
+    (f64.add (f64x2.extract_lane 0 (local.get $s0)) (f64x2.extract_lane 1 (local.get $s0))))
 
   ;; Per 16 bytes: the low and the high two floats each promoted, w − k·g in f64, demoted, rejoined.
   (func (export "sgd") (param $w i32) (param $g i32) (param $end i32) (param $k f64)

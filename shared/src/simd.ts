@@ -15,6 +15,7 @@ import { sgdStep } from './sgd';
 export interface Kernels {
   add(dst: number, src: number, end: number): number;
   check(src: number, end: number): number;
+  sumSquares(src: number, end: number): number;
   sgd(w: number, g: number, end: number, scale: number): void;
   // The fp16 and int8 codecs (compress.ts); these take any count n.
   halfEncode(src: number, dst: number, n: number): void;

@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { CLOSE, decodeFrame, encode, getModel, paramLayout } from '@tabtrain/shared';
-import { parseCompression, planSegments } from '@tabtrain/shared/compress';
+import { halfToFloatTable, parseCompression, planSegments, toHalf } from '@tabtrain/shared/compress';
 import type { StepRecord } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
 import { data, kill, subset, workers } from '../helpers/run';
@@ -115,30 +115,40 @@ describe('probation in a powersgd run', () => {
     expect(Math.max(...losses)).toBeLessThan(1.2 * losses[0]);
   }, 180_000);
 
-  it('int8: a trusted worker that scales its int8 frames × 1000 after probation is caught by their scales before they are summed (4016)', async () => {
-    const { params, total } = paramLayout(getModel(RUN.model));
-    const plan = planSegments(params, total, parseCompression('int8'));
-    let honestShards = 2;
-    let scaled = 0;
-    const later: Tamper = (f, m) => {
-      if (m.type !== 'gradient' || m.codec !== 'int8') return [f];
-      if (m.offset === 0 && honestShards-- > 0) return [f];
-      if (honestShards >= 0) return [f];
-      // The body starts with one fp32 scale per piece; the codes stay: every value × 1000.
-      const s = plan.find((x) => x.offset === m.offset)!;
-      const body = decodeFrame(f).body.slice();
-      const scales = new Float32Array(body.buffer, 0, s.pieces.length);
-      for (let i = 0; i < scales.length; i++) scales[i] *= 1000;
-      scaled++;
-      return [encode(m, body)];
-    };
-    const out = await withNewcomer(later, { compress: parseCompression('int8') });
-    console.log(`int8 scaled: ${scaled} frames sent, closed ${out.closed.code} (${out.closed.reason})`);
-    expect(scaled).toBeGreaterThan(0);
-    expect(out.closed.code).toBe(CLOSE.untrusted);
-    expect(out.closed.reason).toMatch(/int8 segment \d+ norm per √example is \d+× the recent median/);
-    expect(out.summary.steps).toBe(RUN.maxSteps);
-    expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
-    expect(out.steps.every((s) => Number.isFinite(s.loss))).toBe(true);
-  }, 180_000);
+  // A worker honest through probation that then scales every frame × 1000: int8 by its scales
+  // (the codes stay), fp16 by re-encoding each half (saturating at 65504, still finite).
+  for (const codec of ['int8', 'fp16'] as const) {
+    it(`${codec}: a trusted worker that scales its ${codec} frames × 1000 after probation is caught before they are summed (4016)`, async () => {
+      const { params, total } = paramLayout(getModel(RUN.model));
+      const plan = planSegments(params, total, parseCompression(codec));
+      const halves = halfToFloatTable();
+      let honestShards = 2;
+      let scaled = 0;
+      const later: Tamper = (f, m) => {
+        if (m.type !== 'gradient' || m.codec !== codec) return [f];
+        if (m.offset === 0 && honestShards-- > 0) return [f];
+        if (honestShards >= 0) return [f];
+        const s = plan.find((x) => x.offset === m.offset)!;
+        const body = decodeFrame(f).body.slice();
+        if (codec === 'int8') {
+          // The body starts with one fp32 scale per piece.
+          const scales = new Float32Array(body.buffer, 0, s.pieces.length);
+          for (let i = 0; i < scales.length; i++) scales[i] *= 1000;
+        } else {
+          const h = new Uint16Array(body.buffer, 0, s.count);
+          for (let i = 0; i < h.length; i++) h[i] = toHalf(1000 * halves[h[i]]);
+        }
+        scaled++;
+        return [encode(m, body)];
+      };
+      const out = await withNewcomer(later, { compress: parseCompression(codec) });
+      console.log(`${codec} scaled: ${scaled} frames sent, closed ${out.closed.code} (${out.closed.reason})`);
+      expect(scaled).toBeGreaterThan(0);
+      expect(out.closed.code).toBe(CLOSE.untrusted);
+      expect(out.closed.reason).toMatch(new RegExp(`${codec} segment \\d+ norm per √example is \\d+× the recent median`));
+      expect(out.summary.steps).toBe(RUN.maxSteps);
+      expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+      expect(out.steps.every((s) => Number.isFinite(s.loss))).toBe(true);
+    }, 180_000);
+  }
 });

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { getModel, paramLayout, ProtocolError, CLOSE, type ParamInfo } from '@tabtrain/shared';
 import {
-  GradientEncoder, COMPRESS_MODES, decodeInto, gradientFrame, halfToFloatTable, parseCompression, planBytes, planSegments, roundSegments, toHalf, uploadBytes,
+  GradientEncoder, COMPRESS_MODES, decodeInto, gradientFrame, halfNormSq, halfToFloatTable, parseCompression, planBytes, planSegments, roundSegments, toHalf, uploadBytes,
   type Compression, type Segment,
 } from '@tabtrain/shared/compress';
 import { sumInOrder } from '../../server/src/aggregate';
@@ -131,6 +131,24 @@ describe('fp16', () => {
     const out = decodeAll(plan, encodeAll(new GradientEncoder(plan, total), g), total);
     const t = halfToFloatTable();
     for (let i = 0; i < total; i++) expect(out[i]).toBe(t[toHalf(g[i])]);
+  });
+
+  it('a body\'s norm (the verifier\'s check): every half squared, in blocks and tails of any length; Inf or NaN gives no finite norm', () => {
+    const t = halfToFloatTable();
+    for (const n of [0, 5, 16, 16383, 16384, 16400, 40_007]) {
+      const h = new Uint16Array(n);
+      for (let i = 0; i < n; i++) h[i] = ((i * 2654435761) >>> 7) & 0xfbff; // every sign and finite exponent, subnormals too
+      let want = 0;
+      for (let i = 0; i < n; i++) want += t[h[i]] * t[h[i]];
+      const got = halfNormSq(new Uint8Array(h.buffer), n);
+      expect(Math.abs(got - want)).toBeLessThanOrEqual(1e-12 * want);
+      if (n) {
+        h[n - 1] = 0x7c00; // Inf, in the tail or a block
+        expect(Number.isFinite(halfNormSq(new Uint8Array(h.buffer), n))).toBe(false);
+        h[0] = 0x7e00; h[n - 1] = 0; // NaN
+        expect(Number.isFinite(halfNormSq(new Uint8Array(h.buffer), n))).toBe(false);
+      }
+    }
   });
 });
 
