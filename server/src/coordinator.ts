@@ -362,7 +362,7 @@ export class Coordinator {
       // (transport.ts, messageStartedAt), measured here: not the worker's word for it.
       const bytes = c.frames.reduce((a, f) => a + f.body.byteLength, 0);
       const up = (bytes * 1000) / Math.max(0.01, c.lastAt - c.firstAt);
-      conn.upRate = conn.upRate ? 0.7 * conn.upRate + 0.3 * up : up;
+      conn.upRate = conn.upRate ? 1 / (0.7 / conn.upRate + 0.3 / up) : up; // as time per byte, like Peer.downRate
     }
     this.scheduler.finish(c, r);
     if (this.scheduler.allDone()) this.tasksDone?.();

@@ -5,6 +5,8 @@
 //
 // It owns the sockets and their timers. It never looks at what a validated message asks for
 // (its handler does), and never touches run state.
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -43,8 +45,20 @@ export interface Peer {
   progressAt: number;
   /** Its socket's buffered bytes at the watch's last look. */
   lastBuffered: number;
-  /** Measured bytes/s of large frames written to it (EMA; 0 = none yet): the cost model's download rate. */
+  /**
+   * Measured bytes/s coordinator → peer (0 = none yet): the cost model's download rate. Averaged
+   * as time per byte (an EMA of 1/rate), so that one burst that met an idle buffer does not
+   * outweigh the slow ones. How a burst is timed: `burst`.
+   */
   downRate: number;
+  /**
+   * What was written since the outbox was last empty. The kernel's send buffer (up to
+   * SEND_BUFFER) takes the first bytes of a burst at memory speed, so frames written after that
+   * much are timed by their writes (the link drains the buffer); a burst too small to fill it is
+   * timed from its first write to the pong of a ping sent after its last frame (`timing`).
+   */
+  burst: { since: number; bytes: number; timed: boolean } | null;
+  timing: { since: number; bytes: number; tag: Buffer } | null;
   /**
    * When the first bytes of the message now being handled were read from its socket. A message's
    * arrival time alone cannot time a link: a one-frame gradient is timed from its first byte to
@@ -89,6 +103,14 @@ const FLOOD_RATE = 400;
 const FLOOD_BURST = 800;
 /** Frames at least this big time the link they cross (on a fast link they time memcpy: a high rate, harmless). */
 export const LARGE_FRAME = 1024 * 1024;
+/** The most a TCP socket's send buffer grows to (Linux: tcp_wmem's third field; 4 MiB by default). */
+const SEND_BUFFER = (() => {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/tcp_wmem', 'utf8').trim().split(/\s+/)[2]) || 4 << 20;
+  } catch {
+    return 4 << 20;
+  }
+})();
 
 export class Transport<P extends Peer> {
   private http: Server | null = null;
@@ -183,7 +205,7 @@ export class Transport<P extends Peer> {
     const p = this.handler.open({
       id: ++this.opened, ws, remote: req.socket.remoteAddress ?? '?', bytesIn: 0, bytesOut: 0, closed: false,
       missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0,
-      messageStartedAt: 0, arrivingSince: null,
+      burst: null, timing: null, messageStartedAt: 0, arrivingSince: null,
     });
     this.live.add(p);
     const log = this.opts.log;
@@ -196,7 +218,12 @@ export class Transport<P extends Peer> {
     // the next one's start to its following read: at most one read late). A pong or ping ends
     // what it started too, or an idle worker's pong would date its next gradient's start.
     req.socket.prependListener('data', () => { p.arrivingSince ??= performance.now(); });
-    ws.on('pong', () => { p.missedPongs = 0; p.arrivingSince = null; });
+    ws.on('pong', (data: Buffer) => {
+      p.missedPongs = 0;
+      p.arrivingSince = null;
+      const t = p.timing;
+      if (t && data.equals(t.tag)) { p.timing = null; sampleDownRate(p, t.bytes, performance.now() - t.since); }
+    });
     ws.on('ping', () => { p.arrivingSince = null; });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (p.closed) return;
@@ -236,7 +263,7 @@ export class Transport<P extends Peer> {
     this.bytesOut += frame.byteLength;
     p.outbox.push(frame);
     p.outboxBytes += frame.byteLength;
-    if (!p.writing) { p.progressAt = Date.now(); this.pump(p); }
+    if (!p.writing) { p.progressAt = Date.now(); p.burst = { since: performance.now(), bytes: 0, timed: false }; this.pump(p); }
   }
 
   /** Bytes sent to a peer and not yet written to its socket. */
@@ -246,21 +273,37 @@ export class Transport<P extends Peer> {
 
   private pump(p: P): void {
     const frame = p.outbox.shift();
-    if (!frame || p.closed) { p.writing = false; return; }
+    if (!frame || p.closed) {
+      p.writing = false;
+      this.timeBurst(p);
+      return;
+    }
     p.writing = true;
     p.outboxBytes -= frame.byteLength;
     const started = performance.now();
+    const burst = p.burst!;
+    const afterBuffer = burst.bytes >= SEND_BUFFER;
+    burst.bytes += frame.byteLength;
     p.ws.send(frame, (err) => {
       if (err) return; // the socket is closing; its close handler takes care of the peer
       p.progressAt = Date.now();
-      // A frame of a MB or more outgrows the socket buffer of a slow link, so its write time is
-      // that link's; a small one would be timed by memcpy alone.
-      if (frame.byteLength >= LARGE_FRAME) {
-        const rate = (frame.byteLength * 1000) / Math.max(0.01, performance.now() - started);
-        p.downRate = p.downRate ? 0.7 * p.downRate + 0.3 * rate : rate;
+      // Behind a full send buffer, a large frame's write takes what the link takes to drain it.
+      if (afterBuffer && frame.byteLength >= LARGE_FRAME) {
+        burst.timed = true;
+        sampleDownRate(p, frame.byteLength, performance.now() - started);
       }
       this.pump(p);
     });
+  }
+
+  /** The outbox is empty: a burst that no write could time is timed by a ping sent after it (its pong, in the pong handler). */
+  private timeBurst(p: P): void {
+    const b = p.burst;
+    p.burst = null;
+    if (!b || b.timed || b.bytes < LARGE_FRAME || p.timing || p.closed) return;
+    // A tag it cannot guess: a pong sent ahead of the bytes would make its link look fast.
+    p.timing = { since: b.since, bytes: b.bytes, tag: randomBytes(8) };
+    p.ws.ping(p.timing.tag);
   }
 
   /** Closes a peer with a named code and a log line; the handler hears of it at once. */
@@ -323,6 +366,12 @@ export class Transport<P extends Peer> {
     this.http?.closeAllConnections();
     await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
   }
+}
+
+/** One download sample: `bytes` in `ms`, into the peer's rate as time per byte. */
+function sampleDownRate(p: Peer, bytes: number, ms: number): void {
+  const rate = (bytes * 1000) / Math.max(0.01, ms);
+  p.downRate = p.downRate ? 1 / (0.7 / p.downRate + 0.3 / rate) : rate;
 }
 
 function takeToken(p: Peer): boolean {

@@ -24,11 +24,16 @@ describe.skipIf(skip !== null)(`cost-model scheduling behind emulated links${ski
       const last = run.marks[run.marks.length - 1];
       const slow = last.links.find((l) => l.remote === lab.workers[2].ip);
       expect(slow, 'the slow-line worker is connected to the end').toBeDefined();
-      // Its upload rate is the line's, as the coordinator timed it (first byte to last), not its
-      // copy into a kernel buffer: that read 4× the line once, and 300× once TCP grew the buffer.
+      // Both its rates are the line's, not a copy into a kernel buffer (which read its upload at
+      // 4× the line, 300× once TCP grew the buffer, and its download at 1000×): the upload timed
+      // from first byte to last as it arrives, the download (1.28 MB, under one send buffer) to
+      // the pong of a ping sent after it.
       const line = payloadBytesPerSec(slowLine.rateBits);
-      expect(slow!.upBytesPerSec, `measured ${slow!.upBytesPerSec} B/s, the line carries ${line}`).toBeGreaterThan(0.5 * line);
-      expect(slow!.upBytesPerSec).toBeLessThan(1.5 * line);
+      console.log(`measured up / down MB/s: ${last.links.map((l) => `${l.remote} ${(l.upBytesPerSec / 1e6).toFixed(3)} / ${(l.downBytesPerSec / 1e6).toFixed(3)}`).join(', ')}; lines ${(payloadBytesPerSec(fast.rateBits) / 1e6).toFixed(1)} and ${(line / 1e6).toFixed(3)}`);
+      for (const rate of [slow!.upBytesPerSec, slow!.downBytesPerSec]) {
+        expect(rate, `measured ${rate} B/s, the line carries ${line}`).toBeGreaterThan(0.5 * line);
+        expect(rate, `measured ${rate} B/s, the line carries ${line}`).toBeLessThan(1.5 * line);
+      }
       // The last 5 steps' shards all went to the two fast-line workers.
       const recent = run.marks.slice(-5);
       const workersOf = (m: (typeof recent)[number]) => new Set(m.rec.shards.map((s) => s.worker));

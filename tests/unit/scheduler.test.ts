@@ -19,7 +19,7 @@ function setup(probation = 3, fp32 = true) {
   const scheduler = new Scheduler({ fp32, verifyShards: 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
   let id = 0;
   const join = (opts: { token?: boolean } = {}): Conn => {
-    const c = members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0, messageStartedAt: 0, arrivingSince: null });
+    const c = members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0, burst: null, timing: null, messageStartedAt: 0, arrivingSince: null });
     members.join(c, { type: 'hello', protocol: PROTOCOL_VERSION, workerId: `w${id}`, kind: 'node', backend: 'test', adapter: null, modelHashes: zooHashes() });
     if (opts.token) c.trust = 'established';
     return c;

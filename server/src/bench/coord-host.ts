@@ -14,8 +14,8 @@ import { loadFashionMnist } from '../data';
 
 export type HostOptions = Omit<CoordinatorOptions, 'log' | 'progress'> & { dataDir?: string };
 
-/** Per worker: its bytes each way so far, and the upload rate the coordinator measured for it (bytes/s, 0: none yet). */
-export interface LinkBytes { id: number; remote: string; bytesIn: number; bytesOut: number; upBytesPerSec: number }
+/** Per worker: its bytes each way so far, and the rates the coordinator measured for it each way (bytes/s, 0: none yet). */
+export interface LinkBytes { id: number; remote: string; bytesIn: number; bytesOut: number; upBytesPerSec: number; downBytesPerSec: number }
 export type HostMessage =
   | { type: 'listening'; port: number }
   | { type: 'step'; rec: StepRecord; t: number; cpuMs: number; links: LinkBytes[] }
@@ -31,7 +31,7 @@ async function main(): Promise<void> {
   const coord = new Coordinator({ ...o, log: (line) => { void send({ type: 'log', line }); }, progress: () => {} }, data);
   const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
   coord.events.on('step', (rec: StepRecord) => {
-    const links = coord.status().workers.map((w) => ({ id: w.id, remote: w.remote, bytesIn: w.bytesIn, bytesOut: w.bytesOut, upBytesPerSec: w.upBytesPerSec }));
+    const links = coord.status().workers.map((w) => ({ id: w.id, remote: w.remote, bytesIn: w.bytesIn, bytesOut: w.bytesOut, upBytesPerSec: w.upBytesPerSec, downBytesPerSec: w.downBytesPerSec }));
     void send({ type: 'step', rec, t: performance.now(), cpuMs: cpuMs(), links });
   });
   const port = await coord.listen();
