@@ -27,7 +27,7 @@ import { CONN, Membership, type Conn } from './membership';
 import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
 import { planStep } from './cost-model';
-import { LARGE_FRAME, Transport, type Route } from './transport';
+import { LARGE_FRAME, Transport, averageRate, type Route } from './transport';
 import { codedNormSq, sumSquares } from './verify';
 
 export { weightsSha256 };
@@ -362,7 +362,7 @@ export class Coordinator {
       // (transport.ts, messageStartedAt), measured here: not the worker's word for it.
       const bytes = c.frames.reduce((a, f) => a + f.body.byteLength, 0);
       const up = (bytes * 1000) / Math.max(0.01, c.lastAt - c.firstAt);
-      conn.upRate = conn.upRate ? 1 / (0.7 / conn.upRate + 0.3 / up) : up; // as time per byte, like Peer.downRate
+      conn.upRate = averageRate(conn.upRate, up);
     }
     this.scheduler.finish(c, r);
     if (this.scheduler.allDone()) this.tasksDone?.();

@@ -46,9 +46,8 @@ export interface Peer {
   /** Its socket's buffered bytes at the watch's last look. */
   lastBuffered: number;
   /**
-   * Measured bytes/s coordinator → peer (0 = none yet): the cost model's download rate. Averaged
-   * as time per byte (an EMA of 1/rate), so that one burst that met an idle buffer does not
-   * outweigh the slow ones. How a burst is timed: `burst`.
+   * Measured bytes/s coordinator → peer (0 = none yet; averageRate): the cost model's download
+   * rate. How a burst is timed: `burst`.
    */
   downRate: number;
   /**
@@ -368,10 +367,17 @@ export class Transport<P extends Peer> {
   }
 }
 
-/** One download sample: `bytes` in `ms`, into the peer's rate as time per byte. */
+/**
+ * A link rate's running average with one more sample, taken as time per byte (an EMA of 1/rate):
+ * one sample that met an idle buffer does not outweigh the slow ones. 0: no average yet.
+ */
+export function averageRate(average: number, sample: number): number {
+  return average ? 1 / (0.7 / average + 0.3 / sample) : sample;
+}
+
+/** One download sample: `bytes` in `ms`, into the peer's rate. */
 function sampleDownRate(p: Peer, bytes: number, ms: number): void {
-  const rate = (bytes * 1000) / Math.max(0.01, ms);
-  p.downRate = p.downRate ? 1 / (0.7 / p.downRate + 0.3 / rate) : rate;
+  p.downRate = averageRate(p.downRate, (bytes * 1000) / Math.max(0.01, ms));
 }
 
 function takeToken(p: Peer): boolean {

@@ -366,32 +366,34 @@ function encodeHalfSimd(m: CodecMemory, grad: Float32Array, offset: number, coun
  */
 export function halfNormSq(body: Uint8Array, count: number): number {
   const m = decodeMemory();
-  let sum = 0, from = 0;
-  if (m) {
-    for (; from + 16 <= count; from += BLOCK) {
-      const whole = Math.min(BLOCK, count - from) & ~15;
-      m.bytes.set(body.subarray(2 * from, 2 * (from + whole)), SMALL_AT);
-      m.k.halfDecode(SMALL_AT, FLOATS_AT, whole);
-      sum += m.k.sumSquares(FLOATS_AT, FLOATS_AT + 4 * whole);
-      if (whole < BLOCK) { from += whole; break; }
-    }
-  }
+  let sum = 0;
+  const from = m ? halfBlocks(m, body, count, (f) => { sum += m.k.sumSquares(FLOATS_AT, FLOATS_AT + 4 * f.length); }).decoded : 0;
   const t = halfToFloatTable();
   const h = new Uint16Array(body.buffer, body.byteOffset, count);
   for (let i = from; i < count; i++) sum += t[h[i]] * t[h[i]];
   return sum;
 }
 
-function decodeHalfSimd(m: CodecMemory, body: Uint8Array, count: number, out: Float32Array, at: number): boolean {
-  let ok = true;
-  for (let i = 0; i < count; i += BLOCK) {
-    const n = Math.min(BLOCK, count - i), whole = n & ~15;
+/**
+ * Decodes the first count − count mod 16 halves of an fp16 body in the kernels, a block at a
+ * time, handing each block's floats (a view of the kernel memory, good until the next block) to
+ * `take` with the index of its first value. Returns how many it decoded and whether all were finite.
+ */
+function halfBlocks(m: CodecMemory, body: Uint8Array, count: number, take: (floats: Float32Array, first: number) => void): { decoded: number; finite: boolean } {
+  const decoded = count & ~15;
+  let finite = true;
+  for (let i = 0; i < decoded; i += BLOCK) {
+    const whole = Math.min(BLOCK, decoded - i);
     m.bytes.set(body.subarray(2 * i, 2 * (i + whole)), SMALL_AT);
-    ok = m.k.halfDecode(SMALL_AT, FLOATS_AT, whole) === 1 && ok;
-    out.set(whole === BLOCK ? m.floats : m.floats.subarray(0, whole), at + i);
-    if (whole < n) ok = decodeHalf(body.subarray(2 * (i + whole)), n - whole, out, at + i + whole) && ok;
+    finite = m.k.halfDecode(SMALL_AT, FLOATS_AT, whole) === 1 && finite;
+    take(whole === BLOCK ? m.floats : m.floats.subarray(0, whole), i);
   }
-  return ok;
+  return { decoded, finite };
+}
+
+function decodeHalfSimd(m: CodecMemory, body: Uint8Array, count: number, out: Float32Array, at: number): boolean {
+  const { decoded, finite } = halfBlocks(m, body, count, (floats, first) => out.set(floats, at + first));
+  return (decoded === count || decodeHalf(body.subarray(2 * decoded), count - decoded, out, at + decoded)) && finite;
 }
 
 /** encodeInt8 with its two passes over each piece in kernels; the residual is m.residual. */

@@ -62,7 +62,7 @@
         (br $next)))
     (i32.eqz (v128.any_true (local.get $bad))))
 
-;; Four floats a turn, promoted to f64 before squaring: an fp32 square is exact in f64 and
+  ;; Four floats a turn, promoted to f64 before squaring: an fp32 square is exact in f64 and
   ;; cannot overflow it, so a finite frame always has a finite norm (the verifier's plausibility
   ;; check of fp16 frames, compress.ts halfNormSq). Two accumulators of two lanes each, summed
   ;; at the end: not the scalar loop's order, which a plausibility check does not need.
