@@ -205,7 +205,11 @@ describe('fuzz', () => {
       const swapped = 'compress' in RUN ? steps.filter((s, i) => who[i] !== clean.who[i]).map((s) => s.step) : [];
       console.log(`max |w - w_clean| = ${diff.toExponential(2)}; steps cut unlike the clean run's [${clean.cuts[0]}]: ${recut.length ? recut.join(' ') : 'none'}${'compress' in RUN ? `; steps whose shards went to other workers than in the clean run: ${swapped.length ? swapped.join(' ') : 'none'}` : ''}`);
       expect.soft(recut, 'steps cut unlike the clean run').toEqual([]);
-      expect.soft(lines.filter((l) => l.includes('replica differs')), 'replicas that drifted').toEqual([]);
+      // The honest workers' replicas: a fuzzer may itself send `resync` (its replica 'differs' by
+      // its own word; it is sent the full weights once per version), which is no drift.
+      const honestIds = new Set(steps.flatMap((s) => s.shards.map((x) => x.worker)));
+      const drifted = lines.filter((l) => l.includes('replica differs') && [...honestIds].some((id) => l.includes(`worker #${id}:`)));
+      expect.soft(drifted, 'honest replicas that drifted').toEqual([]);
       if (swapped.length) expect(diff, 'max |w - w_clean| (shards computed by other workers: the sums in another order)').toBeLessThan(1e-5);
       else expect(diff, 'max |w - w_clean|').toBe(0);
     } finally {
