@@ -10,7 +10,7 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 300_000,
     hookTimeout: 120_000,
-    reporters: ['verbose'],
+    reporters: ['verbose', './tests/helpers/slowest-files.ts'],
     // Every serve the tests start keeps its TLS certificate here, not in the user's ~/.tabtrain.
     env: { TABTRAIN_STATE_DIR: join(tmpdir(), 'tabtrain-test-state') },
     // Builds client/dist for the browser tests when it is missing or stale.

@@ -13,8 +13,9 @@ Usage:
   tabtrain worker --url URL [options]
 
 options:
-  --url URL           the coordinator, as it prints it: wss://HOST:8080/ws (or ws://). http(s)://HOST:PORT/
-                      and bare HOST:PORT are understood too
+  --url URL           the coordinator, as it prints it: wss://HOST:8080/ws (or ws://). The page's
+                      https://HOST:PORT/?token=… (its token is used) and bare HOST:PORT are understood
+                      too; HOST:PORT is wss:// with --fingerprint or --ca, else ws://
   --fingerprint FP    wss: trust the coordinator's self-signed certificate with this SHA-256
                       fingerprint (it prints it at start; colons optional)
   --ca FILE           wss: trust certificates issued by this CA (PEM): your organisation's CA, or
@@ -45,13 +46,15 @@ export class UsageError extends Error {}
 
 /**
  * The WebSocket URL from what a person may type: ws(s)://HOST:PORT/ws, the page's
- * http(s)://HOST:PORT/, or bare HOST:PORT. A URL without a path gets /ws.
+ * http(s)://HOST:PORT/ (its ?token= included), or bare HOST:PORT. A URL without a path gets /ws.
+ * A bare HOST:PORT is wss:// when `secure` (the worker was given --fingerprint or --ca, which only
+ * a TLS coordinator needs), else ws://.
  */
-export function workerUrl(given: string): string {
+export function workerUrl(given: string, secure = false): string {
   const s = given.trim();
   let u: URL;
   try {
-    u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `ws://${s}`);
+    u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(s) ? s : `${secure ? 'wss' : 'ws'}://${s}`);
   } catch {
     throw new UsageError(`--url ${given} is not a URL: give the coordinator's address as it prints it, e.g. wss://HOST:8080/ws`);
   }
@@ -97,7 +100,13 @@ export async function worker(argv: string[]): Promise<void> {
     return;
   }
   if (!v.url) throw new UsageError("--url is missing: give the coordinator's address as it prints it when it starts, e.g. --url wss://HOST:8080/ws");
-  const url = workerUrl(v.url);
+  // The page's address as the coordinator prints it carries the run's token: take it from there
+  // unless --token says otherwise, so that the printed address works as it is; the token travels
+  // in the hello, not in the upgrade's request line, which proxies log.
+  const address = new URL(workerUrl(v.url, v.fingerprint !== undefined || v.ca !== undefined));
+  const token = v.token ?? address.searchParams.get('token') ?? undefined;
+  address.searchParams.delete('token');
+  const url = address.toString();
   if (!['wasm', 'cpu', 'webgpu'].includes(v.backend!)) throw new UsageError(`--backend must be wasm, cpu or webgpu, got '${v.backend}'`);
   let fingerprint: string | undefined;
   if (v.fingerprint !== undefined) {
@@ -122,7 +131,7 @@ export async function worker(argv: string[]): Promise<void> {
     process.on('disconnect', () => process.exit(0));
   }
   await runNodeWorker({
-    url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token: v.token, workerId: v.id, fingerprint, ca, connectTimeoutMs,
+    url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token, workerId: v.id, fingerprint, ca, connectTimeoutMs,
     delayMsPerExample: number(v['delay-ms'], '--delay-ms', { above: true }),
     corruptVersion: number(v['fault-corrupt-version'], '--fault-corrupt-version', { min: 1, integer: true }),
     syntheticMsPerExample: number(v['synthetic-ms-per-example'], '--synthetic-ms-per-example'),
