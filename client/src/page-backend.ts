@@ -1,6 +1,10 @@
 // Backend setup for the browser page: webgpu → webgl → wasm → cpu, with the reason each one was
 // passed over, the adapter the tab computes on, and WebGPU device-loss detection.
 //
+// A GPU API backed by software (WebGPU's fallback adapter, SwiftShader or llvmpipe behind WebGL) is
+// passed over while WebAssembly works: it runs on the same CPU, far slower (alexnet-small: 1.9
+// examples/s on SwiftShader against 230–520 on wasm). ?backend= still forces it.
+//
 // For WebGPU we create the adapter and device ourselves (as tfjs-backend-webgpu's own factory
 // does) so that the page can show the adapter, watch `device.lost`, and after a loss register a
 // fresh backend on a new device.
@@ -92,7 +96,7 @@ export async function selectBackend(opts: SelectOptions = {}): Promise<BackendCh
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Unavailable(`it did not start within ${timeoutMs / 1000} s`)), timeoutMs);
       });
-      const { adapter, lost } = await Promise.race([init(backend), timeout]);
+      const { adapter, lost } = await Promise.race([init(backend, forced === backend), timeout]);
       await Promise.race([smokeTest(backend), timeout]);
       return describe(backend, adapter, lost, skipped, forced, prefix);
     } catch (e) {
@@ -110,10 +114,10 @@ export async function selectBackend(opts: SelectOptions = {}): Promise<BackendCh
   throw new Error(`no TensorFlow.js backend works in this browser: ${skipped.map((s) => `${s.backend}: ${s.why}`).join('; ')}`);
 }
 
-async function init(backend: BackendName): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {
+async function init(backend: BackendName, forced: boolean): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {
   switch (backend) {
-    case 'webgpu': return initWebGPU();
-    case 'webgl': return initWebGL();
+    case 'webgpu': return initWebGPU(forced);
+    case 'webgl': return initWebGL(forced);
     case 'wasm': return initWasm();
     case 'cpu':
       if (!(await tf.setBackend('cpu'))) throw new Unavailable('the cpu backend did not start');
@@ -121,7 +125,11 @@ async function init(backend: BackendName): Promise<{ adapter: Record<string, unk
   }
 }
 
-async function initWebGPU(): Promise<{ adapter: Record<string, unknown>; lost: Promise<DeviceLoss> }> {
+/** WebAssembly can run here: a software GPU adapter is then not worth taking. */
+const wasmUsable = () => typeof WebAssembly === 'object' && typeof WebAssembly.instantiate === 'function';
+const SOFTWARE_RENDERER = /SwiftShader|llvmpipe|softpipe|lavapipe|Software Rasterizer|Microsoft Basic Render/i;
+
+async function initWebGPU(forced: boolean): Promise<{ adapter: Record<string, unknown>; lost: Promise<DeviceLoss> }> {
   const gpu = (navigator as unknown as { gpu?: GpuLike }).gpu;
   if (!window.isSecureContext) {
     throw new Unavailable(`this page is not a secure context (${location.protocol}//${location.host}); browsers offer WebGPU only over https:// or on localhost`);
@@ -130,6 +138,10 @@ async function initWebGPU(): Promise<{ adapter: Record<string, unknown>; lost: P
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new Unavailable('the browser offers no WebGPU adapter (GPU blocklisted or disabled, or no driver)');
   const info: GpuAdapterInfoLike = adapter.info ?? {};
+  const fallback = info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? false;
+  if (fallback && !forced && wasmUsable()) {
+    throw new Unavailable(`its only adapter is a fallback (software) one${info.description || info.architecture ? ` (${info.description || info.architecture})` : ''}, which runs on this CPU far slower than WebAssembly; ?backend=webgpu forces it`);
+  }
   const limits = adapter.limits;
   // The limits tfjs-backend-webgpu asks for: the adapter's own maxima.
   const device = await adapter.requestDevice({
@@ -158,28 +170,47 @@ async function initWebGPU(): Promise<{ adapter: Record<string, unknown>; lost: P
     return { reason: l.reason ?? 'unknown', message: l.message ?? '' };
   });
   const isFallbackAdapter = info.isFallbackAdapter ?? adapter.isFallbackAdapter ?? null;
+  // The filter gradient as a split-K tiled matrix product (webgpu-kernels.ts), as the Dawn worker
+  // does on a GPU: tfjs's own runs one thread per filter element and leaves a GPU's cores idle.
+  // On a software adapter the CPU's few threads gain nothing from it.
+  const kernels = new URLSearchParams(location.search).get('kernels') ?? (isFallbackAdapter ? 'tfjs' : 'split-k');
+  if (kernels === 'split-k') (await import('./webgpu-kernels')).registerWebGPUKernels();
   return {
     adapter: {
       api: 'webgpu', vendor: info.vendor ?? '', architecture: info.architecture ?? '', device: info.device ?? '', description: info.description ?? '',
-      isFallbackAdapter, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize, maxBufferSize: limits.maxBufferSize,
+      isFallbackAdapter, kernels: kernels === 'split-k' ? 'split-k' : 'tfjs', maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize, maxBufferSize: limits.maxBufferSize,
     },
     lost,
   };
 }
 
-async function initWebGL(): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {
+async function initWebGL(forced: boolean): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {
   if (!tf.findBackendFactory('webgl')) throw new Unavailable('the webgl backend is not in this build');
+  const renderer = webglRenderer();
+  if (renderer && SOFTWARE_RENDERER.test(renderer) && !forced && wasmUsable()) {
+    throw new Unavailable(`its renderer is software (${renderer}), which runs on this CPU far slower than WebAssembly; ?backend=webgl forces it`);
+  }
   if (!(await tf.setBackend('webgl'))) throw new Unavailable('the browser gave no WebGL context (WebGL disabled or blocklisted)');
   // Gradients in 16-bit floats drift far from the other workers' fp32: refuse them.
   if (!tf.env().getBool('WEBGL_RENDER_FLOAT32_CAPABLE')) throw new Unavailable('this GPU renders only 16-bit float textures in WebGL, too imprecise for training');
-  let adapter: Record<string, unknown> | null = { api: 'webgl', version: tf.env().getNumber('WEBGL_VERSION') };
+  const adapter: Record<string, unknown> = { api: 'webgl', version: tf.env().getNumber('WEBGL_VERSION') };
+  if (renderer) Object.assign(adapter, { vendor: webglVendor, renderer });
+  return { adapter, lost: never };
+}
+
+let webglVendor = '';
+/** The unmasked renderer's name ('' when the browser hides it), from a throwaway context. */
+function webglRenderer(): string {
   try {
     const gl = document.createElement('canvas').getContext('webgl2') ?? document.createElement('canvas').getContext('webgl');
     const ext = gl?.getExtension('WEBGL_debug_renderer_info');
-    if (gl && ext) adapter = { ...adapter, vendor: gl.getParameter(ext.UNMASKED_VENDOR_WEBGL), renderer: gl.getParameter(ext.UNMASKED_RENDERER_WEBGL) };
+    const renderer = gl && ext ? String(gl.getParameter(ext.UNMASKED_RENDERER_WEBGL)) : '';
+    if (gl && ext) webglVendor = String(gl.getParameter(ext.UNMASKED_VENDOR_WEBGL));
     gl?.getExtension('WEBGL_lose_context')?.loseContext();
-  } catch { /* the adapter name is cosmetic */ }
-  return { adapter, lost: never };
+    return renderer;
+  } catch {
+    return '';
+  }
 }
 
 async function initWasm(): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {

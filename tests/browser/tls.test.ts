@@ -75,7 +75,8 @@ describe('a tab on another machine, over https (headless Chromium, WebGPU on Swi
   it(`https://${NAME}:PORT/ is a secure context, gets WebGPU over wss, and trains`, async () => {
     const steps = 4;
     const { coord, port, lines } = await start({ maxSteps: steps });
-    const t = await tab('https', `https://${NAME}:${port}/`, [RESOLVE, '--ignore-certificate-errors']);
+    // SwiftShader's adapter is a fallback one, which the page passes over for wasm unless forced.
+    const t = await tab('https', `https://${NAME}:${port}/?backend=webgpu`, [RESOLVE, '--ignore-certificate-errors']);
     const where = await t.page.evaluate(() => ({ secure: window.isSecureContext, origin: location.origin, gpu: 'gpu' in navigator }));
     expect(where).toEqual({ secure: true, origin: `https://${NAME}:${port}`, gpu: true });
     const run = coord.train();
@@ -107,7 +108,7 @@ describe('a tab on another machine, over https (headless Chromium, WebGPU on Swi
     expect(await t.page.locator('#https-link').getAttribute('href')).toBe(`https://${NAME}:${port}/`);
     expect(await t.page.evaluate(() => 'tabtrain' in window)).toBe(false); // the worker page did not start
     // localhost is a secure context over plain http: the worker page itself, on WebGPU.
-    const local = await tab('local', `http://localhost:${port}/`, []);
+    const local = await tab('local', `http://localhost:${port}/?backend=webgpu`, []);
     const s = await waitFor('the localhost tab to join', () => local.snapshot(), (x) => x.connection.startsWith('joined'), 120_000);
     expect(s.backend).toBe('webgpu');
     expect(s.coordinator).toBe(`ws://localhost:${port}/ws`);

@@ -14,6 +14,8 @@ import { WITHOUT, openTab, screenshot, waitFor, type Tab } from '../helpers/brow
 import { ensureClientBuilt } from '../helpers/build-client';
 
 const RUN = { model: 'vgg11-tiny', batch: 16, seed: 11 };
+/** SwiftShader's WebGPU adapter is a fallback one: the page takes wasm over it unless told. */
+const GPU = '?backend=webgpu';
 
 let data: Dataset;
 const tabs: Tab[] = [];
@@ -100,7 +102,7 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     const steps = 4;
     const ref = await reference(steps);
     const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 3, maxSteps: steps });
-    const [t1, t2] = await Promise.all([tab('tab1', http), tab('tab2', http)]);
+    const [t1, t2] = await Promise.all([tab('tab1', http + GPU), tab('tab2', http + GPU)]);
     nodeWorker(ws);
     const summary = await coord.train();
     await coord.close(); // as the CLI does: tells every worker the run is over
@@ -152,7 +154,7 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     await base.coord.train();
     await base.coord.close();
     const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 2, maxSteps: steps, compress, verifyEvery: 1 });
-    const t = await tab('tab', http);
+    const t = await tab('tab', http + GPU);
     nodeWorker(ws);
     const summary = await coord.train();
     await coord.close();
@@ -172,7 +174,7 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     const steps = 6;
     const ref = await reference(steps);
     const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 3, maxSteps: steps });
-    const [t1, t2] = await Promise.all([tab('tab1', http), tab('tab2', http)]);
+    const [t1, t2] = await Promise.all([tab('tab1', http + GPU), tab('tab2', http + GPU)]);
     nodeWorker(ws);
     const run = coord.train();
     // Close tab2 once it has finished a shard and holds the next one: its shard must be requeued.
@@ -194,7 +196,7 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     const steps = 6;
     const ref = await reference(steps);
     const { coord, http, ws } = await startCoordinator({ minWorkers: 2, maxSteps: steps });
-    const t = await tab('tab', http);
+    const t = await tab('tab', http + GPU);
     nodeWorker(ws);
     const run = coord.train();
     const before = await waitFor('the tab to finish a shard', () => t.snapshot(), (s) => s.shards.length >= 1, 120_000, 50);
@@ -251,7 +253,7 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
   it('memory stays flat over 20 steps (tf.memory and the JS heap)', async () => {
     const steps = 20;
     const { coord, http } = await startCoordinator({ minWorkers: 1, maxSteps: steps });
-    const t = await tab('tab', http);
+    const t = await tab('tab', http + GPU);
     const summary = await coord.train();
     expect(summary.steps).toBe(steps);
     const s = await waitFor('the tab to show the end of the run', () => t.snapshot(), (x) => x.shards.length >= steps, 15_000);
@@ -272,13 +274,16 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     console.log(`(c) screenshot: ${await screenshot(t, 'browser-worker-20-steps.png')}`);
   });
 
-  it('falls back webgpu → webgl → wasm → cpu with a notice that says why, and trains on each', async () => {
+  it('falls back webgpu → webgl → wasm → cpu, passes over software GPUs while wasm works, with a notice that says why, and trains on each', async () => {
     const steps = 5;
     const ref = await reference(steps);
-    // Each browser lacks one more thing, as real machines do: no WebGPU adapter (most Linux
-    // desktops today), then no WebGL either, then no WebAssembly either. And ?backend= overrides.
+    // SwiftShader's WebGPU adapter and WebGL are software: passed over for wasm, taken when wasm is
+    // missing. Then each browser lacks one more thing, as real machines do: no WebGPU adapter (most
+    // Linux desktops today), then no WebGL either, then no WebAssembly either. ?backend= overrides.
     const cases: { name: string; query: string; webgpu: boolean; initScript?: string; backend: string; notice: RegExp }[] = [
-      { name: 'no WebGPU adapter', query: '', webgpu: false, backend: 'webgl', notice: /^Computing with WebGL.*Passed over: WebGPU: (the browser offers no WebGPU adapter|this browser has no WebGPU)/ },
+      { name: 'a fallback WebGPU adapter and a software WebGL', query: '', webgpu: true, backend: 'wasm', notice: /^Computing with WebAssembly \(CPU\), \d+ threads?\..*Passed over: WebGPU: its only adapter is a fallback \(software\) one.*\?backend=webgpu forces it\. WebGL: its renderer is software \(.*SwiftShader.*\?backend=webgl forces it/ },
+      { name: 'no WebAssembly: the fallback adapter beats plain JavaScript', query: '', webgpu: true, initScript: WITHOUT.wasm, backend: 'webgpu', notice: /^Computing with WebGPU.*fallback \(software\) adapter/ },
+      { name: '?backend=webgl without a WebGPU adapter', query: '?backend=webgl', webgpu: false, backend: 'webgl', notice: /^Computing with WebGL.*\(chosen by \?backend=webgl\)/ },
       { name: 'no WebGPU, no WebGL', query: '', webgpu: false, initScript: WITHOUT.webgl, backend: 'wasm', notice: /^Computing with WebAssembly \(CPU\), \d+ threads?\..*Passed over: WebGPU: .*WebGL: / },
       { name: 'no WebGPU, WebGL or WebAssembly', query: '', webgpu: false, initScript: WITHOUT.webgl + WITHOUT.wasm, backend: 'cpu', notice: /^Computing with plain JavaScript.*Passed over: WebGPU: .*WebGL: .*WebAssembly \(CPU\): this browser has no WebAssembly/ },
       { name: '?backend=wasm on a WebGPU browser', query: '?backend=wasm', webgpu: true, backend: 'wasm', notice: /^Computing with WebAssembly \(CPU\), \d+ threads? \(chosen by \?backend=wasm\)/ },
@@ -295,10 +300,10 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
       expect(coord.status().workers[0]).toMatchObject({ kind: 'browser', backend: c.backend });
       const diff = maxAbsDiff(coord.weights, ref);
       expect(diff, c.name).toBeLessThan(1e-4);
-      speeds[`${c.backend}${c.query ? ' (forced)' : ''}`] = speedOf(s);
+      speeds[`${c.backend} (${c.name})`] = speedOf(s);
       // The threaded wasm build loads: the page is cross-origin isolated (COOP/COEP).
       if (c.backend === 'wasm') expect(s.adapter).toMatchObject({ api: 'wasm', crossOriginIsolated: true, multithread: true });
-      if (!c.query) await screenshot(t, `browser-worker-${c.backend}.png`);
+      await screenshot(t, `browser-worker-${c.backend}${c.query ? "-forced" : ""}.png`);
       await t.close();
       await coord.close();
     }
@@ -313,9 +318,10 @@ describe('opening the page from another machine on the LAN', () => {
     const { http } = await startCoordinator({ host: lan!, minWorkers: 1 });
     const plain = await tab('lan', http);
     const s = await waitFor('the lan tab to join', () => plain.snapshot(), (x) => x.connection.startsWith('joined'), 60_000);
-    expect(s.backend).toBe('webgl');
+    // Its WebGL is SwiftShader (software): passed over for wasm, the notice giving both reasons.
+    expect(s.backend).toBe('wasm');
     expect(s.notice).toMatch(/WebGPU: this page is not a secure context/);
-    const flagged = await tab('lan-flag', http, { extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${http.replace(/\/$/, '')}`] });
+    const flagged = await tab('lan-flag', http + GPU, { extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${http.replace(/\/$/, '')}`] });
     const f = await waitFor('the flagged tab to join', () => flagged.snapshot(), (x) => x.connection.startsWith('joined'), 60_000);
     expect(f.backend).toBe('webgpu');
   });
