@@ -98,11 +98,13 @@ afterAll(() => {
 });
 
 describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () => {
-  it('(a) two WebGPU tabs and one Node worker train to the same weights as one Node worker', async () => {
+  it('(a) two WebGPU tabs (tfjs\'s filter-gradient kernel, and the split-K one) and one Node worker train to the same weights as one Node worker', async () => {
     const steps = 4;
     const ref = await reference(steps);
     const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 3, maxSteps: steps });
-    const [t1, t2] = await Promise.all([tab('tab1', http + GPU), tab('tab2', http + GPU)]);
+    // A fallback adapter keeps tfjs's kernels unless told; tab2 runs the split-K one that a
+    // hardware adapter gets, so its gradients are checked against the Node worker's here.
+    const [t1, t2] = await Promise.all([tab('tab1', http + GPU), tab('tab2', http + GPU + '&kernels=split-k')]);
     nodeWorker(ws);
     const summary = await coord.train();
     await coord.close(); // as the CLI does: tells every worker the run is over
@@ -141,6 +143,8 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
       expect(shown).toBe('webgpu');
       expect(await t.page.locator('#adapter').textContent()).toMatch(/fallback adapter: yes/);
     }
+    expect((await t1.snapshot()).adapter).toMatchObject({ kernels: 'tfjs' });
+    expect((await t2.snapshot()).adapter).toMatchObject({ kernels: 'split-k' });
     // (c) the page as a person sees it
     console.log(`(c) screenshot: ${await screenshot(t1, 'browser-worker-webgpu.png')}`);
   });
