@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEFAULT_CONNECT_TIMEOUT_MS, WorkerError, normalizeFingerprint, runNodeWorker } from './node-worker';
-import { joinNegativeValues } from '@tabtrain/shared/cli-args';
+import { joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
 
 export const WORKER_HELP = `tabtrain worker: join a coordinator as a headless Node worker.
 
@@ -154,7 +154,9 @@ if (isEntry) {
     () => process.exit(0),
     (e) => {
       const code = userErrorCode(e);
-      console.error(`tabtrain worker: ${code === null ? ((e as Error).stack ?? e) : (e as Error).message}`);
+      const err = e as Error & { code?: string };
+      const message = err?.code?.startsWith('ERR_PARSE_ARGS') ? parseArgsMessage(err, 'worker', Object.keys(OPTIONS)) : err.message;
+      console.error(`tabtrain worker: ${code === null ? (err.stack ?? e) : message}`);
       process.exit(code ?? 1);
     },
   );

@@ -123,7 +123,7 @@ Examples:
 
 /** A mistake on the command line or in its files: one line, exit 2. */
 import { UsageError } from './usage';
-import { joinNegativeValues } from '@tabtrain/shared/cli-args';
+import { joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
 
 export { UsageError };
 
@@ -364,15 +364,6 @@ export async function serve(argv: string[]): Promise<number> {
   return s === 'SIGINT' ? 130 : s === 'SIGTERM' ? 143 : 0;
 }
 
-/** parseArgs's messages, said the way the rest of the CLI says things. */
-export function parseArgsMessage(e: Error & { code?: string }, command: string): string {
-  const m = /'(-[^' ]+)/.exec(e.message);
-  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${m?.[1] ?? ''} for ${command}: see tabtrain ${command} --help`;
-  if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test(e.message)) return `${m?.[1] ?? 'an option'} needs a value: see tabtrain ${command} --help`;
-  if (e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `${command} takes no argument ${/'([^']*)'/.exec(e.message)?.[1] ?? ''}: options start with --; see tabtrain ${command} --help`;
-  return `${e.message}: see tabtrain ${command} --help`;
-}
-
 /** `tabtrain ARGS` for serve, bench and help; resolves with the exit code. */
 export async function main(args: string[]): Promise<number> {
   const [cmd, ...rest] = args;
@@ -393,7 +384,7 @@ export async function main(args: string[]): Promise<number> {
 export function userMessage(e: unknown, command: string): string | null {
   if (e instanceof UsageError || e instanceof DataError || e instanceof CheckpointError || e instanceof OutputPathError || e instanceof TlsError) return e.message;
   const err = e as Error & { code?: string };
-  if (err?.code?.startsWith('ERR_PARSE_ARGS')) return parseArgsMessage(err, command);
+  if (err?.code?.startsWith('ERR_PARSE_ARGS')) return parseArgsMessage(err, command, command === 'serve' ? Object.keys(SERVE_OPTIONS) : []);
   return null;
 }
 

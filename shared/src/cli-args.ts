@@ -10,3 +10,39 @@ export function joinNegativeValues(argv: string[], valued: Set<string>): string[
   }
   return out;
 }
+
+/** The known option nearest to a mistyped one (`--epoch` → `--epochs`), or null when none is close. */
+export function nearestOption(given: string, known: readonly string[]): string | null {
+  const g = given.replace(/^-+/, '').split('=')[0].toLowerCase();
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const d = editDistance(g, k.toLowerCase());
+    if (d < bestDistance) { best = k; bestDistance = d; }
+  }
+  // Two edits on a word of five letters or more, one on shorter ones: beyond that it is a guess.
+  return best !== null && bestDistance <= (g.length >= 5 ? 2 : 1) ? `--${best}` : null;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/** node:util parseArgs's errors, said the way the rest of the CLI says things; `known` names the command's options for a "did you mean". */
+export function parseArgsMessage(e: Error & { code?: string }, command: string, known: readonly string[] = []): string {
+  const m = /'(-[^' ]+)/.exec(e.message);
+  const help = `see tabtrain ${command} --help`;
+  if (e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const near = m ? nearestOption(m[1], known) : null;
+    return `unknown option ${m?.[1] ?? ''} for ${command}${near ? ` (did you mean ${near}?)` : ''}: ${help}`;
+  }
+  if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && /argument missing/.test(e.message)) return `${m?.[1] ?? 'an option'} needs a value: ${help}`;
+  if (e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `${command} takes no argument ${/'([^']*)'/.exec(e.message)?.[1] ?? ''}: options start with --; ${help}`;
+  return `${e.message}: ${help}`;
+}
