@@ -12,6 +12,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CLOSE, CLOSE_NAMES, MAX_CLOSE_REASON_BYTES, MAX_FRAME_BYTES, MSG, ProtocolError, closeReason, decodeFrame, printable, validate, type Message } from '@tabtrain/shared';
 import { badRequest, guarded, guardHttp, guardUpgrade, refuseSocket, requestPath } from './guard';
+import { Admission, admissionLimits, type AdmissionLimits } from './admission';
 import { createListener, type ListenerTls } from './listener';
 import { serveStatic } from './static';
 
@@ -94,6 +95,8 @@ export interface TransportOptions {
   helloTimeoutMs: number;
   heartbeatMs: number;
   slowReaderMs: number;
+  /** Caps and the request deadline for connections not yet joined (default: sized from this process's open-file limit). */
+  admission?: AdmissionLimits;
   log: (line: string) => void;
 }
 
@@ -110,6 +113,8 @@ export interface TransportOptions {
 const FLOOD_RATE = 400;
 const FLOOD_BURST = 800;
 const ASKED_FOR = new Set<string>([MSG.gradient, MSG.result]);
+/** How often refused connections are summed up in one log line (a flood must not write a line per connection). */
+const ADMISSION_REPORT_MS = 10_000;
 /** Frames at least this big time the link they cross (on a fast link they time memcpy: a high rate, harmless). */
 export const LARGE_FRAME = 1024 * 1024;
 /** The most a TCP socket's send buffer grows to (Linux: tcp_wmem's third field; 4 MiB by default). */
@@ -131,13 +136,17 @@ export class Transport<P extends Peer> {
   private readonly answered = new WeakSet<Duplex>();
   /** The request and the response being made on each socket, until the response finishes. */
   private readonly inflight = new WeakMap<Duplex, { req: IncomingMessage; res: ServerResponse }>();
+  /** Connections not yet joined: counted, capped, and given a deadline for their first request. */
+  readonly admission: Admission;
   /** Sockets accepted so far (the next peer's id is this + 1). */
   opened = 0;
   /** Bytes received from and sent to all peers, ever: the coordinator link's load. */
   bytesIn = 0;
   bytesOut = 0;
 
-  constructor(private readonly opts: TransportOptions, private readonly handler: PeerHandler<P>) {}
+  constructor(private readonly opts: TransportOptions, private readonly handler: PeerHandler<P>) {
+    this.admission = new Admission(opts.admission ?? admissionLimits());
+  }
 
   /** HTTP handlers asked before the static files, in order (the dashboard adds its routes here). */
   addRoutes(route: Route): void {
@@ -147,7 +156,7 @@ export class Transport<P extends Peer> {
   async listen(): Promise<number> {
     const log = this.opts.log;
     // http and https on one port (listener.ts): plain http when no certificate is given.
-    this.http = createListener(guardHttp(log, (req, res) => this.serveHttp(req, res)), this.opts.tls);
+    this.http = createListener(guardHttp(log, (req, res) => this.serveHttp(req, res)), this.opts.tls, this.admission);
     // Deliberate transport settings: frames are ≤ 8 MiB chunks, so maxPayload stays small (an
     // oversized frame is refused with 1009 before it is buffered); permessage-deflate is off (it
     // moved gradients at 26–38 MB/s); ws sets TCP_NODELAY on every socket it adopts, and bufferutil
@@ -191,6 +200,16 @@ export class Transport<P extends Peer> {
       this.http!.once('error', reject);
       this.http!.listen(this.opts.port, this.opts.host, () => resolve());
     });
+    // After listening, an accept that fails (EMFILE when the process's files run out) is an
+    // 'error' on the server: logged, at most once per report, never the end of the run.
+    let acceptFailed: string | null = null;
+    this.http.on('error', (e: Error & { code?: string }) => { acceptFailed ??= `${e.code ?? ''} ${e.message}`; });
+    this.timers.push(setInterval(guarded(log, 'admission report', () => {
+      const refused = this.admission.report();
+      if (refused) log(refused);
+      if (acceptFailed) log(`accepting a connection failed: ${acceptFailed}`);
+      acceptFailed = null;
+    }), ADMISSION_REPORT_MS));
     this.timers.push(setInterval(guarded(log, 'heartbeat', () => this.heartbeat()), this.opts.heartbeatMs));
     this.timers.push(setInterval(guarded(log, 'slow-reader watch', () => this.watchDrain()), 1000));
     for (const t of this.timers) t.unref();
@@ -219,6 +238,7 @@ export class Transport<P extends Peer> {
     this.live.add(p);
     const log = this.opts.log;
     const fail = (e: Error) => this.drop(p, CLOSE.malformed, `internal: ${e.message}`);
+    let released = false;
     const helloTimer = setTimeout(guarded(log, `worker #${p.id} hello timer`, () => {
       if (!this.handler.joined(p)) this.drop(p, CLOSE.helloTimeout, `no hello within ${this.opts.helloTimeoutMs} ms`);
     }, fail), this.opts.helloTimeoutMs);
@@ -246,6 +266,8 @@ export class Transport<P extends Peer> {
         const msg = validate(header);
         if (!ASKED_FOR.has(msg.type) && !takeToken(p)) throw new ProtocolError(CLOSE.flood, `more than ${FLOOD_RATE} ${msg.type} messages/s that no assign asked for`);
         this.handler.message(p, msg, body);
+        // Joined: the run's work bounds it now, no longer the caps on strangers' connections.
+        if (!released && this.handler.joined(p)) { released = true; this.admission.release(req.socket); }
       } catch (e) {
         try {
           if (e instanceof ProtocolError) this.drop(p, e.code, e.message);
