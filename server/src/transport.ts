@@ -393,6 +393,9 @@ export class Transport<P extends Peer> {
     for (const t of this.timers) clearInterval(t);
     for (const p of [...this.live]) {
       p.ws.close(code, closeReason(reason));
+      // As in drop(): a peer that never answers the close (a hello-less stranger's socket) would
+      // hold the process open for ws's own 30 s close timeout.
+      setTimeout(() => p.ws.terminate(), 2000).unref();
       this.gone(p, code, reason, true);
     }
     await new Promise<void>((r) => (this.wss ? this.wss.close(() => r()) : r()));
