@@ -38,7 +38,7 @@ function flood(port: number, from: string, kind: Kind, n: number) {
     if (stopped) return;
     const t0 = performance.now();
     const s: Socket = kind === 'wss-no-hello'
-      ? tlsConnect({ port, host: '127.0.0.1', localAddress: from, rejectUnauthorized: false }, () => s.write(upgradeRequest('/ws')))
+      ? tlsConnect({ socket: connect({ port, host: '127.0.0.1', localAddress: from }), rejectUnauthorized: false }, () => s.write(upgradeRequest('/ws')))
       : connect({ port, host: '127.0.0.1', localAddress: from }, () => {
         if (kind === 'tls-stall') s.write(HALF_HELLO);
         else if (kind === 'half-request') s.write('GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n');
