@@ -16,6 +16,7 @@ import { CheckpointError, loadCheckpoint, saveCheckpoint, writeFileAtomic } from
 import { OutputPathError, checkAppendFile, checkOutputDir, checkOutputFile } from './output-paths';
 import { TlsError, defaultStateDir, serverCertificate, type Certificate } from './tls';
 import { isLoopbackHost } from './listener';
+import { admissionHelp, admissionLimits } from './admission';
 import { ensurePageBuilt } from './page-build';
 import { plural } from './format';
 import { spawnWorker } from './spawn-worker';
@@ -87,6 +88,7 @@ the run:
                       coordinator's and fetch the full weights on a mismatch (default ${DEFAULTS.verifyEvery}; 0 = never)
 
 network:
+${admissionHelp(admissionLimits(), DEFAULTS.helloTimeoutMs)}
   --port N            http + https + WebSocket port, 0 picks a free one (default ${DEFAULTS.port})
   --host ADDR         address to listen on (default ${DEFAULTS.host}: reachable from the LAN)
   --tls-cert FILE     a real certificate (PEM, may hold the chain) for https/wss on --port

@@ -16,6 +16,7 @@ import {
   CLOSE, CLOSE_NAMES, IMAGE_BYTES, MSG, ProtocolError, encode, epochOrder, getModel, modelHash, paramLayout, planShards, stepsPerEpoch,
   type Assign, type Gradient, type Hello, type Message, type ModelSpec, type Resync, type Result, type RunInfo,
 } from '@tabtrain/shared';
+import { printable } from '@tabtrain/shared/text';
 import { NO_COMPRESSION, type Compression } from '@tabtrain/shared/compress';
 import type { EpochPoint } from '@tabtrain/shared/dashboard-wire';
 import { gather, type Dataset } from './data';
@@ -212,7 +213,8 @@ export class Coordinator {
 
   constructor(opts: CoordinatorOptions, readonly data: Dataset) {
     const log = opts.log;
-    this.opts = { ...opts, log: (line) => { log(line); this.events.emit('log', line); } };
+    // One sink for every line the run logs: what a peer sent is escaped here too (printable).
+    this.opts = { ...opts, log: (raw) => { const line = printable(raw); log(line); this.events.emit('log', line); } };
     this.spec = getModel(opts.model);
     const { total } = paramLayout(this.spec);
     this.run = { model: this.spec.name, modelHash: modelHash(this.spec), seed: opts.seed, batch: opts.batch, lr: opts.lr ?? this.spec.lr, paramCount: total };

@@ -11,6 +11,7 @@ import { createServer as createHttpServer, type IncomingMessage, type RequestLis
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import type { Admission } from './admission';
 
 export interface ListenerTls {
   cert: string | Buffer;
@@ -20,7 +21,7 @@ export interface ListenerTls {
   selfSigned?: boolean;
 }
 
-/** A connection that sends nothing for this long is closed before it is handed to a server. */
+/** A connection that sends nothing for this long is closed before it is handed to a server (Admission's request deadline is shorter where given). */
 const FIRST_BYTE_TIMEOUT_MS = 30_000;
 
 /** Host names a browser treats as a secure context over plain http. */
@@ -82,12 +83,17 @@ ${trust}
 /**
  * An http server that also speaks https on the same port when `tls` is given. Listen, address,
  * close and closeAllConnections work on it as on any http server; 'upgrade' listeners added to it
- * also get the upgrades that came over TLS.
+ * also get the upgrades that came over TLS. With `admission`, every connection is counted from
+ * its accept, refused over the caps, and closed unless its first request (an HTTP request or an
+ * upgrade, over TLS or not) comes within the deadline (admission.ts).
  */
-export function createListener(onRequest: RequestListener, tls?: ListenerTls): Server {
-  if (!tls) return createHttpServer(onRequest);
-  const http = createHttpServer((req, res) => (needsHttps(req) ? httpsNotice(req, res, tls) : onRequest(req, res)));
-  const https = createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' }, onRequest);
+export function createListener(onRequest: RequestListener, tls?: ListenerTls, admission?: Admission): Server {
+  const asked = (req: IncomingMessage) => admission?.asked(req.socket);
+  const handle: RequestListener = (req, res) => { asked(req); onRequest(req, res); };
+  if (!tls) return admit(createHttpServer(handle), asked, admission);
+  const http = createHttpServer((req, res) => (needsHttps(req) ? (asked(req), httpsNotice(req, res, tls)) : handle(req, res)));
+  // handshakeTimeout: Node's default lets a stalled handshake hold its ~90 KB for 120 s.
+  const https = createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', handshakeTimeout: admission?.limits.requestMs ?? 120_000 }, handle);
   https.on('upgrade', (req, socket, head) => http.emit('upgrade', req, socket, head));
   // CONNECT and unparseable requests over TLS get the same answers as over plain http.
   https.on('connect', (req, socket, head) => http.emit('connect', req, socket, head));
@@ -100,9 +106,11 @@ export function createListener(onRequest: RequestListener, tls?: ListenerTls): S
 
   const plainConnection = http.listeners('connection')[0] as (socket: Socket) => void;
   http.removeAllListeners('connection');
+  http.prependListener('upgrade', asked);
   const sniffing = new Set<Socket>();
   const overTls = new Set<Socket>();
   http.on('connection', (socket: Socket) => {
+    if (admission && !admission.admit(socket)) return;
     sniffing.add(socket);
     const onError = () => socket.destroy();
     const timer = setTimeout(() => socket.destroy(), FIRST_BYTE_TIMEOUT_MS);
@@ -140,5 +148,15 @@ export function createListener(onRequest: RequestListener, tls?: ListenerTls): S
     closeIdle();
     https.closeIdleConnections();
   };
+  return http;
+}
+
+/** Plain http alone: every connection through `admission` before the http server sees it. */
+function admit(http: Server, asked: (req: IncomingMessage) => void, admission?: Admission): Server {
+  if (!admission) return http;
+  const plainConnection = http.listeners('connection')[0] as (socket: Socket) => void;
+  http.removeAllListeners('connection');
+  http.on('connection', (socket: Socket) => { if (admission.admit(socket)) plainConnection.call(http, socket); });
+  http.prependListener('upgrade', asked);
   return http;
 }

@@ -10,8 +10,9 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES, ProtocolError, closeReason, decodeFrame, validate, type Message } from '@tabtrain/shared';
+import { CLOSE, CLOSE_NAMES, MAX_CLOSE_REASON_BYTES, MAX_FRAME_BYTES, MSG, ProtocolError, closeReason, decodeFrame, printable, validate, type Message } from '@tabtrain/shared';
 import { badRequest, guarded, guardHttp, guardUpgrade, refuseSocket, requestPath } from './guard';
+import { Admission, admissionLimits, type AdmissionLimits } from './admission';
 import { createListener, type ListenerTls } from './listener';
 import { serveStatic } from './static';
 
@@ -26,7 +27,7 @@ export interface Peer {
   closed: boolean;
   /** Pings sent while idle without a pong since. */
   missedPongs: number;
-  /** Token bucket against floods: messages allowed now, refilled at FLOOD_RATE per second. */
+  /** Token bucket against floods of messages no assign asked for: allowed now, refilled at FLOOD_RATE per second. */
   tokens: number;
   tokensAt: number;
   /**
@@ -94,12 +95,26 @@ export interface TransportOptions {
   helloTimeoutMs: number;
   heartbeatMs: number;
   slowReaderMs: number;
+  /** Caps and the request deadline for connections not yet joined (default: sized from this process's open-file limit). */
+  admission?: AdmissionLimits;
   log: (line: string) => void;
 }
 
-/** A legitimate worker sends ⌈P / CHUNK_FLOATS⌉ + 1 messages per shard (24 for AlexNet). */
+/**
+ * The flood limit counts only the messages the run did not ask for: status, resync, a second
+ * hello. A gradient frame or a result answers an assign, and the handler closes the socket for
+ * any that is not the next slice of a shard the worker holds, in the run's segment plan, or that
+ * shard's one result (notOwner, badGradient, duplicate): the run itself bounds them, at one
+ * assign's frames per assign, however fast the run is. Counted too, they capped the honest
+ * workers of a fast small-model run: a powersgd step sends a frame per matrix per round, and
+ * alexnet-tiny at ~1,200 examples/s passed 400 messages/s and was closed 4010 again and again
+ * (issue 24, 3). Invalid messages need no count: the first one closes the socket.
+ */
 const FLOOD_RATE = 400;
 const FLOOD_BURST = 800;
+const ASKED_FOR = new Set<string>([MSG.gradient, MSG.result]);
+/** How often refused connections are summed up in one log line (a flood must not write a line per connection). */
+const ADMISSION_REPORT_MS = 10_000;
 /** Frames at least this big time the link they cross (on a fast link they time memcpy: a high rate, harmless). */
 export const LARGE_FRAME = 1024 * 1024;
 /** The most a TCP socket's send buffer grows to (Linux: tcp_wmem's third field; 4 MiB by default). */
@@ -121,13 +136,17 @@ export class Transport<P extends Peer> {
   private readonly answered = new WeakSet<Duplex>();
   /** The request and the response being made on each socket, until the response finishes. */
   private readonly inflight = new WeakMap<Duplex, { req: IncomingMessage; res: ServerResponse }>();
+  /** Connections not yet joined: counted, capped, and given a deadline for their first request. */
+  readonly admission: Admission;
   /** Sockets accepted so far (the next peer's id is this + 1). */
   opened = 0;
   /** Bytes received from and sent to all peers, ever: the coordinator link's load. */
   bytesIn = 0;
   bytesOut = 0;
 
-  constructor(private readonly opts: TransportOptions, private readonly handler: PeerHandler<P>) {}
+  constructor(private readonly opts: TransportOptions, private readonly handler: PeerHandler<P>) {
+    this.admission = new Admission(opts.admission ?? admissionLimits());
+  }
 
   /** HTTP handlers asked before the static files, in order (the dashboard adds its routes here). */
   addRoutes(route: Route): void {
@@ -137,7 +156,7 @@ export class Transport<P extends Peer> {
   async listen(): Promise<number> {
     const log = this.opts.log;
     // http and https on one port (listener.ts): plain http when no certificate is given.
-    this.http = createListener(guardHttp(log, (req, res) => this.serveHttp(req, res)), this.opts.tls);
+    this.http = createListener(guardHttp(log, (req, res) => this.serveHttp(req, res)), this.opts.tls, this.admission);
     // Deliberate transport settings: frames are ≤ 8 MiB chunks, so maxPayload stays small (an
     // oversized frame is refused with 1009 before it is buffered); permessage-deflate is off (it
     // moved gradients at 26–38 MB/s); ws sets TCP_NODELAY on every socket it adopts, and bufferutil
@@ -181,6 +200,16 @@ export class Transport<P extends Peer> {
       this.http!.once('error', reject);
       this.http!.listen(this.opts.port, this.opts.host, () => resolve());
     });
+    // After listening, an accept that fails (EMFILE when the process's files run out) is an
+    // 'error' on the server: logged, at most once per report, never the end of the run.
+    let acceptFailed: string | null = null;
+    this.http.on('error', (e: Error & { code?: string }) => { acceptFailed ??= `${e.code ?? ''} ${e.message}`; });
+    this.timers.push(setInterval(guarded(log, 'admission report', () => {
+      const refused = this.admission.report();
+      if (refused) log(refused);
+      if (acceptFailed) log(`accepting a connection failed: ${acceptFailed}`);
+      acceptFailed = null;
+    }), ADMISSION_REPORT_MS));
     this.timers.push(setInterval(guarded(log, 'heartbeat', () => this.heartbeat()), this.opts.heartbeatMs));
     this.timers.push(setInterval(guarded(log, 'slow-reader watch', () => this.watchDrain()), 1000));
     for (const t of this.timers) t.unref();
@@ -209,6 +238,7 @@ export class Transport<P extends Peer> {
     this.live.add(p);
     const log = this.opts.log;
     const fail = (e: Error) => this.drop(p, CLOSE.malformed, `internal: ${e.message}`);
+    let released = false;
     const helloTimer = setTimeout(guarded(log, `worker #${p.id} hello timer`, () => {
       if (!this.handler.joined(p)) this.drop(p, CLOSE.helloTimeout, `no hello within ${this.opts.helloTimeoutMs} ms`);
     }, fail), this.opts.helloTimeoutMs);
@@ -231,10 +261,13 @@ export class Transport<P extends Peer> {
       p.bytesIn += data.byteLength;
       this.bytesIn += data.byteLength;
       try {
-        if (!takeToken(p)) throw new ProtocolError(CLOSE.flood, `more than ${FLOOD_RATE} messages/s`);
         if (!isBinary) throw new ProtocolError(CLOSE.malformed, 'text frame; the protocol is binary');
         const { header, body } = decodeFrame(data);
-        this.handler.message(p, validate(header), body);
+        const msg = validate(header);
+        if (!ASKED_FOR.has(msg.type) && !takeToken(p)) throw new ProtocolError(CLOSE.flood, `more than ${FLOOD_RATE} ${msg.type} messages/s that no assign asked for`);
+        this.handler.message(p, msg, body);
+        // Joined: the run's work bounds it now, no longer the caps on strangers' connections.
+        if (!released && this.handler.joined(p)) { released = true; this.admission.release(req.socket); }
       } catch (e) {
         try {
           if (e instanceof ProtocolError) this.drop(p, e.code, e.message);
@@ -247,7 +280,8 @@ export class Transport<P extends Peer> {
     });
     ws.on('close', guarded(log, `worker #${p.id} close`, (code: number, reason: Buffer) => {
       clearTimeout(helloTimer);
-      this.gone(p, code, reason.toString(), false);
+      // The peer's words: escaped and cut before any log line or status shows them (text.ts).
+      this.gone(p, code, printable(reason.toString(), MAX_CLOSE_REASON_BYTES), false);
     }));
     ws.on('error', guarded(log, `worker #${p.id} socket error`, (e: Error & { code?: string }) => {
       // ws has already closed the socket (with 1009 for an oversized frame); name it in our log.
@@ -359,6 +393,9 @@ export class Transport<P extends Peer> {
     for (const t of this.timers) clearInterval(t);
     for (const p of [...this.live]) {
       p.ws.close(code, closeReason(reason));
+      // As in drop(): a peer that never answers the close (a hello-less stranger's socket) would
+      // hold the process open for ws's own 30 s close timeout.
+      setTimeout(() => p.ws.terminate(), 2000).unref();
       this.gone(p, code, reason, true);
     }
     await new Promise<void>((r) => (this.wss ? this.wss.close(() => r()) : r()));

@@ -3,3 +3,4 @@ export * from './protocol';
 export * from './rng';
 export * from './shard';
 export * from './sgd';
+export * from './text';

@@ -6,6 +6,7 @@
 // receiver views it as a Float32Array without copying.
 import { Packr } from 'msgpackr';
 import type { Codec, Compression } from './codec-types';
+import { hasControl, printable } from './text';
 
 export const PROTOCOL_VERSION = 3;
 
@@ -306,8 +307,9 @@ function byteLength(s: string): number {
 
 /** What an error message may quote of a peer's value: short, and never the whole of a huge one. */
 function quote(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v);
-  try { return JSON.stringify(v)?.slice(0, 40) ?? String(v); } catch { return typeof v; }
+  // JSON escapes C0 only: printable() also writes out C1 and bidi controls.
+  if (typeof v === 'string') return printable(JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v));
+  try { return printable(JSON.stringify(v)?.slice(0, 40) ?? String(v)); } catch { return typeof v; }
 }
 
 /** The hello's optional and nested fields, which SCHEMA's flat checks don't cover. */
@@ -316,16 +318,24 @@ function validateHello(h: Record<string, unknown>): void {
   if (h.workerId === '') throw bad('workerId', 'must not be empty');
   if (h.kind !== 'node' && h.kind !== 'browser') throw bad('kind', `must be node or browser, got ${quote(h.kind)}`);
   for (const f of ['token', 'session', 'local'] as const) if (h[f] !== undefined && !ok(h[f], 'str')) throw bad(f, `must be a string of at most ${LIMITS.stringBytes} bytes`);
+  // The hello's strings reach the log, /api/status and the dashboard: a line break or an escape
+  // sequence in them would forge log lines or drive the operator's terminal (text.ts).
+  const controls = 'must not hold control characters (line breaks, ESC, bidi overrides)';
+  for (const f of ['workerId', 'backend', 'token', 'session', 'local'] as const) if (typeof h[f] === 'string' && hasControl(h[f] as string)) throw bad(f, `${controls}, got ${quote(h[f])}`);
   const a = h.adapter;
   if (a !== null && a !== undefined) {
     if (!ok(a, 'obj')) throw bad('adapter', 'must be a map or null');
     let json: string;
-    try { json = JSON.stringify(a); } catch { throw bad('adapter', 'is not plain data'); }
+    let tainted = false;
+    const look = (k: string, v: unknown) => { if (hasControl(k) || (typeof v === 'string' && hasControl(v))) tainted = true; return v; };
+    try { json = JSON.stringify(a, look); } catch { throw bad('adapter', 'is not plain data'); }
     if (json.length > LIMITS.adapterBytes || utf8.encode(json).length > LIMITS.adapterBytes) throw bad('adapter', `is over ${LIMITS.adapterBytes} bytes as JSON`);
+    if (tainted) throw bad('adapter', controls);
   }
   const hashes = Object.entries(h.modelHashes as Record<string, unknown>);
   if (hashes.length > LIMITS.modelHashes) throw bad('modelHashes', `has ${hashes.length} entries, at most ${LIMITS.modelHashes}`);
   for (const [k, v] of hashes) if (!ok(k, 'str') || !ok(v, 'str')) throw bad('modelHashes', 'must map model names to hash strings');
+  if (hashes.some(([k, v]) => hasControl(k) || hasControl(v as string))) throw bad('modelHashes', controls);
 }
 
 /** Checks a decoded header's type and the type of every required field. Throws ProtocolError. */

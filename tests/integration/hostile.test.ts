@@ -9,6 +9,7 @@ import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
 import { rawFrame } from '../helpers/liars';
 
+const FORGED = 'x\nworker #1 caught: FORGED\x1b[31m';
 const hello = (over: Record<string, unknown> = {}) => rawFrame({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: `hostile-${Math.random()}`, kind: 'node', backend: 'evil', adapter: null, modelHashes: zooHashes(), ...over });
 
 /** Opens a socket, runs `act`, resolves with the close code the coordinator sent. */
@@ -76,6 +77,9 @@ describe('hostile input', () => {
       ['duplicate result', () => tamperedWorker(url, (f, m) => (m.type === MSG.result && m.task === 'train' ? [f, f] : [f]))],
       // Asking for the full weights while holding no shard: no free copies of 187 MB on demand.
       ['resync while holding no shard', () => attack(url, (ws) => { ws.send(hello()); ws.send(rawFrame({ type: 'resync', version: 0 })); })],
+      // Strings that would forge a log line and colour the operator's terminal (issue 24, 8).
+      ['control characters in a hello', () => attack(url, (ws) => ws.send(hello({ backend: FORGED })))],
+      ['control characters in a close reason', () => attack(url, (ws) => { ws.send(hello()); ws.once('message', () => ws.close(1000, FORGED)); })],
     ];
     const expected: Record<string, number> = {
       'malformed msgpack': CLOSE.malformed, 'text frame': CLOSE.malformed, 'unknown type': CLOSE.unknownType, 'wrong field type': CLOSE.badField,
@@ -83,6 +87,7 @@ describe('hostile input', () => {
       'gradient before hello': CLOSE.unexpected, 'result for a shard it does not own': CLOSE.notOwner, 'frame over the payload limit': CLOSE.tooBig,
       flood: CLOSE.flood, 'gradient of the wrong length': CLOSE.badGradient, 'NaN in a gradient': CLOSE.badGradient, 'Inf in a gradient': CLOSE.badGradient,
       'duplicate result': CLOSE.duplicate, 'resync while holding no shard': CLOSE.unexpected,
+      'control characters in a hello': CLOSE.badField, 'control characters in a close reason': 1000,
     };
     const attacks = new Promise<void>((resolve, reject) => {
       coord.events.once('step', async () => {
@@ -101,9 +106,14 @@ describe('hostile input', () => {
       expect(steps).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
       // The attacks happened while steps were running, not after the end.
       expect(lines.findIndex((l) => l.includes('closed: duplicate'))).toBeLessThan(lines.length - 1);
-      for (const code of new Set(Object.values(expected))) {
+      // Every code the coordinator closed with (the close-reason case's 1000 is the peer's own close).
+      for (const code of new Set(Object.values(expected).filter((c) => c !== CLOSE.finished))) {
         expect(lines.some((l) => l.includes(`(${code})`)), `log line for ${code}`).toBe(true);
       }
+      // Each forged string is one line that shows it escaped; nothing raw reaches the terminal.
+      const forged = lines.filter((l) => l.includes('FORGED'));
+      expect(forged.map((l) => /closed: badField \(4002\) hello\.backend must not hold control characters .*, got "x\\nworker #1 caught: FORGED\\u001b\[31m"$|left \(finished: x\\nworker #1 caught: FORGED\\u001b\[31m\)/.test(l))).toEqual([true, true]);
+      expect(lines.filter((l) => /[\n\r\u001b]/.test(l))).toEqual([]);
       const diff = maxAbsDiff(coord.weights, clean.weights);
       console.log(`hostile run: ${Object.keys(results).length} attacks, max |w - w_clean| = ${diff.toExponential(2)}`);
       expect(diff).toBeLessThan(1e-5);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
-import { CLOSE, MSG, PROTOCOL_VERSION, ProtocolError, asFloat32, chunkRanges, decodeFrame, encode, validate, zooHashes } from '@tabtrain/shared';
+import { CLOSE, MSG, PROTOCOL_VERSION, ProtocolError, asFloat32, chunkRanges, decodeFrame, encode, hasControl, printable, validate, zooHashes } from '@tabtrain/shared';
 
 function codeOf(f: () => unknown): number | undefined {
   try { f(); } catch (e) { return e instanceof ProtocolError ? e.code : -1; }
@@ -61,5 +61,30 @@ describe('protocol framing', () => {
   it('close codes are unique', () => {
     const codes = Object.values(CLOSE);
     expect(new Set(codes).size).toBe(codes.length);
+  });
+});
+
+describe('peer text in logs (issue 24, 8)', () => {
+  const hello = (over: Record<string, unknown>) => ({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', kind: 'node', backend: 'cpu', adapter: null, modelHashes: zooHashes(), ...over });
+  const FORGED = 'x\nworker #1 caught: FORGED\x1b[31m';
+
+  it('printable writes out line breaks, ESC, C1 and bidi controls, and cuts to its length', () => {
+    expect(printable(FORGED)).toBe('x\\nworker #1 caught: FORGED\\u001b[31m');
+    expect(printable('a\r\tb\u009b\u202e\u2028\u007f')).toBe('a\\r\\tb\\u009b\\u202e\\u2028\\u007f');
+    expect(printable('plain ünïcode ✓')).toBe('plain ünïcode ✓');
+    expect(printable('x'.repeat(50), 10)).toBe(`${'x'.repeat(9)}…`);
+    expect(printable(FORGED).split('\n')).toHaveLength(1);
+    expect(hasControl('ok')).toBe(false);
+    expect(hasControl('\u001b')).toBe(true);
+  });
+
+  it('a hello whose strings hold control characters is refused with badField, naming the field and the value escaped', () => {
+    for (const over of [{ backend: FORGED }, { workerId: 'a\rb' }, { token: 't\u001b' }, { session: '\u202e' }, { local: '\u0085' }, { adapter: { vendor: FORGED } }, { adapter: { [FORGED]: 1 } }, { modelHashes: { 'alexnet-tiny': 'h\n' } }]) {
+      expect(codeOf(() => validate(hello(over))), JSON.stringify(over)).toBe(CLOSE.badField);
+    }
+    let message = '';
+    try { validate(hello({ backend: FORGED })); } catch (e) { message = (e as Error).message; }
+    expect(message).toBe('hello.backend must not hold control characters (line breaks, ESC, bidi overrides), got "x\\nworker #1 caught: FORGED\\u001b[31m"');
+    expect(validate(hello({ backend: 'webgpu', adapter: { vendor: 'apple', description: 'M2 ✓' } })).type).toBe('hello');
   });
 });
