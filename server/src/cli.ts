@@ -12,7 +12,7 @@ import { DEFAULT_RANK, NO_COMPRESSION, parseCompression, type Compression } from
 import { Dashboard } from './dashboard';
 import { Coordinator, DEFAULTS, type Summary } from './coordinator';
 import { DataError, DEFAULT_DATA_DIR, loadFashionMnist } from './data';
-import { CheckpointError, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint';
+import { CheckpointError, Checkpointer, checkResumedPosition, loadCheckpoint, writeFileAtomic } from './checkpoint';
 import { OutputPathError, checkAppendFile, checkOutputDir, checkOutputFile } from './output-paths';
 import { TlsError, defaultStateDir, serverCertificate, type Certificate } from './tls';
 import { isLoopbackHost } from './listener';
@@ -285,6 +285,7 @@ export async function serve(argv: string[]): Promise<number> {
   const data = loadFashionMnist(dataDir);
   const perEpoch = stepsPerEpoch(data.train.count, batch);
   if (resumed) {
+    checkResumedPosition(resumed.ckpt, v.resume!, data.train.count, perEpoch);
     const done = resumed.ckpt.step;
     const doneEpochs = Math.floor(done / perEpoch);
     if (done >= epochs * perEpoch) {
@@ -313,12 +314,11 @@ export async function serve(argv: string[]): Promise<number> {
     coord.restore({ step: resumed.ckpt.step, weights: resumed.weights, epochAcc: resumed.ckpt.epochAcc, history: resumed.ckpt.history });
     log(`resumed from ${v.resume} at step ${coord.step} (epoch ${Math.floor(coord.step / perEpoch) + 1}), weights sha256 ${resumed.ckpt.weightsSha256.slice(0, 16)}…`);
   }
-  if (v.checkpoint) {
-    const dir = v.checkpoint;
-    coord.afterStep = (c) => {
-      // Every N steps, and at each epoch's end (the epoch accumulator has just been reset).
-      if (c.step % numbers.checkpointEvery === 0 || c.epochAcc.steps === 0) saveCheckpoint(dir, c);
-    };
+  // A failed write is logged and shown, never thrown: the run goes on and the next one tries again.
+  const checkpointer = v.checkpoint ? new Checkpointer(v.checkpoint, log) : null;
+  if (checkpointer) {
+    checkpointer.removeLeftovers();
+    checkpointer.attach(coord, numbers.checkpointEvery, dashboard);
   }
   let bound: number;
   try {
@@ -352,7 +352,7 @@ export async function serve(argv: string[]): Promise<number> {
     for (const c of children) c.kill();
   }
   log(`done: ${plural(summary.steps, 'step')}, ${summary.examplesPerSec.toFixed(1)} examples/sec, weights sha256 ${summary.weightsSha256.slice(0, 16)}…`);
-  if (v.checkpoint) { saveCheckpoint(v.checkpoint, coord); log(`checkpoint at step ${coord.step} written to ${v.checkpoint}`); }
+  if (checkpointer?.save(coord)) log(`checkpoint at step ${coord.step} written to ${v.checkpoint}`);
   if (v.export) await coord.exportNow();
   if (v.summary) { writeFileAtomic(v.summary, JSON.stringify(summary, null, 2) + '\n'); log(`summary written to ${v.summary}`); }
   if (v['weights-out']) {

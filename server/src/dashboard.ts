@@ -22,6 +22,7 @@ import {
   type ControlAction, type ControlMode, type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type TrainPoint, type Update, type WorkerRow, type WorkerState,
   MAX_STEP_POINTS, MAX_TRAIN_POINTS, isTrainSample, thin,
 } from '@tabtrain/shared/dashboard-wire';
+import type { Checkpointer } from './checkpoint';
 import type { Coordinator, EpochMetrics, RunState, StepRecord } from './coordinator';
 import { sameSecret } from './secrets';
 import { DEFAULT_STATIC_DIR } from './static';
@@ -70,6 +71,8 @@ interface OpenEpoch { epoch: number; examples: number; lossSum: number; correct:
 export class Dashboard {
   readonly registry = new Registry();
   readonly control: ControlMode;
+  /** The run's checkpoints (--checkpoint), for /api/status's `checkpoint` and the page's warning. */
+  checkpoint: Checkpointer | null = null;
   /** Updates serialised so far: one per update however many pages watch (tests read it). */
   serialisations = 0;
   private readonly streams = new Set<ServerResponse>();
@@ -340,7 +343,7 @@ export class Dashboard {
       priorSec: origin.seconds, resumedFromStep: origin.step, fullLog: this.logFd !== null,
       etaSec: moving && Number.isFinite(meanWall) ? (left * meanWall) / 1000 : null,
       totalBytes: this.bytesForgotten + [...seen.values()].reduce((a, b) => a + b, 0),
-      line: this.d2lLine(live), control: this.control, now,
+      line: this.d2lLine(live), control: this.control, now, checkpointProblem: this.checkpoint?.problem() ?? '',
     };
     return { header, workers };
   }
@@ -379,7 +382,7 @@ export class Dashboard {
     return {
       ...s,
       state: this.coord.state, reason: this.coord.stateReason, startedAt: this.coord.startedAt,
-      header, lastStep: this.coord.lastStep,
+      header, lastStep: this.coord.lastStep, checkpoint: this.checkpoint?.status() ?? null,
       workers: workers.map((w) => ({ ...raw.get(w.id), ...w })),
     };
   }
