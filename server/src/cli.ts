@@ -285,7 +285,6 @@ export async function serve(argv: string[]): Promise<number> {
   const data = loadFashionMnist(dataDir);
   const perEpoch = stepsPerEpoch(data.train.count, batch);
   if (resumed) {
-    checkResumedPosition(resumed.ckpt, v.resume!, data.train.count, perEpoch);
     const done = resumed.ckpt.step;
     const doneEpochs = Math.floor(done / perEpoch);
     if (done >= epochs * perEpoch) {
@@ -294,6 +293,7 @@ export async function serve(argv: string[]): Promise<number> {
         : `${v.resume} is a finished run (${plural(doneEpochs, 'epoch')}, ${plural(done, 'step')} done): to train further, give --epochs ${doneEpochs + 1} or more`);
     }
     if (maxSteps !== undefined && maxSteps <= done) throw new UsageError(`--max-steps ${maxSteps} is not beyond step ${done}, where ${v.resume} stopped: give a larger --max-steps, or none`);
+    checkResumedPosition(resumed.ckpt, v.resume!, data.train.count, perEpoch);
   }
   // Only now, with everything the run needs checked: the certificate (written to the state folder) and the page.
   const cert = v['no-tls'] ? null : await serverCertificate({ certFile: v['tls-cert'], keyFile: v['tls-key'], stateDir: v['state-dir'] ?? defaultStateDir(), host });
