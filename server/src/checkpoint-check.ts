@@ -1,10 +1,37 @@
-// checkpoint.json is read as strictly as a network message: it is also what a person copies
+// checkpoint.json: its format (Checkpoint), read as strictly as a network message: it is also what a person copies
 // between machines and edits by hand, so every field is checked before anything trusts it, and a
 // bad one is refused with one line that names the field, what it holds and what it must hold.
 // Two stages: checkCheckpoint needs only the file; checkPosition needs the data set (steps per epoch).
 import { MODELS, modelHash, paramLayout } from '@tabtrain/shared';
 import { COMPRESS_MODES, NO_COMPRESSION, parseCompression, type Compression } from '@tabtrain/shared/compress';
-import type { Checkpoint } from './checkpoint';
+import type { Coordinator, EpochMetrics } from './coordinator';
+
+export const CHECKPOINT_VERSION = 1;
+
+export interface Checkpoint {
+  format: 'tabtrain-checkpoint';
+  version: typeof CHECKPOINT_VERSION;
+  model: string;
+  modelHash: string;
+  paramCount: number;
+  /**
+   * compress: how gradients and updates travel. Its error-feedback residuals are not saved (they
+   * live on every worker), so a resumed compressed run is close to, not bit-equal with, an unbroken one.
+   */
+  config: { epochs: number; batch: number; lr: number; seed: number; balance: string; compress?: Compression };
+  /** Plain SGD without momentum keeps no state beyond the learning rate. */
+  optimizer: { kind: 'sgd'; lr: number };
+  step: number;
+  /** Epochs finished by `step` (older tabtrains wrote the 0-based epoch of the latest step). */
+  epoch: number;
+  /** The data order of every epoch is epochOrder(train size, seed, epoch): the seed is all it needs. */
+  dataOrderSeed: number;
+  epochAcc: Coordinator['epochAcc'];
+  history: EpochMetrics[];
+  weightsFile: string;
+  weightsSha256: string;
+  savedAt: string;
+}
 
 export class CheckpointError extends Error {}
 

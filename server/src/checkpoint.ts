@@ -9,40 +9,15 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { stepsPerEpoch } from '@tabtrain/shared';
-import { NO_COMPRESSION, type Compression } from '@tabtrain/shared/compress';
-import type { Coordinator, EpochMetrics } from './coordinator';
-import { CheckpointError, checkCheckpoint, checkPosition } from './checkpoint-check';
+import { NO_COMPRESSION } from '@tabtrain/shared/compress';
+import type { Coordinator } from './coordinator';
+import { CHECKPOINT_VERSION, CheckpointError, checkCheckpoint, checkPosition, type Checkpoint } from './checkpoint-check';
 import { TEMP_NAME, weightsSha256, writeFileAtomic } from './files';
 import { makeDirs } from './output-paths';
 
 export { CheckpointError, writeFileAtomic };
 
-export const CHECKPOINT_VERSION = 1;
-
-export interface Checkpoint {
-  format: 'tabtrain-checkpoint';
-  version: typeof CHECKPOINT_VERSION;
-  model: string;
-  modelHash: string;
-  paramCount: number;
-  /**
-   * compress: how gradients and updates travel. Its error-feedback residuals are not saved (they
-   * live on every worker), so a resumed compressed run is close to, not bit-equal with, an unbroken one.
-   */
-  config: { epochs: number; batch: number; lr: number; seed: number; balance: string; compress?: Compression };
-  /** Plain SGD without momentum keeps no state beyond the learning rate. */
-  optimizer: { kind: 'sgd'; lr: number };
-  step: number;
-  /** Epochs finished by `step` (older tabtrains wrote the 0-based epoch of the latest step). */
-  epoch: number;
-  /** The data order of every epoch is epochOrder(train size, seed, epoch): the seed is all it needs. */
-  dataOrderSeed: number;
-  epochAcc: Coordinator['epochAcc'];
-  history: EpochMetrics[];
-  weightsFile: string;
-  weightsSha256: string;
-  savedAt: string;
-}
+export { CHECKPOINT_VERSION, type Checkpoint };
 
 export function saveCheckpoint(dir: string, c: Coordinator): Checkpoint {
   makeDirs(dir); // not mkdirSync's recursive mode: it never returns for some paths (/proc/x)
