@@ -1,7 +1,7 @@
 // Faults: workers die, lag or vanish, the coordinator itself is killed; the run goes on, exact.
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -136,10 +136,10 @@ describe('faults', () => {
     }
   });
 
-  it('a checkpoint write that fails never ends the run: one line, shown on /api/status, the previous checkpoint stays, the next write succeeds once the cause is gone; --resume of the last good one is exact and removes leftover temp files', async () => {
+  it('a checkpoint write that fails (EISDIR, then EMFILE) never ends the run: one line, shown on /api/status, the previous checkpoint stays, the next write succeeds once the cause is gone; --resume of the last good one is exact and removes leftover temp files', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tabtrain-ckpt-fail-'));
     const good = mkdtempSync(join(tmpdir(), 'tabtrain-ckpt-good-'));
-    const { coord, port, url, lines, dashboard } = await startCoordinator({ ...RUN, maxSteps: 10, minWorkers: 2 });
+    const { coord, port, url, lines, dashboard } = await startCoordinator({ ...RUN, maxSteps: 14, minWorkers: 2 });
     const checkpointer = new Checkpointer(dir, coord.opts.log);
     checkpointer.attach(coord, 2, dashboard);
     // A directory where checkpoint.json's temp file goes: every write of it fails (EISDIR), as
@@ -148,7 +148,12 @@ describe('faults', () => {
     const procs = workers(url, 2, ['--backend', 'wasm', '--delay-ms', '10']);
     let shown: Promise<{ checkpoint: { failures: number; error: { step: number; path: string; message: string } | null }; header: { checkpointProblem: string } }> | null = null;
     let keptStep = -1;
+    // Then every file descriptor of this process (the coordinator's) taken, as 10,000 stalled TLS
+    // handshakes took them in issue 24: the write at step 10 fails with EMFILE.
+    const taken: number[] = [];
     coord.events.on('step', (s: StepRecord) => {
+      if (s.step === 9) try { for (;;) taken.push(openSync('/dev/null', 'r')); } catch { /* EMFILE: all taken */ }
+      if (s.step === 11) for (const fd of taken.splice(0)) closeSync(fd);
       if (s.step === 3) mkdirSync(blocker);
       if (s.step === 5) {
         shown = fetch(`http://127.0.0.1:${port}/api/status`).then((r) => r.json());
@@ -159,20 +164,25 @@ describe('faults', () => {
     });
     try {
       const summary = await coord.train();
-      expect(summary.steps).toBe(10);
+      expect(summary.steps).toBe(14);
       const failed = lines.filter((l) => l.includes('failed writing'));
-      expect(failed.map((l) => /checkpoint at step (\d+)/.exec(l)?.[1])).toEqual(['4', '6']);
+      console.log(`failed checkpoint writes, logged:\n  ${failed.join('\n  ')}`);
+      expect(failed.map((l) => /checkpoint at step (\d+)/.exec(l)?.[1])).toEqual(['4', '6', '10']);
+      expect(failed[2]).toMatch(/failed writing \S+weights-10\.bin\.tmp-\d+ \(EMFILE: /);
+      expect(failed[2]).toContain(`${dir} keeps step 8's, the run goes on`);
       expect(failed[0]).toContain(`failed writing ${blocker} (EISDIR: `);
       expect(failed[0]).toContain(`${dir} keeps step 2's, the run goes on`);
       expect(lines).toContain(`checkpoint at step 8 written to ${dir}: checkpoints work again after 2 failed`);
+      expect(lines).toContain(`checkpoint at step 12 written to ${dir}: checkpoints work again after 3 failed`);
       expect(keptStep).toBe(2);
       const status = await shown!;
       expect(status.checkpoint.error?.step).toBe(4);
       expect(status.checkpoint.error?.path).toBe(blocker);
       expect(status.header.checkpointProblem).toMatch(/^checkpoint at step 4 failed: EISDIR: .*; .* keeps step 2's$/);
-      expect(dashboard.status().checkpoint).toMatchObject({ savedStep: 10, failures: 2, error: null });
-      expect(loadCheckpoint(dir).ckpt.step).toBe(10);
+      expect(dashboard.status().checkpoint).toMatchObject({ savedStep: 14, failures: 3, error: null });
+      expect(loadCheckpoint(dir).ckpt.step).toBe(14);
     } finally {
+      for (const fd of taken.splice(0)) closeSync(fd);
       await coord.close();
       kill(procs);
     }
@@ -181,7 +191,7 @@ describe('faults', () => {
     for (const f of ['weights-4.bin.tmp-99999', 'checkpoint.json.tmp-99999']) writeFileSync(join(good, f), 'half');
     const cliPort = await freePort();
     const out = join(good, 'final.bin');
-    const resumed = spawn('bin/tabtrain', ['serve', '--resume', good, '--max-steps', '10', '--min-workers', '2', '--port', String(cliPort), '--host', '127.0.0.1', '--weights-out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const resumed = spawn('bin/tabtrain', ['serve', '--resume', good, '--max-steps', '14', '--min-workers', '2', '--port', String(cliPort), '--host', '127.0.0.1', '--weights-out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     resumed.stdout!.on('data', (d) => { log += d; });
     resumed.stderr!.on('data', (d) => { log += d; });
