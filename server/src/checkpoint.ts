@@ -133,7 +133,8 @@ export class Checkpointer {
     } catch (e) {
       const err = e as NodeJS.ErrnoException & { dest?: string };
       const path = err.dest ?? err.path ?? this.dir;
-      const message = (err.code ? `${err.code}: ` : '') + String(err.message ?? e).replace(/^[A-Z]+: /, '').replace(/[\u0000-\u001f\u007f]/g, ' ');
+      // Node's message repeats the path ("EMFILE: too many open files, open '/x'"): the line names it once.
+      const message = (err.code ? `${err.code}: ` : '') + String(err.message ?? e).replace(/^[A-Z]+: /, '').replace(/ '[^']*'( -> '[^']*')?$/, '').replace(/[\u0000-\u001f\u007f]/g, ' ');
       this.state.failures++;
       this.state.error = { step: c.step, path, message, at: new Date().toISOString() };
       this.log(`checkpoint at step ${c.step} failed writing ${path} (${message}); ${this.kept()}, the run goes on and the next checkpoint tries again`);
