@@ -12,7 +12,7 @@ import { DEFAULT_RANK, NO_COMPRESSION, parseCompression, type Compression } from
 import { Dashboard } from './dashboard';
 import { Coordinator, DEFAULTS, type Summary } from './coordinator';
 import { DataError, DEFAULT_DATA_DIR, loadFashionMnist } from './data';
-import { CheckpointError, loadCheckpoint, saveCheckpoint, writeFileAtomic } from './checkpoint';
+import { CheckpointError, Checkpointer, checkResumedPosition, loadCheckpoint, writeFileAtomic } from './checkpoint';
 import { OutputPathError, checkAppendFile, checkOutputDir, checkOutputFile } from './output-paths';
 import { TlsError, defaultStateDir, serverCertificate, type Certificate } from './tls';
 import { isLoopbackHost } from './listener';
@@ -295,6 +295,7 @@ export async function serve(argv: string[]): Promise<number> {
         : `${v.resume} is a finished run (${plural(doneEpochs, 'epoch')}, ${plural(done, 'step')} done): to train further, give --epochs ${doneEpochs + 1} or more`);
     }
     if (maxSteps !== undefined && maxSteps <= done) throw new UsageError(`--max-steps ${maxSteps} is not beyond step ${done}, where ${v.resume} stopped: give a larger --max-steps, or none`);
+    checkResumedPosition(resumed.ckpt, v.resume!, data.train.count, perEpoch);
   }
   // Only now, with everything the run needs checked: the certificate (written to the state folder) and the page.
   const cert = v['no-tls'] ? null : await serverCertificate({ certFile: v['tls-cert'], keyFile: v['tls-key'], stateDir: v['state-dir'] ?? defaultStateDir(), host });
@@ -315,12 +316,11 @@ export async function serve(argv: string[]): Promise<number> {
     coord.restore({ step: resumed.ckpt.step, weights: resumed.weights, epochAcc: resumed.ckpt.epochAcc, history: resumed.ckpt.history });
     log(`resumed from ${v.resume} at step ${coord.step} (epoch ${Math.floor(coord.step / perEpoch) + 1}), weights sha256 ${resumed.ckpt.weightsSha256.slice(0, 16)}…`);
   }
-  if (v.checkpoint) {
-    const dir = v.checkpoint;
-    coord.afterStep = (c) => {
-      // Every N steps, and at each epoch's end (the epoch accumulator has just been reset).
-      if (c.step % numbers.checkpointEvery === 0 || c.epochAcc.steps === 0) saveCheckpoint(dir, c);
-    };
+  // A failed write is logged and shown, never thrown: the run goes on and the next one tries again.
+  const checkpointer = v.checkpoint ? new Checkpointer(v.checkpoint, log) : null;
+  if (checkpointer) {
+    checkpointer.removeLeftovers();
+    checkpointer.attach(coord, numbers.checkpointEvery, dashboard);
   }
   let bound: number;
   try {
@@ -354,7 +354,7 @@ export async function serve(argv: string[]): Promise<number> {
     for (const c of children) c.kill();
   }
   log(`done: ${plural(summary.steps, 'step')}, ${summary.examplesPerSec.toFixed(1)} examples/sec, weights sha256 ${summary.weightsSha256.slice(0, 16)}…`);
-  if (v.checkpoint) { saveCheckpoint(v.checkpoint, coord); log(`checkpoint at step ${coord.step} written to ${v.checkpoint}`); }
+  if (checkpointer?.save(coord)) log(`checkpoint at step ${coord.step} written to ${v.checkpoint}`);
   if (v.export) await coord.exportNow();
   if (v.summary) { writeFileAtomic(v.summary, JSON.stringify(summary, null, 2) + '\n'); log(`summary written to ${v.summary}`); }
   if (v['weights-out']) {

@@ -11,7 +11,8 @@
 //
 // Why the stream costs training nothing: event listeners only push to arrays and arm one timer;
 // at most one update per DASHBOARD.updateIntervalMs is built, serialised once and written to every
-// page; a page that cannot keep up is dropped (its EventSource reconnects and gets a snapshot).
+// page; a page that cannot keep up is dropped (its EventSource reconnects and gets a snapshot), and
+// the streams are capped in number and in unsent bytes (event-streams.ts).
 import { closeSync, createReadStream, existsSync, fstatSync, openSync, writeSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolve } from 'node:path';
@@ -22,6 +23,9 @@ import {
   type ControlAction, type ControlMode, type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type TrainPoint, type Update, type WorkerRow, type WorkerState,
   MAX_STEP_POINTS, MAX_TRAIN_POINTS, isTrainSample, thin,
 } from '@tabtrain/shared/dashboard-wire';
+import type { Checkpointer } from './checkpoint';
+import { ControlLimit } from './control-limit';
+import { EventStreams, STREAM_LIMITS, type StreamLimits } from './event-streams';
 import type { Coordinator, EpochMetrics, RunState, StepRecord } from './coordinator';
 import { sameSecret } from './secrets';
 import { DEFAULT_STATIC_DIR } from './static';
@@ -30,18 +34,12 @@ import { guarded } from './guard';
 export const DASHBOARD = {
   /** At most 4 updates a second per page: smooth enough to watch, nothing for the event loop. */
   updateIntervalMs: 250,
-  /** A page with this much unsent data is dropped rather than buffered (it reconnects). */
-  maxBufferedBytes: 4 << 20,
-  /** Open event streams at most; more get 503 (each costs a socket and a write per update). */
-  maxStreams: 1000,
   /** Per-step points kept for the curves; past this the older half is thinned to every other step. */
   maxStepPoints: MAX_STEP_POINTS,
   /** Log lines a new page gets in its snapshot. */
   logLines: 60,
   /** Steps averaged for the ETA. */
   etaWindow: 50,
-  /** A comment line on idle streams, so proxies do not close them. */
-  heartbeatMs: 15_000,
   /** POST /api/control bodies are tiny JSON. */
   maxControlBytes: 1024,
 } as const;
@@ -70,9 +68,13 @@ interface OpenEpoch { epoch: number; examples: number; lossSum: number; correct:
 export class Dashboard {
   readonly registry = new Registry();
   readonly control: ControlMode;
+  /** The run's checkpoints (--checkpoint), for /api/status's `checkpoint` and the page's warning. */
+  checkpoint: Checkpointer | null = null;
   /** Updates serialised so far: one per update however many pages watch (tests read it). */
   serialisations = 0;
-  private readonly streams = new Set<ServerResponse>();
+  private readonly streams: EventStreams;
+  private readonly controlLimit: ControlLimit;
+  private readonly updateIntervalMs: number;
   private readonly steps: StepPoint[] = [];
   private readonly train: TrainPoint[] = [];
   private readonly logTail: string[] = [];
@@ -80,9 +82,8 @@ export class Dashboard {
   private origin: Origin | null = null;
   private open: OpenEpoch | null = null;
   private seq = 0;
-  private snapshotFrame: { seq: number; frame: string } | null = null;
+  private snapshotFrame: { seq: number; frame: Buffer } | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private heartbeat: NodeJS.Timeout | null = null;
   private lastFlush = 0;
   private readonly recentWallMs: number[] = [];
   /**
@@ -96,10 +97,14 @@ export class Dashboard {
   private readonly m;
   private readonly listeners: [string, Parameters<Coordinator['events']['on']>[1]][];
 
-  constructor(private readonly coord: Coordinator) {
+  /** `limits` shrink the stream caps and the update interval in tests. */
+  constructor(private readonly coord: Coordinator, limits: Partial<StreamLimits & { updateIntervalMs: number }> = {}) {
     const { adminToken, metricsLog } = coord.opts;
     this.control = adminToken ? 'admin' : 'read-only';
     this.m = this.makeMetrics();
+    this.updateIntervalMs = limits.updateIntervalMs ?? DASHBOARD.updateIntervalMs;
+    this.streams = new EventStreams({ ...STREAM_LIMITS, ...limits }, (n) => this.m.streams.set(n), (name, fn) => guarded(coord.opts.log, name, fn));
+    this.controlLimit = new ControlLimit(coord.opts.log);
     if (metricsLog) {
       try {
         this.logFd = openSync(metricsLog, 'a');
@@ -235,7 +240,7 @@ export class Dashboard {
       return;
     }
     if (this.timer) return;
-    const wait = Math.max(0, this.lastFlush + DASHBOARD.updateIntervalMs - performance.now());
+    const wait = Math.max(0, this.lastFlush + this.updateIntervalMs - performance.now());
     this.timer = setTimeout(guarded(this.coord.opts.log, 'dashboard flush', () => this.flush()), wait);
     this.timer.unref();
   }
@@ -257,53 +262,37 @@ export class Dashboard {
     if (this.streams.size === 0) return;
     const { header, workers } = this.view();
     const update: Update = { seq: this.seq, header, workers, steps, epochs, train, log };
-    this.broadcast(`event: update\ndata: ${JSON.stringify(update)}\n\n`);
-  }
-
-  private broadcast(frame: string): void {
     this.serialisations++;
-    for (const res of this.streams) {
-      if (res.writableLength > DASHBOARD.maxBufferedBytes) {
-        this.streams.delete(res);
-        res.destroy();
-        continue;
-      }
-      res.write(frame);
-    }
+    this.streams.send(Buffer.from(`event: update\ndata: ${JSON.stringify(update)}\n\n`));
   }
 
   /** The state as of the latest update, serialised once per update for every page that connects. */
-  private snapshot(): string {
+  private snapshot(): Buffer {
     if (this.snapshotFrame?.seq !== this.seq) {
       const { header, workers } = this.view();
       // Epochs from the coordinator's history, which a resumed run restores from its checkpoint.
       // Before training starts, a resumed run's restored points are read off the coordinator.
       const train = this.origin ? this.train : this.restoredPoints(this.base());
       const s: Snapshot = { seq: this.seq, header, workers, steps: this.steps, epochs: this.coord.history, train, log: this.logTail };
-      this.snapshotFrame = { seq: this.seq, frame: `event: snapshot\ndata: ${JSON.stringify(s)}\n\n` };
+      this.snapshotFrame = { seq: this.seq, frame: Buffer.from(`event: snapshot\ndata: ${JSON.stringify(s)}\n\n`) };
     }
     return this.snapshotFrame.frame;
   }
 
-  private openStream(res: ServerResponse): void {
-    if (this.closed || this.streams.size >= DASHBOARD.maxStreams) {
-      return json(res, 503, { error: `too many dashboards open (${DASHBOARD.maxStreams}); /api/status serves the same data` });
-    }
+  private openStream(req: IncomingMessage, res: ServerResponse): void {
+    const address = req.socket.remoteAddress ?? '?';
+    const refusal = this.closed ? 'the run is over' : this.streams.refusal(address);
+    if (refusal) return json(res, 503, { error: refusal }, { 'retry-after': '5' });
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no', 'x-content-type-options': 'nosniff' });
     res.socket?.setNoDelay(true);
     // EventSource retries after this many ms when the coordinator restarts.
-    res.write(`retry: 2000\n\n${this.snapshot()}`);
-    this.streams.add(res);
-    this.m.streams.set(this.streams.size);
-    // The response's close (the page went away), not the request's: that one fires when its body ends.
-    res.on('close', () => {
-      this.streams.delete(res);
-      this.m.streams.set(this.streams.size);
-    });
-    if (!this.heartbeat) {
-      this.heartbeat = setInterval(guarded(this.coord.opts.log, 'dashboard heartbeat', () => { for (const r of this.streams) r.write(': ping\n\n'); }), DASHBOARD.heartbeatMs);
-      this.heartbeat.unref();
-    }
+    res.write('retry: 2000\n\n');
+    this.streams.add(res, address, this.snapshot());
+  }
+
+  /** Unsent bytes of all open event streams, and how many streams were closed for falling behind. */
+  streamBacklog(): { streams: number; bufferedBytes: number; dropped: number } {
+    return { streams: this.streams.size, bufferedBytes: this.streams.bufferedBytes(), dropped: this.streams.dropped };
   }
 
   // ---- what the page and /api/status show ----
@@ -340,7 +329,7 @@ export class Dashboard {
       priorSec: origin.seconds, resumedFromStep: origin.step, fullLog: this.logFd !== null,
       etaSec: moving && Number.isFinite(meanWall) ? (left * meanWall) / 1000 : null,
       totalBytes: this.bytesForgotten + [...seen.values()].reduce((a, b) => a + b, 0),
-      line: this.d2lLine(live), control: this.control, now,
+      line: this.d2lLine(live), control: this.control, now, checkpointProblem: this.checkpoint?.problem() ?? '',
     };
     return { header, workers };
   }
@@ -379,7 +368,7 @@ export class Dashboard {
     return {
       ...s,
       state: this.coord.state, reason: this.coord.stateReason, startedAt: this.coord.startedAt,
-      header, lastStep: this.coord.lastStep,
+      header, lastStep: this.coord.lastStep, checkpoint: this.checkpoint?.status() ?? null,
       workers: workers.map((w) => ({ ...raw.get(w.id), ...w })),
     };
   }
@@ -457,9 +446,13 @@ export class Dashboard {
     if (!(declared <= DASHBOARD.maxControlBytes)) return refuse(413, { error: `a control body is at most ${DASHBOARD.maxControlBytes} bytes` });
     const token = this.coord.opts.adminToken;
     if (!token) return refuse(403, { error: 'read-only: the coordinator was started without --admin-token' });
+    // Before the token is compared: an address past its tries learns nothing about the token.
+    const address = req.socket.remoteAddress ?? '?';
+    const wait = this.controlLimit.retryAfter(address);
+    if (wait > 0) return refuse(429, { error: `too many wrong admin tokens from ${address}: try again in ${wait} s` }, { 'retry-after': String(wait) });
     const given = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
     if (!sameSecret(given, token)) {
-      this.coord.opts.log(`dashboard: ${req.socket.remoteAddress ?? '?'} was refused control (missing or wrong admin token)`);
+      this.controlLimit.refuse(address);
       return refuse(401, { error: 'missing or wrong admin token' }, { 'www-authenticate': 'Bearer' });
     }
     // JSON only: a cross-site form cannot send it without a preflight, which we never answer.
@@ -506,7 +499,7 @@ export class Dashboard {
         if (!get) return methodNotAllowed(res, 'GET, HEAD');
         // HEAD gets the stream's headers and no body: a stream that never ends has no HEAD.
         if (req.method === 'HEAD') { res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' }); res.end(); return true; }
-        this.openStream(res);
+        this.openStream(req, res);
         return true;
       case '/metrics':
         if (!get) return methodNotAllowed(res, 'GET, HEAD');
@@ -576,9 +569,8 @@ export class Dashboard {
     this.flush();
     this.closed = true;
     for (const [name, fn] of this.listeners) this.coord.events.off(name, fn);
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    for (const res of this.streams) res.end();
-    this.streams.clear();
+    this.streams.close();
+    this.controlLimit.close();
     if (this.logFd !== null) closeSync(this.logFd);
     this.logFd = null;
   }

@@ -161,6 +161,8 @@ export interface RunHeader {
   /** The latest d2l-style line: loss, train acc, test acc, examples/sec. */
   line: string;
   control: ControlMode;
+  /** The latest checkpoint write's failure in one line ('' when it succeeded or there are no checkpoints). */
+  checkpointProblem?: string;
   /** Server wall clock when this header was made (ms since 1970). */
   now: number;
 }

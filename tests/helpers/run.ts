@@ -14,16 +14,16 @@ export function data(): Dataset {
 
 export type TestRunOptions = Partial<CoordinatorOptions> & { model: string };
 
-export async function startCoordinator(opts: TestRunOptions): Promise<{ coord: Coordinator; port: number; url: string; lines: string[] }> {
+export async function startCoordinator(opts: TestRunOptions): Promise<{ coord: Coordinator; port: number; url: string; lines: string[]; dashboard: Dashboard }> {
   const lines: string[] = [];
   const coord = new Coordinator({
     epochs: 1, batch: 16, seed: 7, balance: 'equal', port: 0, host: '127.0.0.1', minWorkers: 1, evalExamples: 1000,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {}, ...opts,
   }, data());
   // As the CLI does: /api/status, /metrics and /api/control come with the dashboard.
-  new Dashboard(coord);
+  const dashboard = new Dashboard(coord);
   const port = await coord.listen();
-  return { coord, port, url: `ws://127.0.0.1:${port}/ws`, lines };
+  return { coord, port, url: `ws://127.0.0.1:${port}/ws`, lines, dashboard };
 }
 
 export function workers(url: string, n: number, args: string[] = ['--backend', 'wasm']): ChildProcess[] {

@@ -1,12 +1,15 @@
 // Faults: workers die, lag or vanish, the coordinator itself is killed; the run goes on, exact.
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { CLOSE, PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Welcome } from '@tabtrain/shared';
+import { getModel, modelHash, paramLayout } from '@tabtrain/shared';
+import { CHECKPOINT_VERSION, Checkpointer, loadCheckpoint } from '../../server/src/checkpoint';
+import { weightsSha256 } from '../../server/src/files';
 import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
 
@@ -131,6 +134,112 @@ describe('faults', () => {
       first.kill('SIGKILL');
       kill(procs);
     }
+  });
+
+  it('a checkpoint write that fails (EISDIR, then EMFILE) never ends the run: one line, shown on /api/status, the previous checkpoint stays, the next write succeeds once the cause is gone; --resume of the last good one is exact and removes leftover temp files', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tabtrain-ckpt-fail-'));
+    const good = mkdtempSync(join(tmpdir(), 'tabtrain-ckpt-good-'));
+    const { coord, port, url, lines, dashboard } = await startCoordinator({ ...RUN, maxSteps: 14, minWorkers: 2 });
+    const checkpointer = new Checkpointer(dir, coord.opts.log);
+    checkpointer.attach(coord, 2, dashboard);
+    // A directory where checkpoint.json's temp file goes: every write of it fails (EISDIR), as
+    // EMFILE or a full disk would, and as root cannot override (the tests run as root).
+    const blocker = join(dir, `checkpoint.json.tmp-${process.pid}`);
+    const procs = workers(url, 2, ['--backend', 'wasm', '--delay-ms', '10']);
+    let shown: Promise<{ checkpoint: { failures: number; error: { step: number; path: string; message: string } | null }; header: { checkpointProblem: string } }> | null = null;
+    let keptStep = -1;
+    // Then every file descriptor of this process (the coordinator's) taken, as 10,000 stalled TLS
+    // handshakes took them in issue 24: the write at step 10 fails with EMFILE.
+    const taken: number[] = [];
+    coord.events.on('step', (s: StepRecord) => {
+      if (s.step === 9) try { for (;;) taken.push(openSync('/dev/null', 'r')); } catch { /* EMFILE: all taken */ }
+      if (s.step === 11) for (const fd of taken.splice(0)) closeSync(fd);
+      if (s.step === 3) mkdirSync(blocker);
+      if (s.step === 5) {
+        shown = fetch(`http://127.0.0.1:${port}/api/status`).then((r) => r.json());
+        keptStep = loadCheckpoint(dir).ckpt.step; // hash-checked: the previous checkpoint is whole
+        cpSync(dir, good, { recursive: true, filter: (f) => f !== blocker });
+      }
+      if (s.step === 7) rmdirSync(blocker);
+    });
+    try {
+      const summary = await coord.train();
+      expect(summary.steps).toBe(14);
+      const failed = lines.filter((l) => l.includes('failed writing'));
+      console.log(`failed checkpoint writes, logged:\n  ${failed.join('\n  ')}`);
+      expect(failed.map((l) => /checkpoint at step (\d+)/.exec(l)?.[1])).toEqual(['4', '6', '10']);
+      expect(failed[2]).toMatch(/failed writing \S+weights-10\.bin\.tmp-\d+ \(EMFILE: /);
+      expect(failed[2]).toContain(`${dir} keeps step 8's, the run goes on`);
+      expect(failed[0]).toContain(`failed writing ${blocker} (EISDIR: `);
+      expect(failed[0]).toContain(`${dir} keeps step 2's, the run goes on`);
+      expect(lines).toContain(`checkpoint at step 8 written to ${dir}: checkpoints work again after 2 failed`);
+      expect(lines).toContain(`checkpoint at step 12 written to ${dir}: checkpoints work again after 3 failed`);
+      expect(keptStep).toBe(2);
+      const status = await shown!;
+      expect(status.checkpoint.error?.step).toBe(4);
+      expect(status.checkpoint.error?.path).toBe(blocker);
+      expect(status.header.checkpointProblem).toMatch(/^checkpoint at step 4 failed: EISDIR: .*; .* keeps step 2's$/);
+      expect(dashboard.status().checkpoint).toMatchObject({ savedStep: 14, failures: 3, error: null });
+      expect(loadCheckpoint(dir).ckpt.step).toBe(14);
+    } finally {
+      for (const fd of taken.splice(0)) closeSync(fd);
+      await coord.close();
+      kill(procs);
+    }
+    // The last good checkpoint (step 2) resumes, through the CLI, to the same weights; the temp
+    // files a write cut short leaves behind are removed at start.
+    for (const f of ['weights-4.bin.tmp-99999', 'checkpoint.json.tmp-99999']) writeFileSync(join(good, f), 'half');
+    const cliPort = await freePort();
+    const out = join(good, 'final.bin');
+    const resumed = spawn('bin/tabtrain', ['serve', '--resume', good, '--max-steps', '14', '--min-workers', '2', '--port', String(cliPort), '--host', '127.0.0.1', '--weights-out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let log = '';
+    resumed.stdout!.on('data', (d) => { log += d; });
+    resumed.stderr!.on('data', (d) => { log += d; });
+    const again = workers(`ws://127.0.0.1:${cliPort}/ws`, 2, ['--backend', 'wasm']);
+    try {
+      expect(await new Promise((r) => resumed.on('exit', r)), log).toBe(0);
+      expect(log).toContain(`checkpoint: removed 2 leftover temp files of a write cut short from ${good}`);
+      expect(log).toContain(`resumed from ${good} at step 2`);
+      expect(readdirSync(good).filter((f) => f.includes('.tmp-'))).toEqual([]);
+      const diff = maxAbsDiff(new Float32Array(new Uint8Array(readFileSync(out)).buffer), coord.weights);
+      console.log(`resume of the checkpoint kept through failed writes: max |w - w_unbroken| = ${diff.toExponential(2)}`);
+      expect(diff).toBeLessThan(1e-5);
+    } finally {
+      resumed.kill('SIGKILL');
+      kill(again);
+    }
+  });
+
+  it('serve --resume of a checkpoint.json with a bad field exits 2 with one line naming the field, no stack', async () => {
+    const spec = getModel('alexnet-tiny');
+    const weights = new Float32Array(paramLayout(spec).total);
+    const ckpt = {
+      format: 'tabtrain-checkpoint', version: CHECKPOINT_VERSION, model: spec.name, modelHash: modelHash(spec), paramCount: weights.length,
+      config: { epochs: 1, batch: 16, lr: 0.01, seed: 9, balance: 'equal', compress: { mode: 'none', rank: 0 } }, optimizer: { kind: 'sgd', lr: 0.01 },
+      step: 4, epoch: 0, dataOrderSeed: 9, epochAcc: { steps: 4, examples: 64, lossSum: 140, correct: 12, seconds: 1 }, history: [],
+      weightsFile: 'weights-4.bin', weightsSha256: weightsSha256(weights), savedAt: new Date().toISOString(),
+    };
+    const cases: [Record<string, unknown>, string][] = [
+      [{ step: -100 }, 'step'],
+      [{ history: null }, 'history'],
+      [{ weightsFile: '../weights-4.bin' }, 'weightsFile'],
+      // Checked once the data set is loaded: 4 steps into the epoch, not 3.
+      [{ epochAcc: { ...ckpt.epochAcc, steps: 3, examples: 48 } }, 'epochAcc.steps'],
+    ];
+    await Promise.all(cases.map(async ([change, field]) => {
+      const dir = mkdtempSync(join(tmpdir(), 'tabtrain-bad-ckpt-'));
+      writeFileSync(join(dir, 'weights-4.bin'), new Uint8Array(weights.buffer));
+      writeFileSync(join(dir, 'checkpoint.json'), JSON.stringify({ ...ckpt, ...change }));
+      const cli = spawn('bin/tabtrain', ['serve', '--resume', dir, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      cli.stdout!.on('data', (d) => { out += d; });
+      cli.stderr!.on('data', (d) => { err += d; });
+      const code = await new Promise((r) => cli.on('exit', r));
+      expect(code, err).toBe(2);
+      expect(err).toMatch(new RegExp(`^tabtrain: ${dir}/checkpoint.json: field "${field.replace(/[.[\]]/g, '\\$&')}" must be [^\n]+; [^\n]+\n$`));
+      expect(out).not.toContain('resumed');
+    }));
   });
 
   it('an idle worker that stops answering heartbeats is dropped with timeout; a rejoin under the same id (with its session secret) is not counted twice', async () => {
