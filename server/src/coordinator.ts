@@ -29,6 +29,7 @@ import { Step } from './step';
 import { planStep } from './cost-model';
 import { LARGE_FRAME, Transport, averageRate, type Route } from './transport';
 import { codedNormSq, sumSquares } from './verify';
+import { StallWatch } from './waiting';
 
 export { weightsSha256 };
 export type { Route };
@@ -61,7 +62,10 @@ export interface CoordinatorOptions {
    * bit-reproducible, because fp32 sums depend on where the batch is cut.
    */
   balance: 'speed' | 'equal' | 'cost';
+  /** Workers presenting it are established (membership.ts). */
   token?: string;
+  /** Strangers (neither --local-workers nor holding the token) join on probation; without it they are refused. */
+  open?: boolean;
   /** Test images evaluated at each epoch's end (d2l: all 10,000). */
   evalExamples: number;
   /** How long a new socket may take to say hello. */
@@ -183,6 +187,8 @@ export class Coordinator {
   private readonly members: Membership;
   private readonly scheduler: Scheduler;
   private readonly model: Step;
+  /** Puts the reason a step waits into the run's state (waiting.ts). */
+  private readonly stalls: StallWatch;
   /** fp32 gradients (no --compress): copies of a shard can be compared float by float. */
   private readonly fp32: boolean;
   /** --compress powersgd: each step takes two rounds of factors (powersgd.ts, step.ts). */
@@ -226,7 +232,7 @@ export class Coordinator {
     this.model.onStaged = (frame, index) => this.push(frame, index);
     this.model.onRoundStaged = (frame, round, index) => this.pushRound(frame, round, index);
     this.members = new Membership({
-      run: this.run, token: o.token, probation, log: o.log,
+      run: this.run, token: o.token, open: o.open, probation, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
     });
     this.scheduler = new Scheduler({
@@ -248,6 +254,10 @@ export class Coordinator {
       gone: (c, code, reason, byUs) => this.onGone(c, code, reason, byUs),
       joined: (c) => c.state !== CONN.hello,
       idle: (c) => c.state === CONN.idle,
+    });
+    this.stalls = new StallWatch({
+      tasks: () => this.scheduler.tasks, members: this.members, log: o.log, stepMs: () => this.lastStep?.wallMs ?? 0,
+      state: () => ({ state: this.state, reason: this.stateReason }), setState: (s, why) => this.setState(s, why),
     });
   }
 
@@ -383,12 +393,15 @@ export class Coordinator {
     const joined = conn.state !== CONN.hello;
     if (joined && !byUs && !this.closed) this.opts.log(`worker #${conn.id} left (${CLOSE_NAMES[code] ?? code}${reason ? `: ${reason.slice(0, 120)}` : ''})`);
     this.clearDeadline(conn);
+    if (byUs) this.members.closedFor(conn, code, reason, this.step);
     this.scheduler.unpin(conn);
     const { requeued, revoke } = this.scheduler.lose(conn);
     if (revoke) this.model.reducer.revoke(revoke.shard);
     if (requeued && !this.closed) this.opts.log(`shard ${requeued.step}/${requeued.shard} (${plural(requeued.count, 'example')}) goes back to the queue`);
     this.members.lost(conn);
     if (!joined || this.closed) return;
+    // Its leaving may settle a check nobody else can make (scheduler.lose).
+    if (this.scheduler.allDone()) this.tasksDone?.();
     if (this.members.workers().length === 0) this.noteWaiting();
     this.abandonIfStopped();
     this.events.emit('workers');
@@ -824,6 +837,7 @@ export class Coordinator {
   /** Says goodbye to every worker with `code` and stops listening. */
   async close(code: number = CLOSE.finished, reason = 'run finished'): Promise<void> {
     this.closed = true;
+    this.stalls.stop();
     // Listeners (the dashboard) send their last word while the sockets are still open.
     this.events.emit('close');
     for (const timer of this.deadlines.values()) clearTimeout(timer);

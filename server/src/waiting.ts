@@ -1,0 +1,121 @@
+// Why the step in hand waits, said on the terminal, the dashboard and /api/status: no stall
+// without a reason. whyWaiting reads the scheduler's tasks and the membership (pure, unit-tested);
+// StallWatch looks every WATCH_MS and, when the step is blocked (nobody connected can move it
+// on) or has made no progress for a while, puts the reason in the run's state; a blocked wait is
+// also logged, once per reason.
+import { guarded } from './guard';
+import { plural } from './format';
+import type { Conn, Membership } from './membership';
+import type { Task } from './scheduler';
+
+export interface Wait {
+  reason: string;
+  /** Nobody connected can move the step on: it waits for someone to join. */
+  blocked: boolean;
+  /** The coordinator logs this one itself (no workers). */
+  logged?: boolean;
+}
+
+/** How often the watch looks: a reason shows within about twice this after the wait begins. */
+export const WATCH_MS = 250;
+
+const ids = (cs: Conn[]) => cs.slice(0, 4).map((c) => `#${c.id}`).join(', ') + (cs.length > 4 ? ', …' : '');
+
+/** Why the tasks in hand are not all done, or null when nothing is in hand. */
+export function whyWaiting(tasks: Task[], members: Membership): Wait | null {
+  const open = tasks.filter((t) => !t.done);
+  if (!open.length) return null;
+  const live = members.workers();
+  if (!live.length) return { reason: 'no workers connected', blocked: true, logged: true };
+  const { kind, step } = open[0];
+  const what = kind === 'train' ? `step ${step + 1}` : `the evaluation at step ${step}`;
+  const est = members.pool(kind);
+  if (!est.length) {
+    return {
+      blocked: true,
+      reason: `waiting: ${what} needs an established worker (--local-workers, or one that joined with the token); none is connected. ${plural(live.length, 'worker')} on probation (${ids(live)}): their shards are checked only against an established worker's`,
+    };
+  }
+  for (const t of open) {
+    if (t.copies.some((c) => !c.shadow)) continue;
+    const takers = est.filter((c) => !t.finished.some((x) => x.owner === c));
+    if (takers.length) continue;
+    const by = t.finished.map((x) => x.owner);
+    return { blocked: true, reason: `waiting: ${kind} shard ${t.step}/${t.shard} (${t.why}) needs a copy by an established worker other than ${ids(by)}; none is connected` };
+  }
+  const busy = open.flatMap((t) => t.copies.filter((c) => !c.shadow));
+  if (busy.length) {
+    const c = busy[0];
+    const t = c.task;
+    const round = t.round === 2 ? ` round 2${t.heldBy !== c.owner.id ? ' (recomputed: the worker of its round 1 left)' : ''}` : '';
+    return { blocked: false, reason: `waiting for worker #${c.owner.id}'s ${kind} shard ${t.step}/${t.shard}${round}${busy.length > 1 ? ` and ${plural(busy.length - 1, 'other shard')}` : ''}; a shard not returned by its deadline goes to another worker` };
+  }
+  return { blocked: false, reason: `waiting: ${plural(open.length, `${kind} shard`)} of ${what} queued for the next free established worker (${ids(est)})` };
+}
+
+/** A fingerprint of the step's progress: it changes whenever a copy is handed out or comes in. */
+function progress(tasks: Task[]): string {
+  let done = 0, copies = 0, finished = 0;
+  for (const t of tasks) { if (t.done) done++; copies += t.copies.length; finished += t.finished.length + t.shadows.length; }
+  return `${tasks[0]?.kind}:${tasks[0]?.step}:${tasks.length}:${done}:${copies}:${finished}`;
+}
+
+type State = 'waiting' | 'running' | 'evaluating' | string;
+
+export interface StallWatchOptions {
+  tasks: () => Task[];
+  members: Membership;
+  state: () => { state: State; reason: string };
+  setState: (state: 'waiting' | 'running' | 'evaluating', reason: string) => void;
+  log: (line: string) => void;
+  /** The last step's wall time: a wait in flight is said once it lasts 3× that (1 s to 10 s). */
+  stepMs: () => number;
+}
+
+export class StallWatch {
+  private readonly timer: NodeJS.Timeout;
+  private seen = '';
+  private since = performance.now();
+  /** The reason this watch put in the state, if any (it clears only its own). */
+  private shown: string | null = null;
+  private logged = '';
+
+  constructor(private readonly o: StallWatchOptions) {
+    this.timer = setInterval(guarded(o.log, 'the stall watch', () => this.tick()), WATCH_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  tick(now = performance.now()): void {
+    const { state, reason } = this.o.state();
+    // Paused, finished, stopped, failed: those states carry their own reason.
+    if (state !== 'running' && state !== 'evaluating' && state !== 'waiting') { this.shown = null; return; }
+    const tasks = this.o.tasks();
+    const open = tasks.filter((t) => !t.done);
+    const base = open[0]?.kind === 'eval' ? 'evaluating' : 'running';
+    if (!open.length) {
+      if (this.shown !== null && reason === this.shown) this.o.setState(base, '');
+      this.shown = null;
+      return;
+    }
+    const p = progress(tasks);
+    if (p !== this.seen) { this.seen = p; this.since = now; }
+    const w = whyWaiting(tasks, this.o.members);
+    const patience = Math.min(10_000, Math.max(1000, 3 * this.o.stepMs()));
+    const show = w && (w.blocked || now - this.since >= patience) ? w : null;
+    if (show) {
+      if (show.blocked && show.reason !== this.logged) { this.logged = show.reason; if (!show.logged) this.o.log(show.reason); }
+      const target = show.blocked ? 'waiting' : base;
+      if (state !== target || reason !== show.reason) this.o.setState(target, show.reason);
+      this.shown = show.reason;
+    } else if (this.shown !== null || state === 'waiting') {
+      // Its own reason, or a 'waiting' someone else set (no workers) that no longer holds.
+      this.o.setState(base, '');
+      this.shown = null;
+      this.logged = '';
+    }
+  }
+}
