@@ -256,8 +256,9 @@ export class Coordinator {
       idle: (c) => c.state === CONN.idle,
     });
     this.stalls = new StallWatch({
-      tasks: () => this.scheduler.tasks, members: this.members, log: o.log, stepMs: () => this.lastStep?.wallMs ?? 0,
-      state: () => ({ state: this.state, reason: this.stateReason }), setState: (s, why) => this.setState(s, why),
+      tasks: () => this.scheduler.tasks, members: this.members, log: o.log, state: () => ({ state: this.state, reason: this.stateReason }),
+      // A quiet reason reaches the dashboard with its next push ('workers'), without a state change.
+      say: (s, why, quiet) => { if (quiet) { this.stateReason = why; this.events.emit('workers'); } else this.setState(s, why); },
     });
   }
 

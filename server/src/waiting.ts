@@ -1,8 +1,9 @@
 // Why the step in hand waits, said on the terminal, the dashboard and /api/status: no stall
 // without a reason. whyWaiting reads the scheduler's tasks and the membership (pure, unit-tested);
 // StallWatch looks every WATCH_MS and, when the step is blocked (nobody connected can move it
-// on) or has made no progress for a while, puts the reason in the run's state; a blocked wait is
-// also logged, once per reason.
+// on), makes the run's state 'waiting' with the reason and logs it once; when the step has made
+// no progress for PATIENCE_MS (a shard in flight, its deadline ahead), it puts the reason beside
+// the state quietly (no state change: a slow run's every step would otherwise log two).
 import { guarded } from './guard';
 import { plural } from './format';
 import type { Conn, Membership } from './membership';
@@ -18,6 +19,8 @@ export interface Wait {
 
 /** How often the watch looks: a reason shows within about twice this after the wait begins. */
 export const WATCH_MS = 250;
+/** A step that made no progress for this long says what it waits for. */
+export const PATIENCE_MS = 1000;
 
 const ids = (cs: Conn[]) => cs.slice(0, 4).map((c) => `#${c.id}`).join(', ') + (cs.length > 4 ? ', …' : '');
 
@@ -33,7 +36,7 @@ export function whyWaiting(tasks: Task[], members: Membership): Wait | null {
   if (!est.length) {
     return {
       blocked: true,
-      reason: `waiting: ${what} needs an established worker (--local-workers, or one that joined with the token); none is connected. ${plural(live.length, 'worker')} on probation (${ids(live)}): their shards are checked only against an established worker's`,
+      reason: `${what} needs an established worker (--local-workers, or one that joined with the token); none is connected. ${plural(live.length, 'worker')} on probation (${ids(live)}): their shards are checked only against an established worker's`,
     };
   }
   for (const t of open) {
@@ -41,7 +44,7 @@ export function whyWaiting(tasks: Task[], members: Membership): Wait | null {
     const takers = est.filter((c) => !t.finished.some((x) => x.owner === c));
     if (takers.length) continue;
     const by = t.finished.map((x) => x.owner);
-    return { blocked: true, reason: `waiting: ${kind} shard ${t.step}/${t.shard} (${t.why}) needs a copy by an established worker other than ${ids(by)}; none is connected` };
+    return { blocked: true, reason: `${kind} shard ${t.step}/${t.shard} (${t.why}) needs a copy by an established worker other than ${ids(by)}; none is connected` };
   }
   const busy = open.flatMap((t) => t.copies.filter((c) => !c.shadow));
   if (busy.length) {
@@ -50,7 +53,7 @@ export function whyWaiting(tasks: Task[], members: Membership): Wait | null {
     const round = t.round === 2 ? ` round 2${t.heldBy !== c.owner.id ? ' (recomputed: the worker of its round 1 left)' : ''}` : '';
     return { blocked: false, reason: `waiting for worker #${c.owner.id}'s ${kind} shard ${t.step}/${t.shard}${round}${busy.length > 1 ? ` and ${plural(busy.length - 1, 'other shard')}` : ''}; a shard not returned by its deadline goes to another worker` };
   }
-  return { blocked: false, reason: `waiting: ${plural(open.length, `${kind} shard`)} of ${what} queued for the next free established worker (${ids(est)})` };
+  return { blocked: false, reason: `${plural(open.length, `${kind} shard`)} of ${what} queued for the next free established worker (${ids(est)})` };
 }
 
 /** A fingerprint of the step's progress: it changes whenever a copy is handed out or comes in. */
@@ -66,10 +69,9 @@ export interface StallWatchOptions {
   tasks: () => Task[];
   members: Membership;
   state: () => { state: State; reason: string };
-  setState: (state: 'waiting' | 'running' | 'evaluating', reason: string) => void;
+  /** Changes the state (and its reason), or with `quiet` only the reason beside the state it has. */
+  say: (state: 'waiting' | 'running' | 'evaluating', reason: string, quiet: boolean) => void;
   log: (line: string) => void;
-  /** The last step's wall time: a wait in flight is said once it lasts 3× that (1 s to 10 s). */
-  stepMs: () => number;
 }
 
 export class StallWatch {
@@ -97,23 +99,22 @@ export class StallWatch {
     const open = tasks.filter((t) => !t.done);
     const base = open[0]?.kind === 'eval' ? 'evaluating' : 'running';
     if (!open.length) {
-      if (this.shown !== null && reason === this.shown) this.o.setState(base, '');
+      if (this.shown !== null && reason === this.shown) this.o.say(state === 'waiting' ? 'running' : state, '', state !== 'waiting');
       this.shown = null;
       return;
     }
     const p = progress(tasks);
     if (p !== this.seen) { this.seen = p; this.since = now; }
     const w = whyWaiting(tasks, this.o.members);
-    const patience = Math.min(10_000, Math.max(1000, 3 * this.o.stepMs()));
-    const show = w && (w.blocked || now - this.since >= patience) ? w : null;
+    const show = w && (w.blocked || now - this.since >= PATIENCE_MS) ? w : null;
     if (show) {
-      if (show.blocked && show.reason !== this.logged) { this.logged = show.reason; if (!show.logged) this.o.log(show.reason); }
+      if (show.blocked && show.reason !== this.logged) { this.logged = show.reason; if (!show.logged) this.o.log(`waiting: ${show.reason}`); }
       const target = show.blocked ? 'waiting' : base;
-      if (state !== target || reason !== show.reason) this.o.setState(target, show.reason);
+      if (state !== target || reason !== show.reason) this.o.say(target, show.reason, state === target);
       this.shown = show.reason;
     } else if (this.shown !== null || state === 'waiting') {
       // Its own reason, or a 'waiting' someone else set (no workers) that no longer holds.
-      this.o.setState(base, '');
+      this.o.say(base, '', state === base);
       this.shown = null;
       this.logged = '';
     }

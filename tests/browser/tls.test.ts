@@ -74,7 +74,7 @@ afterAll(() => {
 describe('a tab on another machine, over https (headless Chromium, WebGPU on SwiftShader)', () => {
   it(`https://${NAME}:PORT/ is a secure context, gets WebGPU over wss, and trains`, async () => {
     const steps = 4;
-    const { coord, port, lines } = await start({ maxSteps: steps });
+    const { coord, port, lines } = await start({ maxSteps: steps, open: true });
     const t = await tab('https', `https://${NAME}:${port}/`, [RESOLVE, '--ignore-certificate-errors']);
     const where = await t.page.evaluate(() => ({ secure: window.isSecureContext, origin: location.origin, gpu: 'gpu' in navigator }));
     expect(where).toEqual({ secure: true, origin: `https://${NAME}:${port}`, gpu: true });
@@ -97,7 +97,7 @@ describe('a tab on another machine, over https (headless Chromium, WebGPU on Swi
   });
 
   it(`http://${NAME}:PORT/ shows the notice that explains the fix and links to https; localhost over http gets the page`, async () => {
-    const { port } = await start({});
+    const { port } = await start({ open: true });
     const t = await tab('http', `http://${NAME}:${port}/`, [RESOLVE]);
     expect(await t.page.evaluate(() => window.isSecureContext)).toBe(false);
     const notice = await t.page.locator('#notice').textContent();
@@ -129,7 +129,7 @@ describe('a tab on another machine, over https (headless Chromium, WebGPU on Swi
 describe('Node workers on wss://', () => {
   it('pinned by --fingerprint (any spelling, the page URL as --url), or trusting --ca cert.pem, or on plain ws://: all three train', async () => {
     const steps = 3;
-    const { coord, port, lines } = await start({ minWorkers: 3, maxSteps: steps });
+    const { coord, port, lines } = await start({ minWorkers: 3, maxSteps: steps, open: true });
     const sloppy = cert.fingerprint.replace(/:/g, '').toLowerCase();
     const pinned = worker(`https://127.0.0.1:${port}/`, ['--fingerprint', sloppy]);
     const ca = worker(`wss://localhost:${port}/ws`, ['--ca', cert.certFile]);

@@ -28,7 +28,8 @@ const DELAY_MS = process.env.FUZZ_DELAY_MS ?? '200';
 const ADMIN = 'fuzz-admin-token';
 console.log(`fuzz seed ${SEED}: replay with FUZZ_SEED=${SEED} npx vitest run tests/integration/fuzz.test.ts`);
 
-const FP32_RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 40, seed: 29, balance: 'equal' as const };
+// --open: the fuzzer's hellos carry no token; admitted on probation, they reach every message handler.
+const FP32_RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 40, seed: 29, balance: 'equal' as const, open: true };
 /** powersgd: two rounds a step (each shard's round 2 sleeps its delay too), so half the steps for the same time. */
 const POWERSGD_RUN = { ...FP32_RUN, maxSteps: 20, compress: parseCompression('powersgd', 2) };
 type Run = typeof FP32_RUN | typeof POWERSGD_RUN;

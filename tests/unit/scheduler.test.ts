@@ -64,7 +64,7 @@ describe('scheduler', () => {
     expect(members.pool('eval')).toEqual([]);
     const w = whyWaiting(scheduler.tasks, members)!;
     expect(w.blocked).toBe(true);
-    expect(w.reason).toMatch(/needs an established worker .*; none is connected\. 2 workers on probation \(#1, #2\)/);
+    expect(w.reason).toMatch(/^the evaluation at step 0 needs an established worker .*; none is connected\. 2 workers on probation \(#1, #2\)/);
     // The operator's worker (the token) computes the shards: honest 1 of 4; both colluders are caught.
     const est = join({ token: true });
     expect(est.trust).toBe('established');
