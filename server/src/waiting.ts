@@ -46,14 +46,17 @@ export function whyWaiting(tasks: Task[], members: Membership): Wait | null {
     const by = t.finished.map((x) => x.owner);
     return { blocked: true, reason: `${kind} shard ${t.step}/${t.shard} (${t.why}) needs a copy by an established worker other than ${ids(by)}; none is connected` };
   }
-  const busy = open.flatMap((t) => t.copies.filter((c) => !c.shadow));
-  if (busy.length) {
-    const c = busy[0];
-    const t = c.task;
-    const round = t.round === 2 ? ` round 2${t.heldBy !== c.owner.id ? ' (recomputed: the worker of its round 1 left)' : ''}` : '';
-    return { blocked: false, reason: `waiting for worker #${c.owner.id}'s ${kind} shard ${t.step}/${t.shard}${round}${busy.length > 1 ? ` and ${plural(busy.length - 1, 'other shard')}` : ''}; a shard not returned by its deadline goes to another worker` };
+  // A powersgd round-2 shard whose round-1 worker (holding its M) is gone is recomputed from its examples.
+  const round = (t: Task, by?: Conn) => (t.round !== 2 ? '' : t.heldBy === by?.id ? ' round 2' : live.some((c) => c.id === t.heldBy) ? ' round 2 (its round 1 was another worker\'s)' : ' round 2 (the worker of its round 1 left: recomputed from its examples)');
+  const queued = open.filter((t) => !t.copies.some((c) => !c.shadow));
+  if (queued.length) {
+    const t = queued[0];
+    return { blocked: false, reason: `${kind} shard ${t.step}/${t.shard}${round(t)}${queued.length > 1 ? ` and ${plural(queued.length - 1, 'other shard')}` : ''} queued for the next free established worker (${ids(est)})` };
   }
-  return { blocked: false, reason: `${plural(open.length, `${kind} shard`)} of ${what} queued for the next free established worker (${ids(est)})` };
+  const busy = open.flatMap((t) => t.copies.filter((c) => !c.shadow));
+  const c = busy[0];
+  const t = c.task;
+  return { blocked: false, reason: `waiting for worker #${c.owner.id}'s ${kind} shard ${t.step}/${t.shard}${round(t, c.owner)}${busy.length > 1 ? ` and ${plural(busy.length - 1, 'other shard')}` : ''}; a shard not returned by its deadline goes to another worker` };
 }
 
 /** A fingerprint of the step's progress: it changes whenever a copy is handed out or comes in. */
