@@ -143,6 +143,35 @@ describe('a worker that lies is caught', () => {
     }
   });
 
+  it('forged eval results after passing probation: an evaluation made while the liar was on probation is spot-checked by its trust at hand-out; it is caught and test accuracy equals a clean run\'s', async () => {
+    // 4 steps an epoch; 256 test images: 16 eval shards, made while the liar is on probation for
+    // eval shards and handed out after it passed (issue 24: such shards carried no spot check).
+    const d = subset(data(), 64, 256);
+    const cfg = { ...RUN, epochs: 1, evalExamples: 256, verifyShards: 1 };
+    const slow = ['--backend', 'wasm', '--delay-ms', '40'];
+    const once = async (withLiar: boolean) => {
+      const { coord, url, lines } = await startOn(d, cfg);
+      const procs = workers(url, 2, slow);
+      let evals = 0;
+      // Honest through its eval probation, then every eval result claims all correct.
+      const l = withLiar ? liar(url, (f, m) => (m.type === 'result' && m.task === 'eval' && ++evals > PROBATION ? [encode({ ...m, correct: m.count })] : [f])) : null;
+      try {
+        const summary = await coord.train();
+        return { summary, lines, status: coord.status(), l, closed: l ? await Promise.race([l.closed, sleep(3000).then(() => null)]) : null };
+      } finally {
+        await coord.close();
+        kill(procs);
+      }
+    };
+    const clean = await once(false);
+    const out = await once(true);
+    console.log(`eval forgery after probation: the liar sent ${out.l!.sent.eval} eval results, closed ${out.closed?.code} (${out.closed?.reason}); test acc ${out.summary.epochs[0].testAcc} vs clean ${clean.summary.epochs[0].testAcc}`);
+    expect(out.lines.some((x) => /passed probation for eval shards/.test(x)), 'the liar passed its eval probation').toBe(true);
+    expect(out.closed?.code).toBe(CLOSE.untrusted);
+    expect(out.status.caught[0].why).toMatch(/eval shard \d+\/\d+ \(spot check\)/);
+    expect(out.summary.epochs[0].testAcc).toBe(clean.summary.epochs[0].testAcc);
+  });
+
   it('two colluding strangers who arrive first never vouch for each other: the run waits and says why; the first established worker catches both; the weights equal a clean run\'s', async () => {
     // 64 training images: 4 steps an epoch; 48 test images: 3 eval shards.
     const small = subset(data(), 64, 48);
