@@ -62,7 +62,6 @@ export interface CoordinatorOptions {
    * bit-reproducible, because fp32 sums depend on where the batch is cut.
    */
   balance: 'speed' | 'equal' | 'cost';
-  /** Workers presenting it are established (membership.ts). */
   token?: string;
   /** Strangers (neither --local-workers nor holding the token) join on probation; without it they are refused. */
   open?: boolean;
@@ -187,8 +186,7 @@ export class Coordinator {
   private readonly members: Membership;
   private readonly scheduler: Scheduler;
   private readonly model: Step;
-  /** Puts the reason a step waits into the run's state (waiting.ts). */
-  private readonly stalls: StallWatch;
+  private readonly stalls: StallWatch; // why a step waits, in the run's state (waiting.ts)
   /** fp32 gradients (no --compress): copies of a shard can be compared float by float. */
   private readonly fp32: boolean;
   /** --compress powersgd: each step takes two rounds of factors (powersgd.ts, step.ts). */
@@ -401,8 +399,7 @@ export class Coordinator {
     if (requeued && !this.closed) this.opts.log(`shard ${requeued.step}/${requeued.shard} (${plural(requeued.count, 'example')}) goes back to the queue`);
     this.members.lost(conn);
     if (!joined || this.closed) return;
-    // Its leaving may settle a check nobody else can make (scheduler.lose).
-    if (this.scheduler.allDone()) this.tasksDone?.();
+    if (this.scheduler.allDone()) this.tasksDone?.(); // it may have settled a check nobody else can make
     if (this.members.workers().length === 0) this.noteWaiting();
     this.abandonIfStopped();
     this.events.emit('workers');

@@ -111,7 +111,9 @@ export class StallWatch {
     const w = whyWaiting(tasks, this.o.members);
     const show = w && (w.blocked || now - this.since >= PATIENCE_MS) ? w : null;
     if (show) {
-      if (show.blocked && show.reason !== this.logged) { this.logged = show.reason; if (!show.logged) this.o.log(`waiting: ${show.reason}`); }
+      // Once per wait: who is on probation may change while it lasts.
+      const key = show.reason.replace(/\. [\d,]+ workers? on probation .*/, '');
+      if (show.blocked && key !== this.logged) { this.logged = key; if (!show.logged) this.o.log(`waiting: ${show.reason}`); }
       const target = show.blocked ? 'waiting' : base;
       if (state !== target || reason !== show.reason) this.o.say(target, show.reason, state === target);
       this.shown = show.reason;
