@@ -191,7 +191,7 @@ export class Membership {
     return this.workers().filter((c) => this.established(c, kind));
   }
 
-  /** A shadow (or a cross-checked copy) of `conn` agreed with the trusted result. */
+  /** A shadow (or a spot-checked copy) of `conn` agreed with the trusted result. */
   credit(conn: Conn, kind: TaskKind): void {
     if (typeof conn.trust !== 'object') return;
     const k = this.opts.probation;

@@ -164,8 +164,8 @@ export class Scheduler {
 
   /**
    * What `conn` should compute next in step `step`: a copy a task still needs (established
-   * workers only), else, on probation, a shadow of a task of this step. Never two copies of one
-   * task on one worker.
+   * workers only; a remote one's first copy of a task rolls its spot check), else, on probation,
+   * a shadow of a task of this step. Never two copies of one task on one worker.
    */
   next(conn: Conn, step: number): { task: Task; shadow: boolean; check?: boolean } | null {
     const tasks = this.tasks;
