@@ -74,8 +74,9 @@ afterAll(() => {
 describe('a tab on another machine, over https (headless Chromium, WebGPU on SwiftShader)', () => {
   it(`https://${NAME}:PORT/ is a secure context, gets WebGPU over wss, and trains`, async () => {
     const steps = 4;
-    const { coord, port, lines } = await start({ maxSteps: steps, open: true });
-    const t = await tab('https', `https://${NAME}:${port}/`, [RESOLVE, '--ignore-certificate-errors']);
+    // The address serve prints, with the run's token: the tab is trusted and computes the steps.
+    const { coord, port, lines } = await start({ maxSteps: steps, token: 'https-tab-token' });
+    const t = await tab('https', `https://${NAME}:${port}/?token=https-tab-token`, [RESOLVE, '--ignore-certificate-errors']);
     const where = await t.page.evaluate(() => ({ secure: window.isSecureContext, origin: location.origin, gpu: 'gpu' in navigator }));
     expect(where).toEqual({ secure: true, origin: `https://${NAME}:${port}`, gpu: true });
     const run = coord.train();
@@ -129,7 +130,7 @@ describe('a tab on another machine, over https (headless Chromium, WebGPU on Swi
 describe('Node workers on wss://', () => {
   it('pinned by --fingerprint (any spelling, the page URL as --url), or trusting --ca cert.pem, or on plain ws://: all three train', async () => {
     const steps = 3;
-    const { coord, port, lines } = await start({ minWorkers: 3, maxSteps: steps, open: true });
+    const { coord, port, lines } = await start({ minWorkers: 3, maxSteps: steps });
     const sloppy = cert.fingerprint.replace(/:/g, '').toLowerCase();
     const pinned = worker(`https://127.0.0.1:${port}/`, ['--fingerprint', sloppy]);
     const ca = worker(`wss://localhost:${port}/ws`, ['--ca', cert.certFile]);
