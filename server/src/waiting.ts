@@ -15,6 +15,8 @@ export interface Wait {
   blocked: boolean;
   /** The coordinator logs this one itself (no workers). */
   logged?: boolean;
+  /** A shard taken back from a worker that left or missed its deadline: said at once, not after PATIENCE_MS. */
+  retaken?: boolean;
 }
 
 /** How often the watch looks: a reason shows within about twice this after the wait begins. */
@@ -48,15 +50,17 @@ export function whyWaiting(tasks: Task[], members: Membership): Wait | null {
   }
   // A powersgd round-2 shard whose round-1 worker (holding its M) is gone is recomputed from its examples.
   const round = (t: Task, by?: Conn) => (t.round !== 2 ? '' : t.heldBy === by?.id ? ' round 2' : live.some((c) => c.id === t.heldBy) ? ' round 2 (its round 1 was another worker\'s)' : ' round 2 (the worker of its round 1 left: recomputed from its examples)');
+  // Shards taken back (their worker left or missed its deadline) first: they are what the step waits for.
+  const first = <T extends { retaken: boolean }>(xs: T[]) => xs.find((x) => x.retaken) ?? xs[0];
   const queued = open.filter((t) => !t.copies.some((c) => !c.shadow));
   if (queued.length) {
-    const t = queued[0];
-    return { blocked: false, reason: `${kind} shard ${t.step}/${t.shard}${round(t)}${queued.length > 1 ? ` and ${plural(queued.length - 1, 'other shard')}` : ''} queued for the next free established worker (${ids(est)})` };
+    const t = first(queued);
+    return { blocked: false, retaken: t.retaken, reason: `${kind} shard ${t.step}/${t.shard}${round(t)}${queued.length > 1 ? ` and ${plural(queued.length - 1, 'other shard')}` : ''} queued for the next free established worker (${ids(est)})` };
   }
   const busy = open.flatMap((t) => t.copies.filter((c) => !c.shadow));
-  const c = busy[0];
+  const c = busy.find((x) => x.task.retaken) ?? busy[0];
   const t = c.task;
-  return { blocked: false, reason: `waiting for worker #${c.owner.id}'s ${kind} shard ${t.step}/${t.shard}${round(t, c.owner)}${busy.length > 1 ? ` and ${plural(busy.length - 1, 'other shard')}` : ''}; a shard not returned by its deadline goes to another worker` };
+  return { blocked: false, retaken: t.retaken, reason: `waiting for worker #${c.owner.id}'s ${kind} shard ${t.step}/${t.shard}${round(t, c.owner)}${busy.length > 1 ? ` and ${plural(busy.length - 1, 'other shard')}` : ''}; a shard not returned by its deadline goes to another worker` };
 }
 
 /** A fingerprint of the step's progress: it changes whenever a copy is handed out or comes in. */
@@ -109,7 +113,7 @@ export class StallWatch {
     const p = progress(tasks);
     if (p !== this.seen) { this.seen = p; this.since = now; }
     const w = whyWaiting(tasks, this.o.members);
-    const show = w && (w.blocked || now - this.since >= PATIENCE_MS) ? w : null;
+    const show = w && (w.blocked || w.retaken || now - this.since >= PATIENCE_MS) ? w : null;
     if (show) {
       // Once per wait: who is on probation may change while it lasts.
       const key = show.reason.replace(/\. [\d,]+ workers? on probation .*/, '');
