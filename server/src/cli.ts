@@ -2,6 +2,7 @@
 // composition root, runs this file for everything but `worker`, which is the client package's
 // (client/src/worker-cli.ts). Nothing here loads worker code: local workers are processes.
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { resolve } from 'node:path';
@@ -48,8 +49,10 @@ Examples:
   tabtrain worker --url wss://10.0.0.5:8080/ws --fingerprint 3A:F1:…:9C
 `;
 
-export const SERVE_HELP = `tabtrain serve: run a coordinator. Browser tabs join at https://HOST:PORT/, Node workers with
-tabtrain worker --url wss://HOST:PORT/ws; it prints both, and the dashboard's address, when it starts.
+export const SERVE_HELP = `tabtrain serve: run a coordinator. Browser tabs join at https://HOST:PORT/?token=T, Node workers
+with tabtrain worker --url wss://HOST:PORT/ws --token T; it prints both, with the run's token, and
+the dashboard's address, when it starts. Workers with the token (and --local-workers) are trusted;
+anyone else is refused, unless --open admits them on probation.
 
 Usage:
   tabtrain serve [options]
@@ -78,10 +81,12 @@ the run:
                       fp16/int8 runs broadcast each step's update in the same codec (with the
                       coordinator's own error feedback), powersgd its two small broadcasts, instead
                       of the fp32 weights
-  --probation K       a worker that is neither started here (--local-workers) nor holding --token
-                      computes its first K train and K eval shards as shadow copies, compared with an
-                      established worker's, before its own results count (default ${DEFAULTS.probation}; 0 = trust all;
-                      in compressed runs its train shadows are sent in fp32, to be comparable)
+  --probation K       --open runs: a worker that is neither started here (--local-workers) nor holding
+                      the token computes its first K train and K eval shards as shadow copies,
+                      compared with an established worker's (never another stranger's), before its
+                      own results count (default ${DEFAULTS.probation}; 0 = trust all; in compressed runs its
+                      train shadows are sent in fp32, to be comparable). With no established worker
+                      connected the run waits, and says why
   --verify-shards F   fraction of shards also computed by a second established worker and compared
                       before the step is applied (default ${DEFAULTS.verifyShards}; 0 = never)
   --verify-every K    compressed runs: every K steps workers check their weights' hash against the
@@ -98,7 +103,11 @@ ${admissionHelp(admissionLimits(), DEFAULTS.helloTimeoutMs)}
                       printed at every start. Plain http keeps working on the same port
   --no-tls            plain http only (behind a TLS proxy; tabs on other machines then get no WebGPU)
   --state-dir DIR     where the self-signed certificate is kept (default $TABTRAIN_STATE_DIR or ~/.tabtrain)
-  --token T           workers must present this token (tabs: ?token=T, Node workers: --token T)
+  --token T           the run's token (default: a random one, made at each start): workers that present
+                      it are trusted (tabs: ?token=T in the printed address, Node workers: --token T);
+                      the join lines carry it
+  --open              also admit workers without the token, on probation (--probation); without
+                      --open they are refused (close 4005, unauthorized)
   --admin-token T     pause/resume/stop from the dashboard need this token (without it: read-only)
 
 workers on this machine:
@@ -171,7 +180,7 @@ export function reachableHosts(host: string): string[] {
 }
 
 /** The lines that tell people how to join, printed once the port is open. */
-export function joinLines(o: { host: string; port: number; cert: Certificate | null; token?: string; adminToken?: boolean }): string[] {
+export function joinLines(o: { host: string; port: number; cert: Certificate | null; token?: string; adminToken?: boolean; open?: boolean; tokenMade?: boolean }): string[] {
   const q = o.token ? `?token=${encodeURIComponent(o.token)}` : '';
   const tokenArg = o.token ? ` --token ${/^[\w.~-]+$/.test(o.token) ? o.token : `'${o.token.replace(/'/g, `'\\''`)}'`}` : '';
   const local = isLoopbackHost(bracket(o.host)) || o.host === 'localhost';
@@ -197,6 +206,10 @@ export function joinLines(o: { host: string; port: number; cert: Certificate | n
     lines.push(`join from a browser on this machine: http://${h}:${o.port}/${q}${o.host === '0.0.0.0' || o.host === '::' ? ' (no LAN address found)' : ''}`);
     lines.push(`headless: tabtrain worker --url ws://${h}:${o.port}/ws${tokenArg}`);
   }
+  if (o.token) {
+    const made = o.tokenMade ? 'made for this run (--token T picks one)' : 'from --token';
+    lines.push(`  token: ${made}; ${o.open ? 'workers without it join on probation (--open)' : 'workers without it are refused (serve --open admits them on probation)'}`);
+  }
   const dash = here ? `http://${here}:${o.port}/dashboard` : `https://${lan[0]}:${o.port}/dashboard`;
   lines.push(`dashboard: ${dash} (${o.adminToken ? 'controls need --admin-token' : 'read-only: no --admin-token'}), metrics: /metrics`);
   return lines;
@@ -216,7 +229,7 @@ const SERVE_OPTIONS = {
   seed: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, data: { type: 'string' },
   'min-workers': { type: 'string' }, 'max-steps': { type: 'string' }, 'eval-examples': { type: 'string' },
   'local-workers': { type: 'string' }, 'local-backend': { type: 'string', default: 'wasm' }, token: { type: 'string' },
-  'admin-token': { type: 'string' }, log: { type: 'string' },
+  'admin-token': { type: 'string' }, open: { type: 'boolean', default: false }, log: { type: 'string' },
   summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
   checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
   export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' }, probation: { type: 'string' }, 'verify-shards': { type: 'string' },
@@ -281,6 +294,8 @@ export async function serve(argv: string[]): Promise<number> {
   if (v.export) checkOutputDir('--export', v.export);
   if (v.log) checkAppendFile('--log', v.log);
 
+  // Trust starts from the operator: the token goes out only in the join lines printed here (as Jupyter's does).
+  const token = v.token ?? randomBytes(18).toString('base64url');
   const tty = process.stdout.isTTY;
   const log = (line: string) => console.log(`${tty ? '\r\x1b[K' : ''}${new Date().toISOString().slice(11, 19)} ${line}`);
   const dataDir = v.data ?? DEFAULT_DATA_DIR;
@@ -305,7 +320,7 @@ export async function serve(argv: string[]): Promise<number> {
     model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, tls: cert ?? undefined,
     minWorkers: numbers.minWorkers, evalExamples: numbers.evalExamples, verifyEvery: numbers.verifyEvery, deadlineMs: numbers.deadlineMs,
     probation: numbers.probation, verifyShards: numbers.verifyShards,
-    exportDir: v.export, balance: v.balance as 'speed' | 'equal' | 'cost', token: v.token, adminToken: v['admin-token'], metricsLog: v.log,
+    exportDir: v.export, balance: v.balance as 'speed' | 'equal' | 'cost', token, open: v.open, adminToken: v['admin-token'], metricsLog: v.log,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs,
     log,
     progress: tty ? (line) => process.stdout.write(`\r\x1b[K${line}`) : log,
@@ -330,11 +345,11 @@ export async function serve(argv: string[]): Promise<number> {
     throw listenError(e as NodeJS.ErrnoException, host, port) ?? e;
   }
   log(`tabtrain ${coord.spec.name} (${coord.run.paramCount.toLocaleString('en-US')} parameters), lr ${coord.run.lr}, batch ${batch}, ${plural(epochs, 'epoch')}, data ${dataDir}`);
-  for (const line of joinLines({ host, port: bound, cert, token: v.token, adminToken: v['admin-token'] !== undefined })) log(line);
+  for (const line of joinLines({ host, port: bound, cert, token, adminToken: v['admin-token'] !== undefined, open: v.open, tokenMade: v.token === undefined })) log(line);
   const children: ChildProcess[] = [];
   const url = `ws://127.0.0.1:${bound}/ws`;
   for (let i = 0; i < localWorkers; i++) {
-    children.push(spawnWorker(url, ['--backend', v['local-backend']!, '--quiet', ...(v.token ? ['--token', v.token] : [])]));
+    children.push(spawnWorker(url, ['--backend', v['local-backend']!, '--quiet', '--token', token]));
   }
   // First signal: finish the step in hand, then save and exit as at the end. Second: exit now.
   let signalled: NodeJS.Signals | null = null;

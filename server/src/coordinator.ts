@@ -30,6 +30,7 @@ import { Step } from './step';
 import { planStep } from './cost-model';
 import { LARGE_FRAME, Transport, averageRate, type Route } from './transport';
 import { codedNormSq, sumSquares } from './verify';
+import { StallWatch } from './waiting';
 
 export { weightsSha256 };
 export type { Route };
@@ -63,6 +64,8 @@ export interface CoordinatorOptions {
    */
   balance: 'speed' | 'equal' | 'cost';
   token?: string;
+  /** Strangers (neither --local-workers nor holding the token) join on probation; without it they are refused. */
+  open?: boolean;
   /** Test images evaluated at each epoch's end (d2l: all 10,000). */
   evalExamples: number;
   /** How long a new socket may take to say hello. */
@@ -184,6 +187,7 @@ export class Coordinator {
   private readonly members: Membership;
   private readonly scheduler: Scheduler;
   private readonly model: Step;
+  private readonly stalls: StallWatch; // why a step waits, in the run's state (waiting.ts)
   /** fp32 gradients (no --compress): copies of a shard can be compared float by float. */
   private readonly fp32: boolean;
   /** --compress powersgd: each step takes two rounds of factors (powersgd.ts, step.ts). */
@@ -228,7 +232,7 @@ export class Coordinator {
     this.model.onStaged = (frame, index) => this.push(frame, index);
     this.model.onRoundStaged = (frame, round, index) => this.pushRound(frame, round, index);
     this.members = new Membership({
-      run: this.run, token: o.token, probation, log: o.log,
+      run: this.run, token: o.token, open: o.open, probation, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
     });
     this.scheduler = new Scheduler({
@@ -250,6 +254,11 @@ export class Coordinator {
       gone: (c, code, reason, byUs) => this.onGone(c, code, reason, byUs),
       joined: (c) => c.state !== CONN.hello,
       idle: (c) => c.state === CONN.idle,
+    });
+    this.stalls = new StallWatch({
+      tasks: () => this.scheduler.tasks, members: this.members, log: o.log, state: () => ({ state: this.state, reason: this.stateReason }),
+      // A quiet reason reaches the dashboard with its next push ('workers'), without a state change.
+      say: (s, why, quiet) => { if (quiet) { this.stateReason = why; this.events.emit('workers'); } else this.setState(s, why); },
     });
   }
 
@@ -385,12 +394,14 @@ export class Coordinator {
     const joined = conn.state !== CONN.hello;
     if (joined && !byUs && !this.closed) this.opts.log(`worker #${conn.id} left (${CLOSE_NAMES[code] ?? code}${reason ? `: ${reason.slice(0, 120)}` : ''})`);
     this.clearDeadline(conn);
+    if (byUs) this.members.closedFor(conn, code, reason, this.step);
     this.scheduler.unpin(conn);
     const { requeued, revoke } = this.scheduler.lose(conn);
     if (revoke) this.model.reducer.revoke(revoke.shard);
     if (requeued && !this.closed) this.opts.log(`shard ${requeued.step}/${requeued.shard} (${plural(requeued.count, 'example')}) goes back to the queue`);
     this.members.lost(conn);
     if (!joined || this.closed) return;
+    if (this.scheduler.allDone()) this.tasksDone?.(); // it may have settled a check nobody else can make
     if (this.members.workers().length === 0) this.noteWaiting();
     this.abandonIfStopped();
     this.events.emit('workers');
@@ -826,6 +837,7 @@ export class Coordinator {
   /** Says goodbye to every worker with `code` and stops listening. */
   async close(code: number = CLOSE.finished, reason = 'run finished'): Promise<void> {
     this.closed = true;
+    this.stalls.stop();
     // Listeners (the dashboard) send their last word while the sockets are still open.
     this.events.emit('close');
     for (const timer of this.deadlines.values()) clearTimeout(timer);

@@ -2,17 +2,20 @@
 //
 // Identity: a workerId is public (the status API shows it), so a claim to one counts only with
 // that worker's session secret (handed out once, in the welcome); without it the hello joins as a
-// new worker and displaces nobody. Trust: workers this process started (the local key) and, in a
-// run with --token, those presenting it are established; everyone else is on probation until
-// --probation K shards of each kind agreed with an established worker's; a worker caught lying is
-// untrusted for the rest of the run. It keeps the table of connections the status shows, the
-// lost ones pruned to the last MAX_LOST.
+// new worker and displaces nobody. Trust starts from the operator: workers this process started
+// (the local key) and those presenting the run's token are established; a run started --open also
+// admits strangers, on probation until --probation K shards of each kind agreed with an
+// established worker's (never with another stranger's: two sockets can be one person). Without
+// --open a stranger is refused. A worker caught lying, or sending invalid frames again and again,
+// is untrusted for the rest of the run (verdicts.ts, which outlives the table). It keeps the table
+// of connections the status shows, the lost ones pruned to the last MAX_LOST.
 //
 // It never sends shards, reads gradients or touches the weights.
 import { randomBytes } from 'node:crypto';
 import { CLOSE, PROTOCOL_VERSION, ProtocolError, type Hello, type RunInfo, type WorkerKind } from '@tabtrain/shared';
 import { LOCAL_KEY, sameSecret } from './secrets';
 import type { Peer } from './transport';
+import { INVALID_FRAMES, Verdicts } from './verdicts';
 
 /** A connection's state in the run. A closed one (peer.closed) shows as 'lost'. */
 export const CONN = {
@@ -82,6 +85,8 @@ export interface Caught { id: number; workerId: string; remote: string; why: str
 export interface MembershipOptions {
   run: RunInfo;
   token?: string;
+  /** --open: strangers (neither local nor holding the token) join on probation; without it they are refused. */
+  open?: boolean;
   /** --probation K (0 = everyone is established). */
   probation: number;
   log: (line: string) => void;
@@ -95,6 +100,8 @@ export class Membership {
   readonly conns = new Map<number, Conn>();
   /** Workers caught lying (the last 50), for the log, /api/status and the dashboard. */
   readonly caught: Caught[] = [];
+  /** Verdicts by identity, for the whole run (the table forgets lost connections). */
+  private readonly verdicts = new Verdicts();
 
   constructor(private readonly opts: MembershipOptions) {}
 
@@ -118,13 +125,19 @@ export class Membership {
     if (h.protocol !== PROTOCOL_VERSION) throw new ProtocolError(CLOSE.protocolMismatch, `protocol ${h.protocol}, coordinator speaks ${PROTOCOL_VERSION}; reload the page or update the worker`);
     const { token, run } = this.opts;
     const tokenOk = token !== undefined && sameSecret(h.token, token);
-    if (token !== undefined && !tokenOk) throw new ProtocolError(CLOSE.unauthorized, 'missing or wrong token');
+    const local = h.local !== undefined && sameSecret(h.local, LOCAL_KEY);
+    if (h.token !== undefined && token !== undefined && !tokenOk) throw new ProtocolError(CLOSE.unauthorized, 'wrong token: use the one serve printed (?token= in a tab\'s address, --token for tabtrain worker)');
+    if (!tokenOk && !local && !this.opts.open) throw new ProtocolError(CLOSE.unauthorized, 'missing token: join at the address serve printed (?token=, or worker --token T); or the operator runs serve --open');
     const theirs = h.modelHashes[run.model];
     if (theirs !== run.modelHash) throw new ProtocolError(CLOSE.modelMismatch, `worker has ${run.model} as ${String(theirs).slice(0, 20)}, run needs ${run.modelHash}; update the worker`);
     let workerId = h.workerId;
+    const refused = this.verdicts.refused(h.workerId, h.session);
+    if (refused) throw new ProtocolError(CLOSE.untrusted, `this worker's results were rejected earlier in this run: ${refused}`);
     const prior = this.identity(h.workerId, conn);
     let inherit: Conn | null = null;
-    if (prior) {
+    if (!prior && this.verdicts.known(h.workerId)) {
+      workerId = `${h.workerId.slice(0, 64)}~${randomBytes(4).toString('hex')}`;
+    } else if (prior) {
       if (h.session !== undefined && sameSecret(h.session, prior.session)) {
         if (prior.trust === 'untrusted') throw new ProtocolError(CLOSE.untrusted, `this worker's results were rejected earlier in this run: ${prior.caught}`);
         inherit = prior;
@@ -133,7 +146,6 @@ export class Membership {
         workerId = `${h.workerId.slice(0, 64)}~${randomBytes(4).toString('hex')}`;
       }
     }
-    const local = h.local !== undefined && sameSecret(h.local, LOCAL_KEY);
     const trust: Trust = local || tokenOk || this.opts.probation === 0 ? 'established' : inherit ? inherit.trust : { train: 0, eval: 0 };
     Object.assign(conn, {
       state: CONN.idle, workerId, session: randomBytes(16).toString('hex'), trust, local, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
@@ -174,14 +186,12 @@ export class Membership {
     return conn.trust[kind] >= this.opts.probation;
   }
 
-  /** Workers whose results a step may use: the established ones, or (when there is none yet) all, cross-checked. */
+  /** Workers whose results a step may use: the established ones only (none: the step waits, and says why). */
   pool(kind: TaskKind): Conn[] {
-    const live = this.workers();
-    const est = live.filter((c) => this.established(c, kind));
-    return est.length ? est : live;
+    return this.workers().filter((c) => this.established(c, kind));
   }
 
-  /** A shadow (or a cross-checked copy) of `conn` agreed with the trusted result. */
+  /** A shadow (or a spot-checked copy) of `conn` agreed with the trusted result. */
   credit(conn: Conn, kind: TaskKind): void {
     if (typeof conn.trust !== 'object') return;
     const k = this.opts.probation;
@@ -196,10 +206,21 @@ export class Membership {
     if (conn.trust === 'untrusted') return;
     conn.trust = 'untrusted';
     conn.caught = why;
+    this.verdicts.convict(conn.workerId, conn.session, why);
     this.caught.push({ id: conn.id, workerId: conn.workerId, remote: conn.remote, why, step, at: Date.now() });
     if (this.caught.length > 50) this.caught.shift();
     this.opts.log(`worker #${conn.id} (${conn.remote}) caught: ${why}`);
     this.opts.drop(conn, CLOSE.untrusted, why);
+  }
+
+  /**
+   * `conn` was closed with `code`: an invalid frame counts against its identity, across its
+   * reconnections; the INVALID_FRAMES-th makes it a liar for the rest of the run.
+   */
+  closedFor(conn: Conn, code: number, reason: string, step: number): void {
+    if (conn.state === CONN.hello || conn.local) return;
+    const n = this.verdicts.invalid(conn.workerId, code, reason);
+    if (n >= INVALID_FRAMES) this.punish(conn, `${n} connections closed for invalid frames (last: ${reason.slice(0, 60)})`, step);
   }
 
   /** Shadows this worker may still be given: no more out than verdicts it still needs. */

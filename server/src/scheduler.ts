@@ -1,10 +1,11 @@
 // The scheduler: the task queue of one step (or one evaluation) and the verdicts on it.
 //
-// One task per shard. A task is computed as one copy; as two that must agree (a cross-check while
-// nobody is established, a --verify-shards spot check, a recomputation of an implausible
-// gradient), with a third when two disagree; and, while a worker is on probation, as a shadow copy
-// that the step does not wait for and that is judged against the trusted result. The scheduler
-// decides who computes what next, how long they get, and whose copy counts.
+// One task per shard. A task is computed by established workers only: as one copy; as two that
+// must agree (a --verify-shards spot check, rolled when a remote worker takes the task, or a
+// recomputation of an implausible gradient), with a third when two disagree. A worker on probation
+// computes shadow copies, which the step does not wait for and which are judged against an
+// established worker's result: workers nobody vouches for never vouch for each other. The
+// scheduler decides who computes what next, how long they get, and whose copy counts.
 //
 // It never touches a socket, a timer or the sum: sending, deadlines and folding belong to the
 // coordinator, which calls in here and receives verdicts through the hooks.
@@ -54,8 +55,10 @@ export interface Task {
   finished: Copy[];
   /** How many agreeing copies the result needs: 1; 2 for a verified task; 3 once two disagreed. */
   want: number;
-  /** Why it is verified, for the log: 'spot check', 'cross-check', 'norm'. */
+  /** Why it is verified, for the log: 'spot check', 'norm'. */
   why: string;
+  /** Whether its spot check was rolled: once, when a remote established worker first takes it. */
+  rolled: boolean;
   /** Probation copies that finished, waiting for the trusted result to be compared with. */
   shadows: Copy[];
   /** Whether a probation copy was handed out (one per task). */
@@ -124,25 +127,30 @@ export class Scheduler {
   constructor(private readonly opts: SchedulerOptions, private readonly members: Membership) {}
 
   /**
-   * A task of the step in hand. It is verified (two copies that must agree) while no worker is
-   * established yet, or as a --verify-shards spot check when two established workers can take it.
+   * A task of the step in hand: one copy, by an established worker. Whether it is also spot
+   * checked is decided when it is handed out (spotCheck), by the trust of who takes it then.
    */
   newTask(kind: TaskKind, step: number, shard: number, position: number, count: number, indices: Uint32Array, split: Split): Task {
-    const live = this.members.workers();
-    const established = live.filter((c) => this.members.established(c, kind));
-    const est = established.length;
-    // Workers this coordinator started itself cannot lie; spot checks are for everyone else.
-    const remote = established.some((c) => !c.local);
-    const fraction = this.opts.verifyShards;
-    // Train copies can be compared only in fp32 runs (error feedback differs per worker).
-    const comparable = kind === 'eval' || this.opts.fp32;
-    let want = 1, why = '';
-    if (comparable && est === 0 && live.length >= 2 && this.opts.probation > 0) { want = 2; why = 'cross-check'; }
-    else if (comparable && est >= 2 && remote && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) { want = 2; why = 'spot check'; }
     return {
-      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, check: null, checking: false, retaken: false, pin: null, round: 1, heldBy: null, want, why,
+      kind, step, shard, position, count, indices, split, copies: [], finished: [], shadows: [], shadowed: false, check: null, checking: false, retaken: false, pin: null, round: 1, heldBy: null, want: 1, why: '', rolled: false,
       done: false, result: null, trusted: null, inReducer: null, doneBy: null, doneAt: 0,
     };
+  }
+
+  /**
+   * A --verify-shards spot check, rolled when a remote established worker takes a task's first
+   * copy: by its trust at hand-out, not at the task's making (an evaluation made while a liar was
+   * on probation must not go unchecked once it has passed). Workers this coordinator started
+   * cannot lie; a second established worker must be there to make the check.
+   */
+  private spotCheck(t: Task, conn: Conn): void {
+    if (t.rolled || conn.local || t.want > 1 || t.copies.some((c) => !c.shadow) || t.finished.length) return;
+    t.rolled = true;
+    // Train copies can be compared only in fp32 runs (error feedback differs per worker).
+    const comparable = t.kind === 'eval' || this.opts.fp32;
+    const fraction = this.opts.verifyShards;
+    const checker = this.members.pool(t.kind).some((c) => c !== conn);
+    if (comparable && checker && fraction > 0 && randomInt(1_000_000) < fraction * 1_000_000) Object.assign(t, { want: 2, why: 'spot check' });
   }
 
   allDone(): boolean {
@@ -156,8 +164,8 @@ export class Scheduler {
 
   /**
    * What `conn` should compute next in step `step`: a copy a task still needs (established
-   * workers, or everyone while nobody is), else, on probation, a shadow of a task of this step.
-   * Never two copies of one task on one worker.
+   * workers only; a remote one's first copy of a task rolls its spot check), else, on probation,
+   * a shadow of a task of this step. Never two copies of one task on one worker.
    */
   next(conn: Conn, step: number): { task: Task; shadow: boolean; check?: boolean } | null {
     const tasks = this.tasks;
@@ -165,14 +173,13 @@ export class Scheduler {
     const kind = tasks[0].kind;
     const m = this.members;
     const has = (t: Task) => [...t.copies, ...t.finished, ...t.shadows].some((c) => c.owner === conn) || t.check?.owner === conn;
-    const primary = m.established(conn, kind) || !m.workers().some((c) => m.established(c, kind));
-    if (primary) {
+    if (m.established(conn, kind)) {
       // A shard taken back from a worker (a silent newcomer, say) must not go to the next
       // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
       const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
       const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken;
       const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
-      if (t) return { task: t, shadow: false };
+      if (t) { this.spotCheck(t, conn); return { task: t, shadow: false }; }
       // Compressed runs: a train shard shadowed by a probation worker needs an fp32 copy to be judged
       // by. Any established worker may make it, the one that computed the shard's own copy too:
       // that copy is compressed, so the check is a computation of its own.
@@ -239,6 +246,14 @@ export class Scheduler {
    * if its copy was streaming into the sum.
    */
   lose(conn: Conn): { requeued: Task | null; revoke: Task | null } {
+    const out = this.drop(conn);
+    // A check it was to make (busy or idle) can no longer be made by it: a task whose copies are in
+    // and that nobody else can check is settled now, not when someone joins.
+    for (const x of this.tasks) if (!x.done && x.finished.length === 1) this.decide(x);
+    return out;
+  }
+
+  private drop(conn: Conn): { requeued: Task | null; revoke: Task | null } {
     this.lastDone.delete(conn);
     const c = this.held.get(conn);
     if (!c) return { requeued: null, revoke: null };
@@ -252,6 +267,12 @@ export class Scheduler {
     if (t.done) return { requeued: null, revoke };
     t.retaken = true;
     return { requeued: t, revoke };
+  }
+
+  /** Whether an established worker without a copy of t is connected (to check or recompute it). */
+  private checkable(t: Task): boolean {
+    const mine = (c: Conn) => [...t.copies, ...t.finished].some((x) => x.owner === c);
+    return this.members.pool(t.kind).some((c) => !mine(c));
   }
 
   /** The worker a plan gave tasks to is gone before taking them: anyone may. */
@@ -283,9 +304,11 @@ export class Scheduler {
   private decide(t: Task): void {
     if (t.done) return;
     const fin = t.finished;
-    if (t.want === 1 || (fin.length === 1 && this.members.pool(t.kind).length < 2 && t.copies.length === 0 && t.why !== 'norm')) {
-      // Nobody else can check it (a lone worker in an open run): its result is used unverified.
-      if (t.want > 1) this.opts.log(`shard ${t.step}/${t.shard}: no second worker to cross-check it; used unverified`);
+    // Nobody else can check it (the checker left, a lone established worker): a spot check goes on
+    // without it; an implausible gradient only when a worker started here computed it (it cannot lie).
+    const alone = fin.length === 1 && !t.copies.some((c) => !c.shadow) && !this.checkable(t) && (t.why !== 'norm' || fin[0].owner.local);
+    if (t.want === 1 || alone) {
+      if (t.want > 1) this.opts.log(`shard ${t.step}/${t.shard}: no other established worker connected to ${t.why === 'norm' ? 'recompute' : 'check'} it (${t.why}); used unverified`);
       return this.complete(t, fin[0], []);
     }
     if (fin.length < 2) return;

@@ -74,9 +74,10 @@ afterAll(() => {
 describe('a tab on another machine, over https (headless Chromium, WebGPU on SwiftShader)', () => {
   it(`https://${NAME}:PORT/ is a secure context, gets WebGPU over wss, and trains`, async () => {
     const steps = 4;
-    const { coord, port, lines } = await start({ maxSteps: steps });
+    // The address serve prints, with the run's token: the tab is trusted and computes the steps.
     // SwiftShader's adapter is a fallback one, which the page passes over for wasm unless forced.
-    const t = await tab('https', `https://${NAME}:${port}/?backend=webgpu`, [RESOLVE, '--ignore-certificate-errors']);
+    const { coord, port, lines } = await start({ maxSteps: steps, token: 'https-tab-token' });
+    const t = await tab('https', `https://${NAME}:${port}/?token=https-tab-token&backend=webgpu`, [RESOLVE, '--ignore-certificate-errors']);
     const where = await t.page.evaluate(() => ({ secure: window.isSecureContext, origin: location.origin, gpu: 'gpu' in navigator }));
     expect(where).toEqual({ secure: true, origin: `https://${NAME}:${port}`, gpu: true });
     const run = coord.train();
@@ -98,7 +99,7 @@ describe('a tab on another machine, over https (headless Chromium, WebGPU on Swi
   });
 
   it(`http://${NAME}:PORT/ shows the notice that explains the fix and links to https; localhost over http gets the page`, async () => {
-    const { port } = await start({});
+    const { port } = await start({ open: true });
     const t = await tab('http', `http://${NAME}:${port}/`, [RESOLVE]);
     expect(await t.page.evaluate(() => window.isSecureContext)).toBe(false);
     const notice = await t.page.locator('#notice').textContent();

@@ -28,9 +28,10 @@ interface Started { coord: Coordinator; port: number; http: string; ws: string; 
 async function startCoordinator(opts: Partial<CoordinatorOptions>): Promise<Started> {
   const lines: string[] = [];
   const coord = new Coordinator({
-    // probation 0: these tabs are the workers under test, trusted from their first shard (a tab
-    // on probation computes shadow copies only: tests/integration/byzantine.test.ts covers that).
-    ...RUN, epochs: 1, port: 0, host: '127.0.0.1', minWorkers: 1, balance: 'equal', evalExamples: 100, probation: 0,
+    // --open with probation 0: these tabs (no token in their address) are the workers under test,
+    // trusted from their first shard (a tab on probation computes shadow copies only:
+    // tests/integration/byzantine.test.ts covers that).
+    ...RUN, epochs: 1, port: 0, host: '127.0.0.1', minWorkers: 1, balance: 'equal', evalExamples: 100, probation: 0, open: true,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {}, ...opts,
   } as CoordinatorOptions, data);
   coords.push(coord);

@@ -4,7 +4,8 @@ import { connect, type Socket } from 'node:net';
 import { request } from 'node:http';
 import WebSocket from 'ws';
 import { Packr } from 'msgpackr';
-import { PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Message, type Welcome } from '@tabtrain/shared';
+import { PROTOCOL_VERSION, decodeFrame, encode, getModel, paramLayout, zooHashes, type Assign, type Message, type Welcome } from '@tabtrain/shared';
+import { NO_COMPRESSION, planSegments } from '@tabtrain/shared/compress';
 import { WorkerCore } from '../../client/src/core';
 import { Coordinator, DEFAULTS } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
@@ -266,4 +267,62 @@ export function maskedFrame(payload: Uint8Array, opcode = 0x2): Buffer {
   out.set(mask, head);
   for (let i = 0; i < n; i++) out[head + 4 + i] = payload[i] ^ mask[i & 3];
   return out;
+}
+
+// ---- identities that come back ----
+
+/** `n` short connections that say hello and leave once welcomed: churn that pushes older rows out of the status table (it keeps 64 lost ones). */
+export async function churn(url: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    const j = join(url, hello({ workerId: `churn-${i}-${Math.random()}` }));
+    await Promise.race([j.welcome, j.closed]);
+    j.ws.close();
+    await j.closed;
+  }
+}
+
+/**
+ * A worker that answers every shard it is given with an invalid gradient frame (a slice at the
+ * wrong offset: the coordinator closes it 4009) and reconnects under its workerId with the session
+ * secret of its last welcome, for up to `tries` connections or until it is refused (4016).
+ * Resolves with the close of each connection.
+ */
+export async function badFrames(url: string, tries: number, token?: string): Promise<Closed[]> {
+  const workerId = `bad-frames-${Math.random().toString(36).slice(2)}`;
+  const closes: Closed[] = [];
+  let session: string | undefined;
+  for (let i = 0; i < tries; i++) {
+    const j = join(url, hello({ workerId, ...(session ? { session } : {}), ...(token ? { token } : {}) }));
+    j.ws.on('message', (d: Buffer) => {
+      const m = decodeFrame(d).header as Message;
+      if (m.type === 'assign') j.ws.send(rawFrame({ type: 'gradient', step: m.step, shard: m.shard, offset: 4, total: 4 }, new Uint8Array(16)));
+    });
+    const w = await Promise.race([j.welcome, j.closed.then(() => null)]);
+    if (w) session = w.session;
+    const closed = await j.closed;
+    closes.push(closed);
+    if (closed.code === 4016) break;
+  }
+  return closes;
+}
+
+/**
+ * A stranger that computes nothing: every shard it is given (a probation shadow, an fp32 one in
+ * compressed runs) it answers with the same fabricated fp32 gradient (every float `value`) and a
+ * perfect score. Two of them agree with each other on every shard: colluders.
+ */
+export function colluder(url: string, model: string, value = 1e-3): Joined & { answered: () => number } {
+  const { params, total } = paramLayout(getModel(model));
+  const plan = planSegments(params, total, NO_COMPRESSION);
+  const j = join(url, hello({ workerId: `colluder-${Math.random().toString(36).slice(2)}` }));
+  let answered = 0;
+  j.ws.on('message', (d: Buffer) => {
+    const m = decodeFrame(d).header as Message;
+    if (m.type !== 'assign') return;
+    const a = m as Assign;
+    if (a.task === 'train') for (const s of plan) j.ws.send(encode({ type: 'gradient', step: a.step, shard: a.shard, offset: s.offset, total }, new Float32Array(s.count).fill(value)));
+    j.ws.send(encode({ type: 'result', task: a.task, step: a.step, shard: a.shard, lossSum: 0.01 * a.count, correct: a.count, count: a.count, timings: { computeMs: 1, encodeMs: 0, sendMs: 0 } }));
+    answered++;
+  });
+  return { ...j, answered: () => answered };
 }

@@ -243,7 +243,7 @@ describe('faults', () => {
   });
 
   it('an idle worker that stops answering heartbeats is dropped with timeout; a rejoin under the same id (with its session secret) is not counted twice', async () => {
-    const { coord, url, lines } = await startCoordinator({ model: 'vgg11-tiny', minWorkers: 2, heartbeatMs: 200 });
+    const { coord, url, lines } = await startCoordinator({ model: 'vgg11-tiny', minWorkers: 2, heartbeatMs: 200, open: true });
     const join = (id: string, session?: string) => new Promise<{ ws: WebSocket; welcome: Welcome }>((resolve) => {
       const ws = new WebSocket(url);
       ws.on('open', () => ws.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: id, kind: 'node', backend: 'test', adapter: null, modelHashes: zooHashes(), ...(session ? { session } : {}) })));

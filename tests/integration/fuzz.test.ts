@@ -18,7 +18,7 @@ import { PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Message } from '
 import { parseCompression } from '@tabtrain/shared/compress';
 import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, workers } from '../helpers/run';
-import { describe as describeInput, fuzz, fuzzSeed, triage, type FuzzRecord, type FuzzReport, type Target } from '../helpers/fuzz';
+import { describe as describeInput, earlyColluders, fuzz, fuzzSeed, leaverOnProbation, triage, type FuzzRecord, type FuzzReport, type Target } from '../helpers/fuzz';
 
 const SEED = fuzzSeed();
 const COUNT = Number(process.env.FUZZ_INPUTS ?? 3000);
@@ -28,7 +28,8 @@ const DELAY_MS = process.env.FUZZ_DELAY_MS ?? '200';
 const ADMIN = 'fuzz-admin-token';
 console.log(`fuzz seed ${SEED}: replay with FUZZ_SEED=${SEED} npx vitest run tests/integration/fuzz.test.ts`);
 
-const FP32_RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 40, seed: 29, balance: 'equal' as const };
+// --open: the fuzzer's hellos carry no token; admitted on probation, they reach every message handler.
+const FP32_RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 40, seed: 29, balance: 'equal' as const, open: true };
 /** powersgd: two rounds a step (each shard's round 2 sleeps its delay too), so half the steps for the same time. */
 const POWERSGD_RUN = { ...FP32_RUN, maxSteps: 20, compress: parseCompression('powersgd', 2) };
 type Run = typeof FP32_RUN | typeof POWERSGD_RUN;
@@ -122,7 +123,10 @@ describe('fuzz', () => {
     const clean = await cleanRun(RUN);
     stamp('clean run done');
     const dir = staticRoot();
-    const { coord, port, url, lines } = await startCoordinator({ ...RUN, minWorkers: 2, helloTimeoutMs: 1000, adminToken: ADMIN, staticDir: dir });
+    // Two colluding strangers connect before the workers load (the run waits for all four, so
+    // that step 0 is cut over the two established workers, as in the clean run).
+    const { coord, port, url, lines } = await startCoordinator({ ...RUN, minWorkers: 4, helloTimeoutMs: 1000, adminToken: ADMIN, staticDir: dir });
+    const colluders = await earlyColluders(url, RUN.model);
     const procs = workers(url, 2, ['--backend', 'wasm', '--delay-ms', DELAY_MS]);
     const steps: StepRecord[] = [];
     coord.events.on('step', (s: StepRecord) => steps.push(s));
@@ -136,6 +140,8 @@ describe('fuzz', () => {
       // Fuzz once the run is under way: the first step is done and the second is in flight.
       await new Promise<void>((r) => coord.events.once('step', () => r()));
       stepAtStart = coord.step;
+      // A stranger that leaves with its probation shard in hand, while the fuzzing runs.
+      const left = leaverOnProbation(url);
       const report = await fuzz(target, { seed: SEED, count: COUNT, concurrency: CONCURRENCY, only: ONLY });
       stepAtEnd = coord.step;
       printReport(report);
@@ -185,6 +191,10 @@ describe('fuzz', () => {
         expect.soft(big, `worker rows in /api/status over 8 KiB (of ${rows.length} rows, ${end.bytes} bytes in all)`).toEqual([]);
       }
 
+      // The colluders were caught on their probation shards; the leaver left with one in hand.
+      const caught = await Promise.race([colluders.closed, sleep(5000).then(() => null)]);
+      console.log(`colluders answered ${colluders.answered()} shards; closed ${caught ? caught.map((c) => c.code).join(', ') : 'not yet'}; the leaver left at step ${await Promise.race([left, sleep(1000).then(() => 'never')])}`);
+      expect.soft(caught?.map((c) => c.code), 'the colluders closed untrusted').toEqual([4016, 4016]);
       expect(summary, 'the run finished within 150 s of the fuzzing').not.toBeNull();
       expect(summary!.steps).toBe(RUN.maxSteps);
       expect(steps.map((s) => s.step)).toEqual(Array.from({ length: RUN.maxSteps }, (_, i) => i + 1));

@@ -17,7 +17,7 @@ import {
 beforeAll(async () => { await tf.setBackend('cpu'); });
 
 const HONEST = ['--backend', 'wasm', '--delay-ms', '5'];
-const BASE = { model: 'alexnet-tiny', batch: 16, seed: 13, balance: 'equal' as const };
+const BASE = { model: 'alexnet-tiny', batch: 16, seed: 13, balance: 'equal' as const, open: true };
 
 interface Live {
   coord: Coordinator; url: string; base: string; port: number; lines: string[]; steps: StepRecord[];

@@ -42,7 +42,7 @@ function tamperedWorker(url: string, tamper: (frame: Uint8Array, msg: Message) =
 beforeAll(async () => { await tf.setBackend('cpu'); });
 
 describe('hostile input', () => {
-  const RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 40, seed: 21, balance: 'equal' as const };
+  const RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 40, seed: 21, balance: 'equal' as const, open: true };
 
   it('every kind of garbage gets its named close code and a log line; the run ends as a clean one does', async () => {
     const clean = await trainWith(2, RUN);
@@ -125,7 +125,7 @@ describe('hostile input', () => {
 
   it('a slow reader that never drains its socket is dropped with slowReader', async () => {
     // Full-size AlexNet weights (187 MB) overflow the kernel's socket buffers, so unread bytes pile up.
-    const { coord, url, lines } = await startCoordinator({ model: 'alexnet', batch: 8, maxSteps: 1, deadlineMs: 3000 });
+    const { coord, url, lines } = await startCoordinator({ model: 'alexnet', batch: 8, maxSteps: 1, deadlineMs: 3000, open: true });
     const run = coord.train().catch(() => {});
     const ws = new WebSocket(url, { perMessageDeflate: false });
     await new Promise((r) => ws.on('open', r));

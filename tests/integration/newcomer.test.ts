@@ -139,6 +139,22 @@ describe('serve: one line that names the problem and the fix', () => {
     }
   });
 
+  it('without --token, serve makes a random token and puts it in the join lines; strangers are refused unless --open', async () => {
+    const r = await tabtrain([...SERVE, '--port', '0'], { until: /token: .*\n/, then: (p) => p.kill('SIGKILL'), timeoutMs: 60_000 });
+    const tab = /join from a browser on this machine: http:\/\/127\.0\.0\.1:\d+\/\?token=([\w-]+)/.exec(r.out)?.[1];
+    const worker = /headless: tabtrain worker --url ws:\/\/127\.0\.0\.1:\d+\/ws --token ([\w-]+)/.exec(r.out)?.[1];
+    expect(tab, r.out).toBeDefined();
+    expect(tab!.length).toBeGreaterThanOrEqual(24);
+    expect(worker).toBe(tab);
+    expect(r.out).toContain('  token: made for this run (--token T picks one); workers without it are refused (serve --open admits them on probation)');
+    const again = await tabtrain([...SERVE, '--port', '0', '--open'], { until: /token: .*\n/, then: (p) => p.kill('SIGKILL'), timeoutMs: 60_000 });
+    expect(/\?token=([\w-]+)/.exec(again.out)?.[1]).not.toBe(tab);
+    expect(again.out).toContain('workers without it join on probation (--open)');
+    const help = (await tabtrain(['serve', '--help'])).out;
+    expect(help).toMatch(/--token T +the run's token \(default: a random one/);
+    expect(help).toMatch(/--open +also admit workers without the token, on probation/);
+  });
+
   it('Ctrl-C (one SIGINT) stops the run, writes its outputs and exits with 130', async () => {
     const summary = join(tmp, 'sigint-summary.json');
     const r = await tabtrain([...SERVE, '--port', '0', '--summary', summary], { until: /waiting for/, then: (p) => p.kill('SIGINT'), timeoutMs: 60_000 });

@@ -15,7 +15,7 @@ beforeAll(async () => { await tf.setBackend('cpu'); });
 
 const PROBATION = 3;
 let DATA: Dataset;
-const RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 12, seed: 31, balance: 'equal' as const, minWorkers: 2, probation: PROBATION, compress: parseCompression('powersgd', 2), verifyEvery: 3 };
+const RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 12, seed: 31, balance: 'equal' as const, minWorkers: 2, probation: PROBATION, open: true, compress: parseCompression('powersgd', 2), verifyEvery: 3 };
 /** Established honest workers (local processes); the delay keeps steps long enough for the newcomer to take part. */
 const HONEST = ['--backend', 'wasm', '--delay-ms', '10'];
 

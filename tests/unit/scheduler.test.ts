@@ -5,25 +5,29 @@ import { describe, expect, it } from 'vitest';
 import { CLOSE, PROTOCOL_VERSION, zooHashes, getModel, modelHash, paramLayout, type Result, type RunInfo } from '@tabtrain/shared';
 import { Membership, type Conn } from '../../server/src/membership';
 import { Scheduler, type Task } from '../../server/src/scheduler';
+import { whyWaiting } from '../../server/src/waiting';
 import type { Split } from '../../server/src/data';
 
 const spec = getModel('alexnet-tiny');
 const run: RunInfo = { model: spec.name, modelHash: modelHash(spec), seed: 1, batch: 8, lr: 0.1, paramCount: paramLayout(spec).total };
 const split: Split = { images: new Uint8Array(0), labels: new Uint8Array(0), count: 0 };
 const DEADLINES = { minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000 };
+const TOKEN = 'the-run-token';
 
-function setup(probation = 3, fp32 = true) {
+function setup(probation = 3, fp32 = true, o: { verifyShards?: number; open?: boolean } = {}) {
   const dropped: [number, number, string][] = [];
-  const members = new Membership({ run, probation, log: () => {}, drop: (c, code, why) => { dropped.push([c.id, code, why]); c.closed = true; }, changed: () => {} });
+  const members = new Membership({ run, probation, open: o.open ?? true, token: TOKEN, log: () => {}, drop: (c, code, why) => { dropped.push([c.id, code, why]); c.closed = true; }, changed: () => {} });
   const folded: [number, number][] = [];
-  const scheduler = new Scheduler({ fp32, verifyShards: 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
+  const scheduler = new Scheduler({ fp32, verifyShards: o.verifyShards ?? 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
   let id = 0;
-  const join = (opts: { token?: boolean } = {}): Conn => {
-    const c = members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0, burst: null, timing: null, messageStartedAt: 0, arrivingSince: null });
-    members.join(c, { type: 'hello', protocol: PROTOCOL_VERSION, workerId: `w${id}`, kind: 'node', backend: 'test', adapter: null, modelHashes: zooHashes() });
-    if (opts.token) c.trust = 'established';
+  const open = () => members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0, burst: null, timing: null, messageStartedAt: 0, arrivingSince: null });
+  /** A hello on a new connection; throws what join throws. */
+  const hello = (over: Record<string, unknown> = {}): Conn => {
+    const c = open();
+    members.join(c, { type: 'hello', protocol: PROTOCOL_VERSION, workerId: `w${c.id}`, kind: 'node', backend: 'test', adapter: null, modelHashes: zooHashes(), ...over });
     return c;
   };
+  const join = (opts: { token?: boolean } = {}): Conn => hello(opts.token ? { token: TOKEN } : {});
   const evalTasks = (step: number, n: number): Task[] => Array.from({ length: n }, (_, k) => scheduler.newTask('eval', step, k, k * 4, 4, new Uint32Array(4), split));
   const result = (t: Task, correct: number): Result => ({ type: 'result', task: t.kind, step: t.step, shard: t.shard, lossSum: 1, correct, count: t.count, timings: { computeMs: 1, encodeMs: 0, sendMs: 0 } });
   /** `conn` takes its next copy and returns `correct` for it. */
@@ -35,7 +39,7 @@ function setup(probation = 3, fp32 = true) {
     return pick;
   };
   const trainTasks = (step: number, n: number): Task[] => Array.from({ length: n }, (_, k) => scheduler.newTask('train', step, k, k * 4, 4, new Uint32Array(4), split));
-  return { members, scheduler, dropped, folded, join, evalTasks, trainTasks, compute };
+  return { members, scheduler, dropped, folded, join, hello, evalTasks, trainTasks, compute };
 }
 
 /** Gives a copy a one-frame fp32 gradient (what the coordinator's onGradient keeps) and finishes it. */
@@ -47,16 +51,105 @@ function finishWith(scheduler: Scheduler, copy: ReturnType<Scheduler['start']>, 
 }
 
 describe('scheduler', () => {
-  it('while nobody is established, two open workers compute every task and their agreement establishes them', () => {
-    const { members, scheduler, join, evalTasks, compute } = setup(2);
+  it('strangers never vouch for each other: with nobody established they compute shadows only, the step waits and says why; an established worker\'s results judge them', () => {
+    const { members, scheduler, dropped, join, evalTasks, compute } = setup(2);
     const a = join(), b = join();
-    scheduler.tasks = evalTasks(0, 2);
-    expect(scheduler.tasks.every((t) => t.want === 2 && t.why === 'cross-check')).toBe(true);
-    for (let i = 0; i < 2; i++) { expect(compute(a, 0, 3)!.shadow).toBe(false); expect(compute(b, 0, 3)!.shadow).toBe(false); }
-    expect(compute(a, 0, 3)).toBeNull(); // never two copies of one task on one worker
+    scheduler.tasks = evalTasks(0, 4);
+    expect(scheduler.tasks.every((t) => t.want === 1)).toBe(true);
+    // Two colluders agree on a forged 4 of 4: that makes nothing done and nobody trusted.
+    for (let i = 0; i < 2; i++) { expect(compute(a, 0, 4)!.shadow).toBe(true); expect(compute(b, 0, 4)!.shadow).toBe(true); }
+    expect(compute(a, 0, 4)).toBeNull(); // no more shadows than verdicts it still needs
+    expect(scheduler.allDone()).toBe(false);
+    expect([a.trust, b.trust]).toEqual([{ train: 0, eval: 0 }, { train: 0, eval: 0 }]);
+    expect(members.pool('eval')).toEqual([]);
+    const w = whyWaiting(scheduler.tasks, members)!;
+    expect(w.blocked).toBe(true);
+    expect(w.reason).toMatch(/^the evaluation at step 0 needs an established worker .*; none is connected\. 2 workers on probation \(#1, #2\)/);
+    // The operator's worker (the token) computes the shards: honest 1 of 4; both colluders are caught.
+    const est = join({ token: true });
+    expect(est.trust).toBe('established');
+    for (let i = 0; i < 4; i++) expect(compute(est, 0, 1)!.shadow).toBe(false);
     expect(scheduler.allDone()).toBe(true);
-    expect(a.trust).toEqual({ train: 0, eval: 2 });
-    expect(members.established(a, 'eval')).toBe(true);
+    expect([a.trust, b.trust]).toEqual(['untrusted', 'untrusted']);
+    expect(dropped.map(([id, code]) => [id, code])).toEqual([[a.id, CLOSE.untrusted], [b.id, CLOSE.untrusted]]);
+  });
+
+  it('without --open a stranger is refused (4005, with the fix); a wrong token always; the token and the local key are trusted', () => {
+    const { hello } = setup(2, true, { open: false });
+    expect(() => hello()).toThrow(/missing token: join at the address serve printed \(\?token=, or worker --token T\); or the operator runs serve --open/);
+    try { hello(); } catch (e) { expect((e as { code: number }).code).toBe(CLOSE.unauthorized); }
+    expect(() => hello({ token: 'guess' })).toThrow(/wrong token/);
+    expect(hello({ token: TOKEN }).trust).toBe('established');
+    const open = setup(2, true, { open: true });
+    expect(open.hello().trust).toEqual({ train: 0, eval: 0 });
+    expect(() => open.hello({ token: 'guess' })).toThrow(/wrong token/);
+  });
+
+  it('a caught liar stays refused for the run, however many connections come and go; three invalid frames from one identity make a liar', () => {
+    const { members, hello } = setup(2);
+    const liar = hello({ workerId: 'liar' });
+    members.punish(liar, 'forged', 0);
+    const session = liar.session;
+    // 200 short connections: the status table keeps the last 64 lost ones.
+    for (let i = 0; i < 200; i++) { const c = hello({ workerId: `churn-${i}` }); c.closed = true; members.lost(c); }
+    expect(members.rows().some((r) => r.workerId === 'liar')).toBe(false);
+    expect(() => hello({ workerId: 'liar', session })).toThrow(/rejected earlier in this run: forged/);
+    // Its id without its secret is a new identity, on probation.
+    expect(hello({ workerId: 'liar' }).workerId).toMatch(/^liar~[0-9a-f]{8}$/);
+    // Invalid frames: each closes a connection; the identity rejoins with its secret and keeps its trust, twice.
+    let c = hello({ workerId: 'sloppy', token: TOKEN });
+    for (let i = 1; i <= 3; i++) {
+      c.closed = true;
+      members.closedFor(c, CLOSE.badGradient, 'int8 scale < 0', 5);
+      members.lost(c);
+      if (i < 3) { c = hello({ workerId: 'sloppy', session: c.session, token: TOKEN }); expect(c.trust).toBe('established'); }
+    }
+    expect(c.trust).toBe('untrusted');
+    expect(members.caught.at(-1)!.why).toMatch(/3 connections closed for invalid frames \(last: int8 scale < 0\)/);
+    expect(() => hello({ workerId: 'sloppy', session: c.session, token: TOKEN })).toThrow(/rejected earlier/);
+    // Closes that prove nothing (a deadline, a slow link, a flood, our own internal error) do not count.
+    const d = hello({ workerId: 'slow' });
+    for (const [code, why] of [[CLOSE.timeout, 'deadline'], [CLOSE.slowReader, 'unread'], [CLOSE.flood, 'flood'], [CLOSE.malformed, 'internal: bug']] as const) members.closedFor(d, code, why, 1);
+    expect(d.trust).not.toBe('untrusted');
+  });
+
+  it('a spot check is rolled when a remote worker takes a task, by its trust then, not when the task was made', () => {
+    const { members, scheduler, join, evalTasks } = setup(1, true, { verifyShards: 1 });
+    const local = join({ token: true });
+    local.local = true;
+    const newcomer = join();
+    // The evaluation is made while the newcomer is on probation: nobody remote is established.
+    scheduler.tasks = evalTasks(0, 3);
+    const sh = scheduler.next(newcomer, 0)!;
+    expect(sh.shadow).toBe(true);
+    scheduler.finish(scheduler.start(newcomer, sh.task, true), resultOf(sh.task));
+    const first = scheduler.next(local, 0)!;
+    expect(first.task.want).toBe(1); // a worker started here cannot lie
+    scheduler.finish(scheduler.start(local, first.task, false), resultOf(first.task));
+    expect(members.established(newcomer, 'eval')).toBe(true);
+    // Established now: its first copy of a task made before is checked.
+    const p = scheduler.next(newcomer, 0)!;
+    expect([p.shadow, p.task.want, p.task.why]).toEqual([false, 2, 'spot check']);
+  });
+
+  it('a check that can no longer be made does not stall the step: the checker leaving (busy or idle) settles it at once', () => {
+    const { scheduler, join, evalTasks, compute } = setup(0, true, { verifyShards: 1 });
+    const a = join({ token: true }), b = join({ token: true });
+    scheduler.tasks = evalTasks(0, 2);
+    const [t0, t1] = scheduler.tasks;
+    // t0: a computes it (spot checked), b takes the check and leaves with it.
+    compute(a, 0, 2);
+    expect([t0.want, t0.done]).toEqual([2, false]);
+    const pb = scheduler.next(b, 0)!;
+    expect(pb.task).toBe(t0);
+    scheduler.start(b, t0, false);
+    // t1: a computes it too; its check is not yet handed out.
+    compute(a, 0, 2);
+    expect([t1.want, t1.done]).toEqual([2, false]);
+    b.closed = true;
+    scheduler.lose(b);
+    expect([t0.done, t1.done]).toEqual([true, true]);
+    expect(scheduler.allDone()).toBe(true);
   });
 
   it('a probation worker gets shadows only, no more than its probation, and a disagreeing one is closed untrusted', () => {

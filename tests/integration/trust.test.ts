@@ -1,0 +1,138 @@
+// Issue 24: no stall without a reason, and verdicts that last the run. One run of alexnet-tiny
+// walks through the ways a step waits, each of which must show its reason in /api/status within
+// 2 s; a powersgd run loses a round-2 worker; a third run meets liars that come back (a caught
+// one after 200 short connections, one that sends invalid frames and reconnects with its secret).
+import { describe, expect, it } from 'vitest';
+import { CLOSE, MSG, decodeFrame, type Message } from '@tabtrain/shared';
+import { parseCompression } from '@tabtrain/shared/compress';
+import type { StepRecord } from '../../server/src/coordinator';
+import { data, kill, subset, workers } from '../helpers/run';
+import { badFrames, churn, colluder, hello, join, sleep, startOn } from '../helpers/liars';
+
+const TOKEN = 'trust-test-token';
+const RUN = { model: 'alexnet-tiny', batch: 16, seed: 17, balance: 'equal' as const, maxSteps: 100_000, evalExamples: 64, open: true, token: TOKEN, probation: 1, verifyShards: 0 };
+const HONEST = ['--backend', 'wasm', '--delay-ms', '20'];
+
+/** Polls /api/status until its reason matches; returns the state, the reason and how long it took. */
+async function reasonWithin(base: string, re: RegExp, ms = 5000): Promise<{ state: string; reason: string; ms: number }> {
+  const t0 = performance.now();
+  let s = { state: '', reason: '' };
+  while (performance.now() - t0 < ms) {
+    s = (await (await fetch(`${base}/api/status`)).json()) as typeof s;
+    if (re.test(s.reason)) break;
+    await sleep(50);
+  }
+  return { ...s, ms: performance.now() - t0 };
+}
+
+describe('no stall without a reason', () => {
+  it('only strangers, a silent established worker (a deadline), a leave during probation, a pause, no workers: each reason in /api/status within 2 s', async () => {
+    const { coord, url, base, lines } = await startOn(subset(data(), 640, 64), { ...RUN, deadlineMs: 3000 });
+    const training = coord.train();
+    training.catch(() => {});
+    const steps: StepRecord[] = [];
+    coord.events.on('step', (s: StepRecord) => steps.push(s));
+    let procs: ReturnType<typeof workers> = [];
+    const said: string[] = [];
+    try {
+      // Only a stranger: nobody may compute the step.
+      const stranger = colluder(url, RUN.model);
+      await stranger.welcome;
+      const strangers = await reasonWithin(base, /needs an established worker/);
+      said.push(`only probation: ${strangers.ms.toFixed(0)} ms`);
+      expect(strangers.state).toBe('waiting');
+      expect(strangers.ms).toBeLessThan(2000);
+      // An established worker (the token) that takes its shard and never answers: the deadline's wait.
+      const silent = join(url, hello({ token: TOKEN, workerId: 'silent' }));
+      const w = await silent.welcome;
+      const deadline = await reasonWithin(base, /waiting for worker #\d+'s train shard 0\/0; a shard not returned by its deadline goes to another worker/);
+      said.push(`deadline: ${deadline.ms.toFixed(0)} ms`);
+      expect(deadline.state).toBe('running');
+      expect(deadline.ms).toBeLessThan(2000);
+      expect(w.workerId).toBe('silent');
+      expect((await silent.closed).code).toBe(CLOSE.timeout);
+      // The operator's worker: the run goes on, and the stranger's fabricated shadow is caught.
+      procs = workers(url, 1, HONEST);
+      expect((await stranger.closed).code).toBe(CLOSE.untrusted);
+      // A stranger that leaves with its probation shard in hand costs the step nothing.
+      const leaver = join(url, hello({ workerId: 'leaver' }));
+      const leftAt = new Promise<number>((resolve) => leaver.ws.on('message', (d: Buffer) => {
+        if ((decodeFrame(d).header as Message).type === MSG.assign) { leaver.ws.terminate(); resolve(coord.step); }
+      }));
+      const at = await leftAt;
+      while (coord.step < at + 3) await sleep(20);
+      const around = steps.filter((s) => s.step > at && s.step <= at + 2).map((s) => Math.round(s.wallMs));
+      said.push(`steps after the leave: ${around.join(', ')} ms`);
+      expect(Math.max(...around)).toBeLessThan(1500);
+      expect(lines.filter((l) => /goes back to the queue/.test(l)).length, 'only the silent worker\'s shard was taken back').toBe(1);
+      // A pause: its reason at once.
+      coord.pause('paused by the test');
+      const paused = await reasonWithin(base, /^paused by the test$/);
+      expect([paused.state, paused.ms < 2000]).toEqual(['paused', true]);
+      coord.resume();
+      // Nobody left.
+      kill(procs);
+      const none = await reasonWithin(base, /^no workers connected$/);
+      said.push(`no workers: ${none.ms.toFixed(0)} ms`);
+      expect([none.state, none.ms < 2000]).toEqual(['waiting', true]);
+      console.log(`reasons shown after: ${said.join('; ')}`);
+    } finally {
+      await coord.close();
+      kill(procs);
+    }
+  }, 120_000);
+
+  it('powersgd: a round-2 worker lost mid-step; its shard is recomputed by the other, and the wait says so', async () => {
+    const { coord, url, base, lines } = await startOn(subset(data(), 640, 64), { ...RUN, compress: parseCompression('powersgd', 2), minWorkers: 2 });
+    // A slow worker (its round 2 takes 3 s) and a faster one; the slow one is killed as round 2 begins.
+    const procs = [...workers(url, 1, ['--backend', 'wasm', '--delay-ms', '400']), ...workers(url, 1, ['--backend', 'wasm', '--delay-ms', '150'])];
+    const training = coord.train();
+    training.catch(() => {});
+    try {
+      await new Promise<void>((r) => coord.events.on('round', () => r()));
+      procs[0].kill('SIGKILL');
+      const r = await reasonWithin(base, /round 2 \(the worker of its round 1 left: recomputed from its examples\)/);
+      console.log(`round 2 lost: "${r.reason}" after ${r.ms.toFixed(0)} ms`);
+      expect(r.ms).toBeLessThan(2000);
+      while (coord.step < 1) await sleep(50);
+      expect(lines.some((l) => /round 2: worker #\d+ recomputes its gradient/.test(l))).toBe(true);
+    } finally {
+      await coord.close();
+      kill(procs);
+    }
+  }, 120_000);
+});
+
+describe('verdicts last the run', () => {
+  it('a caught liar is still refused after 200 short connections; a worker closed three times for invalid frames is caught, and refused after', async () => {
+    const { coord, url } = await startOn(subset(data(), 640, 64), RUN);
+    const procs = workers(url, 1, HONEST);
+    const training = coord.train();
+    training.catch(() => {});
+    try {
+      // A colluder is caught on its first shadow; then 200 short connections push it out of the table.
+      const c = colluder(url, RUN.model);
+      const w = await c.welcome;
+      expect((await c.closed).code).toBe(CLOSE.untrusted);
+      await churn(url, 200);
+      expect(coord.status().workers.some((r) => r.workerId === w.workerId)).toBe(false);
+      const back = join(url, hello({ workerId: w.workerId, session: w.session }));
+      const refused = await back.closed;
+      expect(refused.code).toBe(CLOSE.untrusted);
+      expect(refused.reason).toMatch(/rejected earlier in this run/);
+      // With the token (established), a worker that answers every shard with a bad frame and
+      // reconnects with its secret: three closes, then it is a liar and refused.
+      const closes = await badFrames(url, 10, TOKEN);
+      console.log(`bad frames: ${closes.map((x) => `${x.code} ${x.reason.slice(0, 60)}`).join(' | ')}`);
+      expect(closes.slice(0, 3).map((x) => x.code)).toEqual([CLOSE.badGradient, CLOSE.badGradient, CLOSE.badGradient]);
+      expect(closes.length).toBe(4);
+      expect(closes[3].code).toBe(CLOSE.untrusted);
+      expect(coord.status().caught.at(-1)!.why).toMatch(/3 connections closed for invalid frames/);
+      const s0 = coord.step;
+      while (coord.step < s0 + 2) await sleep(20);
+    } finally {
+      await coord.close();
+      kill(procs);
+    }
+  }, 120_000);
+});
