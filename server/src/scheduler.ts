@@ -170,7 +170,10 @@ export class Scheduler {
       // A shard taken back from a worker (a silent newcomer, say) must not go to the next
       // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
       const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
-      const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken;
+      // A plan's pin names who computes a shard's first copy; a second or third (a spot check, a
+      // norm recheck, a disagreement) must come from another worker, so it is anyone's. Pinned
+      // for every copy, the step waited for a copy nobody was allowed to take (issue 24).
+      const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken || x.finished.length > 0 || x.copies.some((c) => !c.shadow);
       const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
       if (t) return { task: t, shadow: false };
       // Compressed runs: a train shard shadowed by a probation worker needs an fp32 copy to be judged
