@@ -27,6 +27,7 @@ import { CONN, Membership, type Conn } from './membership';
 import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
 import { planStep } from './cost-model';
+import { averageSpeed, impossibleClaim, missedDeadline, shardPace } from './pace';
 import { LARGE_FRAME, Transport, averageRate, type Route } from './transport';
 import { codedNormSq, sumSquares } from './verify';
 
@@ -77,6 +78,8 @@ export interface CoordinatorOptions {
   firstDeadlineMs?: number;
   /** Floor of a not-yet-measured worker's deadline, which is otherwise 5× the fleet's median worker's time. */
   newcomerDeadlineMs?: number;
+  /** Ceiling of every derived deadline (pace.ts): a worker's pace cannot buy a step a longer wait. */
+  maxDeadlineMs?: number;
   /**
    * A worker whose send buffer has not shrunk for this long is closed as a slow reader. 15 s: a
    * reader behind a congested link can wait out several TCP retransmission timeouts in a row.
@@ -109,7 +112,7 @@ export interface CoordinatorOptions {
 
 export const DEFAULTS = {
   epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1, balance: 'speed',
-  evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000,
+  evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000, maxDeadlineMs: 1_800_000,
   slowReaderMs: 15_000, heartbeatMs: 10_000, verifyEvery: 10, probation: 3, verifyShards: 0.05,
 } as const;
 
@@ -232,7 +235,7 @@ export class Coordinator {
     this.scheduler = new Scheduler({
       fp32: this.fp32, verifyShards: o.verifyShards ?? DEFAULTS.verifyShards, probation, deadlineMs: o.deadlineMs,
       minDeadlineMs: o.minDeadlineMs ?? DEFAULTS.minDeadlineMs, firstDeadlineMs: o.firstDeadlineMs ?? DEFAULTS.firstDeadlineMs,
-      newcomerDeadlineMs: o.newcomerDeadlineMs ?? DEFAULTS.newcomerDeadlineMs, log: o.log,
+      newcomerDeadlineMs: o.newcomerDeadlineMs ?? DEFAULTS.newcomerDeadlineMs, maxDeadlineMs: o.maxDeadlineMs ?? DEFAULTS.maxDeadlineMs, log: o.log,
       fold: (t, c) => {
         const reducer = this.model.reducer;
         if (t.inReducer) reducer.revoke(t.shard);
@@ -354,15 +357,15 @@ export class Coordinator {
     conn.state = CONN.idle;
     conn.shardsDone++;
     if (t.kind === 'train' && t.round === 1 && !c.fp32Check) {
+      // Its reported timings are shown; its speed and upload rate are the coordinator's own timing (pace.ts).
       conn.computeMs = r.timings.computeMs;
       conn.uploadMs = r.timings.encodeMs + r.timings.sendMs;
-      const speed = (r.count * 1000) / Math.max(1, r.timings.computeMs);
-      conn.speed = conn.speed ? 0.7 * conn.speed + 0.3 * speed : speed;
-      // Upload rate: the gradient's bytes over the time from its first byte's arrival to its last
-      // (transport.ts, messageStartedAt), measured here: not the worker's word for it.
-      const bytes = c.frames.reduce((a, f) => a + f.body.byteLength, 0);
-      const up = (bytes * 1000) / Math.max(0.01, c.lastAt - c.firstAt);
-      conn.upRate = averageRate(conn.upRate, up);
+      const timing = { count: r.count, sentAt: c.sentAt, firstAt: c.firstAt, lastAt: c.lastAt, bytes: c.frames.reduce((a, f) => a + f.body.byteLength, 0), sentBytes: c.sentBytes, downRate: conn.downRate };
+      const lie = impossibleClaim(r.timings.computeMs, timing);
+      if (lie) return this.members.punish(conn, `shard ${t.step}/${t.shard}: ${lie}`, this.step);
+      const pace = shardPace(timing);
+      conn.speed = averageSpeed(conn.speed, pace.speed);
+      conn.upRate = averageRate(conn.upRate, pace.upRate);
     }
     this.scheduler.finish(c, r);
     if (this.scheduler.allDone()) this.tasksDone?.();
@@ -411,7 +414,7 @@ export class Coordinator {
     const copy = this.scheduler.start(conn, t, shadow, check);
     conn.state = CONN.working;
     conn.shardSize = t.count;
-    for (const f of this.model.framesFor(conn.version, conn.basis)) this.transport.send(conn, f);
+    for (const f of this.model.framesFor(conn.version, conn.basis)) { this.transport.send(conn, f); copy.sentBytes += f.byteLength; }
     conn.version = this.version;
     const a: Assign = { type: MSG.assign, task: t.kind, step: t.step, shard: t.shard, version: this.version, position: t.position, count: t.count };
     const round2 = t.kind === 'train' && t.round === 2;
@@ -427,13 +430,16 @@ export class Coordinator {
     }
     // Round 2 on the worker that kept the shard's M needs no examples; anyone else recomputes it.
     if (round2 && t.heldBy !== conn.id) this.opts.log(`shard ${t.step}/${t.shard} round 2: worker #${conn.id} recomputes its gradient (${t.heldBy === null ? 'the worker of its round 1 is gone' : `round 1 was worker #${t.heldBy}'s`}; that worker's error feedback for it is lost)`);
-    this.transport.send(conn, round2 && t.heldBy === conn.id ? encode(a) : encode(a, gather(t.split, t.indices)));
+    const frame = round2 && t.heldBy === conn.id ? encode(a) : encode(a, gather(t.split, t.indices));
+    this.transport.send(conn, frame);
+    Object.assign(copy, { sentAt: performance.now(), sentBytes: copy.sentBytes + frame.byteLength });
     const ms = this.scheduler.deadlineFor(conn, t);
     this.deadlines.set(conn, setTimeout(guarded(this.opts.log, `worker #${conn.id} deadline`, () => {
       // Bytes still queued for it mean it never read its shard: a slow reader, not a slow GPU.
       const queued = this.transport.queued(conn);
       conn.timeouts++;
-      if (queued > 0) this.transport.drop(conn, CLOSE.slowReader, `${queued} bytes sent to it are still unread after ${ms} ms`);
+      if (missedDeadline(conn.timeouts, conn.local) === 'refuse') this.members.punish(conn, `missed ${conn.timeouts} shard deadlines (the last: shard ${t.step}/${t.shard}, ${ms} ms)`, this.step);
+      else if (queued > 0) this.transport.drop(conn, CLOSE.slowReader, `${queued} bytes sent to it are still unread after ${ms} ms`);
       else this.transport.drop(conn, CLOSE.timeout, `shard ${t.step}/${t.shard} not returned within its ${ms} ms deadline`);
     }, () => conn.ws.terminate()), ms));
   }

@@ -1,0 +1,117 @@
+// Pace: how fast each worker is, as the coordinator sees it, and how long a shard may take.
+//
+// Shard sizes (--balance speed and cost) and deadlines come from the coordinator's own clock, never
+// from a worker's word: a worker that claimed computeMs = 0 was given most of every batch, and one
+// that claimed a tiny speed a 3.5-day deadline (issue 24). A shard is timed from its assign's send
+// to its gradient's first byte (the worker's download and compute; the upload, first byte to last
+// frame, is timed apart as its upload rate). The timings a worker reports are only shown, and a
+// report that the coordinator's clock proves impossible (more compute than the time it had) is a lie.
+//
+// Pure: the coordinator and the scheduler call in here with what they measured.
+
+/** setTimeout's largest delay: a longer one fires at once (Node warns and uses 1 ms). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A deadline is this many times what the worker's measured pace predicts. */
+const DEADLINE_FACTOR = 5;
+
+/**
+ * Deadlines an identity may miss before it is treated as a liar. Its deadline is at least the
+ * floor (minDeadlineMs, 2 minutes by default) while it is measured, and doubles while it is not,
+ * so an honest slow worker is not closed three times in a row, and a staller costs at most three.
+ */
+export const MAX_MISSED_DEADLINES = 3;
+
+/** A claim of more compute than the coordinator's clock allowed: beyond this factor and slack it is no rounding. */
+const CLAIM_FACTOR = 1.5;
+const CLAIM_SLACK_MS = 100;
+
+export interface DeadlineSettings {
+  /** --deadline-ms: a fixed deadline (0 or undefined: derived). */
+  fixedMs?: number;
+  /** Floor of a measured worker's deadline, and cap of a newcomer's (before doubling). */
+  minMs: number;
+  /** Before any worker is measured (the run's first shards: model build, warm-up). */
+  firstMs: number;
+  /** Floor of a not-yet-measured worker's deadline. */
+  newcomerMs: number;
+  /** Ceiling of every deadline. */
+  maxMs: number;
+}
+
+/**
+ * How long a shard of `count` examples may take: a fixed deadline, else 5× what the worker's
+ * measured speed predicts (never below the floor). A worker not yet measured gets 5× what the
+ * fleet's median worker would need, between the newcomer floor and the measured floor, doubled
+ * for each deadline its identity already missed; before anyone is measured, the first deadline.
+ * Always within [1 ms, maxMs] and never beyond what setTimeout can wait.
+ */
+export function deadlineMs(s: DeadlineSettings, count: number, speed: number, fleetSpeeds: number[], missed: number): number {
+  const timer = (ms: number) => Math.round(Math.min(MAX_TIMER_MS, Math.max(1, ms)));
+  const clamp = (ms: number) => timer(Math.min(s.maxMs, ms));
+  // An operator's --deadline-ms is theirs to choose, within what a timer can wait.
+  if (s.fixedMs) return timer(s.fixedMs);
+  if (speed > 0 && Number.isFinite(speed)) return clamp(Math.max(s.minMs, (DEADLINE_FACTOR * 1000 * count) / speed));
+  const speeds = fleetSpeeds.filter((x) => x > 0 && Number.isFinite(x)).sort((a, b) => a - b);
+  if (!speeds.length) return clamp(s.firstMs);
+  const median = speeds[speeds.length >> 1];
+  return clamp(Math.min(s.minMs, Math.max(s.newcomerMs, (DEADLINE_FACTOR * 1000 * count) / median)) * 2 ** Math.min(Math.max(0, missed), 4));
+}
+
+/** What the coordinator's clock saw of one train shard (performance.now() times, ms). */
+export interface ShardTiming {
+  count: number;
+  /** When its assign was handed to the transport. */
+  sentAt: number;
+  /** When its gradient's first byte arrived, and its last frame. */
+  firstAt: number;
+  lastAt: number;
+  /** Gradient bytes received. */
+  bytes: number;
+  /** Bytes sent with the assign (weights or update, examples) and the worker's measured download rate (0: unknown). */
+  sentBytes: number;
+  downRate: number;
+}
+
+export interface ShardPace {
+  /** The worker's compute time as measured: the wait for its first gradient byte less its download. */
+  computeMs: number;
+  /** Examples per second of that compute. */
+  speed: number;
+  /** Bytes/s of its upload, first byte to last frame. */
+  upRate: number;
+}
+
+/**
+ * One shard's pace from the coordinator's clock. The download is priced at the measured rate, but
+ * never takes more than half of the wait: a rate measured on another path must not make a slow
+ * worker look instant.
+ */
+export function shardPace(t: ShardTiming): ShardPace {
+  const wait = Math.max(0, t.firstAt - t.sentAt);
+  const download = t.downRate > 0 && Number.isFinite(t.downRate) ? (1000 * t.sentBytes) / t.downRate : 0;
+  const computeMs = Math.max(1, wait - download, wait / 2);
+  return { computeMs, speed: (1000 * t.count) / computeMs, upRate: (t.bytes * 1000) / Math.max(0.01, t.lastAt - t.firstAt) };
+}
+
+/** An examples/s average with one more measured sample (EMA; 0 = none yet). */
+export function averageSpeed(average: number, sample: number): number {
+  if (!(sample > 0) || !Number.isFinite(sample)) return average;
+  return average > 0 ? 0.7 * average + 0.3 * sample : sample;
+}
+
+/**
+ * Why a worker's reported compute time is impossible, or null: it claims more compute than the
+ * time between its assign's send and its gradient's first byte (the coordinator's clock).
+ */
+export function impossibleClaim(claimedComputeMs: number, t: ShardTiming): string | null {
+  const wait = t.firstAt - t.sentAt;
+  if (!(claimedComputeMs > CLAIM_FACTOR * wait + CLAIM_SLACK_MS)) return null;
+  return `it reported ${Math.round(claimedComputeMs)} ms of compute for a shard whose gradient began arriving ${Math.round(wait)} ms after its assign was sent`;
+}
+
+/** What a missed deadline does to the worker: closed (it may rejoin), or, the MAX_MISSED_DEADLINES-th time for its identity, refused as a liar. */
+export function missedDeadline(missed: number, local: boolean): 'close' | 'refuse' {
+  // The coordinator's own workers cannot lie: a stalled one is closed and respawned by nobody but its operator.
+  return !local && missed >= MAX_MISSED_DEADLINES ? 'refuse' : 'close';
+}
