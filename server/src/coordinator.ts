@@ -365,6 +365,7 @@ export class Coordinator {
       if (lie) return this.members.punish(conn, `shard ${t.step}/${t.shard}: ${lie}`, this.step);
       const pace = shardPace(timing);
       conn.speed = averageSpeed(conn.speed, pace.speed);
+      conn.computeRate = averageSpeed(conn.computeRate, pace.computeRate);
       conn.upRate = averageRate(conn.upRate, pace.upRate);
     }
     this.scheduler.finish(c, r);
@@ -703,7 +704,7 @@ export class Coordinator {
     // Weights under a frame that can time the link (transport.ts) cost no link time worth pricing.
     const small = weightsBytes < LARGE_FRAME;
     const workers = [...pool].sort((a, b) => a.id - b.id).map((c) => ({
-      id: c.id, computeRate: c.speed, upRate: c.upRate || (small ? Infinity : 0), downRate: c.downRate || (small ? Infinity : 0),
+      id: c.id, computeRate: c.computeRate, upRate: c.upRate || (small ? Infinity : 0), downRate: c.downRate || (small ? Infinity : 0),
       behind: Math.min(2, this.version - Math.max(0, c.version)),
     }));
     const last = this.lastStep;

@@ -3,9 +3,10 @@
 // Shard sizes (--balance speed and cost) and deadlines come from the coordinator's own clock, never
 // from a worker's word: a worker that claimed computeMs = 0 was given most of every batch, and one
 // that claimed a tiny speed a 3.5-day deadline (issue 24). A shard is timed from its assign's send
-// to its gradient's first byte (the worker's download and compute; the upload, first byte to last
-// frame, is timed apart as its upload rate). The timings a worker reports are only shown, and a
-// report that the coordinator's clock proves impossible (more compute than the time it had) is a lie.
+// to its gradient's last frame (speed, deadlines); the cost model, which prices links apart, gets
+// the part up to the gradient's first byte as compute and the rest as the upload. The timings a
+// worker reports are only shown, and a report that the coordinator's clock proves impossible (more
+// compute than the time it had) is a lie.
 //
 // Pure: the coordinator and the scheduler call in here with what they measured.
 
@@ -74,24 +75,32 @@ export interface ShardTiming {
 }
 
 export interface ShardPace {
-  /** The worker's compute time as measured: the wait for its first gradient byte less its download. */
-  computeMs: number;
-  /** Examples per second of that compute. */
+  /**
+   * Examples per second over the whole shard, assign sent to last frame in, less the download:
+   * what --balance speed and deadlines use. A worker that sends its first byte at once and then
+   * computes cannot look fast here, only slow to upload.
+   */
   speed: number;
+  /** Examples per second of its compute alone (the wait for its first gradient byte less its download): the cost model's c_i, beside its upload rate. */
+  computeRate: number;
   /** Bytes/s of its upload, first byte to last frame. */
   upRate: number;
 }
 
 /**
  * One shard's pace from the coordinator's clock. The download is priced at the measured rate, but
- * never takes more than half of the wait: a rate measured on another path must not make a slow
+ * never takes more than half of a wait: a rate measured on another path must not make a slow
  * worker look instant.
  */
 export function shardPace(t: ShardTiming): ShardPace {
-  const wait = Math.max(0, t.firstAt - t.sentAt);
   const download = t.downRate > 0 && Number.isFinite(t.downRate) ? (1000 * t.sentBytes) / t.downRate : 0;
-  const computeMs = Math.max(1, wait - download, wait / 2);
-  return { computeMs, speed: (1000 * t.count) / computeMs, upRate: (t.bytes * 1000) / Math.max(0.01, t.lastAt - t.firstAt) };
+  const less = (ms: number) => Math.max(1, ms - download, ms / 2);
+  const first = Math.max(t.sentAt, t.firstAt), last = Math.max(first, t.lastAt);
+  return {
+    speed: (1000 * t.count) / less(last - t.sentAt),
+    computeRate: (1000 * t.count) / less(first - t.sentAt),
+    upRate: (t.bytes * 1000) / Math.max(0.01, last - first),
+  };
 }
 
 /** An examples/s average with one more measured sample (EMA; 0 = none yet). */

@@ -41,22 +41,30 @@ describe('deadlines', () => {
 describe('speeds', () => {
   const timing = { count: 100, sentAt: 1000, firstAt: 2000, lastAt: 2500, bytes: 500_000, sentBytes: 0, downRate: 0 };
 
-  it('compute is the wait for the first gradient byte; the upload, first byte to last frame', () => {
+  it('speed is the whole shard, assign to last frame; compute the wait for the first byte; the upload first byte to last frame', () => {
     const p = shardPace(timing);
-    expect(p.computeMs).toBe(1000);
-    expect(p.speed).toBe(100);
+    expect(p.speed).toBe(100 / 1.5);
+    expect(p.computeRate).toBe(100);
     expect(p.upRate).toBe(1_000_000);
   });
 
   it('the download is taken out at the measured rate, never more than half the wait', () => {
-    expect(shardPace({ ...timing, sentBytes: 200_000, downRate: 1_000_000 }).computeMs).toBe(800);
-    expect(shardPace({ ...timing, sentBytes: 1e9, downRate: 1_000_000 }).computeMs).toBe(500);
+    expect(shardPace({ ...timing, sentBytes: 200_000, downRate: 1_000_000 }).computeRate).toBe(125);
+    expect(shardPace({ ...timing, sentBytes: 1e9, downRate: 1_000_000 }).computeRate).toBe(200);
+  });
+
+  it('a worker that sends its first byte at once and then computes is not fast, only a slow uploader', () => {
+    const p = shardPace({ ...timing, firstAt: 1001, lastAt: 2500 });
+    expect(p.speed).toBe(100 / 1.5);
+    expect(p.upRate).toBeLessThan(400_000);
+    // Bytes that arrived before the assign was even sent time nothing.
+    expect(shardPace({ ...timing, firstAt: 0 }).speed).toBe(100 / 1.5);
   });
 
   it('a worker that answers at once is still timed: at least 1 ms, no Infinity', () => {
     const p = shardPace({ ...timing, firstAt: 1000, lastAt: 1000 });
-    expect(p.computeMs).toBe(1);
-    expect(Number.isFinite(p.speed) && Number.isFinite(p.upRate)).toBe(true);
+    expect(p.speed).toBe(100_000);
+    expect(Number.isFinite(p.computeRate) && Number.isFinite(p.upRate)).toBe(true);
   });
 
   it('the average ignores samples that are not positive and finite', () => {
