@@ -4,7 +4,7 @@
 // upload are rewritten. Only what the coordinator measures can expose them.
 import WebSocket from 'ws';
 import { decodeFrame, encode, type Message, type Welcome } from '@tabtrain/shared';
-import { WorkerCore } from '../../client/src/core';
+import { WorkerCore, type WorkerIdentity } from '../../client/src/core';
 import { LOCAL_KEY } from '../../server/src/secrets';
 
 export interface PaceLiarOptions {
@@ -15,6 +15,10 @@ export interface PaceLiarOptions {
   /** Sends each gradient message as this many WebSocket fragments, `fragmentGapMs` apart, with a ping before the last. */
   fragments?: number;
   fragmentGapMs?: number;
+  /** Sends nothing more after this many train results (a staller). */
+  stallAfter?: number;
+  /** Who it is: pass the same object again to reconnect as the same worker (its session secret is kept in it). Default: a new identity with the local key. */
+  identity?: WorkerIdentity;
 }
 
 export interface PaceLiar {
@@ -22,6 +26,7 @@ export interface PaceLiar {
   /** Gradient bytes it sent, and the ms from each gradient message's first fragment to its last. */
   upload: { bytes: number; ms: number };
   ws: WebSocket;
+  closed: Promise<{ code: number; reason: string }>;
   close: () => void;
 }
 
@@ -35,8 +40,11 @@ export function paceLiar(url: string, o: PaceLiarOptions): PaceLiar {
     if (ws.readyState !== WebSocket.OPEN) return res();
     ws.send(Buffer.from(data), { binary: true, ...opts }, () => res());
   });
+  let results = 0;
   const send = async (frame: Uint8Array) => {
     const m = decodeFrame(frame).header as Message;
+    if (o.stallAfter !== undefined && results >= o.stallAfter) return;
+    if (m.type === 'result' && m.task === 'train') results++;
     if (m.type === 'result' && o.claim) return sendOne(encode({ ...m, timings: o.claim }));
     const k = o.fragments ?? 1;
     if (m.type !== 'gradient' || k <= 1) return sendOne(frame);
@@ -51,7 +59,8 @@ export function paceLiar(url: string, o: PaceLiarOptions): PaceLiar {
     upload.bytes += frame.byteLength;
     upload.ms += performance.now() - t0;
   };
-  const core = new WorkerCore({ workerId: `pace-liar-${Math.random().toString(36).slice(2)}`, kind: 'node', backend: 'cpu', adapter: null, local: LOCAL_KEY }, send, { syntheticMsPerExample: o.msPerExample });
+  const identity = o.identity ?? { workerId: `pace-liar-${Math.random().toString(36).slice(2)}`, kind: 'node', backend: 'cpu', adapter: null, local: LOCAL_KEY };
+  const core = new WorkerCore(identity, send, { syntheticMsPerExample: o.msPerExample });
   let gotWelcome: (w: Welcome) => void = () => {};
   const welcome = new Promise<Welcome>((r) => { gotWelcome = r; });
   ws.on('open', () => ws.send(core.hello()));
@@ -60,7 +69,7 @@ export function paceLiar(url: string, o: PaceLiarOptions): PaceLiar {
     if (m.type === 'welcome') gotWelcome(m as Welcome);
     core.receive(d).catch(() => {});
   });
-  ws.on('close', () => core.dispose());
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => { core.dispose(); resolve({ code, reason: reason.toString() }); }));
   ws.on('error', () => {});
-  return { welcome, upload, ws, close: () => ws.terminate() };
+  return { welcome, upload, ws, closed, close: () => ws.terminate() };
 }

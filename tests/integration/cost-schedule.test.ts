@@ -2,6 +2,7 @@
 // not timed: who gets train shards, not how fast the run is.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
+import { CLOSE } from '@tabtrain/shared';
 import type { StepRecord } from '../../server/src/coordinator';
 import { LOCAL_KEY_ENV } from '../../server/src/secrets';
 import { BIN } from '../../server/src/spawn-worker';
@@ -116,6 +117,48 @@ describe('pace from the coordinator\'s clock (issue 24)', () => {
       await coord.close();
       claimer.close();
       fragmenter.close();
+      kill(honest);
+    }
+  });
+});
+
+describe('deadlines from the coordinator\'s clock (issue 24)', () => {
+  it('a token worker that stalls after being measured is closed at its measured deadline, and refused the third time, however it rejoins; one that claims impossible compute is caught', async () => {
+    const TOKEN = 'pace-token';
+    const DEADLINE = 1500;
+    const { coord, url, lines } = await startCoordinator({ ...RUN, balance: 'equal', batch: 16, maxSteps: 100_000, token: TOKEN, minDeadlineMs: DEADLINE, newcomerDeadlineMs: DEADLINE });
+    const honest = workers(url, 1, ['--backend', 'wasm', '--synthetic-ms-per-example', '1', '--token', TOKEN]);
+    const steps: StepRecord[] = [];
+    coord.events.on('step', (s: StepRecord) => steps.push(s));
+    const run = coord.train();
+    run.catch(() => {});
+    const identity = { workerId: 'staller', kind: 'node' as const, backend: 'cpu', adapter: null, token: TOKEN };
+    try {
+      // It computes two shards honestly (measured), then holds every shard it gets; it rejoins with its secret each time.
+      const codes: number[] = [];
+      const t0 = performance.now();
+      for (let k = 0; k < 5; k++) {
+        const s = paceLiar(url, { msPerExample: 1, stallAfter: k === 0 ? 2 : 0, identity });
+        codes.push((await s.closed).code);
+      }
+      const ms = performance.now() - t0;
+      console.log(`staller: closes ${codes.join(',')} in ${ms.toFixed(0)} ms; ${lines.filter((l) => /deadline/.test(l)).slice(-3).join(' | ')}`);
+      expect(codes).toEqual([CLOSE.timeout, CLOSE.timeout, CLOSE.untrusted, CLOSE.untrusted, CLOSE.untrusted]);
+      expect(lines.some((l) => /caught: missed 3 shard deadlines/.test(l))).toBe(true);
+      // Three stalls of one measured deadline each (the 1.5 s floor), not three unbounded ones.
+      expect(ms).toBeLessThan(3 * DEADLINE + 20_000);
+
+      // A claim of 10^9 ms of compute (the tiny speed that bought a 3.5-day deadline) contradicts the coordinator's clock.
+      const claimer = paceLiar(url, { msPerExample: 1, claim: { computeMs: 1e9, encodeMs: 0, sendMs: 0 }, identity: { ...identity, workerId: 'slow-claimer', session: undefined } });
+      expect((await claimer.closed).code).toBe(CLOSE.untrusted);
+      expect(lines.some((l) => /caught: shard \d+\/\d+: it reported 1000000000 ms of compute/.test(l))).toBe(true);
+      // The run goes on with the honest worker.
+      const at = steps.length;
+      expect(await new Promise<boolean>((r) => { const t = setInterval(() => { if (steps.length >= at + 3) { clearInterval(t); r(true); } }, 50); setTimeout(() => { clearInterval(t); r(false); }, 20_000); })).toBe(true);
+    } finally {
+      coord.stop();
+      await run.catch(() => {});
+      await coord.close();
       kill(honest);
     }
   });
