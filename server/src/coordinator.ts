@@ -27,6 +27,7 @@ import { CONN, Membership, type Conn } from './membership';
 import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
 import { planStep } from './cost-model';
+import { FullCopies } from './full-copies';
 import { averageSpeed, impossibleClaim, missedDeadline, shardPace } from './pace';
 import { LARGE_FRAME, Transport, averageRate, type Route } from './transport';
 import { codedNormSq, sumSquares } from './verify';
@@ -186,6 +187,8 @@ export class Coordinator {
   private readonly members: Membership;
   private readonly scheduler: Scheduler;
   private readonly model: Step;
+  /** The full weights to workers nobody vouched for, at a bounded rate. */
+  private readonly copies: FullCopies;
   /** fp32 gradients (no --compress): copies of a shard can be compared float by float. */
   private readonly fp32: boolean;
   /** --compress powersgd: each step takes two rounds of factors (powersgd.ts, step.ts). */
@@ -232,6 +235,7 @@ export class Coordinator {
       run: this.run, token: o.token, probation, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
     });
+    this.copies = new FullCopies({ token: o.token, probation, retry: () => this.dispatch(), log: o.log });
     this.scheduler = new Scheduler({
       fp32: this.fp32, verifyShards: o.verifyShards ?? DEFAULTS.verifyShards, probation, deadlineMs: o.deadlineMs,
       minDeadlineMs: o.minDeadlineMs ?? DEFAULTS.minDeadlineMs, firstDeadlineMs: o.firstDeadlineMs ?? DEFAULTS.firstDeadlineMs,
@@ -291,6 +295,7 @@ export class Coordinator {
 
   private onHello(conn: Conn, h: Hello): void {
     const { workerId, how } = this.members.join(conn, h);
+    this.copies.joined(conn, h.token);
     this.transport.send(conn, encode({ type: MSG.welcome, workerId, run: this.run, session: conn.session }));
     this.opts.log(`worker #${conn.id} joined: ${h.kind}/${h.backend.slice(0, 40)} from ${conn.remote} (${how}; ${this.members.workers().length} connected)`);
     if (this.state === 'waiting' && this.step > 0) this.setState(this.paused ? 'paused' : 'running', this.paused ? this.pauseReason : '');
@@ -336,6 +341,8 @@ export class Coordinator {
     const holding = this.scheduler.copyOf(conn) !== null;
     if (!holding || r.version !== this.version) throw new ProtocolError(CLOSE.unexpected, `resync for version ${r.version} while ${holding ? `the run is at ${this.version}` : 'holding no shard'}`);
     if (conn.resyncVersion === r.version) throw new ProtocolError(CLOSE.unexpected, `second resync for version ${r.version}: its replica still differs after a full copy`);
+    const wait = this.copies.take(conn);
+    if (wait) throw new ProtocolError(CLOSE.unexpected, `resync for version ${r.version}: ${wait}`);
     conn.resyncVersion = r.version;
     conn.resyncs++;
     this.opts.log(`worker #${conn.id}: replica differs from version ${r.version}; resending the full weights`);
@@ -407,7 +414,9 @@ export class Coordinator {
     for (const conn of this.members.workers()) {
       if (conn.state !== CONN.idle) continue;
       const pick = this.scheduler.next(conn, this.step);
-      if (pick) this.assign(conn, pick.task, pick.shadow, pick.check);
+      // A new or far-behind worker nobody vouched for gets the full weights at a bounded rate (full-copies.ts); a reconnect's pinned shards go to others meanwhile.
+      if (pick && conn.version < this.version - 1 && (conn.version < 0 || !this.members.established(conn, pick.task.kind)) && this.copies.take(conn)) this.scheduler.unpin(conn);
+      else if (pick) this.assign(conn, pick.task, pick.shadow, pick.check);
     }
   }
 
@@ -823,7 +832,7 @@ export class Coordinator {
       step: this.step, epoch: Math.min(this.epoch + 1, this.opts.epochs), version: this.version,
       waitingForWorkers: live === 0, waitingSince: live === 0 ? this.waitingSince : null,
       history: this.history,
-      workers: this.members.rows(),
+      workers: this.members.rows().map((r) => ({ ...r, waiting: this.copies.reason(r.id) })),
       caught: this.members.caught,
     };
   }

@@ -17,6 +17,8 @@ export interface PaceLiarOptions {
   fragmentGapMs?: number;
   /** Sends nothing more after this many train results (a staller). */
   stallAfter?: number;
+  /** Asks for the full weights (resync) at every train assign, as a replica that never matches would. */
+  resyncEveryAssign?: boolean;
   /** Who it is: pass the same object again to reconnect as the same worker (its session secret is kept in it). Default: a new identity with the local key. */
   identity?: WorkerIdentity;
 }
@@ -25,6 +27,8 @@ export interface PaceLiar {
   welcome: Promise<Welcome>;
   /** Gradient bytes it sent, and the ms from each gradient message's first fragment to its last. */
   upload: { bytes: number; ms: number };
+  /** Full copies of the weights it was sent (weights frames: one per copy for a model under CHUNK_FLOATS). */
+  copies: () => number;
   ws: WebSocket;
   closed: Promise<{ code: number; reason: string }>;
   close: () => void;
@@ -64,12 +68,15 @@ export function paceLiar(url: string, o: PaceLiarOptions): PaceLiar {
   let gotWelcome: (w: Welcome) => void = () => {};
   const welcome = new Promise<Welcome>((r) => { gotWelcome = r; });
   ws.on('open', () => ws.send(core.hello()));
+  let copies = 0;
   ws.on('message', (d: Buffer) => {
     const m = decodeFrame(d).header as Message;
     if (m.type === 'welcome') gotWelcome(m as Welcome);
+    if (m.type === 'weights') copies++;
+    if (m.type === 'assign' && m.task === 'train' && o.resyncEveryAssign) ws.send(encode({ type: 'resync', version: m.version }));
     core.receive(d).catch(() => {});
   });
   const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => { core.dispose(); resolve({ code, reason: reason.toString() }); }));
   ws.on('error', () => {});
-  return { welcome, upload, ws, closed, close: () => ws.terminate() };
+  return { welcome, upload, copies: () => copies, ws, closed, close: () => ws.terminate() };
 }
