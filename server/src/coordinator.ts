@@ -28,8 +28,8 @@ import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
 import { planStep } from './cost-model';
 import { FullCopies } from './full-copies';
-import { averageSpeed, impossibleClaim, missedDeadline, shardPace } from './pace';
-import { LARGE_FRAME, Transport, averageRate, type Route } from './transport';
+import { missedDeadline, timeShard } from './pace';
+import { LARGE_FRAME, Transport, type Route } from './transport';
 import { codedNormSq, sumSquares } from './verify';
 
 export { weightsSha256 };
@@ -79,8 +79,6 @@ export interface CoordinatorOptions {
   firstDeadlineMs?: number;
   /** Floor of a not-yet-measured worker's deadline, which is otherwise 5× the fleet's median worker's time. */
   newcomerDeadlineMs?: number;
-  /** Ceiling of every derived deadline (pace.ts): a worker's pace cannot buy a step a longer wait. */
-  maxDeadlineMs?: number;
   /**
    * A worker whose send buffer has not shrunk for this long is closed as a slow reader. 15 s: a
    * reader behind a congested link can wait out several TCP retransmission timeouts in a row.
@@ -113,7 +111,7 @@ export interface CoordinatorOptions {
 
 export const DEFAULTS = {
   epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1, balance: 'speed',
-  evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000, maxDeadlineMs: 1_800_000,
+  evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000,
   slowReaderMs: 15_000, heartbeatMs: 10_000, verifyEvery: 10, probation: 3, verifyShards: 0.05,
 } as const;
 
@@ -187,7 +185,6 @@ export class Coordinator {
   private readonly members: Membership;
   private readonly scheduler: Scheduler;
   private readonly model: Step;
-  /** The full weights to workers nobody vouched for, at a bounded rate. */
   private readonly copies: FullCopies;
   /** fp32 gradients (no --compress): copies of a shard can be compared float by float. */
   private readonly fp32: boolean;
@@ -239,7 +236,7 @@ export class Coordinator {
     this.scheduler = new Scheduler({
       fp32: this.fp32, verifyShards: o.verifyShards ?? DEFAULTS.verifyShards, probation, deadlineMs: o.deadlineMs,
       minDeadlineMs: o.minDeadlineMs ?? DEFAULTS.minDeadlineMs, firstDeadlineMs: o.firstDeadlineMs ?? DEFAULTS.firstDeadlineMs,
-      newcomerDeadlineMs: o.newcomerDeadlineMs ?? DEFAULTS.newcomerDeadlineMs, maxDeadlineMs: o.maxDeadlineMs ?? DEFAULTS.maxDeadlineMs, log: o.log,
+      newcomerDeadlineMs: o.newcomerDeadlineMs ?? DEFAULTS.newcomerDeadlineMs, log: o.log,
       fold: (t, c) => {
         const reducer = this.model.reducer;
         if (t.inReducer) reducer.revoke(t.shard);
@@ -341,8 +338,7 @@ export class Coordinator {
     const holding = this.scheduler.copyOf(conn) !== null;
     if (!holding || r.version !== this.version) throw new ProtocolError(CLOSE.unexpected, `resync for version ${r.version} while ${holding ? `the run is at ${this.version}` : 'holding no shard'}`);
     if (conn.resyncVersion === r.version) throw new ProtocolError(CLOSE.unexpected, `second resync for version ${r.version}: its replica still differs after a full copy`);
-    const wait = this.copies.take(conn);
-    if (wait) throw new ProtocolError(CLOSE.unexpected, `resync for version ${r.version}: ${wait}`);
+    if (this.copies.take(conn)) throw new ProtocolError(CLOSE.unexpected, `resync for version ${r.version}: ${this.copies.reason(conn.id)}`);
     conn.resyncVersion = r.version;
     conn.resyncs++;
     this.opts.log(`worker #${conn.id}: replica differs from version ${r.version}; resending the full weights`);
@@ -363,18 +359,8 @@ export class Coordinator {
     this.clearDeadline(conn);
     conn.state = CONN.idle;
     conn.shardsDone++;
-    if (t.kind === 'train' && t.round === 1 && !c.fp32Check) {
-      // Its reported timings are shown; its speed and upload rate are the coordinator's own timing (pace.ts).
-      conn.computeMs = r.timings.computeMs;
-      conn.uploadMs = r.timings.encodeMs + r.timings.sendMs;
-      const timing = { count: r.count, sentAt: c.sentAt, firstAt: c.firstAt, lastAt: c.lastAt, bytes: c.frames.reduce((a, f) => a + f.body.byteLength, 0), sentBytes: c.sentBytes, downRate: conn.downRate };
-      const lie = impossibleClaim(r.timings.computeMs, timing);
-      if (lie) return this.members.punish(conn, `shard ${t.step}/${t.shard}: ${lie}`, this.step);
-      const pace = shardPace(timing);
-      conn.speed = averageSpeed(conn.speed, pace.speed);
-      conn.computeRate = averageSpeed(conn.computeRate, pace.computeRate);
-      conn.upRate = averageRate(conn.upRate, pace.upRate);
-    }
+    const lie = t.kind === 'train' && t.round === 1 && !c.fp32Check ? timeShard(conn, c, r) : null;
+    if (lie) return this.members.punish(conn, `shard ${t.step}/${t.shard}: ${lie}`, this.step);
     this.scheduler.finish(c, r);
     if (this.scheduler.allDone()) this.tasksDone?.();
     this.dispatch();
@@ -414,8 +400,7 @@ export class Coordinator {
     for (const conn of this.members.workers()) {
       if (conn.state !== CONN.idle) continue;
       const pick = this.scheduler.next(conn, this.step);
-      // A new or far-behind worker nobody vouched for gets the full weights at a bounded rate (full-copies.ts); a reconnect's pinned shards go to others meanwhile.
-      if (pick && conn.version < this.version - 1 && (conn.version < 0 || !this.members.established(conn, pick.task.kind)) && this.copies.take(conn)) this.scheduler.unpin(conn);
+      if (pick && this.copies.mustWait(conn, this.version, this.members.established(conn, pick.task.kind))) this.scheduler.unpin(conn);
       else if (pick) this.assign(conn, pick.task, pick.shadow, pick.check);
     }
   }
@@ -424,7 +409,8 @@ export class Coordinator {
     const copy = this.scheduler.start(conn, t, shadow, check);
     conn.state = CONN.working;
     conn.shardSize = t.count;
-    for (const f of this.model.framesFor(conn.version, conn.basis)) { this.transport.send(conn, f); copy.sentBytes += f.byteLength; }
+    const sent0 = conn.bytesOut;
+    for (const f of this.model.framesFor(conn.version, conn.basis)) this.transport.send(conn, f);
     conn.version = this.version;
     const a: Assign = { type: MSG.assign, task: t.kind, step: t.step, shard: t.shard, version: this.version, position: t.position, count: t.count };
     const round2 = t.kind === 'train' && t.round === 2;
@@ -440,9 +426,8 @@ export class Coordinator {
     }
     // Round 2 on the worker that kept the shard's M needs no examples; anyone else recomputes it.
     if (round2 && t.heldBy !== conn.id) this.opts.log(`shard ${t.step}/${t.shard} round 2: worker #${conn.id} recomputes its gradient (${t.heldBy === null ? 'the worker of its round 1 is gone' : `round 1 was worker #${t.heldBy}'s`}; that worker's error feedback for it is lost)`);
-    const frame = round2 && t.heldBy === conn.id ? encode(a) : encode(a, gather(t.split, t.indices));
-    this.transport.send(conn, frame);
-    Object.assign(copy, { sentAt: performance.now(), sentBytes: copy.sentBytes + frame.byteLength });
+    this.transport.send(conn, round2 && t.heldBy === conn.id ? encode(a) : encode(a, gather(t.split, t.indices)));
+    Object.assign(copy, { sentAt: performance.now(), sentBytes: conn.bytesOut - sent0 });
     const ms = this.scheduler.deadlineFor(conn, t);
     this.deadlines.set(conn, setTimeout(guarded(this.opts.log, `worker #${conn.id} deadline`, () => {
       // Bytes still queued for it mean it never read its shard: a slow reader, not a slow GPU.

@@ -46,6 +46,17 @@ export class FullCopies {
   }
 
   /**
+   * At an assign: whether `c`, holding `version` of weights now at `current`, must wait for the full
+   * copy it needs (then its pinned shards go to others). A worker one version behind needs only the
+   * step's update; an established one is held back only when it reconnects (holds no weights), so
+   * that a stranger cannot turn each reconnect into a copy.
+   */
+  mustWait(c: Recipient & { version: number }, current: number, established: boolean): boolean {
+    if (c.version >= current - 1 || (established && c.version >= 0)) return false;
+    return this.take(c) !== null;
+  }
+
+  /**
    * Whether `c` may be sent the full weights now (and if so, the copy is counted). Otherwise the
    * reason it waits, and a retry is scheduled for when its buckets refill.
    */

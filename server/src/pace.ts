@@ -8,10 +8,15 @@
 // worker reports are only shown, and a report that the coordinator's clock proves impossible (more
 // compute than the time it had) is a lie.
 //
-// Pure: the coordinator and the scheduler call in here with what they measured.
+// Pure but for timeShard, which files one shard's timing on its worker's record.
+import type { Result } from '@tabtrain/shared';
+import { averageRate } from './transport';
 
 /** setTimeout's largest delay: a longer one fires at once (Node warns and uses 1 ms). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Ceiling of a derived deadline: no worker's pace buys a step a longer wait than half an hour. */
+export const MAX_DEADLINE_MS = 1_800_000;
 
 /** A deadline is this many times what the worker's measured pace predicts. */
 const DEADLINE_FACTOR = 5;
@@ -117,6 +122,27 @@ export function impossibleClaim(claimedComputeMs: number, t: ShardTiming): strin
   const wait = t.firstAt - t.sentAt;
   if (!(claimedComputeMs > CLAIM_FACTOR * wait + CLAIM_SLACK_MS)) return null;
   return `it reported ${Math.round(claimedComputeMs)} ms of compute for a shard whose gradient began arriving ${Math.round(wait)} ms after its assign was sent`;
+}
+
+/** A worker's record, as far as its pace goes (membership.ts, Conn). */
+export interface Paced { speed: number; computeRate: number; upRate: number; downRate: number; computeMs: number; uploadMs: number }
+
+/**
+ * Files one train shard's timing (a copy's clock readings, scheduler.ts) on its worker: the
+ * timings it reported are kept to be shown; its speed, compute rate and upload rate are the
+ * coordinator's own. Returns why its report is a lie, if it is (and then files nothing).
+ */
+export function timeShard(w: Paced, c: { sentAt: number; firstAt: number; lastAt: number; sentBytes: number; frames: { body: Uint8Array }[] }, r: Result): string | null {
+  w.computeMs = r.timings.computeMs;
+  w.uploadMs = r.timings.encodeMs + r.timings.sendMs;
+  const timing = { count: r.count, sentAt: c.sentAt, firstAt: c.firstAt, lastAt: c.lastAt, bytes: c.frames.reduce((a, f) => a + f.body.byteLength, 0), sentBytes: c.sentBytes, downRate: w.downRate };
+  const lie = impossibleClaim(r.timings.computeMs, timing);
+  if (lie) return lie;
+  const pace = shardPace(timing);
+  w.speed = averageSpeed(w.speed, pace.speed);
+  w.computeRate = averageSpeed(w.computeRate, pace.computeRate);
+  w.upRate = averageRate(w.upRate, pace.upRate);
+  return null;
 }
 
 /** What a missed deadline does to the worker: closed (it may rejoin), or, the MAX_MISSED_DEADLINES-th time for its identity, refused as a liar. */

@@ -12,7 +12,7 @@ import { randomInt } from 'node:crypto';
 import { CLOSE, ProtocolError, type Gradient, type Result } from '@tabtrain/shared';
 import type { Split } from './data';
 import type { Conn, Membership, TaskKind } from './membership';
-import { MAX_TIMER_MS, deadlineMs } from './pace';
+import { MAX_DEADLINE_MS, deadlineMs } from './pace';
 import { FrameNorms, NormMonitor, disagreement, type CopyEvidence } from './verify';
 
 /** One worker's computation of a task. */
@@ -102,7 +102,7 @@ export interface SchedulerOptions {
   minDeadlineMs: number;
   firstDeadlineMs: number;
   newcomerDeadlineMs: number;
-  /** Ceiling of every deadline (pace.ts); never beyond setTimeout's 2^31 − 1 ms. */
+  /** Ceiling of every derived deadline (pace.ts; default MAX_DEADLINE_MS); never beyond setTimeout's 2^31 − 1 ms. */
   maxDeadlineMs?: number;
   log: (line: string) => void;
   /** Puts copy c's frames into the sum as shard t.shard (taking out any other copy's first). */
@@ -376,7 +376,7 @@ export class Scheduler {
   /** How long `conn` may take over t (pace.ts): from the coordinator's measurements, never the worker's word; within [1 ms, maxDeadlineMs]. */
   deadlineFor(conn: Conn, t: Task): number {
     const o = this.opts;
-    const settings = { fixedMs: o.deadlineMs, minMs: o.minDeadlineMs, firstMs: o.firstDeadlineMs, newcomerMs: o.newcomerDeadlineMs, maxMs: o.maxDeadlineMs ?? MAX_TIMER_MS };
+    const settings = { fixedMs: o.deadlineMs, minMs: o.minDeadlineMs, firstMs: o.firstDeadlineMs, newcomerMs: o.newcomerDeadlineMs, maxMs: o.maxDeadlineMs ?? MAX_DEADLINE_MS };
     return deadlineMs(settings, t.count, conn.speed, this.members.workers().map((c) => c.speed), conn.timeouts);
   }
 }
