@@ -74,8 +74,9 @@ describe('speeds', () => {
   });
 
   it('a claim of more compute than the clock allowed is a lie; claiming less is only ignored', () => {
-    expect(impossibleClaim(900, timing)).toBeNull();
+    expect(impossibleClaim(1400, timing)).toBeNull();
+    expect(impossibleClaim(20_000, timing)).toBeNull(); // within the slack: clock readings were seen off by 280 ms
     expect(impossibleClaim(0, timing)).toBeNull();
-    expect(impossibleClaim(1e9, timing)).toMatch(/reported 1000000000 ms of compute .* 1000 ms after its assign/);
+    expect(impossibleClaim(1e9, timing)).toMatch(/reported 1000000000 ms of compute for a shard whose gradient was in 1500 ms after its assign was sent/);
   });
 });
