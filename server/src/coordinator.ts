@@ -28,7 +28,9 @@ import { CONN, Membership, type Conn } from './membership';
 import { Scheduler, f32, type Task } from './scheduler';
 import { Step } from './step';
 import { planStep } from './cost-model';
-import { LARGE_FRAME, Transport, averageRate, type Route } from './transport';
+import { FullCopies } from './full-copies';
+import { missedDeadline, timeShard } from './pace';
+import { LARGE_FRAME, Transport, type Route } from './transport';
 import { codedNormSq, sumSquares } from './verify';
 import { StallWatch } from './waiting';
 
@@ -188,6 +190,7 @@ export class Coordinator {
   private readonly scheduler: Scheduler;
   private readonly model: Step;
   private readonly stalls: StallWatch; // why a step waits, in the run's state (waiting.ts)
+  private readonly copies: FullCopies;
   /** fp32 gradients (no --compress): copies of a shard can be compared float by float. */
   private readonly fp32: boolean;
   /** --compress powersgd: each step takes two rounds of factors (powersgd.ts, step.ts). */
@@ -235,6 +238,7 @@ export class Coordinator {
       run: this.run, token: o.token, open: o.open, probation, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
     });
+    this.copies = new FullCopies({ token: o.token, probation, retry: () => this.dispatch(), log: o.log });
     this.scheduler = new Scheduler({
       fp32: this.fp32, verifyShards: o.verifyShards ?? DEFAULTS.verifyShards, probation, deadlineMs: o.deadlineMs,
       minDeadlineMs: o.minDeadlineMs ?? DEFAULTS.minDeadlineMs, firstDeadlineMs: o.firstDeadlineMs ?? DEFAULTS.firstDeadlineMs,
@@ -299,6 +303,7 @@ export class Coordinator {
 
   private onHello(conn: Conn, h: Hello): void {
     const { workerId, how } = this.members.join(conn, h);
+    this.copies.joined(conn, h.token);
     this.transport.send(conn, encode({ type: MSG.welcome, workerId, run: this.run, session: conn.session }));
     this.opts.log(`worker #${conn.id} joined: ${h.kind}/${h.backend.slice(0, 40)} from ${conn.remote} (${how}; ${this.members.workers().length} connected)`);
     if (this.state === 'waiting' && this.step > 0) this.setState(this.paused ? 'paused' : 'running', this.paused ? this.pauseReason : '');
@@ -344,6 +349,7 @@ export class Coordinator {
     const holding = this.scheduler.copyOf(conn) !== null;
     if (!holding || r.version !== this.version) throw new ProtocolError(CLOSE.unexpected, `resync for version ${r.version} while ${holding ? `the run is at ${this.version}` : 'holding no shard'}`);
     if (conn.resyncVersion === r.version) throw new ProtocolError(CLOSE.unexpected, `second resync for version ${r.version}: its replica still differs after a full copy`);
+    if (this.copies.take(conn)) throw new ProtocolError(CLOSE.unexpected, `resync for version ${r.version}: ${this.copies.reason(conn.id)}`);
     conn.resyncVersion = r.version;
     conn.resyncs++;
     this.opts.log(`worker #${conn.id}: replica differs from version ${r.version}; resending the full weights`);
@@ -364,17 +370,8 @@ export class Coordinator {
     this.clearDeadline(conn);
     conn.state = CONN.idle;
     conn.shardsDone++;
-    if (t.kind === 'train' && t.round === 1 && !c.fp32Check) {
-      conn.computeMs = r.timings.computeMs;
-      conn.uploadMs = r.timings.encodeMs + r.timings.sendMs;
-      const speed = (r.count * 1000) / Math.max(1, r.timings.computeMs);
-      conn.speed = conn.speed ? 0.7 * conn.speed + 0.3 * speed : speed;
-      // Upload rate: the gradient's bytes over the time from its first byte's arrival to its last
-      // (transport.ts, messageStartedAt), measured here: not the worker's word for it.
-      const bytes = c.frames.reduce((a, f) => a + f.body.byteLength, 0);
-      const up = (bytes * 1000) / Math.max(0.01, c.lastAt - c.firstAt);
-      conn.upRate = averageRate(conn.upRate, up);
-    }
+    const lie = t.kind === 'train' && t.round === 1 && !c.fp32Check ? timeShard(conn, c, r) : null;
+    if (lie) return this.members.punish(conn, `shard ${t.step}/${t.shard}: ${lie}`, this.step);
     this.scheduler.finish(c, r);
     if (this.scheduler.allDone()) this.tasksDone?.();
     this.dispatch();
@@ -416,7 +413,8 @@ export class Coordinator {
     for (const conn of this.members.workers()) {
       if (conn.state !== CONN.idle) continue;
       const pick = this.scheduler.next(conn, this.step);
-      if (pick) this.assign(conn, pick.task, pick.shadow, pick.check);
+      if (pick && this.copies.mustWait(conn, this.version, this.members.established(conn, pick.task.kind))) this.scheduler.unpin(conn);
+      else if (pick) this.assign(conn, pick.task, pick.shadow, pick.check);
     }
   }
 
@@ -424,6 +422,7 @@ export class Coordinator {
     const copy = this.scheduler.start(conn, t, shadow, check);
     conn.state = CONN.working;
     conn.shardSize = t.count;
+    const sent0 = conn.bytesOut;
     for (const f of this.model.framesFor(conn.version, conn.basis)) this.transport.send(conn, f);
     conn.version = this.version;
     const a: Assign = { type: MSG.assign, task: t.kind, step: t.step, shard: t.shard, version: this.version, position: t.position, count: t.count };
@@ -441,12 +440,14 @@ export class Coordinator {
     // Round 2 on the worker that kept the shard's M needs no examples; anyone else recomputes it.
     if (round2 && t.heldBy !== conn.id) this.opts.log(`shard ${t.step}/${t.shard} round 2: worker #${conn.id} recomputes its gradient (${t.heldBy === null ? 'the worker of its round 1 is gone' : `round 1 was worker #${t.heldBy}'s`}; that worker's error feedback for it is lost)`);
     this.transport.send(conn, round2 && t.heldBy === conn.id ? encode(a) : encode(a, gather(t.split, t.indices)));
+    Object.assign(copy, { sentAt: performance.now(), sentBytes: conn.bytesOut - sent0 });
     const ms = this.scheduler.deadlineFor(conn, t);
     this.deadlines.set(conn, setTimeout(guarded(this.opts.log, `worker #${conn.id} deadline`, () => {
       // Bytes still queued for it mean it never read its shard: a slow reader, not a slow GPU.
       const queued = this.transport.queued(conn);
       conn.timeouts++;
-      if (queued > 0) this.transport.drop(conn, CLOSE.slowReader, `${queued} bytes sent to it are still unread after ${ms} ms`);
+      if (missedDeadline(conn.timeouts, conn.local) === 'refuse') this.members.punish(conn, `missed ${conn.timeouts} shard deadlines (the last: shard ${t.step}/${t.shard}, ${ms} ms)`, this.step);
+      else if (queued > 0) this.transport.drop(conn, CLOSE.slowReader, `${queued} bytes sent to it are still unread after ${ms} ms`);
       else this.transport.drop(conn, CLOSE.timeout, `shard ${t.step}/${t.shard} not returned within its ${ms} ms deadline`);
     }, () => conn.ws.terminate()), ms));
   }
@@ -710,7 +711,7 @@ export class Coordinator {
     // Weights under a frame that can time the link (transport.ts) cost no link time worth pricing.
     const small = weightsBytes < LARGE_FRAME;
     const workers = [...pool].sort((a, b) => a.id - b.id).map((c) => ({
-      id: c.id, computeRate: c.speed, upRate: c.upRate || (small ? Infinity : 0), downRate: c.downRate || (small ? Infinity : 0),
+      id: c.id, computeRate: c.computeRate, upRate: c.upRate || (small ? Infinity : 0), downRate: c.downRate || (small ? Infinity : 0),
       behind: Math.min(2, this.version - Math.max(0, c.version)),
     }));
     const last = this.lastStep;
@@ -829,7 +830,7 @@ export class Coordinator {
       step: this.step, epoch: Math.min(this.epoch + 1, this.opts.epochs), version: this.version,
       waitingForWorkers: live === 0, waitingSince: live === 0 ? this.waitingSince : null,
       history: this.history,
-      workers: this.members.rows(),
+      workers: this.members.rows().map((r) => ({ ...r, waiting: this.copies.reason(r.id) })),
       caught: this.members.caught,
     };
   }

@@ -58,8 +58,10 @@ export interface Conn extends Peer {
   version: number;
   /** powersgd runs: the version whose round-1 broadcast (P̂) was sent to it, −1 for none. */
   basis: number;
-  /** Measured train examples/s (EMA), used to size shards. 0 = unknown. */
+  /** Train examples/s (EMA) over whole shards, assign to last frame, as the coordinator timed them (pace.ts): shard sizes, deadlines. 0 = unknown. */
   speed: number;
+  /** Its compute alone, examples/s (EMA; pace.ts): the cost model's compute rate. 0 = unknown. */
+  computeRate: number;
   shardSize: number;
   computeMs: number;
   uploadMs: number;
@@ -109,7 +111,7 @@ export class Membership {
   open(peer: Peer): Conn {
     const conn: Conn = {
       ...peer, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, awaiting: { train: 0, eval: 0 },
-      kind: 'node', backend: '?', adapter: null, version: -1, basis: -1, speed: 0, shardSize: 0, computeMs: 0, uploadMs: 0, shardsDone: 0,
+      kind: 'node', backend: '?', adapter: null, version: -1, basis: -1, speed: 0, computeRate: 0, shardSize: 0, computeMs: 0, uploadMs: 0, shardsDone: 0,
       joinedAt: Date.now(), lostAt: 0, tensors: 0, tensorBytes: 0, resyncs: 0, resyncVersion: -1, timeouts: 0,
       upRate: 0, benchedByMs: null,
     };

@@ -13,6 +13,7 @@ import { randomInt } from 'node:crypto';
 import { CLOSE, ProtocolError, type Gradient, type Result } from '@tabtrain/shared';
 import type { Split } from './data';
 import type { Conn, Membership, TaskKind } from './membership';
+import { MAX_DEADLINE_MS, deadlineMs } from './pace';
 import { FrameNorms, NormMonitor, disagreement, type CopyEvidence } from './verify';
 
 /** One worker's computation of a task. */
@@ -37,6 +38,9 @@ export interface Copy {
   /** When its gradient's first byte and its last frame arrived (performance.now()): its upload rate. */
   firstAt: number;
   lastAt: number;
+  /** When its assign was handed to the transport (performance.now()), and the bytes sent with it: its pace (pace.ts). */
+  sentAt: number;
+  sentBytes: number;
   result: Result | null;
 }
 
@@ -101,6 +105,8 @@ export interface SchedulerOptions {
   minDeadlineMs: number;
   firstDeadlineMs: number;
   newcomerDeadlineMs: number;
+  /** Ceiling of every derived deadline (pace.ts; default MAX_DEADLINE_MS); never beyond setTimeout's 2^31 − 1 ms. */
+  maxDeadlineMs?: number;
   log: (line: string) => void;
   /** Puts copy c's frames into the sum as shard t.shard (taking out any other copy's first). */
   fold: (t: Task, c: Copy) => void;
@@ -177,7 +183,10 @@ export class Scheduler {
       // A shard taken back from a worker (a silent newcomer, say) must not go to the next
       // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
       const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
-      const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken;
+      // A plan's pin names who computes a shard's first copy; a second or third (a spot check, a
+      // norm recheck, a disagreement) must come from another worker, so it is anyone's. Pinned
+      // for every copy, the step waited for a copy nobody was allowed to take (issue 24).
+      const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken || x.finished.length > 0 || x.copies.some((c) => !c.shadow);
       const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
       if (t) { this.spotCheck(t, conn); return { task: t, shadow: false }; }
       // Compressed runs: a train shard shadowed by a probation worker needs an fp32 copy to be judged
@@ -202,7 +211,7 @@ export class Scheduler {
   start(conn: Conn, t: Task, shadow: boolean, check = false): Copy {
     const fp32Check = check || (shadow && this.needsCheck(t.kind));
     const streamed = !shadow && !check && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
-    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, fp32Check, normSq: 0, firstAt: 0, lastAt: 0, result: null };
+    const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, fp32Check, normSq: 0, firstAt: 0, lastAt: 0, sentAt: 0, sentBytes: 0, result: null };
     if (check) { t.checking = true; this.held.set(conn, c); return c; }
     t.copies.push(c);
     if (shadow) { t.shadowed = true; conn.awaiting[t.kind]++; }
@@ -387,21 +396,11 @@ export class Scheduler {
     return out;
   }
 
-  /**
-   * A fixed --deadline-ms; else 5× the time this worker's measured speed predicts, never below
-   * the floor. A worker not yet measured gets 5× what the fleet's median worker would need (a
-   * silent newcomer must not hold a step for minutes), doubled for each deadline its identity
-   * already missed (an honest slow tab still gets through); before anyone is measured, the first
-   * deadline.
-   */
+  /** How long `conn` may take over t (pace.ts): from the coordinator's measurements, never the worker's word; within [1 ms, maxDeadlineMs]. */
   deadlineFor(conn: Conn, t: Task): number {
     const o = this.opts;
-    if (o.deadlineMs) return o.deadlineMs;
-    if (conn.speed) return Math.max(o.minDeadlineMs, (5 * 1000 * t.count) / conn.speed);
-    const speeds = this.members.workers().map((c) => c.speed).filter((s) => s > 0).sort((a, b) => a - b);
-    if (!speeds.length) return o.firstDeadlineMs;
-    const median = speeds[speeds.length >> 1];
-    return Math.min(o.minDeadlineMs, Math.max(o.newcomerDeadlineMs, (5 * 1000 * t.count) / median)) * 2 ** Math.min(conn.timeouts, 4);
+    const settings = { fixedMs: o.deadlineMs, minMs: o.minDeadlineMs, firstMs: o.firstDeadlineMs, newcomerMs: o.newcomerDeadlineMs, maxMs: o.maxDeadlineMs ?? MAX_DEADLINE_MS };
+    return deadlineMs(settings, t.count, conn.speed, this.members.workers().map((c) => c.speed), conn.timeouts);
   }
 }
 

@@ -68,6 +68,8 @@ export interface Peer {
   messageStartedAt: number;
   /** The first read of bytes since the last whole message, or null: when the next message began arriving. */
   arrivingSince: number | null;
+  /** Bytes read since arrivingSince: a ping or pong is all of them only when no message is under way. */
+  arrivingBytes: number;
 }
 
 /** What the transport asks of whoever owns the connections (the coordinator). */
@@ -115,6 +117,8 @@ const FLOOD_BURST = 800;
 const ASKED_FOR = new Set<string>([MSG.gradient, MSG.result]);
 /** How often refused connections are summed up in one log line (a flood must not write a line per connection). */
 const ADMISSION_REPORT_MS = 10_000;
+/** A client's control frame header: 2 bytes and a 4-byte mask (a control payload is at most 125 bytes, no extended length). */
+const CONTROL_FRAME_HEAD = 6;
 /** Frames at least this big time the link they cross (on a fast link they time memcpy: a high rate, harmless). */
 export const LARGE_FRAME = 1024 * 1024;
 /** The most a TCP socket's send buffer grows to (Linux: tcp_wmem's third field; 4 MiB by default). */
@@ -233,7 +237,7 @@ export class Transport<P extends Peer> {
     const p = this.handler.open({
       id: ++this.opened, ws, remote: req.socket.remoteAddress ?? '?', bytesIn: 0, bytesOut: 0, closed: false,
       missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0,
-      burst: null, timing: null, messageStartedAt: 0, arrivingSince: null,
+      burst: null, timing: null, messageStartedAt: 0, arrivingSince: null, arrivingBytes: 0,
     });
     this.live.add(p);
     const log = this.opts.log;
@@ -245,15 +249,21 @@ export class Transport<P extends Peer> {
     // Before ws's own reader, which hands over every message or control frame a read completes,
     // so a read that starts one is seen first (one that ends a message and starts the next leaves
     // the next one's start to its following read: at most one read late). A pong or ping ends
-    // what it started too, or an idle worker's pong would date its next gradient's start.
-    req.socket.prependListener('data', () => { p.arrivingSince ??= performance.now(); });
+    // what it started too, or an idle worker's pong would date its next gradient's start; but not
+    // a control frame between a message's fragments (issue 24: a gradient sent in fragments with
+    // a ping before the last was timed from that fragment, at 1 GB/s over a 46 KB/s link).
+    req.socket.prependListener('data', (d: Buffer) => {
+      if (p.arrivingSince === null) { p.arrivingSince = performance.now(); p.arrivingBytes = 0; }
+      p.arrivingBytes += d.byteLength;
+    });
+    const controlFrame = (payload: Buffer) => { if (p.arrivingBytes <= CONTROL_FRAME_HEAD + payload.byteLength) p.arrivingSince = null; };
     ws.on('pong', (data: Buffer) => {
       p.missedPongs = 0;
-      p.arrivingSince = null;
+      controlFrame(data);
       const t = p.timing;
       if (t && data.equals(t.tag)) { p.timing = null; sampleDownRate(p, t.bytes, performance.now() - t.since); }
     });
-    ws.on('ping', () => { p.arrivingSince = null; });
+    ws.on('ping', controlFrame);
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (p.closed) return;
       p.messageStartedAt = p.arrivingSince ?? performance.now();

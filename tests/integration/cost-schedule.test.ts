@@ -1,7 +1,10 @@
 // --balance cost (cost-model.ts): the step goes to the workers that make it shortest. Functional,
 // not timed: who gets train shards, not how fast the run is.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import type { StepRecord } from '../../server/src/coordinator';
+import { LOCAL_KEY_ENV } from '../../server/src/secrets';
+import { BIN } from '../../server/src/spawn-worker';
 import { kill, startCoordinator, workers } from '../helpers/run';
 
 const RUN = { model: 'alexnet-tiny', batch: 16, seed: 3, balance: 'cost' as const, epochs: 1, evalExamples: 64 };
@@ -36,6 +39,39 @@ describe('cost-model scheduling', () => {
       await run.catch(() => {});
       await coord.close();
       kill([...fast, ...slow]);
+    }
+  });
+});
+
+/** A worker process as a stranger starts it: no --local, no local key in its environment (on probation). */
+function remoteWorker(url: string, args: string[] = []): ChildProcess {
+  const env = { ...process.env };
+  delete env[LOCAL_KEY_ENV];
+  return spawn(BIN, ['worker', '--url', url, '--backend', 'wasm', '--quiet', ...args], { stdio: 'pipe', env });
+}
+
+describe('cost-model scheduling with a remote worker', () => {
+  it('a remote worker that passes probation joins the plan; spot-checked shards pinned to one worker get their second copy from the other (no freeze)', async () => {
+    // --verify-shards 1: every shard is a spot check once two workers are established, so the
+    // freeze of issue 24 (a pinned shard whose second copy nobody may take) shows at once.
+    const { coord, url, lines } = await startCoordinator({ ...RUN, maxSteps: 24, minWorkers: 2, verifyShards: 1, probation: 2 });
+    const local = workers(url, 1);
+    const remote = remoteWorker(url);
+    const steps: StepRecord[] = [];
+    coord.events.on('step', (s: StepRecord) => steps.push(s));
+    try {
+      const finished = await Promise.race([coord.train().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 60_000))]);
+      const passed = lines.some((l) => /passed probation for train shards/.test(l));
+      expect(passed, lines.slice(-20).join('\n')).toBe(true);
+      expect(finished, `stuck at step ${coord.step}:\n${lines.slice(-15).join('\n')}`).toBe(true);
+      expect(steps.length).toBe(24);
+      // The plan used it once established: it computed train shards of the last steps.
+      const remoteId = Number(/worker #(\d+) joined: .*on probation/.exec(lines.join('\n'))?.[1]);
+      expect(steps.slice(-5).some((s) => s.shards.some((x) => x.worker === remoteId))).toBe(true);
+    } finally {
+      coord.stop();
+      await coord.close();
+      kill([...local, remote]);
     }
   });
 });

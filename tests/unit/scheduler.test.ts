@@ -20,7 +20,7 @@ function setup(probation = 3, fp32 = true, o: { verifyShards?: number; open?: bo
   const folded: [number, number][] = [];
   const scheduler = new Scheduler({ fp32, verifyShards: o.verifyShards ?? 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
   let id = 0;
-  const open = () => members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0, burst: null, timing: null, messageStartedAt: 0, arrivingSince: null });
+  const open = () => members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0, burst: null, timing: null, messageStartedAt: 0, arrivingSince: null, arrivingBytes: 0 });
   /** A hello on a new connection; throws what join throws. */
   const hello = (over: Record<string, unknown> = {}): Conn => {
     const c = open();
@@ -231,6 +231,27 @@ describe('scheduler', () => {
     expect(scheduler.next(fast, 0)!.task).toBe(t);
     fast.speed = 0;
     expect(scheduler.deadlineFor(fresh, t)).toBe(120_000); // nobody measured yet: the first deadline
+  });
+
+  it('--balance cost: a verified shard pinned to one worker gets its second copy from another (issue 24: the step froze)', () => {
+    const { scheduler, join, trainTasks } = setup(0);
+    const a = join(), b = join();
+    scheduler.tasks = trainTasks(0, 2);
+    const [ta, tb] = scheduler.tasks;
+    Object.assign(ta, { pin: a.id, want: 2, why: 'spot check' });
+    Object.assign(tb, { pin: b.id, want: 2, why: 'spot check' });
+    // Each takes its own pinned shard first, never the other's first copy.
+    expect(scheduler.next(b, 0)!.task).toBe(tb);
+    finishWith(scheduler, scheduler.start(b, tb, false), [1, 2]);
+    expect(scheduler.next(a, 0)!.task).toBe(ta);
+    finishWith(scheduler, scheduler.start(a, ta, false), [3, 4]);
+    // Then each checks the other's.
+    const second = scheduler.next(a, 0);
+    expect(second?.task).toBe(tb);
+    finishWith(scheduler, scheduler.start(a, tb, false), [1, 2]);
+    expect(scheduler.next(b, 0)?.task).toBe(ta);
+    finishWith(scheduler, scheduler.start(b, ta, false), [3, 4]);
+    expect(scheduler.allDone()).toBe(true);
   });
 });
 
