@@ -67,7 +67,7 @@ describe('a flood of connections that never join', () => {
     const port = await freePort();
     const out = join(dir, 'final.bin');
     const cfg = ['--model', 'alexnet-tiny', '--batch', '16', '--seed', '9', '--max-steps', '30', '--balance', 'equal', '--min-workers', '3', '--local-workers', '2',
-      '--port', String(port), '--host', '127.0.0.1', '--state-dir', join(dir, 'state'), '--checkpoint', join(dir, 'ckpt'), '--checkpoint-every', '2', '--weights-out', out];
+      '--port', String(port), '--host', '127.0.0.1', '--state-dir', join(dir, 'state'), '--checkpoint', join(dir, 'ckpt'), '--checkpoint-every', '2', '--weights-out', out, '--token', 'flood-token'];
     // 1,024 files: the coordinator's caps are 256 + 32 connections not yet joined (admission.ts).
     const serve = spawn('sh', ['-c', 'ulimit -n 1024 && exec bin/tabtrain serve "$@"', 'sh', ...cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
@@ -97,7 +97,7 @@ describe('a flood of connections that never join', () => {
       const held1 = proc();
       expect(during.code).toBe(200);
       // The third worker joins during the flood; the run (min 3 workers) starts only then.
-      joiner = workers(`ws://127.0.0.1:${port}/ws`, 1);
+      joiner = workers(`ws://127.0.0.1:${port}/ws`, 1, ['--backend', 'wasm', '--token', 'flood-token']);
       for (let i = 0; i < 300 && !/step 1[0-9]\//.test(log); i++) await sleep(100);
       const mid = await status();
       const held2 = proc();

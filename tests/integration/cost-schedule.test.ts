@@ -54,7 +54,7 @@ describe('cost-model scheduling with a remote worker', () => {
   it('a remote worker that passes probation joins the plan; spot-checked shards pinned to one worker get their second copy from the other (no freeze)', async () => {
     // --verify-shards 1: every shard is a spot check once two workers are established, so the
     // freeze of issue 24 (a pinned shard whose second copy nobody may take) shows at once.
-    const { coord, url, lines } = await startCoordinator({ ...RUN, maxSteps: 24, minWorkers: 2, verifyShards: 1, probation: 2 });
+    const { coord, url, lines } = await startCoordinator({ ...RUN, maxSteps: 24, minWorkers: 2, verifyShards: 1, probation: 2, open: true });
     const local = workers(url, 1);
     const remote = remoteWorker(url);
     const steps: StepRecord[] = [];

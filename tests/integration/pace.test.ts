@@ -14,7 +14,7 @@ const RUN = { model: 'alexnet-tiny', batch: 16, seed: 3, balance: 'cost' as cons
 
 describe('pace from the coordinator\'s clock (issue 24)', () => {
   it.each(['speed', 'cost'] as const)('--balance %s: a slow worker claiming computeMs 0 gets no more than its measured share; one that uploads in fragments with a ping before the last is measured at its real rate', async (balance) => {
-    const { coord, url, lines } = await startCoordinator({ ...RUN, balance, batch: 32, maxSteps: 20, minWorkers: 4 });
+    const { coord, url, lines } = await startCoordinator({ ...RUN, balance, batch: 32, maxSteps: 20, minWorkers: 4, open: true });
     // Synthetic compute (a sleep per example, a fixed gradient) for all: the test times the coordinator's clock, not tfjs.
     const honest = workers(url, 2, ['--backend', 'wasm', '--synthetic-ms-per-example', '1']);
     // 20 ms per example: 50 examples/s at most, against hundreds for the honest two.
@@ -100,7 +100,7 @@ describe('deadlines from the coordinator\'s clock (issue 24)', () => {
 
 describe('full copies of the weights to workers nobody vouched for (issue 24)', () => {
   it('a stranger that asks for a resync at every assign, and fresh identities from one address that take their copy and leave, get no more full copies than the buckets allow; the run keeps its pace', async () => {
-    const { coord, url, lines } = await startCoordinator({ ...RUN, balance: 'equal', compress: { mode: 'fp16', rank: 0 }, probation: 1, maxSteps: 100_000 });
+    const { coord, url, lines } = await startCoordinator({ ...RUN, balance: 'equal', compress: { mode: 'fp16', rank: 0 }, probation: 1, maxSteps: 100_000, open: true });
     const honest = workers(url, 1, ['--backend', 'wasm', '--synthetic-ms-per-example', '1']);
     const steps: StepRecord[] = [];
     coord.events.on('step', (s: StepRecord) => steps.push(s));
