@@ -13,6 +13,7 @@ import { CLOSE, ProtocolError, type Gradient, type Result } from '@tabtrain/shar
 import type { Split } from './data';
 import type { Conn, Membership, TaskKind } from './membership';
 import { FrameNorms, NormMonitor, disagreement, type CopyEvidence } from './verify';
+import { codedDisagreement, measure, suspicion } from './reference';
 
 /** One worker's computation of a task. */
 export interface Copy {
@@ -54,7 +55,7 @@ export interface Task {
   finished: Copy[];
   /** How many agreeing copies the result needs: 1; 2 for a verified task; 3 once two disagreed. */
   want: number;
-  /** Why it is verified, for the log: 'spot check', 'cross-check', 'norm'. */
+  /** Why it is verified, for the log: 'spot check', 'cross-check', 'norm', 'reference' (reference.ts: recomputed by a vouched worker). */
   why: string;
   /** Probation copies that finished, waiting for the trusted result to be compared with. */
   shadows: Copy[];
@@ -101,6 +102,8 @@ export interface SchedulerOptions {
   log: (line: string) => void;
   /** Puts copy c's frames into the sum as shard t.shard (taking out any other copy's first). */
   fold: (t: Task, c: Copy) => void;
+  /** A train copy's whole gradient, decoded to floats (null where there is none to compare: powersgd factors). */
+  decode?: (c: Copy) => Float32Array | null;
 }
 
 export class Scheduler {
@@ -116,7 +119,10 @@ export class Scheduler {
   /** Recent honest shards' gradient norms: the yardstick of the plausibility check. */
   readonly norms = new NormMonitor();
   /** Compressed runs: the same yardstick for each frame, segment by segment (a powersgd round's matrix, an int8 segment). */
-  readonly frameNorms = new FrameNorms();
+  readonly frameNorms = new FrameNorms((line) => this.opts.log(line));
+  /** The trusted-reference check (reference.ts) so far: unvouched shards measured, suspected, and the extremes seen. */
+  readonly reference = { shards: 0, suspected: 0, minCosine: Infinity, maxNormRatio: 0 };
+  private readonly decoded = new WeakMap<Copy, Float32Array | null>();
   /** The copy each worker is computing, and the last shard it returned (a second result is a duplicate). */
   private readonly held = new Map<Conn, Copy>();
   private readonly lastDone = new Map<Conn, { kind: TaskKind; step: number; shard: number }>();
@@ -170,7 +176,9 @@ export class Scheduler {
       // A shard taken back from a worker (a silent newcomer, say) must not go to the next
       // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
       const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
-      const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken;
+      // A shard suspected against the vouched workers' reference is recomputed by one of them, while one is here.
+      const vouchedFor = (x: Task) => x.why !== 'reference' || conn.vouched || !m.workers().some((c) => c.vouched);
+      const mine = (x: Task) => (x.pin === null || x.pin === conn.id || x.retaken) && vouchedFor(x);
       const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
       if (t) return { task: t, shadow: false };
       // Compressed runs: a train shard shadowed by a probation worker needs an fp32 copy to be judged
@@ -276,6 +284,23 @@ export class Scheduler {
     return { result: c.result!, gradient: c.task.kind === 'train' && (this.opts.fp32 || c.fp32Check) ? c.frames.map((f) => f32(f.body)) : undefined };
   }
 
+  /** A train copy's decoded gradient (once per copy), or null. */
+  private gradientOf(c: Copy): Float32Array | null {
+    if (!this.decoded.has(c)) this.decoded.set(c, this.opts.decode?.(c) ?? null);
+    return this.decoded.get(c)!;
+  }
+
+  /**
+   * Why two copies disagree: disagreement() (results, and fp32 gradients float by float); two
+   * compressed train copies, which differ by their workers' error feedback, by direction and length.
+   */
+  private compare(a: Copy, b: Copy): string | null {
+    const d = disagreement(this.evidence(a), this.evidence(b));
+    if (d || this.opts.fp32 || a.task.kind !== 'train' || a.fp32Check || b.fp32Check) return d;
+    const ga = this.gradientOf(a), gb = this.gradientOf(b);
+    return ga && gb ? codedDisagreement(ga, gb) : null;
+  }
+
   /**
    * A task's verdict: two copies that agree make the result (a third is asked for when two
    * disagree); a copy outside the agreeing pair came from a liar.
@@ -283,7 +308,7 @@ export class Scheduler {
   private decide(t: Task): void {
     if (t.done) return;
     const fin = t.finished;
-    if (t.want === 1 || (fin.length === 1 && this.members.pool(t.kind).length < 2 && t.copies.length === 0 && t.why !== 'norm')) {
+    if (t.want === 1 || (fin.length === 1 && this.members.pool(t.kind).length < 2 && t.copies.length === 0 && t.why !== 'norm' && t.why !== 'reference')) {
       // Nobody else can check it (a lone worker in an open run): its result is used unverified.
       if (t.want > 1) this.opts.log(`shard ${t.step}/${t.shard}: no second worker to cross-check it; used unverified`);
       return this.complete(t, fin[0], []);
@@ -294,7 +319,7 @@ export class Scheduler {
     for (const a of fin) {
       const group = fin.filter((b) => {
         if (a === b) return true;
-        const d = disagreement(this.evidence(a), this.evidence(b));
+        const d = this.compare(a, b);
         if (d) why.set(b, d);
         return d === null;
       });
@@ -304,9 +329,15 @@ export class Scheduler {
       const liars = fin.filter((x) => !agreeing.includes(x));
       return this.complete(t, agreeing[0], liars.map((x) => [x, why.get(x) ?? 'disagrees with the majority']));
     }
+    // The operator vouches for one of two copies that disagree and not for the other: its copy is the truth.
+    const vouched = fin.filter((x) => x.owner.vouched);
+    if (fin.length === 2 && vouched.length === 1) {
+      const liar = fin.find((x) => !x.owner.vouched)!;
+      return this.complete(t, vouched[0], [[liar, `recomputed by vouched worker #${vouched[0].owner.id}: ${this.compare(liar, vouched[0])}`]]);
+    }
     if (fin.length === 2) {
       t.want = 3;
-      this.opts.log(`shard ${t.step}/${t.shard}: two copies disagree (${disagreement(this.evidence(fin[0]), this.evidence(fin[1]))}); asking a third worker`);
+      this.opts.log(`shard ${t.step}/${t.shard}: two copies disagree (${this.compare(fin[0], fin[1])}); asking a third worker`);
       return;
     }
     // Three copies, no two alike: nobody's result is believed; those not established are dropped.
@@ -353,14 +384,41 @@ export class Scheduler {
    * Returns them, with why; the caller takes them out of the sum and runs the queue again.
    */
   recheckImplausible(tasks: Task[]): [Task, string][] {
-    if (!this.opts.fp32) return [];
     const out: [Task, string][] = [];
-    for (const t of tasks) {
-      if (t.why === 'norm' || t.kind !== 'train') continue;
-      const why = this.norms.check(t.trusted!.normSq, t.count);
-      if (why && this.members.pool('train').length >= 2) out.push([t, why]);
+    const recheck = (t: Task) => t.why !== 'norm' && t.why !== 'reference' && t.kind === 'train';
+    if (this.opts.fp32) {
+      for (const t of tasks) {
+        if (!recheck(t)) continue;
+        const why = this.norms.check(t.trusted!.normSq, t.count);
+        if (why && this.members.pool('train').length >= 2) out.push([t, why]);
+      }
     }
     for (const [t] of out) Object.assign(t, { done: false, result: null, inReducer: null, finished: [t.trusted!], trusted: null, want: 2, why: 'norm' });
+    const suspect = this.againstReference(tasks.filter((t) => t.done && t.kind === 'train'), recheck);
+    for (const [t] of suspect) Object.assign(t, { done: false, result: null, inReducer: null, finished: [t.trusted!], trusted: null, want: 2, why: 'reference' });
+    return [...out, ...suspect];
+  }
+
+  /**
+   * The trusted reference (reference.ts): the step's shards from workers the operator does not
+   * vouch for, held against the vouched workers' shards of the same step; those that point away
+   * or are too long are returned, with why, to be recomputed by a vouched worker.
+   */
+  private againstReference(tasks: Task[], candidate: (t: Task) => boolean): [Task, string][] {
+    const unvouched = tasks.filter((t) => !t.trusted!.owner.vouched && candidate(t));
+    if (!unvouched.length || !tasks.some((t) => t.trusted!.owner.vouched) || !this.members.workers().some((c) => c.vouched)) return [];
+    const shards = tasks.map((t) => ({ t, count: t.count, vouched: t.trusted!.owner.vouched, g: this.gradientOf(t.trusted!) }));
+    if (shards.some((s) => !s.g)) return [];
+    const out: [Task, string][] = [];
+    for (const m of measure(shards.map((s) => ({ count: s.count, vouched: s.vouched, g: s.g! })))) {
+      if (!candidate(shards[m.index].t)) continue;
+      const r = this.reference;
+      r.shards++;
+      r.minCosine = Math.min(r.minCosine, m.cosine);
+      r.maxNormRatio = Math.max(r.maxNormRatio, m.normRatio);
+      const why = suspicion(m);
+      if (why) { r.suspected++; out.push([shards[m.index].t, why]); }
+    }
     return out;
   }
 
