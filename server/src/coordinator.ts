@@ -238,7 +238,7 @@ export class Coordinator {
         if (t.inReducer) reducer.revoke(t.shard);
         for (const f of c.frames) reducer.accept(t.shard, f.g, f.body);
       },
-      decode: (c) => (c.fp32Check ? null : this.model.decodeCopy(c.frames)),
+      decode: (c) => (c.fp32Check ? null : this.model.decodeCopy(c.frames)), codedCompare: !this.powerSgd,
     }, this.members);
     this.transport = new Transport<Conn>({
       port: o.port, host: o.host, tls: o.tls, staticDir: o.staticDir, helloTimeoutMs: o.helloTimeoutMs,

@@ -104,7 +104,12 @@ export interface SchedulerOptions {
   fold: (t: Task, c: Copy) => void;
   /** A train copy's whole gradient, decoded to floats (null where there is none to compare: powersgd factors). */
   decode?: (c: Copy) => Float32Array | null;
+  /** Compressed train copies can be compared, decoded (fp16, int8; not powersgd's factors): spot checks apply to them too. */
+  codedCompare?: boolean;
 }
+
+/** Shards of a newly established worker that are all spot-checked (newlyTrusted); the n-th after them with chance SPOT_RAMP/n. */
+export const SPOT_RAMP = 8;
 
 export class Scheduler {
   /** The tasks of the step (or evaluation, or powersgd round) in hand. */
@@ -177,7 +182,9 @@ export class Scheduler {
       // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
       const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
       // A shard suspected against the vouched workers' reference is recomputed by one of them, while one is here.
-      const vouchedFor = (x: Task) => x.why !== 'reference' || conn.vouched || !m.workers().some((c) => c.vouched);
+      // So is the second copy of a spot check whose first is an unvouched worker's.
+      const needsVouched = (x: Task) => x.why === 'reference' || (x.why === 'spot check' && [...x.copies, ...x.finished].some((c) => !c.owner.vouched));
+      const vouchedFor = (x: Task) => !needsVouched(x) || conn.vouched || !m.workers().some((c) => c.vouched);
       const mine = (x: Task) => (x.pin === null || x.pin === conn.id || x.retaken) && vouchedFor(x);
       const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
       if (t) return { task: t, shadow: false };
@@ -194,6 +201,21 @@ export class Scheduler {
     return t ? { task: t, shadow: true } : null;
   }
 
+  /**
+   * A worker that has just passed probation is spot-checked more: every train shard of its first
+   * SPOT_RAMP (probation shards included), then SPOT_RAMP/n of its n-th, down to --verify-shards.
+   * A liar that lies as soon as it is trusted is caught at its first lie, one that bides its time
+   * pays for it in shards, and an honest worker costs a few recomputations. The operator's workers
+   * are never checked; nor are shards nobody else could check.
+   */
+  private newlyTrusted(conn: Conn, t: Task): boolean {
+    if (conn.vouched || conn.local || t.kind !== 'train' || t.round !== 1 || !(this.opts.fp32 || this.opts.codedCompare)) return false;
+    if (this.opts.probation === 0 || !this.members.established(conn, 'train')) return false;
+    if (!this.members.workers().some((c) => c !== conn && this.members.established(c, 'train'))) return false;
+    const rate = Math.max(this.opts.verifyShards, Math.min(1, SPOT_RAMP / (conn.shardsDone + 1)));
+    return rate >= 1 || randomInt(1_000_000) < rate * 1_000_000;
+  }
+
   /** Whether a train shadow in this run is judged by an fp32 check copy (compressed runs) rather than the trusted copy. */
   private needsCheck(kind: TaskKind): boolean {
     return kind === 'train' && !this.opts.fp32;
@@ -201,6 +223,7 @@ export class Scheduler {
 
   /** Records that `conn` computes a copy of t. */
   start(conn: Conn, t: Task, shadow: boolean, check = false): Copy {
+    if (!shadow && !check && t.want === 1 && this.newlyTrusted(conn, t)) Object.assign(t, { want: 2, why: 'spot check' });
     const fp32Check = check || (shadow && this.needsCheck(t.kind));
     const streamed = !shadow && !check && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
     const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, fp32Check, normSq: 0, firstAt: 0, lastAt: 0, result: null };
@@ -394,7 +417,8 @@ export class Scheduler {
       }
     }
     for (const [t] of out) Object.assign(t, { done: false, result: null, inReducer: null, finished: [t.trusted!], trusted: null, want: 2, why: 'norm' });
-    const suspect = this.againstReference(tasks.filter((t) => t.done && t.kind === 'train'), recheck);
+    // A copy checked against another already (a spot check) needs no reference.
+    const suspect = this.againstReference(tasks.filter((t) => t.done && t.kind === 'train'), (t) => recheck(t) && t.want === 1);
     for (const [t] of suspect) Object.assign(t, { done: false, result: null, inReducer: null, finished: [t.trusted!], trusted: null, want: 2, why: 'reference' });
     return [...out, ...suspect];
   }
