@@ -312,7 +312,8 @@ export class Coordinator {
       const s = checked.segment;
       const normSq = round !== undefined ? sumSquares([f32(checked.body)]) : codedNormSq(s, checked.body);
       const why = normSq === null ? null : this.scheduler.frameNorms.check(round !== undefined ? `round-${round} factor frame ${s.index}` : `${s.codec} segment ${s.index}`, normSq, t.count, conn.vouched);
-      if (why) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.step);
+      if (why && !this.scheduler.suspectFrame(c, `shard ${g.step}/${g.shard}: ${why}`)) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.step);
+      if (why) reducer.revoke(t.shard);
     }
     const now = performance.now();
     if (c.received === 0) c.firstAt = conn.messageStartedAt;

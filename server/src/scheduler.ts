@@ -57,6 +57,8 @@ export interface Task {
   want: number;
   /** Why it is verified, for the log: 'spot check', 'cross-check', 'norm', 'reference' (reference.ts: recomputed by a vouched worker). */
   why: string;
+  /** What made it suspect (a frame's norm), for the verdict: set while a vouched worker recomputes it. */
+  suspicion?: string;
   /** Probation copies that finished, waiting for the trusted result to be compared with. */
   shadows: Copy[];
   /** Whether a probation copy was handed out (one per task). */
@@ -290,6 +292,25 @@ export class Scheduler {
     for (const t of this.tasks) if (t.pin === conn.id) t.pin = null;
   }
 
+  /**
+   * Compressed runs (fp16, int8): a frame of copy c is implausible by the norm window (FrameNorms).
+   * Rather than condemn an unvouched worker on the norm alone (a gradient may grow: a loss spike),
+   * its shard is taken out of the sum and recomputed by a vouched worker; the two copies' verdict
+   * decides (decide, compare). Returns false where that cannot be: no vouched worker is here, or a
+   * run without decoded comparison (powersgd): the caller punishes then, as before. True: the
+   * caller takes the shard out of the sum (its copy's frames are kept until the verdict).
+   */
+  suspectFrame(c: Copy, why: string): boolean {
+    const t = c.task;
+    if (!this.opts.codedCompare || c.shadow || c.fp32Check || t.kind !== 'train' || !this.members.workers().some((x) => x.vouched && x !== c.owner)) return false;
+    if (t.suspicion) return true;
+    this.opts.log(`${why} (worker #${c.owner.id}); recomputing the shard on a vouched worker before it counts`);
+    c.streamed = false;
+    if (t.inReducer === c) t.inReducer = null;
+    Object.assign(t, { want: Math.max(2, t.want), why: 'reference', suspicion: why });
+    return true;
+  }
+
   /** A streamed copy's gradient turned out non-finite when folded: it no longer counts. Returns its owner. */
   spoiled(shard: number): Conn | null {
     const t = this.tasks.find((x) => x.kind === 'train' && x.shard === shard);
@@ -356,7 +377,7 @@ export class Scheduler {
     const vouched = fin.filter((x) => x.owner.vouched);
     if (fin.length === 2 && vouched.length === 1) {
       const liar = fin.find((x) => !x.owner.vouched)!;
-      return this.complete(t, vouched[0], [[liar, `recomputed by vouched worker #${vouched[0].owner.id}: ${this.compare(liar, vouched[0])}`]]);
+      return this.complete(t, vouched[0], [[liar, `recomputed by vouched worker #${vouched[0].owner.id}: ${this.compare(liar, vouched[0])}`]], t.suspicion);
     }
     if (fin.length === 2) {
       t.want = 3;
@@ -371,14 +392,14 @@ export class Scheduler {
   }
 
   /** `c`'s result counts for task t: fold it (if it is not in the sum already), credit the agreeing, punish the liars. */
-  private complete(t: Task, c: Copy, liars: [Copy, string][]): void {
+  private complete(t: Task, c: Copy, liars: [Copy, string][], suspicion?: string): void {
     if (t.kind === 'train' && t.inReducer !== c) {
       this.opts.fold(t, c);
       t.inReducer = c;
     }
     Object.assign(t, { done: true, result: c.result, trusted: c, doneBy: c.owner.id, doneAt: performance.now() });
     if (t.finished.length > 1) for (const x of t.finished) if (!liars.some(([l]) => l === x)) this.members.credit(x.owner, t.kind);
-    for (const [x, why] of liars) this.members.punish(x.owner, `${t.kind} shard ${t.step}/${t.shard} (${t.why}): ${why}`, t.step);
+    for (const [x, why] of liars) this.members.punish(x.owner, `${suspicion ?? `${t.kind} shard ${t.step}/${t.shard} (${t.why})`}: ${why}`, t.step);
     if (t.shadows.length) this.judgeShadows(t);
   }
 
