@@ -51,6 +51,20 @@ describe('the trusted reference', () => {
     expect(rv.why).toMatch(/cosine/);
   });
 
+  it('early in training, when even the vouched shards point apart, an honest shard that points a little away is not recomputed', () => {
+    // No shared direction yet: each shard is its own noise, and one shard's surplus is the others' shortfall.
+    const noise = gaussians(5);
+    const anti = Float32Array.from({ length: N }, () => noise());
+    const apart: ShardGradient[] = [1, -1].map((k) => ({ count: 8, vouched: true, g: Float32Array.from(anti, (x) => 0.3 * k * x + noise()) }));
+    const x = Float32Array.from({ length: N }, () => noise());
+    const ref = Float32Array.from(apart[0].g, (v, i) => v + apart[1].g[i]);
+    const away = Float32Array.from(x, (v, i) => v - 0.05 * ref[i]);
+    const [m] = measure([...apart, { count: 8, vouched: false, g: away }]);
+    expect(m.cosine).toBeLessThan(0);
+    expect(m.threshold).toBeLessThan(m.cosine);
+    expect(suspicion(m)).toBeNull();
+  });
+
   it('measures nothing without a vouched shard in the step, or without an unvouched one', () => {
     expect(measure([{ count: 8, vouched: false, g: shard(3) }, { count: 8, vouched: false, g: shard(3) }])).toEqual([]);
     expect(measure(vouched)).toEqual([]);
