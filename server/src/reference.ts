@@ -7,6 +7,8 @@
 // A suspicion is no verdict: the shard is recomputed by a vouched worker, and only the two copies'
 // verified disagreement punishes (scheduler.ts), so an honest shard with an unlucky direction costs
 // one recomputation, never a ban. Pure functions: no sockets, no timers.
+import { randomInt } from 'node:crypto';
+import type { Conn, Membership } from './membership';
 import { sumSquares } from './verify';
 
 /** One shard's gradient of the step, decoded to floats. */
@@ -46,27 +48,39 @@ const dot = (a: Float32Array, b: Float32Array): number => {
   return s0 + s1;
 };
 
-/** What to learn from a step: each unvouched shard's cosine with the vouched sum, and its norm ratio to the vouched median. */
+/** What to learn from a step: each unvouched shard's cosine with the vouched sum, its norm ratio to the vouched median, and the cosine it must reach. */
 export interface Measured { index: number; cosine: number; normRatio: number; threshold: number }
 
+/** A shard of the step as the check reads it: its gradient is decoded on demand, so that at most one is held beside the sum. */
+export interface LazyShard { count: number; vouched: boolean; gradient: () => Float32Array | null }
+
 /**
- * Measures the unvouched shards of a step against its vouched ones. Empty when the step has no
- * vouched shard (nothing to hold them against: spot checks and probation are all there is then).
+ * Measures the unvouched shards of a step against its vouched ones, holding only the vouched sum
+ * and one decoded gradient at a time (an AlexNet gradient is 190 MB). Empty when the step has no
+ * vouched shard (nothing to hold them against: spot checks and probation are all there is then),
+ * or a gradient cannot be decoded.
  */
-export function measure(shards: ShardGradient[]): Measured[] {
+export function measureLazy(shards: LazyShard[], measured: (s: LazyShard) => boolean = () => true): Measured[] {
   const vouched = shards.filter((s) => s.vouched);
-  if (!vouched.length || vouched.length === shards.length) return [];
-  const ref = new Float32Array(vouched[0].g.length);
-  for (const s of vouched) for (let i = 0; i < ref.length; i++) ref[i] += s.g[i];
-  const refNorm = Math.sqrt(sumSquares([ref]));
-  const stats = vouched.map((s) => Math.sqrt(sumSquares([s.g]) / Math.max(1, s.count))).sort((a, b) => a - b);
+  if (!vouched.length || !shards.some((s) => !s.vouched && measured(s))) return [];
+  let ref: Float32Array | null = null;
+  const stats: number[] = [];
+  for (const s of vouched) {
+    const g = s.gradient();
+    if (!g || (ref && g.length !== ref.length)) return [];
+    ref ??= new Float32Array(g.length);
+    for (let i = 0; i < ref.length; i++) ref[i] += g[i];
+    stats.push(Math.sqrt(sumSquares([g]) / Math.max(1, s.count)));
+  }
+  const refSq = sumSquares([ref!]), refNorm = Math.sqrt(refSq);
+  stats.sort((a, b) => a - b);
   const median = stats[stats.length >> 1];
   // The vouched shards' agreement: each one's cosine with the sum of the others (cos(v, R − v)).
-  const refSq = refNorm * refNorm;
   let agreement = Infinity;
   if (vouched.length >= 2) {
     for (const v of vouched) {
-      const vr = dot(v.g, ref), vv = sumSquares([v.g]);
+      const g = v.gradient()!;
+      const vr = dot(g, ref!), vv = sumSquares([g]);
       const rest = Math.sqrt(Math.max(0, refSq - 2 * vr + vv));
       if (vv > 0 && rest > 0) agreement = Math.min(agreement, (vr - vv) / (Math.sqrt(vv) * rest));
     }
@@ -74,13 +88,48 @@ export function measure(shards: ShardGradient[]): Measured[] {
   const threshold = Math.min(REFERENCE.minCosine, agreement - REFERENCE.margin);
   const out: Measured[] = [];
   shards.forEach((s, index) => {
-    if (s.vouched || s.g.length !== ref.length) return;
-    const norm = Math.sqrt(sumSquares([s.g]));
-    const cosine = norm > 0 && refNorm > 0 ? dot(s.g, ref) / (norm * refNorm) : 1;
+    if (s.vouched || !measured(s)) return;
+    const g = s.gradient();
+    if (!g || g.length !== ref!.length) return;
+    const norm = Math.sqrt(sumSquares([g]));
+    const cosine = norm > 0 && refNorm > 0 ? dot(g, ref!) / (norm * refNorm) : 1;
     out.push({ index, cosine, normRatio: median > 0 ? norm / Math.sqrt(Math.max(1, s.count)) / median : 1, threshold });
   });
   return out;
 }
+
+/** measureLazy over gradients in hand. */
+export function measure(shards: ShardGradient[]): Measured[] {
+  return measureLazy(shards.map((s) => ({ count: s.count, vouched: s.vouched, gradient: () => s.g })));
+}
+
+/** The check's record over a run: unvouched shards measured, suspected, and the extremes seen. */
+export interface ReferenceStats { shards: number; suspected: number; minCosine: number; maxNormRatio: number }
+
+/** The shards of `shards` (those `measured` admits) that are suspect, with why; `stats` records them all. */
+export function suspects<T extends LazyShard>(shards: T[], measured: (s: T) => boolean, stats: ReferenceStats): [T, string][] {
+  const out: [T, string][] = [];
+  for (const m of measureLazy(shards, measured as (s: LazyShard) => boolean)) {
+    stats.shards++;
+    stats.minCosine = Math.min(stats.minCosine, m.cosine);
+    stats.maxNormRatio = Math.max(stats.maxNormRatio, m.normRatio);
+    const why = suspicion(m);
+    if (why) { stats.suspected++; out.push([shards[m.index], why]); }
+  }
+  return out;
+}
+
+/**
+ * How likely a newly established, unvouched worker's n-th train shard (n = shards it has done,
+ * probation included) is spot-checked: every one of its first SPOT_RAMP, then SPOT_RAMP/n, never
+ * below the run's --verify-shards.
+ */
+export function spotCheckRate(shardsDone: number, base: number): number {
+  return Math.max(base, Math.min(1, SPOT_RAMP / (shardsDone + 1)));
+}
+
+/** Shards of a newly established worker that are all spot-checked (spotCheckRate). */
+export const SPOT_RAMP = 8;
 
 /** Why a measured shard is suspect, or null. */
 export function suspicion(m: Measured): string | null {
@@ -106,4 +155,29 @@ export function codedDisagreement(a: Float32Array, b: Float32Array): string | nu
   const ratio = Math.max(na / nb, nb / na);
   if (ratio > 1.5) return `decoded gradients' norms differ ${ratio.toFixed(2)}× (${na.toPrecision(4)} vs ${nb.toPrecision(4)})`;
   return null;
+}
+
+/** Two compressed copies of a train shard compared decoded (codedDisagreement), each decoded once. */
+export class DecodedCopies<C extends object> {
+  private readonly cache = new WeakMap<C, Float32Array | null>();
+  constructor(private readonly decode: (c: C) => Float32Array | null) {}
+
+  disagreement(a: C, b: C): string | null {
+    const [ga, gb] = [a, b].map((c) => {
+      if (!this.cache.has(c)) this.cache.set(c, this.decode(c));
+      return this.cache.get(c)!;
+    });
+    return ga && gb ? codedDisagreement(ga, gb) : null;
+  }
+}
+
+/**
+ * Whether `conn`'s next train shard is spot-checked as a newly established worker (spotCheckRate):
+ * never the operator's workers, nor where nobody else established could check it.
+ */
+export function rampedSpotCheck(conn: Conn, members: Membership, base: number, probation: number): boolean {
+  if (conn.vouched || conn.local || probation === 0 || !members.established(conn, 'train')) return false;
+  if (!members.workers().some((c) => c !== conn && members.established(c, 'train'))) return false;
+  const rate = spotCheckRate(conn.shardsDone, base);
+  return rate >= 1 || randomInt(1_000_000) < rate * 1_000_000;
 }

@@ -13,7 +13,7 @@ import { CLOSE, ProtocolError, type Gradient, type Result } from '@tabtrain/shar
 import type { Split } from './data';
 import type { Conn, Membership, TaskKind } from './membership';
 import { FrameNorms, NormMonitor, disagreement, type CopyEvidence } from './verify';
-import { codedDisagreement, measure, suspicion } from './reference';
+import { DecodedCopies, rampedSpotCheck, suspects, type ReferenceStats } from './reference';
 
 /** One worker's computation of a task. */
 export interface Copy {
@@ -110,9 +110,6 @@ export interface SchedulerOptions {
   codedCompare?: boolean;
 }
 
-/** Shards of a newly established worker that are all spot-checked (newlyTrusted); the n-th after them with chance SPOT_RAMP/n. */
-export const SPOT_RAMP = 8;
-
 export class Scheduler {
   /** The tasks of the step (or evaluation, or powersgd round) in hand. */
   get tasks(): Task[] { return this.current; }
@@ -128,8 +125,8 @@ export class Scheduler {
   /** Compressed runs: the same yardstick for each frame, segment by segment (a powersgd round's matrix, an int8 segment). */
   readonly frameNorms = new FrameNorms((line) => this.opts.log(line));
   /** The trusted-reference check (reference.ts) so far: unvouched shards measured, suspected, and the extremes seen. */
-  readonly reference = { shards: 0, suspected: 0, minCosine: Infinity, maxNormRatio: 0 };
-  private readonly decoded = new WeakMap<Copy, Float32Array | null>();
+  readonly reference: ReferenceStats = { shards: 0, suspected: 0, minCosine: Infinity, maxNormRatio: 0 };
+  private readonly coded = new DecodedCopies<Copy>((c) => this.opts.decode?.(c) ?? null);
   /** The copy each worker is computing, and the last shard it returned (a second result is a duplicate). */
   private readonly held = new Map<Conn, Copy>();
   private readonly lastDone = new Map<Conn, { kind: TaskKind; step: number; shard: number }>();
@@ -183,8 +180,7 @@ export class Scheduler {
       // A shard taken back from a worker (a silent newcomer, say) must not go to the next
       // unmeasured one while a measured worker can take it: a step pays one deadline, not a chain.
       const measured = !conn.speed && m.workers().some((c) => c.speed > 0 && c !== conn && m.established(c, kind));
-      // A shard suspected against the vouched workers' reference is recomputed by one of them, while one is here.
-      // So is the second copy of a spot check whose first is an unvouched worker's.
+      // A shard suspected against the vouched workers' reference, or the partner of an unvouched spot-checked copy: a vouched worker's, while one is here.
       const needsVouched = (x: Task) => x.why === 'reference' || (x.why === 'spot check' && [...x.copies, ...x.finished].some((c) => !c.owner.vouched));
       const vouchedFor = (x: Task) => !needsVouched(x) || conn.vouched || !m.workers().some((c) => c.vouched);
       const mine = (x: Task) => (x.pin === null || x.pin === conn.id || x.retaken) && vouchedFor(x);
@@ -203,19 +199,10 @@ export class Scheduler {
     return t ? { task: t, shadow: true } : null;
   }
 
-  /**
-   * A worker that has just passed probation is spot-checked more: every train shard of its first
-   * SPOT_RAMP (probation shards included), then SPOT_RAMP/n of its n-th, down to --verify-shards.
-   * A liar that lies as soon as it is trusted is caught at its first lie, one that bides its time
-   * pays for it in shards, and an honest worker costs a few recomputations. The operator's workers
-   * are never checked; nor are shards nobody else could check.
-   */
+  /** A newly established worker's shards are spot-checked more (reference.ts, spotCheckRate); in runs whose train copies compare. */
   private newlyTrusted(conn: Conn, t: Task): boolean {
-    if (conn.vouched || conn.local || t.kind !== 'train' || t.round !== 1 || !(this.opts.fp32 || this.opts.codedCompare)) return false;
-    if (this.opts.probation === 0 || !this.members.established(conn, 'train')) return false;
-    if (!this.members.workers().some((c) => c !== conn && this.members.established(c, 'train'))) return false;
-    const rate = Math.max(this.opts.verifyShards, Math.min(1, SPOT_RAMP / (conn.shardsDone + 1)));
-    return rate >= 1 || randomInt(1_000_000) < rate * 1_000_000;
+    if (t.kind !== 'train' || t.round !== 1 || !(this.opts.fp32 || this.opts.codedCompare)) return false;
+    return rampedSpotCheck(conn, this.members, this.opts.verifyShards, this.opts.probation);
   }
 
   /** Whether a train shadow in this run is judged by an fp32 check copy (compressed runs) rather than the trusted copy. */
@@ -293,12 +280,10 @@ export class Scheduler {
   }
 
   /**
-   * Compressed runs (fp16, int8): a frame of copy c is implausible by the norm window (FrameNorms).
-   * Rather than condemn an unvouched worker on the norm alone (a gradient may grow: a loss spike),
-   * its shard is taken out of the sum and recomputed by a vouched worker; the two copies' verdict
-   * decides (decide, compare). Returns false where that cannot be: no vouched worker is here, or a
-   * run without decoded comparison (powersgd): the caller punishes then, as before. True: the
-   * caller takes the shard out of the sum (its copy's frames are kept until the verdict).
+   * fp16/int8: a frame of copy c is implausible by the norm window (FrameNorms). Not condemned on the
+   * norm alone (a gradient may grow): its shard is recomputed by a vouched worker, and the copies'
+   * verdict decides. True: the caller takes the shard out of the sum. False (no vouched worker here,
+   * or powersgd, whose factors do not compare): the caller punishes, as before.
    */
   suspectFrame(c: Copy, why: string): boolean {
     const t = c.task;
@@ -328,21 +313,10 @@ export class Scheduler {
     return { result: c.result!, gradient: c.task.kind === 'train' && (this.opts.fp32 || c.fp32Check) ? c.frames.map((f) => f32(f.body)) : undefined };
   }
 
-  /** A train copy's decoded gradient (once per copy), or null. */
-  private gradientOf(c: Copy): Float32Array | null {
-    if (!this.decoded.has(c)) this.decoded.set(c, this.opts.decode?.(c) ?? null);
-    return this.decoded.get(c)!;
-  }
-
-  /**
-   * Why two copies disagree: disagreement() (results, and fp32 gradients float by float); two
-   * compressed train copies, which differ by their workers' error feedback, by direction and length.
-   */
+  /** Why two copies disagree: disagreement(); two compressed train copies (error feedback differs) decoded, by direction and length. */
   private compare(a: Copy, b: Copy): string | null {
     const d = disagreement(this.evidence(a), this.evidence(b));
-    if (d || this.opts.fp32 || a.task.kind !== 'train' || a.fp32Check || b.fp32Check) return d;
-    const ga = this.gradientOf(a), gb = this.gradientOf(b);
-    return ga && gb ? codedDisagreement(ga, gb) : null;
+    return d || this.opts.fp32 || a.task.kind !== 'train' || a.fp32Check || b.fp32Check ? d : this.coded.disagreement(a, b);
   }
 
   /**
@@ -444,27 +418,11 @@ export class Scheduler {
     return [...out, ...suspect];
   }
 
-  /**
-   * The trusted reference (reference.ts): the step's shards from workers the operator does not
-   * vouch for, held against the vouched workers' shards of the same step; those that point away
-   * or are too long are returned, with why, to be recomputed by a vouched worker.
-   */
+  /** The trusted reference (reference.ts): unvouched shards that point away from the vouched ones' sum, or are too long, with why. */
   private againstReference(tasks: Task[], candidate: (t: Task) => boolean): [Task, string][] {
-    const unvouched = tasks.filter((t) => !t.trusted!.owner.vouched && candidate(t));
-    if (!unvouched.length || !tasks.some((t) => t.trusted!.owner.vouched) || !this.members.workers().some((c) => c.vouched)) return [];
-    const shards = tasks.map((t) => ({ t, count: t.count, vouched: t.trusted!.owner.vouched, g: this.gradientOf(t.trusted!) }));
-    if (shards.some((s) => !s.g)) return [];
-    const out: [Task, string][] = [];
-    for (const m of measure(shards.map((s) => ({ count: s.count, vouched: s.vouched, g: s.g! })))) {
-      if (!candidate(shards[m.index].t)) continue;
-      const r = this.reference;
-      r.shards++;
-      r.minCosine = Math.min(r.minCosine, m.cosine);
-      r.maxNormRatio = Math.max(r.maxNormRatio, m.normRatio);
-      const why = suspicion(m);
-      if (why) { r.suspected++; out.push([shards[m.index].t, why]); }
-    }
-    return out;
+    if (!this.members.workers().some((c) => c.vouched)) return [];
+    const shards = tasks.map((t) => ({ t, count: t.count, vouched: t.trusted!.owner.vouched, gradient: () => this.opts.decode?.(t.trusted!) ?? null }));
+    return suspects(shards, (s) => candidate(s.t), this.reference).map(([s, why]) => [s.t, why]);
   }
 
   /**
