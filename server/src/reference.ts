@@ -122,7 +122,8 @@ export function suspects<T extends LazyShard>(shards: T[], measured: (s: T) => b
 /**
  * How likely a newly established, unvouched worker's n-th train shard (n = shards it has done,
  * probation included) is spot-checked: every one of its first SPOT_RAMP, then SPOT_RAMP/n, never
- * below the run's --verify-shards.
+ * below the run's --verify-shards. Over its first N shards that is about SPOT_RAMP·(1 + ln(N/SPOT_RAMP))
+ * recomputations (~26 of the first 80 for 8), after which the base rate holds.
  */
 export function spotCheckRate(shardsDone: number, base: number): number {
   return Math.max(base, Math.min(1, SPOT_RAMP / (shardsDone + 1)));
@@ -176,7 +177,8 @@ export class DecodedCopies<C extends object> {
  * never the operator's workers, nor where nobody else established could check it.
  */
 export function rampedSpotCheck(conn: Conn, members: Membership, base: number, probation: number): boolean {
-  if (conn.vouched || conn.local || probation === 0 || !members.established(conn, 'train')) return false;
+  // --verify-shards 0 asks for no second copies at all (a benchmark's): the ramp honours it.
+  if (conn.vouched || conn.local || probation === 0 || base <= 0 || !members.established(conn, 'train')) return false;
   if (!members.workers().some((c) => c !== conn && members.established(c, 'train'))) return false;
   const rate = spotCheckRate(conn.shardsDone, base);
   return rate >= 1 || randomInt(1_000_000) < rate * 1_000_000;
