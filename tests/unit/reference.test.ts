@@ -1,7 +1,7 @@
 // The trusted reference (reference.ts) and the frame norm window's verdicts (verify.ts, FrameNorms)
 // on synthetic gradients: a shared descent direction plus per-shard noise, as honest shards are.
 import { describe, expect, it } from 'vitest';
-import { REFERENCE, codedDisagreement, measure, suspicion, type ShardGradient } from '../../server/src/reference';
+import { REFERENCE, SPOT_RAMP, codedDisagreement, measure, spotCheckRate, suspicion, type ShardGradient } from '../../server/src/reference';
 import { FrameNorms } from '../../server/src/verify';
 
 /** mulberry32 + Box-Muller: reproducible Gaussians. */
@@ -78,6 +78,18 @@ describe('the trusted reference', () => {
     expect(codedDisagreement(a, map(b, (x) => -x))).toMatch(/cosine is -(0\.9|1\.0)/);
     expect(codedDisagreement(a, map(b, (x) => 3 * x))).toMatch(/norms differ 3\.\d\d×/);
     expect(codedDisagreement(a, map(b, () => rnd()))).toMatch(/cosine is -?0\.0/);
+  });
+});
+
+describe('the spot-check ramp after probation', () => {
+  it("checks every one of a new worker's first shards, then fewer, never below --verify-shards", () => {
+    for (let n = 0; n < SPOT_RAMP; n++) expect(spotCheckRate(n, 0.05)).toBe(1);
+    expect(spotCheckRate(2 * SPOT_RAMP - 1, 0.05)).toBeCloseTo(0.5);
+    expect(spotCheckRate(10_000, 0.05)).toBe(0.05);
+    // Expected recomputations over a worker's first 80 shards: the ramp's cost to an honest worker.
+    const first80 = Array.from({ length: 80 }, (_, n) => spotCheckRate(n, 0.05)).reduce((a, b) => a + b, 0);
+    expect(first80).toBeGreaterThan(20);
+    expect(first80).toBeLessThan(30);
   });
 });
 
