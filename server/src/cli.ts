@@ -88,7 +88,8 @@ the run:
                       train shadows are sent in fp32, to be comparable). With no established worker
                       connected the run waits, and says why
   --verify-shards F   fraction of shards also computed by a second established worker and compared
-                      before the step is applied (default ${DEFAULTS.verifyShards}; 0 = never)
+                      before the step is applied (default ${DEFAULTS.verifyShards}; 0 = never); a worker that has
+                      just passed probation has its first 8 train shards all checked, then 8/n of its n-th
   --verify-every K    compressed runs: every K steps workers check their weights' hash against the
                       coordinator's and fetch the full weights on a mismatch (default ${DEFAULTS.verifyEvery}; 0 = never)
 

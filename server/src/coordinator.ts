@@ -248,6 +248,7 @@ export class Coordinator {
         if (t.inReducer) reducer.revoke(t.shard);
         for (const f of c.frames) reducer.accept(t.shard, f.g, f.body);
       },
+      decode: (c) => (c.fp32Check ? null : this.model.decodeCopy(c.frames)), codedCompare: !this.powerSgd,
     }, this.members);
     this.transport = new Transport<Conn>({
       port: o.port, host: o.host, tls: o.tls, staticDir: o.staticDir, helloTimeoutMs: o.helloTimeoutMs,
@@ -326,8 +327,9 @@ export class Coordinator {
     if (!this.fp32 && !c.fp32Check) {
       const s = checked.segment;
       const normSq = round !== undefined ? sumSquares([f32(checked.body)]) : codedNormSq(s, checked.body);
-      const why = normSq === null ? null : this.scheduler.frameNorms.check(round !== undefined ? `round-${round} factor frame ${s.index}` : `${s.codec} segment ${s.index}`, normSq, t.count);
-      if (why) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.step);
+      const why = normSq === null ? null : this.scheduler.frameNorms.check(round !== undefined ? `round-${round} factor frame ${s.index}` : `${s.codec} segment ${s.index}`, normSq, t.count, conn.vouched);
+      if (why && !this.scheduler.suspectFrame(c, `shard ${g.step}/${g.shard}: ${why}`)) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.step);
+      if (why) reducer.revoke(t.shard);
     }
     const now = performance.now();
     if (c.received === 0) c.firstAt = conn.messageStartedAt;

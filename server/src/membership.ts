@@ -49,6 +49,8 @@ export interface Conn extends Peer {
   caught: string;
   /** Started by this coordinator (it presented the local key): never spot-checked. */
   local: boolean;
+  /** The operator vouches for it (local, or it holds the run's token): its shards are the step's trusted reference (reference.ts), and no norm check bans it. */
+  vouched: boolean;
   /** Its shadow copies handed out and not yet judged, per kind: probation never runs ahead of its verdicts. */
   awaiting: Record<TaskKind, number>;
   kind: WorkerKind;
@@ -110,7 +112,7 @@ export class Membership {
   /** The record of a new socket, in its hello phase. */
   open(peer: Peer): Conn {
     const conn: Conn = {
-      ...peer, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, awaiting: { train: 0, eval: 0 },
+      ...peer, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, vouched: false, awaiting: { train: 0, eval: 0 },
       kind: 'node', backend: '?', adapter: null, version: -1, basis: -1, speed: 0, computeRate: 0, shardSize: 0, computeMs: 0, uploadMs: 0, shardsDone: 0,
       joinedAt: Date.now(), lostAt: 0, tensors: 0, tensorBytes: 0, resyncs: 0, resyncVersion: -1, timeouts: 0,
       upRate: 0, benchedByMs: null,
@@ -150,7 +152,7 @@ export class Membership {
     }
     const trust: Trust = local || tokenOk || this.opts.probation === 0 ? 'established' : inherit ? inherit.trust : { train: 0, eval: 0 };
     Object.assign(conn, {
-      state: CONN.idle, workerId, session: randomBytes(16).toString('hex'), trust, local, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
+      state: CONN.idle, workerId, session: randomBytes(16).toString('hex'), trust, local, vouched: local || tokenOk, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
       speed: inherit?.speed ?? 0, timeouts: inherit?.timeouts ?? 0, upRate: inherit?.upRate ?? 0, downRate: inherit?.downRate ?? 0,
     });
     const how = trust === 'established' ? (local ? 'started by this coordinator' : tokenOk ? 'token' : 'no probation') : inherit ? 'reconnected' : 'on probation';

@@ -15,6 +15,7 @@ import type { Split } from './data';
 import type { Conn, Membership, TaskKind } from './membership';
 import { MAX_DEADLINE_MS, deadlineMs } from './pace';
 import { FrameNorms, NormMonitor, disagreement, type CopyEvidence } from './verify';
+import { DecodedCopies, rampedSpotCheck, suspects, type ReferenceStats } from './reference';
 
 /** One worker's computation of a task. */
 export interface Copy {
@@ -59,10 +60,12 @@ export interface Task {
   finished: Copy[];
   /** How many agreeing copies the result needs: 1; 2 for a verified task; 3 once two disagreed. */
   want: number;
-  /** Why it is verified, for the log: 'spot check', 'norm'. */
+  /** Why it is verified, for the log: 'spot check', 'norm', 'reference' (reference.ts: recomputed by a vouched worker). */
   why: string;
   /** Whether its spot check was rolled: once, when a remote established worker first takes it. */
   rolled: boolean;
+  /** What made it suspect (a frame's norm), for the verdict: set while a vouched worker recomputes it. */
+  suspicion?: string;
   /** Probation copies that finished, waiting for the trusted result to be compared with. */
   shadows: Copy[];
   /** Whether a probation copy was handed out (one per task). */
@@ -110,6 +113,10 @@ export interface SchedulerOptions {
   log: (line: string) => void;
   /** Puts copy c's frames into the sum as shard t.shard (taking out any other copy's first). */
   fold: (t: Task, c: Copy) => void;
+  /** A train copy's whole gradient, decoded to floats (null where there is none to compare: powersgd factors). */
+  decode?: (c: Copy) => Float32Array | null;
+  /** Compressed train copies can be compared, decoded (fp16, int8; not powersgd's factors): spot checks apply to them too. */
+  codedCompare?: boolean;
 }
 
 export class Scheduler {
@@ -125,7 +132,10 @@ export class Scheduler {
   /** Recent honest shards' gradient norms: the yardstick of the plausibility check. */
   readonly norms = new NormMonitor();
   /** Compressed runs: the same yardstick for each frame, segment by segment (a powersgd round's matrix, an int8 segment). */
-  readonly frameNorms = new FrameNorms();
+  readonly frameNorms = new FrameNorms((line) => this.opts.log(line));
+  /** The trusted-reference check (reference.ts) so far: unvouched shards measured, suspected, and the extremes seen. */
+  readonly reference: ReferenceStats = { shards: 0, suspected: 0, minCosine: Infinity, maxNormRatio: 0 };
+  private readonly coded = new DecodedCopies<Copy>((c) => this.opts.decode?.(c) ?? null);
   /** The copy each worker is computing, and the last shard it returned (a second result is a duplicate). */
   private readonly held = new Map<Conn, Copy>();
   private readonly lastDone = new Map<Conn, { kind: TaskKind; step: number; shard: number }>();
@@ -186,7 +196,10 @@ export class Scheduler {
       // A plan's pin names who computes a shard's first copy; a second or third (a spot check, a
       // norm recheck, a disagreement) must come from another worker, so it is anyone's. Pinned
       // for every copy, the step waited for a copy nobody was allowed to take (issue 24).
-      const mine = (x: Task) => x.pin === null || x.pin === conn.id || x.retaken || x.finished.length > 0 || x.copies.some((c) => !c.shadow);
+      // A shard suspected against the vouched workers' reference, or the partner of an unvouched spot-checked copy: a vouched worker's, while one is here.
+      const needsVouched = (x: Task) => x.why === 'reference' || (x.why === 'spot check' && [...x.copies, ...x.finished].some((c) => !c.owner.vouched));
+      const vouchedFor = (x: Task) => !needsVouched(x) || conn.vouched || !m.workers().some((c) => c.vouched);
+      const mine = (x: Task) => (x.pin === null || x.pin === conn.id || x.retaken || x.finished.length > 0 || x.copies.some((c) => !c.shadow)) && vouchedFor(x);
       const t = tasks.find((x) => !x.done && x.copies.filter((c) => !c.shadow).length + x.finished.length < x.want && !has(x) && !(x.retaken && measured) && mine(x));
       if (t) { this.spotCheck(t, conn); return { task: t, shadow: false }; }
       // Compressed runs: a train shard shadowed by a probation worker needs an fp32 copy to be judged
@@ -202,6 +215,12 @@ export class Scheduler {
     return t ? { task: t, shadow: true } : null;
   }
 
+  /** A newly established worker's shards are spot-checked more (reference.ts, spotCheckRate); in runs whose train copies compare. */
+  private newlyTrusted(conn: Conn, t: Task): boolean {
+    if (t.kind !== 'train' || t.round !== 1 || !(this.opts.fp32 || this.opts.codedCompare)) return false;
+    return rampedSpotCheck(conn, this.members, this.opts.verifyShards, this.opts.probation);
+  }
+
   /** Whether a train shadow in this run is judged by an fp32 check copy (compressed runs) rather than the trusted copy. */
   private needsCheck(kind: TaskKind): boolean {
     return kind === 'train' && !this.opts.fp32;
@@ -209,6 +228,7 @@ export class Scheduler {
 
   /** Records that `conn` computes a copy of t. */
   start(conn: Conn, t: Task, shadow: boolean, check = false): Copy {
+    if (!shadow && !check && t.want === 1 && this.newlyTrusted(conn, t)) Object.assign(t, { want: 2, why: 'spot check' });
     const fp32Check = check || (shadow && this.needsCheck(t.kind));
     const streamed = !shadow && !check && t.want === 1 && t.kind === 'train' && !t.inReducer && t.finished.length === 0;
     const c: Copy = { task: t, owner: conn, received: 0, frames: [], streamed, shadow, fp32Check, normSq: 0, firstAt: 0, lastAt: 0, sentAt: 0, sentBytes: 0, result: null };
@@ -289,6 +309,23 @@ export class Scheduler {
     for (const t of this.tasks) if (t.pin === conn.id) t.pin = null;
   }
 
+  /**
+   * fp16/int8: a frame of copy c is implausible by the norm window (FrameNorms). Not condemned on the
+   * norm alone (a gradient may grow): its shard is recomputed by a vouched worker, and the copies'
+   * verdict decides. True: the caller takes the shard out of the sum. False (no vouched worker here,
+   * or powersgd, whose factors do not compare): the caller punishes, as before.
+   */
+  suspectFrame(c: Copy, why: string): boolean {
+    const t = c.task;
+    if (!this.opts.codedCompare || c.shadow || c.fp32Check || t.kind !== 'train' || !this.members.workers().some((x) => x.vouched && x !== c.owner)) return false;
+    if (t.suspicion) return true;
+    this.opts.log(`${why} (worker #${c.owner.id}); recomputing the shard on a vouched worker before it counts`);
+    c.streamed = false;
+    if (t.inReducer === c) t.inReducer = null;
+    Object.assign(t, { want: Math.max(2, t.want), why: 'reference', suspicion: why });
+    return true;
+  }
+
   /** A streamed copy's gradient turned out non-finite when folded: it no longer counts. Returns its owner. */
   spoiled(shard: number): Conn | null {
     const t = this.tasks.find((x) => x.kind === 'train' && x.shard === shard);
@@ -306,6 +343,12 @@ export class Scheduler {
     return { result: c.result!, gradient: c.task.kind === 'train' && (this.opts.fp32 || c.fp32Check) ? c.frames.map((f) => f32(f.body)) : undefined };
   }
 
+  /** Why two copies disagree: disagreement(); two compressed train copies (error feedback differs) decoded, by direction and length. */
+  private compare(a: Copy, b: Copy): string | null {
+    const d = disagreement(this.evidence(a), this.evidence(b));
+    return d || this.opts.fp32 || a.task.kind !== 'train' || a.fp32Check || b.fp32Check ? d : this.coded.disagreement(a, b);
+  }
+
   /**
    * A task's verdict: two copies that agree make the result (a third is asked for when two
    * disagree); a copy outside the agreeing pair came from a liar.
@@ -315,7 +358,7 @@ export class Scheduler {
     const fin = t.finished;
     // Nobody else can check it (the checker left, a lone established worker): a spot check goes on
     // without it; an implausible gradient only when a worker started here computed it (it cannot lie).
-    const alone = fin.length === 1 && !t.copies.some((c) => !c.shadow) && !this.checkable(t) && (t.why !== 'norm' || fin[0].owner.local);
+    const alone = fin.length === 1 && !t.copies.some((c) => !c.shadow) && !this.checkable(t) && ((t.why !== 'norm' && t.why !== 'reference') || fin[0].owner.local);
     if (t.want === 1 || alone) {
       if (t.want > 1) this.opts.log(`shard ${t.step}/${t.shard}: no other established worker connected to ${t.why === 'norm' ? 'recompute' : 'check'} it (${t.why}); used unverified`);
       return this.complete(t, fin[0], []);
@@ -326,7 +369,7 @@ export class Scheduler {
     for (const a of fin) {
       const group = fin.filter((b) => {
         if (a === b) return true;
-        const d = disagreement(this.evidence(a), this.evidence(b));
+        const d = this.compare(a, b);
         if (d) why.set(b, d);
         return d === null;
       });
@@ -336,9 +379,15 @@ export class Scheduler {
       const liars = fin.filter((x) => !agreeing.includes(x));
       return this.complete(t, agreeing[0], liars.map((x) => [x, why.get(x) ?? 'disagrees with the majority']));
     }
+    // The operator vouches for one of two copies that disagree and not for the other: its copy is the truth.
+    const vouched = fin.filter((x) => x.owner.vouched);
+    if (fin.length === 2 && vouched.length === 1) {
+      const liar = fin.find((x) => !x.owner.vouched)!;
+      return this.complete(t, vouched[0], [[liar, `recomputed by vouched worker #${vouched[0].owner.id}: ${this.compare(liar, vouched[0])}`]], t.suspicion);
+    }
     if (fin.length === 2) {
       t.want = 3;
-      this.opts.log(`shard ${t.step}/${t.shard}: two copies disagree (${disagreement(this.evidence(fin[0]), this.evidence(fin[1]))}); asking a third worker`);
+      this.opts.log(`shard ${t.step}/${t.shard}: two copies disagree (${this.compare(fin[0], fin[1])}); asking a third worker`);
       return;
     }
     // Three copies, no two alike: nobody's result is believed; those not established are dropped.
@@ -349,14 +398,14 @@ export class Scheduler {
   }
 
   /** `c`'s result counts for task t: fold it (if it is not in the sum already), credit the agreeing, punish the liars. */
-  private complete(t: Task, c: Copy, liars: [Copy, string][]): void {
+  private complete(t: Task, c: Copy, liars: [Copy, string][], suspicion?: string): void {
     if (t.kind === 'train' && t.inReducer !== c) {
       this.opts.fold(t, c);
       t.inReducer = c;
     }
     Object.assign(t, { done: true, result: c.result, trusted: c, doneBy: c.owner.id, doneAt: performance.now() });
     if (t.finished.length > 1) for (const x of t.finished) if (!liars.some(([l]) => l === x)) this.members.credit(x.owner, t.kind);
-    for (const [x, why] of liars) this.members.punish(x.owner, `${t.kind} shard ${t.step}/${t.shard} (${t.why}): ${why}`, t.step);
+    for (const [x, why] of liars) this.members.punish(x.owner, `${suspicion ?? `${t.kind} shard ${t.step}/${t.shard} (${t.why})`}: ${why}`, t.step);
     if (t.shadows.length) this.judgeShadows(t);
   }
 
@@ -385,15 +434,27 @@ export class Scheduler {
    * Returns them, with why; the caller takes them out of the sum and runs the queue again.
    */
   recheckImplausible(tasks: Task[]): [Task, string][] {
-    if (!this.opts.fp32) return [];
     const out: [Task, string][] = [];
-    for (const t of tasks) {
-      if (t.why === 'norm' || t.kind !== 'train') continue;
-      const why = this.norms.check(t.trusted!.normSq, t.count);
-      if (why && this.members.pool('train').length >= 2) out.push([t, why]);
+    const recheck = (t: Task) => t.why !== 'norm' && t.why !== 'reference' && t.kind === 'train';
+    if (this.opts.fp32) {
+      for (const t of tasks) {
+        if (!recheck(t)) continue;
+        const why = this.norms.check(t.trusted!.normSq, t.count);
+        if (why && this.members.pool('train').length >= 2) out.push([t, why]);
+      }
     }
     for (const [t] of out) Object.assign(t, { done: false, result: null, inReducer: null, finished: [t.trusted!], trusted: null, want: 2, why: 'norm' });
-    return out;
+    // A copy checked against another already (a spot check) needs no reference.
+    const suspect = this.againstReference(tasks.filter((t) => t.done && t.kind === 'train'), (t) => recheck(t) && t.want === 1);
+    for (const [t] of suspect) Object.assign(t, { done: false, result: null, inReducer: null, finished: [t.trusted!], trusted: null, want: 2, why: 'reference' });
+    return [...out, ...suspect];
+  }
+
+  /** The trusted reference (reference.ts): unvouched shards that point away from the vouched ones' sum, or are too long, with why. */
+  private againstReference(tasks: Task[], candidate: (t: Task) => boolean): [Task, string][] {
+    if (!this.members.workers().some((c) => c.vouched)) return [];
+    const shards = tasks.map((t) => ({ t, count: t.count, vouched: t.trusted!.owner.vouched, gradient: () => this.opts.decode?.(t.trusted!) ?? null }));
+    return suspects(shards, (s) => candidate(s.t), this.reference).map(([s, why]) => [s.t, why]);
   }
 
   /** How long `conn` may take over t (pace.ts): from the coordinator's measurements, never the worker's word; within [1 ms, maxDeadlineMs]. */

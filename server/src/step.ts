@@ -158,6 +158,18 @@ export class Step {
   }
   private fp32Checker: FrameCheck | null = null;
 
+  /**
+   * A train copy's whole gradient, decoded to floats as the reducer would sum it (its frames were
+   * checked on arrival): for the trusted-reference check (reference.ts). Null in powersgd runs,
+   * whose copies are factor vectors, and for a copy whose frames do not cover the plan.
+   */
+  decodeCopy(frames: { g: GradientSlice; body: Uint8Array }[]): Float32Array | null {
+    if (this.rounds || frames.length !== this.plan.length) return null;
+    const out = new Float32Array(this.current.length);
+    for (const f of frames) if (!decodeInto(this.reducer.check(f.g, f.body).segment, f.body, out)) return null;
+    return out;
+  }
+
   /** powersgd: the round in hand (1 outside powersgd runs). */
   get round(): 1 | 2 { return this.rounds?.round ?? 1; }
 

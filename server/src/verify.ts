@@ -119,15 +119,33 @@ export class NormMonitor {
  */
 export class FrameNorms {
   private readonly monitors = new Map<string, NormMonitor>();
+  /** Outliers of vouched workers seen, per frame kind: logged on the first and every 100th. */
+  private readonly outliers = new Map<string, number>();
 
-  /** Why a frame of `what` (its squared norm, or an upper bound of it) from a shard of `count` examples is implausible; null records it. */
-  check(what: string, normSq: number, count: number): string | null {
+  /** `note` logs an outlier of a vouched worker (recorded, never refused). */
+  constructor(private readonly note: (line: string) => void = () => {}) {}
+
+  /**
+   * Why a frame of `what` (its squared norm, or an upper bound of it) from a shard of `count`
+   * examples is implausible; null records it. A vouched worker's frame (a local worker, a token
+   * holder: the operator's) is never refused and always recorded: the operator trusts it, and a
+   * jump in its frames is the gradient's own (a loss spike, a round-2 factor that grew), which the
+   * window then follows. Unrecorded, such a jump would leave the window behind and refuse every
+   * later honest frame, as a powersgd run whose two local workers were both banned at step 6,391
+   * showed. Only unvouched frames are refused on the norm alone.
+   */
+  check(what: string, normSq: number, count: number, vouched = false): string | null {
     // A non-finite frame is the reducer's to refuse (badGradient), as in every run.
     if (!Number.isFinite(normSq)) return null;
     let m = this.monitors.get(what);
     if (!m) this.monitors.set(what, (m = new NormMonitor()));
     const why = m.check(normSq, count);
-    if (why) return why.replace('its gradient', `its ${what}`);
+    if (why && !vouched) return why.replace('its gradient', `its ${what}`);
+    if (why) {
+      const n = (this.outliers.get(what) ?? 0) + 1;
+      this.outliers.set(what, n);
+      if (n % 100 === 1) this.note(`a vouched worker's ${what}: ${why.replace('its gradient ', '')}; summed (the operator vouches for it), the yardstick follows it${n > 1 ? ` (${n} such frames so far)` : ''}`);
+    }
     m.accept(normSq, count);
     return null;
   }

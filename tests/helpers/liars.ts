@@ -157,6 +157,68 @@ export function scaledGradient(k = 1000): Tamper {
   };
 }
 
+/**
+ * Honest for its first `shards` train results (its probation and then some), then `tamper`: a liar
+ * that waits until it is trusted. `lies.frames` counts the frames it rewrote.
+ */
+export function afterShards(shards: number, tamper: Tamper): Tamper & { lies: { frames: number; from: number } } {
+  let results = 0;
+  const lies = { frames: 0, from: -1 };
+  const t = ((f, m) => {
+    if (m.type === 'result' && m.task === 'train') results++;
+    if (results < shards || m.type !== 'gradient') return [f];
+    const out = tamper(f, m);
+    if (out[0] !== f) { lies.frames++; if (lies.from < 0) lies.from = m.step; }
+    return out;
+  }) as Tamper & { lies: { frames: number; from: number } };
+  t.lies = lies;
+  return t;
+}
+
+/** Liar (d): the honest fp32 gradient negated: the same norm, the opposite direction. */
+export const negatedGradient: Tamper = (f, m) => {
+  if (m.type !== 'gradient' || (m.codec ?? 'fp32') !== 'fp32') return [f];
+  const g = gradientBody(f);
+  for (let i = 0; i < g.length; i++) g[i] = -g[i];
+  return [encode(m, g)];
+};
+
+/** Liar (e): a random direction with each fp32 frame's norm (Gaussian, seeded). */
+export function randomDirection(seed = 1): Tamper {
+  const rnd = prng(seed);
+  const gauss = () => Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
+  return (f, m) => {
+    if (m.type !== 'gradient' || (m.codec ?? 'fp32') !== 'fp32') return [f];
+    const g = gradientBody(f);
+    let n2 = 0, r2 = 0;
+    const r = new Float32Array(g.length);
+    for (let i = 0; i < g.length; i++) { n2 += g[i] * g[i]; r[i] = gauss(); r2 += r[i] * r[i]; }
+    const k = Math.sqrt(n2 / r2);
+    for (let i = 0; i < g.length; i++) r[i] *= k;
+    return [encode(m, r)];
+  };
+}
+
+/**
+ * Liar (f): a compressed frame negated: int8 codes (the scales stay, so its norm bound is the
+ * honest one), or fp16 halves' sign bits. Its fp32 probation copies are honest.
+ */
+export function negatedCodes(codec: 'int8' | 'fp16', pieces: (offset: number) => number): Tamper {
+  return (f, m) => {
+    if (m.type !== 'gradient' || m.codec !== codec) return [f];
+    const body = decodeFrame(f).body.slice();
+    if (codec === 'int8') {
+      const at = 4 * pieces(m.offset);
+      const codes = new Int8Array(body.buffer, at, body.byteLength - at);
+      for (let i = 0; i < codes.length; i++) codes[i] = -codes[i];
+    } else {
+      const h = new Uint16Array(body.buffer, 0, body.byteLength >> 1);
+      for (let i = 0; i < h.length; i++) h[i] ^= 0x8000;
+    }
+    return [encode(m, body)];
+  };
+}
+
 /** Liar (c): eval results claim every example correct; honest otherwise. */
 export const forgedEval: Tamper = (f, m) => (m.type === 'result' && m.task === 'eval' ? [encode({ ...m, correct: m.count })] : [f]);
 

@@ -8,7 +8,7 @@ import type { Coordinator, StepRecord, Summary } from '../../server/src/coordina
 import type { Dataset } from '../../server/src/data';
 import { data, kill, maxAbsDiff, subset, workers } from '../helpers/run';
 import {
-  colluder, forgedEval, forgedResult, garbageGradient, gradientBody, honest, liar, scaledGradient, sleep, startOn, until,
+  afterShards, colluder, forgedEval, forgedResult, garbageGradient, gradientBody, honest, liar, negatedGradient, randomDirection, scaledGradient, sleep, startOn, until,
   type Closed, type Liar, type Tamper,
 } from '../helpers/liars';
 
@@ -96,6 +96,39 @@ describe('a worker that lies is caught', () => {
       expect(diff).toBeLessThanOrEqual(1e-5);
       expect(out.summary.epochs.map((e) => e.testAcc)).toEqual(clean.summary.epochs.map((e) => e.testAcc));
       expect(out.summary.epochs.map((e) => e.loss)).toEqual(clean.summary.epochs.map((e) => e.loss));
+    });
+  }
+
+  // Liars that wait until they are established, then lie in ways the norm check cannot see (issue
+  // 24 §4). A shard of a worker the operator does not vouch for is held against the local workers'
+  // shards of the same step (reference.ts); a suspect one is recomputed by a local worker before the
+  // step is applied, and only the recomputation's disagreement condemns it.
+  const waiting: { name: string; tamper: () => Tamper }[] = [
+    { name: 'a negated gradient (same norm)', tamper: () => negatedGradient },
+    { name: 'the gradient × 3 (within the norm window)', tamper: () => scaledGradient(3) },
+    { name: 'a random direction (same norm)', tamper: () => randomDirection(5) },
+  ];
+  for (const c of waiting) {
+    it(`established, then ${c.name}: recomputed by a local worker and caught at its first lie, none of its lies summed`, async () => {
+      const tamper = afterShards(PROBATION + 1, c.tamper());
+      const steps: StepRecord[] = [];
+      const out = await run((coord, url, start) => {
+        coord.events.on('step', (s: StepRecord) => { steps.push(s); if (s.step === 1) start(liar(url, tamper)); });
+      });
+      const caught = out.status.caught;
+      const id = caught[0]?.id;
+      // StepRecord.step counts applied steps (1-based); lies.from is the task's step (0-based).
+      const summed = steps.filter((s) => s.step - 1 >= tamper.lies.from && s.shards.some((sh) => sh.worker === id)).length;
+      const diff = maxAbsDiff(out.weights, clean.weights);
+      console.log(`liar "${c.name}": lying from step ${tamper.lies.from} (${tamper.lies.frames} frames rewritten), closed ${out.closed!.code} (${out.closed!.reason}); lies summed ${summed}; max |w - w_clean| = ${diff.toExponential(2)}`);
+      expect(tamper.lies.frames).toBeGreaterThan(0);
+      expect(out.closed!.code).toBe(CLOSE.untrusted);
+      expect(caught.map((x) => x.workerId)).toEqual([out.liar!.workerId()]);
+      expect(caught[0].why).toMatch(/: recomputed by vouched worker #\d+: gradients differ/);
+      expect(summed).toBe(0);
+      expect(out.summary.steps).toBe(clean.summary.steps);
+      // Its honest shards before it lied were summed (another backend, another split of the batch).
+      expect(diff).toBeLessThanOrEqual(1e-4);
     });
   }
 

@@ -9,7 +9,7 @@ import { halfToFloatTable, parseCompression, planSegments, toHalf } from '@tabtr
 import type { StepRecord } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
 import { data, kill, subset, workers } from '../helpers/run';
-import { gradientBody, honest, liar, scaledGradient, startOn, type Closed, type Tamper } from '../helpers/liars';
+import { afterShards, gradientBody, honest, liar, negatedCodes, scaledGradient, startOn, type Closed, type Tamper } from '../helpers/liars';
 
 beforeAll(async () => { await tf.setBackend('cpu'); });
 
@@ -149,6 +149,30 @@ describe('probation in a powersgd run', () => {
       expect(out.summary.steps).toBe(RUN.maxSteps);
       expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
       expect(out.steps.every((s) => Number.isFinite(s.loss))).toBe(true);
+    }, 180_000);
+  }
+
+  // Issue 24 §8: sign-flipping liars in compressed runs. Negated codes keep the frame's norm, so the
+  // frame norm check cannot see them; a newly established worker's shards are spot-checked against a
+  // local worker's copy of the same shard (scheduler.ts, newlyTrusted), compared decoded by direction
+  // and length (reference.ts, codedDisagreement), before they are summed.
+  for (const codec of ['int8', 'fp16'] as const) {
+    it(`${codec}: a worker that negates its ${codec} frames once established is caught before any of them is summed; the local workers are untouched and the replicas bit-equal`, async () => {
+      const { params, total } = paramLayout(getModel(RUN.model));
+      const plan = planSegments(params, total, parseCompression(codec));
+      const tamper = afterShards(PROBATION, negatedCodes(codec, (offset) => plan.find((x) => x.offset === offset)!.pieces.length));
+      const out = await withNewcomer(tamper, { compress: parseCompression(codec) });
+      const id = out.status.caught[0]?.id;
+      const summed = out.steps.filter((s) => s.step - 1 >= tamper.lies.from && s.shards.some((sh) => sh.worker === id)).length;
+      console.log(`${codec} negated: lying from step ${tamper.lies.from} (${tamper.lies.frames} frames), closed ${out.closed.code} (${out.closed.reason}); lies summed ${summed}`);
+      expect(tamper.lies.frames).toBeGreaterThan(0);
+      expect(out.closed.code).toBe(CLOSE.untrusted);
+      expect(out.status.caught.map((x) => x.workerId)).toEqual([out.newcomer.workerId()]);
+      expect(out.status.caught[0].why).toMatch(/recomputed by vouched worker #\d+: decoded gradients' cosine is -(0\.9|1\.0)/);
+      expect(summed).toBe(0);
+      expect(out.summary.steps).toBe(RUN.maxSteps);
+      expect(out.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+      expect(out.lines.filter((l) => / left \(/.test(l))).toEqual([]);
     }, 180_000);
   }
 });
