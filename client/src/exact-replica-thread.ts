@@ -5,9 +5,13 @@ import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { ThreadReplica, serveReplica, type ReplicaReply, type ReplicaRequest } from './exact-replica';
 import type { PowerSgdPlan } from '@tabtrain/shared/powersgd';
 
-/** Starts the thread (it inherits tsx's loader through execArgv) and returns the main thread's handle on it. */
+/**
+ * Starts the thread and returns the main thread's handle on it. The thread loads this file
+ * through tsx, as bin/tabtrain loads the main thread (Node 20's --import hooks do not reach threads).
+ */
 export function threadReplica(plan: PowerSgdPlan, lr: number, corruptVersion?: number): ThreadReplica {
-  const worker = new Worker(new URL(import.meta.url));
+  const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+  const worker = new Worker(`import(${tsx}).then((t) => { t.register(); return import(${JSON.stringify(import.meta.url)}); })`, { eval: true });
   // The thread must not keep a finished worker's process alive.
   worker.unref();
   const host = new ThreadReplica(worker, () => { void worker.terminate(); }, plan, lr, corruptVersion);
