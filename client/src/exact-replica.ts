@@ -86,6 +86,7 @@ export class ExactReplica {
       this.incomingVersion = version;
       this.received = 0;
     }
+    this.hashed = null;
     this.weights.set(floats, offset);
     this.received += floats.length;
     if (this.received === total) { this.version = version; this.hashed = null; }
@@ -105,6 +106,7 @@ export class ExactReplica {
       this.hashed = null;
     } else {
       this.version = -1; // not on the base version: the worker asks for the full weights
+      this.hashed = null;
     }
     this.arriving = null;
   }
@@ -113,6 +115,7 @@ export class ExactReplica {
     return this.version === version && this.arriving === null;
   }
 
+  /** The hash of `version`: also while the next update is being applied (a shard redone in round 2 checks the base), if it was hashed before. */
   private hashAt(version: number): string | null {
     if (this.hashed?.version === version) return this.hashed.hash;
     if (!this.atVersion(version)) return null;
