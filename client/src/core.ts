@@ -11,15 +11,8 @@ import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
 import { UpdateArena } from '@tabtrain/shared/simd';
 import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
 import { LocalReplica, type ReplicaHost, type ReplicaHostFactory } from './exact-replica';
-import { applyOnDevice, maxDrift } from './device-update';
-
-/**
- * powersgd: versions between refreshes of the working weights from the exact copy (worker
- * --refresh-every, the page's ?refresh=). Drift grows about as √K roundings of an update; a
- * refresh costs a read back and an upload of the weights, so at AlexNet size (187 MB each way at
- * ~12 GB/s) one in 50 steps adds ~0.6 ms a step.
- */
-export const DEFAULT_REFRESH_EVERY = 50;
+import { applyOnDevice } from './device-update';
+import { DEFAULT_REFRESH_EVERY, maxDrift } from '@tabtrain/shared/powersgd';
 
 export interface WorkerIdentity {
   workerId: string;
@@ -227,27 +220,31 @@ export class WorkerCore {
     const whole = rounds.take(b, floats);
     this.exact!.post({ op: 'basis', basis: b, floats });
     if (b.round === 1 || !whole) return;
-    if (this.version !== b.version - 1 || !rounds.whole(b.version)) { this.version = -1; return; } // the next assign asks for the full weights
-    if (net instanceof Net) applyOnDevice(net, rounds.plan, rounds.round1Sum, rounds.round2Sum, this.run!.lr, b.batch);
-    this.version = b.version;
-    this.hashed = null;
+    const applied = this.version === b.version - 1 && rounds.whole(b.version);
+    if (applied) {
+      if (net instanceof Net) applyOnDevice(net, rounds.plan, rounds.round1Sum, rounds.round2Sum, this.run!.lr, b.batch);
+      this.version = b.version;
+      this.hashed = null;
+    }
+    // Full weights of this version may have come first (a newcomer): they hold the update already.
+    if (this.version !== b.version) { this.version = -1; return; } // the next assign asks for the full weights
     rounds.warmStart(b.version, rounds.round2Sum);
-    if (net instanceof Net && b.version - this.refreshedAt >= (this.opts.refreshEvery ?? DEFAULT_REFRESH_EVERY)) await this.refresh(net, b.version);
+    if (applied && net instanceof Net && b.version - this.refreshedAt >= (this.opts.refreshEvery ?? DEFAULT_REFRESH_EVERY)) await this.refresh(net, b.version);
   }
 
   /** The working copy becomes the exact copy of `version`; the drift between them is measured first. */
   private async refresh(net: Net, version: number): Promise<void> {
-    const exact = await this.exact!.snapshot(version);
-    if (!exact) {
+    const snapshot = await this.exact!.snapshot(version);
+    if (!snapshot) {
       this.opts.log?.(`the exact copy is not at v${version} to refresh the working weights: asking for the full weights at the next shard`);
       this.version = -1;
       return;
     }
     const working = new Float32Array(net.total);
     await net.getWeights(working);
-    this.drift = maxDrift(working, exact);
-    net.setWeights(exact);
-    this.opts.log?.(`v${version}: working weights refreshed from the exact copy after ${version - this.refreshedAt} versions; drift max |working − exact| ${this.drift.toExponential(2)}`);
+    this.drift = maxDrift(working, snapshot.weights);
+    net.setWeights(snapshot.weights);
+    this.opts.log?.(`v${version}: working weights refreshed from the exact copy (hash ${snapshot.hash}) after ${version - this.refreshedAt} versions; drift max |working − exact| ${this.drift.toExponential(2)}`);
     this.refreshedAt = version;
   }
 

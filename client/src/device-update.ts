@@ -26,10 +26,3 @@ export function applyOnDevice(net: Net, plan: PowerSgdPlan, round1: Float32Array
     }
   });
 }
-
-/** The largest |working − exact| over the weights. */
-export function maxDrift(working: Float32Array, exact: Float32Array): number {
-  let m = 0;
-  for (let i = 0; i < working.length; i++) { const d = Math.abs(working[i] - exact[i]); if (d > m) m = d; }
-  return m;
-}

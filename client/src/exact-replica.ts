@@ -21,7 +21,7 @@ export type ReplicaRequest =
   | { op: 'basis'; basis: Basis; floats: Float32Array }
   /** Answers the replica's hash at `version`, or null when it is not at that version. */
   | { op: 'hash'; id: number; version: number }
-  /** Answers a copy of the weights at `version` (the working copy's refresh), or null. */
+  /** Answers a copy of the weights at `version` and their hash (the working copy's refresh), or null. */
   | { op: 'snapshot'; id: number; version: number };
 
 export interface ReplicaReply { id: number; hash?: string | null; weights?: Float32Array | null }
@@ -74,7 +74,7 @@ export class ExactReplica {
       case 'weights': this.takeWeights(r.version, r.offset, r.total, r.floats); return null;
       case 'basis': this.takeBasis(r.basis, r.floats); return null;
       case 'hash': return { id: r.id, hash: this.hashAt(r.version) };
-      case 'snapshot': return { id: r.id, weights: this.atVersion(r.version) ? this.weights.slice() : null };
+      case 'snapshot': return this.atVersion(r.version) ? { id: r.id, weights: this.weights.slice(), hash: this.hashAt(r.version) } : { id: r.id, weights: null };
     }
   }
 
@@ -104,7 +104,7 @@ export class ExactReplica {
       if (b.version === this.corruptVersion) this.weights[0] += 1; // fault injection (tests)
       this.version = b.version;
       this.hashed = null;
-    } else {
+    } else if (this.version !== b.version) { // full weights of this version may have come first, holding the update already
       this.version = -1; // not on the base version: the worker asks for the full weights
       this.hashed = null;
     }
@@ -129,9 +129,14 @@ export interface ReplicaHost {
   /** Sends a request that needs no answer; the host copies `floats` (the caller may reuse its buffer). */
   post(r: Extract<ReplicaRequest, { op: 'weights' | 'basis' }>): void;
   hash(version: number): Promise<string | null>;
-  snapshot(version: number): Promise<Float32Array | null>;
+  snapshot(version: number): Promise<Snapshot | null>;
   dispose(): void;
 }
+
+/** The exact weights of a version, and their hash (replicaHash). */
+export interface Snapshot { weights: Float32Array; hash: string }
+
+const snapshotOf = (r: ReplicaReply): Snapshot | null => (r.weights && r.hash ? { weights: r.weights, hash: r.hash } : null);
 
 /** Makes a worker's exact copy for a run's plan (node-worker.ts: a thread; page.ts: a Web Worker). */
 export type ReplicaHostFactory = (plan: PowerSgdPlan, lr: number, corruptVersion?: number) => ReplicaHost;
@@ -143,7 +148,7 @@ export class LocalReplica implements ReplicaHost {
   constructor(plan: PowerSgdPlan, lr: number, corruptVersion?: number) { this.replica = new ExactReplica(plan, lr, corruptVersion); }
   post(r: Extract<ReplicaRequest, { op: 'weights' | 'basis' }>): void { this.replica.handle(r); }
   async hash(version: number): Promise<string | null> { return this.replica.handle({ op: 'hash', id: this.next++, version })!.hash ?? null; }
-  async snapshot(version: number): Promise<Float32Array | null> { return this.replica.handle({ op: 'snapshot', id: this.next++, version })!.weights ?? null; }
+  async snapshot(version: number): Promise<Snapshot | null> { return snapshotOf(this.replica.handle({ op: 'snapshot', id: this.next++, version })!); }
   dispose(): void {}
 }
 
@@ -197,7 +202,7 @@ export class ThreadReplica implements ReplicaHost {
   }
 
   async hash(version: number): Promise<string | null> { return (await this.ask({ op: 'hash', version })).hash ?? null; }
-  async snapshot(version: number): Promise<Float32Array | null> { return (await this.ask({ op: 'snapshot', version })).weights ?? null; }
+  async snapshot(version: number): Promise<Snapshot | null> { return snapshotOf(await this.ask({ op: 'snapshot', version })); }
   dispose(): void { this.stop(); }
 }
 
