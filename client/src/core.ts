@@ -11,8 +11,8 @@ import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
 import { UpdateArena } from '@tabtrain/shared/simd';
 import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
 import { LocalReplica, type ReplicaHost, type ReplicaHostFactory } from './exact-replica';
-import { applyOnDevice } from './device-update';
-import { DEFAULT_REFRESH_EVERY, maxDrift } from '@tabtrain/shared/powersgd';
+import { applyOnDevice, refreshOnDevice } from './device-update';
+import { DEFAULT_REFRESH_EVERY } from '@tabtrain/shared/powersgd';
 
 export interface WorkerIdentity {
   workerId: string;
@@ -240,10 +240,7 @@ export class WorkerCore {
       this.version = -1;
       return;
     }
-    const working = new Float32Array(net.total);
-    await net.getWeights(working);
-    this.drift = maxDrift(working, snapshot.weights);
-    net.setWeights(snapshot.weights);
+    this.drift = await refreshOnDevice(net, snapshot.weights);
     this.opts.log?.(`v${version}: working weights refreshed from the exact copy (hash ${snapshot.hash}) after ${version - this.refreshedAt} versions; drift max |working − exact| ${this.drift.toExponential(2)}`);
     this.refreshedAt = version;
   }

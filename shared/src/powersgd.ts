@@ -378,7 +378,7 @@ function checkLength(what: string, v: Float32Array, n: number): void {
  */
 export const DEFAULT_REFRESH_EVERY = 50;
 
-/** The largest |working − exact|: a worker's drift, measured before each refresh. */
+/** The largest |working − exact|: a worker's drift (client/src/device-update.ts measures it on the backend; this is the reference). */
 export function maxDrift(working: Float32Array, exact: Float32Array): number {
   checkLength('working weights', working, exact.length);
   let m = 0;

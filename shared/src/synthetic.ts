@@ -15,8 +15,8 @@
 // keeps two copies of the weights (client/src/exact-replica.ts): the exact copy's update and hash
 // run in a thread of their own, so they cost the step time only when it has to wait for them; the
 // working copy takes the update on the GPU (slept: the factors over PCIe, then passes over the
-// weights at V100 bandwidth), and every K versions is read back and replaced (2 × the weights over
-// PCIe, and the drift's CPU pass). What crosses the network
+// weights at V100 bandwidth), and every K versions is replaced (the weights over PCIe, and the
+// drift's passes on the GPU). What crosses the network
 // is real: the same frames, byte for byte, through a real WebSocket (ws framing and masking, the
 // kernel's TCP), to the real coordinator. The point: N worker processes share this machine's cores
 // with the coordinator, and their real CPU work would contend with the coordinator's.
@@ -29,7 +29,7 @@ import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, cl
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
-import { ArrivingUpdate, DEFAULT_REFRESH_EVERY, LowRankKernel, applyPart, applyPowerSgd, maxDrift, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { ArrivingUpdate, DEFAULT_REFRESH_EVERY, LowRankKernel, applyPart, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { UpdateArena } from '@tabtrain/shared/simd';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
@@ -57,6 +57,8 @@ const POWERSGD_PASSES = 4;
  * sub reads it and w and writes w.
  */
 const DEVICE_UPDATE_PASSES = 6;
+/** Passes over the weights in a refresh's drift (refreshOnDevice): sub reads both copies and writes, abs and max read. */
+const REFRESH_PASSES = 5;
 
 export class SyntheticNet implements Trainable {
   readonly total: number;
@@ -123,8 +125,6 @@ export interface WorkerCosts {
   hashMs: number;
   /** powersgd: making the next step's Q from the round-2 broadcast (nextQ), on the worker's CPU. */
   warmStartMs: number;
-  /** powersgd: a refresh's drift measurement (maxDrift of the working copy read back against the exact copy), on the worker's CPU. */
-  driftMs?: number;
 }
 
 /**
@@ -152,8 +152,7 @@ export function measureWorkerCosts(spec: ModelSpec, compress: Compression, seed 
     const applyPartMs = parts.map((part) => time(() => applyPart(psgd, w, part, round1, round2, spec.lr, 128, kernel)));
     const warmStartMs = time(() => { nextQ(psgd, round2, seed, 1); });
     const hashMs = time(() => { replicaHash(replica); });
-    const driftMs = time(() => { maxDrift(replica, incoming); });
-    return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs: [], decodeMs: [], applyMs, applyPartMs, hashMs, warmStartMs, driftMs };
+    return { model: spec.name, compress, weightsMsPerFloat: copyMs / total, encodeMs: [], decodeMs: [], applyMs, applyPartMs, hashMs, warmStartMs };
   }
   const plan = planSegments(params, total, compress);
   const grad = new Float32Array(total);
@@ -186,6 +185,22 @@ function powerSgdGpuMs(plan: PowerSgdPlan): number {
   const floats = plan.matrices.reduce((a, m) => a + m.rows * m.cols, 0);
   return (POWERSGD_PASSES * 4 * floats) / V100_BYTES_PER_MS;
 }
+
+/**
+ * powersgd: what a synthetic machine spends per step besides the GPU's forward and backward, as
+ * SyntheticMachine sleeps it: on the step's path (`criticalMs`: the next Q, the update on the GPU,
+ * the refresh amortised over K), and in the exact copy's thread (`threadMs`: the update with the
+ * coordinator's kernel, the hash every verifyEvery versions), which bounds the step only where it
+ * is longer than the step itself.
+ */
+export function powerSgdMachineMs(c: WorkerCosts, plan: PowerSgdPlan, verifyEvery: number, refreshEvery = DEFAULT_REFRESH_EVERY): { criticalMs: number; threadMs: number } {
+  const device = (4 * (plan.round1Floats + plan.round2Floats)) / PCIE_BYTES_PER_MS + (DEVICE_UPDATE_PASSES * 4 * plan.total) / V100_BYTES_PER_MS;
+  const refresh = refreshMs(plan.total) / refreshEvery;
+  return { criticalMs: c.warmStartMs + device + refresh, threadMs: c.applyMs + c.hashMs / verifyEvery };
+}
+
+/** A refresh on a V100 machine: the exact weights over PCIe, then the drift's passes at memory bandwidth. */
+const refreshMs = (total: number) => (4 * total) / PCIE_BYTES_PER_MS + (REFRESH_PASSES * 4 * total) / V100_BYTES_PER_MS;
 
 /** Blocks the thread for `ms` without using the CPU (Atomics.wait), as synchronous CPU work would block it. */
 export function blockFor(ms: number): void {
@@ -294,16 +309,15 @@ export class SyntheticMachine {
     this.slept.computeMs += ms;
   }
 
-  /** powersgd, every K versions: the exact copy's snapshot, the working copy read back (the drift) and replaced by it. */
+  /** powersgd, every K versions: the exact copy's snapshot goes up to the GPU, which measures the drift and replaces the working copy by it. */
   private async refresh(version: number): Promise<void> {
     const p = this.psgd!;
     p.refreshedAt = version;
     if (!this.opts.costs) return;
     await this.awaitThread();
-    const ms = (2 * 4 * p.plan.total) / PCIE_BYTES_PER_MS;
+    const ms = refreshMs(p.plan.total);
     await sleep(ms);
     this.slept.computeMs += ms;
-    this.block(this.opts.costs.driftMs ?? 0);
   }
 
   private async handle(frame: Uint8Array): Promise<void> {

@@ -8,7 +8,7 @@ import { Net } from '@tabtrain/shared/net';
 import { applyPowerSgd, maxDrift, powerSgdPlan, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { ExactReplica, LocalReplica } from '../../client/src/exact-replica';
 import { threadReplica } from '../../client/src/exact-replica-thread';
-import { applyOnDevice } from '../../client/src/device-update';
+import { applyOnDevice, refreshOnDevice } from '../../client/src/device-update';
 
 const SPEC = getModel('alexnet-tiny');
 const { params, total } = paramLayout(SPEC);
@@ -86,7 +86,7 @@ describe('the working copy on the backend', () => {
   let net: Net | null = null;
   afterAll(() => net?.dispose());
 
-  it('applyOnDevice agrees with applyPowerSgd to rounding over 20 steps, and a refresh makes it bit-equal', async () => {
+  it('applyOnDevice agrees with applyPowerSgd to rounding over 20 steps; refreshOnDevice measures that drift and makes it bit-equal', async () => {
     net = new Net(SPEC);
     const exact = uniform(total, 3, 0.1);
     net.setWeights(exact);
@@ -106,8 +106,10 @@ describe('the working copy on the backend', () => {
     console.log(`alexnet-tiny rank 2, 20 steps on the cpu backend: drift ${drift.toExponential(2)} (bound ${bound.toExponential(2)})`);
     expect(drift).toBeGreaterThan(0); // the backend's fp32 rounds differently: this is what the refresh is for
     expect(drift).toBeLessThanOrEqual(bound);
-    net.setWeights(exact);
+    // The refresh measures the same drift on the backend, and leaves the working copy bit-equal.
+    expect(await refreshOnDevice(net, exact)).toBe(drift);
     await net.getWeights(working);
     expect(maxDrift(working, exact)).toBe(0);
+    expect(tf.memory().numTensors).toBe(before);
   });
 });
