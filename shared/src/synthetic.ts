@@ -31,35 +31,17 @@ import { mixSeed } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
 import { ArrivingUpdate, DEFAULT_REFRESH_EVERY, LowRankKernel, applyPart, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { UpdateArena } from '@tabtrain/shared/simd';
+import { PCIE_BYTES_PER_MS, V100_BYTES_PER_MS, deviceUpdateMs, refreshMs } from '@tabtrain/shared/device-costs';
+
+export { PCIE_BYTES_PER_MS, V100_BYTES_PER_MS, powerSgdMachineMs } from '@tabtrain/shared/device-costs';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
 export type Trainable = Pick<Net, 'total' | 'setWeights' | 'gradient' | 'evaluate' | 'dispose'>;
 
 /** d2l's V100 runs AlexNet at ~4,000 examples/s: 0.25 ms per example. */
 export const V100_MS_PER_EXAMPLE = 0.25;
-/**
- * A V100's memory bandwidth (HBM2, 900 GB/s), in bytes per ms. PowerSGD's rank-r products on the
- * worker's GPU are memory-bound (a few flops per float of M), so a synthetic machine sleeps for
- * the passes over its matrices each round takes at this rate.
- */
-export const V100_BYTES_PER_MS = 900e6;
-/**
- * Host → GPU copy rate, bytes per ms (PCIe 3.0 x16, ~12 GB/s in practice): a worker machine that
- * made new weights on its CPU (a whole copy received, or an update applied to its replica) uploads
- * them to its GPU before the next shard; a synthetic machine sleeps for it.
- */
-export const PCIE_BYTES_PER_MS = 12e6;
 /** Passes over the matrices' floats per round (powersgd-ops.ts): round 1 reads g and e, writes M, reads M for P; round 2 reads M for Q, then M and e and writes e. */
 const POWERSGD_PASSES = 4;
-/**
- * Passes over the weights when a powersgd update is applied to the working copy on the GPU
- * (client/src/device-update.ts, tfjs ops unfused): matMul writes P̂Qᵀ, mul reads and writes it,
- * sub reads it and w and writes w.
- */
-const DEVICE_UPDATE_PASSES = 6;
-/** Passes over the weights in a refresh's drift (refreshOnDevice): sub reads both copies and writes, abs and max read. */
-const REFRESH_PASSES = 5;
-
 export class SyntheticNet implements Trainable {
   readonly total: number;
   /** The array last filled: the gradient is written once, then left in place (it never changes). */
@@ -186,22 +168,6 @@ function powerSgdGpuMs(plan: PowerSgdPlan): number {
   return (POWERSGD_PASSES * 4 * floats) / V100_BYTES_PER_MS;
 }
 
-/**
- * powersgd: what a synthetic machine spends per step besides the GPU's forward and backward, as
- * SyntheticMachine sleeps it: on the step's path (`criticalMs`: the next Q, the update on the GPU,
- * the refresh amortised over K), and in the exact copy's thread (`threadMs`: the update with the
- * coordinator's kernel, the hash every verifyEvery versions), which bounds the step only where it
- * is longer than the step itself.
- */
-export function powerSgdMachineMs(c: WorkerCosts, plan: PowerSgdPlan, verifyEvery: number, refreshEvery = DEFAULT_REFRESH_EVERY): { criticalMs: number; threadMs: number } {
-  const device = (4 * (plan.round1Floats + plan.round2Floats)) / PCIE_BYTES_PER_MS + (DEVICE_UPDATE_PASSES * 4 * plan.total) / V100_BYTES_PER_MS;
-  const refresh = refreshMs(plan.total) / refreshEvery;
-  return { criticalMs: c.warmStartMs + device + refresh, threadMs: c.applyMs + c.hashMs / verifyEvery };
-}
-
-/** A refresh on a V100 machine: the exact weights over PCIe, then the drift's passes at memory bandwidth. */
-const refreshMs = (total: number) => (4 * total) / PCIE_BYTES_PER_MS + (REFRESH_PASSES * 4 * total) / V100_BYTES_PER_MS;
-
 /** Blocks the thread for `ms` without using the CPU (Atomics.wait), as synchronous CPU work would block it. */
 export function blockFor(ms: number): void {
   if (!(ms > 0)) return;
@@ -299,12 +265,12 @@ export class SyntheticMachine {
 
   /**
    * powersgd: the update applied to the working copy on the GPU (device-update.ts): the factors
-   * go up (PCIe), then DEVICE_UPDATE_PASSES over the weights at the GPU's memory bandwidth.
+   * go up (PCIe), then passes over the weights at the GPU's memory bandwidth (device-costs.ts).
    */
   private async deviceUpdate(): Promise<void> {
     if (!this.opts.costs) return;
     const { plan } = this.psgd!;
-    const ms = (4 * (plan.round1Floats + plan.round2Floats)) / PCIE_BYTES_PER_MS + (DEVICE_UPDATE_PASSES * 4 * plan.total) / V100_BYTES_PER_MS;
+    const ms = deviceUpdateMs(plan);
     await sleep(ms);
     this.slept.computeMs += ms;
   }
