@@ -259,6 +259,7 @@ export class WorkerCore {
     if (!this.holds(a)) return this.askFullWeights(a, body, a.version === this.version ? `hash ${this.hashed?.hash} differs from the coordinator's ${a.hash}` : `is v${this.version}, shard needs v${a.version}`);
     // powersgd: the exact copy's hash, computed in its thread while this shard computes.
     const check = this.exact && a.hash !== undefined ? this.exact.hash(a.version) : null;
+    check?.catch(() => {}); // awaited below; a shard that fails first must not leave it unhandled
     // A powersgd round 2 on the worker that kept the shard's M comes without examples.
     const kept = a.round === 2 && body.byteLength === 0;
     if (!kept && body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
