@@ -10,6 +10,9 @@ import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInt
 import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
 import { UpdateArena } from '@tabtrain/shared/simd';
 import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
+import { LocalReplica, type ReplicaHost, type ReplicaHostFactory } from './exact-replica';
+import { applyOnDevice, refreshOnDevice } from './device-update';
+import { DEFAULT_REFRESH_EVERY } from '@tabtrain/shared/powersgd';
 
 export interface WorkerIdentity {
   workerId: string;
@@ -44,6 +47,12 @@ export class WorkerCore {
   private encoder: GradientEncoder | null = null;
   /** powersgd runs: the rounds' broadcasts, Q and this worker's factors (powersgd-rounds.ts). */
   private rounds: WorkerRounds | null = null;
+  /** powersgd runs: the exact copy of the weights, off the critical path (exact-replica.ts); the Net's variables are the working copy. */
+  private exact: ReplicaHost | null = null;
+  /** The version at which the working copy was last made equal to the exact copy (full weights, or a refresh). */
+  private refreshedAt = -1;
+  /** The largest |working − exact| measured at the last refresh, reported in the status message. */
+  private drift: number | undefined;
   /** The fp32 plan, for a compressed run's probation checks (assign.fp32): stateless, no error feedback. */
   private fp32: GradientEncoder | null = null;
   /** Gradient frames of the last step, one per segment, reused by the next. */
@@ -73,6 +82,10 @@ export class WorkerCore {
       delayMsPerExample?: number; syntheticMsPerExample?: number; onStatus?: (s: WorkerStatus) => void; log?: (line: string) => void;
       /** Fault injection for tests: perturb the replica after applying this version's update. */
       corruptVersion?: number;
+      /** powersgd: refresh the working weights from the exact copy every this many versions (default DEFAULT_REFRESH_EVERY). */
+      refreshEvery?: number;
+      /** powersgd: where the exact copy runs (node-worker.ts: a thread; page.ts: a Web Worker); default this thread. */
+      exactReplica?: ReplicaHostFactory;
     } = {},
   ) {}
 
@@ -112,6 +125,9 @@ export class WorkerCore {
         this.rounds?.dispose();
         // A real net keeps the gradient and PowerSGD's state on its backend; the synthetic one has arrays.
         this.rounds = psgd ? new WorkerRounds(psgd, msg.run.seed, this.net instanceof Net) : null;
+        this.exact?.dispose();
+        this.exact = psgd ? (this.opts.exactReplica ?? ((p, lr, c) => new LocalReplica(p, lr, c)))(psgd, msg.run.lr, this.opts.corruptVersion) : null;
+        this.drift = undefined;
         this.encoder = psgd ? null : new GradientEncoder(planSegments(params, this.net.total, compress), this.net.total);
         this.fp32 = new GradientEncoder(planSegments(params, this.net.total, NO_COMPRESSION), this.net.total);
         // Our identity from now on (the identity object outlives this connection): the coordinator
@@ -126,17 +142,19 @@ export class WorkerCore {
         const net = this.need();
         if (msg.total !== net.total || msg.offset + body.byteLength / 4 > net.total) throw new Error(`weights slice ${msg.offset}+${body.byteLength / 4} does not fit ${net.total}`);
         if (msg.offset === 0 || msg.version !== this.incomingVersion) {
-          this.replica ??= this.rounds?.replica ?? this.updateArena()?.replica ?? new Float32Array(net.total);
+          this.replica ??= this.updateArena()?.replica ?? new Float32Array(net.total);
           this.version = -1; // the replica is being overwritten
-          this.rounds?.cancelUpdate();
           this.incomingVersion = msg.version;
           this.received = 0;
         }
-        this.replica!.set(asFloat32(body), msg.offset);
+        const floats = asFloat32(body);
+        this.replica!.set(floats, msg.offset);
+        this.exact?.post({ op: 'weights', version: msg.version, offset: msg.offset, total: msg.total, floats });
         this.received += body.byteLength / 4;
         if (this.received === net.total) {
           net.setWeights(this.replica!);
           this.version = msg.version;
+          this.refreshedAt = msg.version;
           this.hashed = null;
           this.rounds?.restart();
           const p = this.parked;
@@ -188,56 +206,60 @@ export class WorkerCore {
   }
 
   /**
-   * A slice of a powersgd broadcast. A step's update, P̂ (ΣQ_i)ᵀ, comes matrix by matrix: the
-   * replica on the step's base version takes each part as it arrives, with the coordinator's
-   * kernel (bit-equal replicas), so the apply overlaps the rest of the broadcast. The GPU keeps the
+   * A slice of a powersgd broadcast. The exact copy takes each (in its thread), applying the
+   * update's parts as they complete, bit for bit as the coordinator. The working copy keeps the
    * base weights until the update is whole (a shard redone in round 2 is recomputed on them); then
-   * they are uploaded and Q is warm-started. A replica not on the base version waits for the full
-   * weights instead.
+   * P̂ (ΣQ_i)ᵀ is applied to it on the device and Q is warm-started. Every K versions it is
+   * replaced by the exact copy. A replica not on the base version waits for the full weights.
    */
-  private onBasis(b: Basis, body: Uint8Array): void {
+  private async onBasis(b: Basis, body: Uint8Array): Promise<void> {
     const net = this.need();
     const rounds = this.rounds;
     if (!rounds) throw new Error('basis in a run without powersgd');
-    const whole = rounds.take(b, asFloat32(body));
-    if (b.round === 1) return;
-    if (b.offset === 0) {
-      if (this.version === b.version - 1 && this.replica) rounds.beginUpdate(b.version);
-      else rounds.cancelUpdate();
-    }
-    rounds.applyArrived(this.run!.lr, b.batch);
-    if (!whole) return;
-    if (rounds.applied(b.version)) {
-      if (b.version === this.opts.corruptVersion) this.replica![0] += 1;
-      net.setWeights(this.replica!);
+    const floats = asFloat32(body);
+    const whole = rounds.take(b, floats);
+    this.exact!.post({ op: 'basis', basis: b, floats });
+    if (b.round === 1 || !whole) return;
+    const applied = this.version === b.version - 1 && rounds.whole(b.version);
+    if (applied) {
+      if (net instanceof Net) applyOnDevice(net, rounds.plan, rounds.round1Sum, rounds.round2Sum, this.run!.lr, b.batch);
       this.version = b.version;
       this.hashed = null;
     }
-    if (this.version === b.version) rounds.warmStart(b.version, rounds.round2Sum);
-    else this.version = -1; // not on the base version: the next assign asks for the full weights
+    // Full weights of this version may have come first (a newcomer): they hold the update already.
+    if (this.version !== b.version) { this.version = -1; return; } // the next assign asks for the full weights
+    rounds.warmStart(b.version, rounds.round2Sum);
+    if (applied && net instanceof Net && b.version - this.refreshedAt >= (this.opts.refreshEvery ?? DEFAULT_REFRESH_EVERY)) await this.refresh(net, b.version);
+  }
+
+  /** The working copy becomes the exact copy of `version`; the drift between them is measured first. */
+  private async refresh(net: Net, version: number): Promise<void> {
+    const snapshot = await this.exact!.snapshot(version);
+    if (!snapshot) {
+      this.opts.log?.(`the exact copy is not at v${version} to refresh the working weights: asking for the full weights at the next shard`);
+      this.version = -1;
+      return;
+    }
+    this.drift = await refreshOnDevice(net, snapshot.weights);
+    this.opts.log?.(`v${version}: working weights refreshed from the exact copy (hash ${snapshot.hash}) after ${version - this.refreshedAt} versions; drift max |working − exact| ${this.drift.toExponential(2)}`);
+    this.refreshedAt = version;
   }
 
   /** True when the replica is the weights the assign needs: its version, and its hash when the assign carries one. */
   private holds(a: Assign): boolean {
     if (a.version !== this.version) return false;
-    if (a.hash === undefined || !this.replica) return true;
-    // Mid-update (a shard redone in round 2) the replica is part new: its hash cannot match.
-    if (this.rounds?.updating(this.version + 1)) return false;
+    // powersgd: the exact copy checks the hash in its thread while the shard computes (checked).
+    if (a.hash === undefined || !this.replica || this.exact) return true;
     if (this.hashed?.version !== this.version) this.hashed = { version: this.version, hash: replicaHash(this.replica) };
     return this.hashed.hash === a.hash;
   }
 
   private async compute(a: Assign, body: Uint8Array): Promise<void> {
     const net = this.need();
-    if (!this.holds(a)) {
-      if (this.resyncedAt === a.version) throw new Error(`weights still differ from the coordinator's v${a.version} after a full copy`);
-      this.opts.log?.(`replica ${a.version === this.version ? `hash ${this.hashed?.hash} differs from the coordinator's ${a.hash}` : `is v${this.version}, shard needs v${a.version}`}: asking for the full weights`);
-      this.resyncedAt = a.version;
-      this.version = -1;
-      this.parked = { a, body };
-      await this.send(encode({ type: MSG.resync, version: a.version }));
-      return;
-    }
+    if (!this.holds(a)) return this.askFullWeights(a, body, a.version === this.version ? `hash ${this.hashed?.hash} differs from the coordinator's ${a.hash}` : `is v${this.version}, shard needs v${a.version}`);
+    // powersgd: the exact copy's hash, computed in its thread while this shard computes.
+    const check = this.exact && a.hash !== undefined ? this.exact.hash(a.version) : null;
+    check?.catch(() => {}); // awaited below; a shard that fails first must not leave it unhandled
     // A powersgd round 2 on the worker that kept the shard's M comes without examples.
     const kept = a.round === 2 && body.byteLength === 0;
     if (!kept && body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
@@ -248,8 +270,11 @@ export class WorkerCore {
     let factors: Float32Array | null = null;
     let stats: ShardStats;
     if (this.rounds && a.task === 'train' && !a.fp32) {
-      ({ stats, factors } = await this.powerRound(a, images, labels));
+      const r = await this.powerRound(a, images, labels, check ? () => this.checked(a, body, check) : null);
+      if (!r) return;
+      ({ stats, factors } = r);
     } else {
+      if (check && !(await this.checked(a, body, check))) return;
       stats = a.task === 'train'
         ? await net.gradient(images, labels, a.count, this.run!.seed, a.step, a.position, this.grad!)
         : await net.evaluate(images, labels, a.count);
@@ -288,7 +313,7 @@ export class WorkerCore {
     }
     await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs, sendMs } }));
     const mem = tf.memory();
-    await this.send(encode({ type: MSG.status, tensors: mem.numTensors, bytes: mem.numBytes }));
+    await this.send(encode({ type: MSG.status, tensors: mem.numTensors, bytes: mem.numBytes, ...(this.drift !== undefined ? { drift: this.drift } : {}) }));
     this.update({
       state: 'idle', computeMs, uploadMs: encodeMs + sendMs,
       examplesPerSec: a.task === 'train' ? (a.count * 1000) / (computeMs + encodeMs + sendMs) : this.status.examplesPerSec,
@@ -296,18 +321,38 @@ export class WorkerCore {
     });
   }
 
+  /** Parks the assign and asks for the full weights: they replace both copies. */
+  private async askFullWeights(a: Assign, body: Uint8Array, why: string): Promise<void> {
+    if (this.resyncedAt === a.version) throw new Error(`weights still differ from the coordinator's v${a.version} after a full copy`);
+    this.opts.log?.(`replica ${why}: asking for the full weights`);
+    this.resyncedAt = a.version;
+    this.version = -1;
+    this.parked = { a, body };
+    await this.send(encode({ type: MSG.resync, version: a.version }));
+  }
+
+  /** powersgd: true when the exact copy's hash is the assign's; otherwise asks for the full weights (the working copy is refreshed from them). */
+  private async checked(a: Assign, body: Uint8Array, check: Promise<string | null>): Promise<boolean> {
+    const hash = await check;
+    if (hash === a.hash) return true;
+    await this.askFullWeights(a, body, hash === null ? `exact copy is not at v${a.version}` : `exact copy's hash ${hash} differs from the coordinator's ${a.hash}`);
+    return false;
+  }
+
   /**
    * A powersgd train assign: round 1 computes the shard's gradient and its P_i; round 2 its Q_i,
    * from the M kept in round 1, or (the assign carries the examples) from the gradient recomputed
    * here, when round 1 was another worker's. Round 2 from a kept M reports no loss: round 1 did.
    */
-  private async powerRound(a: Assign, images: Uint8Array, labels: Uint8Array): Promise<{ stats: ShardStats; factors: Float32Array }> {
+  private async powerRound(a: Assign, images: Uint8Array, labels: Uint8Array, checked: (() => Promise<boolean>) | null): Promise<{ stats: ShardStats; factors: Float32Array } | null> {
     const rounds = this.rounds!;
     const recompute = a.round !== 2 || images.byteLength > 0;
     let stats: ShardStats = { lossSum: 0, correct: 0, count: a.count };
     let grad: ShardGradient | undefined;
     if (recompute) ({ stats, grad } = await this.shardGradient(a, images, labels));
     try {
+      // The hash, awaited before the factors touch the error feedback: a failed check leaves no trace of this shard.
+      if (checked && !(await checked())) return null;
       const factors = a.round === 2 ? await rounds.factors2(a.version + 1, a.shard, grad) : await rounds.factors1(a.step, a.shard, grad!);
       return { stats, factors };
     } finally {
@@ -350,6 +395,8 @@ export class WorkerCore {
   dispose(): void {
     this.rounds?.dispose();
     this.rounds = null;
+    this.exact?.dispose();
+    this.exact = null;
     this.net?.dispose();
     this.net = null;
   }

@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import * as tf from '@tensorflow/tfjs-core';
 import { CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES } from '@tabtrain/shared';
 import { WorkerCore, type WorkerIdentity } from './core';
+import { threadReplica } from './exact-replica-thread';
 
 export interface NodeWorkerOptions {
   /** ws:// or wss:// (see workerUrl in worker-cli.ts for what a person may type). */
@@ -25,6 +26,8 @@ export interface NodeWorkerOptions {
   delayMsPerExample?: number;
   /** Fault injection for tests: perturb the weights after applying this version's update. */
   corruptVersion?: number;
+  /** powersgd: refresh the working weights (on the backend) from the exact copy (in a thread) every this many versions. */
+  refreshEvery?: number;
   /** Benchmark stand-in for a GPU: no tfjs compute, sleep this long per example (synthetic.ts). */
   syntheticMsPerExample?: number;
   quiet?: boolean;
@@ -226,7 +229,7 @@ function session(opts: NodeWorkerOptions, workerId: string, backend: string, ada
     const send = (frame: Uint8Array) => new Promise<void>((res, rej) => ws.send(frame, (err) => (err ? rej(err) : res())));
     // One identity per instance across reconnects: the core records the id and session secret the welcome gives.
     if (!identities.has(workerId)) identities.set(workerId, { workerId, kind: 'node', backend, adapter, token: opts.token, local: process.env[LOCAL_KEY_ENV] });
-    const core = new WorkerCore(identities.get(workerId)!, send, { delayMsPerExample: opts.delayMsPerExample, corruptVersion: opts.corruptVersion, syntheticMsPerExample: opts.syntheticMsPerExample, log });
+    const core = new WorkerCore(identities.get(workerId)!, send, { delayMsPerExample: opts.delayMsPerExample, corruptVersion: opts.corruptVersion, syntheticMsPerExample: opts.syntheticMsPerExample, refreshEvery: opts.refreshEvery, exactReplica: threadReplica, log });
     ws.on('open', () => {
       opened = true;
       ws.send(core.hello());

@@ -3,6 +3,7 @@
 // core.ts's, shared with the Node worker; only this file and page-backend.ts are browser-only.
 import { CLOSE } from '@tabtrain/shared';
 import { WorkerCore, type WorkerIdentity, type WorkerStatus } from './core';
+import { webWorkerReplica } from './exact-replica-webworker';
 import type { DeviceLoss } from './page-backend';
 
 /** `send` resolves once the socket's buffer has drained below this many bytes. */
@@ -108,6 +109,8 @@ export interface SessionOptions {
   onStatus: (s: WorkerStatus) => void;
   onOpen: () => void;
   log: (line: string) => void;
+  /** powersgd: refresh the working weights from the exact copy (in a Web Worker) every this many versions (?refresh=K). */
+  refreshEvery?: number;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -180,7 +183,9 @@ export function runSession(opts: SessionOptions): Promise<SessionOutcome> {
         wait = Math.min(wait * 2, 25);
       }
     };
-    const core = new WorkerCore(opts.identity, send, { onStatus: opts.onStatus, log: opts.log });
+    // The exact copy of the weights in a Web Worker where there are Web Workers, on this thread otherwise.
+    const exactReplica = typeof Worker === 'function' ? webWorkerReplica : undefined;
+    const core = new WorkerCore(opts.identity, send, { onStatus: opts.onStatus, log: opts.log, refreshEvery: opts.refreshEvery, exactReplica });
 
     const finish = async (code: number, reason: string) => {
       if (over) return;

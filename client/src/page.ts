@@ -89,6 +89,10 @@ async function main(): Promise<void> {
   tf.env().set('PROD', true);
 
   const forced = params.get('backend');
+  // powersgd: versions between refreshes of the working weights from the exact copy (default DEFAULT_REFRESH_EVERY).
+  const refreshParam = params.get('refresh');
+  const refreshEvery = refreshParam !== null && /^[1-9]\d{0,8}$/.test(refreshParam) ? Number(refreshParam) : undefined;
+  if (refreshParam !== null && refreshEvery === undefined) log(`?refresh=${refreshParam} is not a whole number of versions ≥ 1: using the default`);
   let choice: BackendChoice;
   let lost: DeviceLoss | null = null;
   const adopt = (c: BackendChoice) => {
@@ -133,6 +137,7 @@ async function main(): Promise<void> {
       onStatus,
       onOpen: () => connection('connected: saying hello'),
       log,
+      refreshEvery,
     });
     ui.showMemory(memory(), heap());
     const gone: DeviceLoss | null = outcome.deviceLost ?? lost;

@@ -1,95 +1,45 @@
 // A worker's side of a powersgd run (shared/src/powersgd.ts) across messages: the two broadcasts
-// it collects (`basis` round 1: P̂; round 2: ΣQ_i, the update), the Q that every replica
+// it collects (`basis` round 1: P̂; round 2: ΣQ_i, the update; the exact copy of the weights
+// takes them too, in its own thread: exact-replica.ts), the Q that every replica
 // warm-starts the same way, and its own factors of each shard it holds, computed on the backend
 // (PowerSgdOps, for a real Net: only the factors are read back) or on Float32Arrays
 // (PowerSgdWorker, for the synthetic net, whose gradient is an array already).
 import type * as tf from '@tensorflow/tfjs-core';
 import type { Basis } from '@tabtrain/shared';
-import { ArrivingUpdate, LowRankKernel, PowerSgdWorker, applyPart, initialQ, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { PowerSgdWorker, initialQ, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { PowerSgdOps } from './powersgd-ops';
+import { Incoming } from './exact-replica';
 
 /** A shard's gradient as the net gives it: tensors on the backend, or a flat array. */
 export type ShardGradient = tf.Tensor[] | Float32Array;
-
-/** One broadcast vector arriving slice by slice, in order. */
-class Incoming {
-  readonly v: Float32Array;
-  version = -1;
-  /** Floats of `version` taken so far. */
-  received = 0;
-  constructor(floats: number) { this.v = new Float32Array(floats); }
-
-  /** Takes a slice; true once the vector of b.version is whole. */
-  take(b: Basis, body: Float32Array): boolean {
-    if (b.total !== this.v.length || b.offset + body.length > this.v.length) throw new Error(`basis round ${b.round} slice ${b.offset}+${body.length} does not fit its ${this.v.length} floats`);
-    if (b.offset === 0) { this.version = b.version; this.received = 0; }
-    if (b.version !== this.version || b.offset !== this.received) throw new Error(`basis round ${b.round} v${b.version} slice at ${b.offset} arrived out of order`);
-    this.v.set(body, b.offset);
-    this.received += body.length;
-    return this.received === this.v.length;
-  }
-
-  whole(version: number): boolean { return this.version === version && this.received === this.v.length; }
-}
 
 export class WorkerRounds {
   private readonly q0: Float32Array;
   private readonly side: PowerSgdOps | PowerSgdWorker;
   private readonly round1: Incoming;
   private readonly round2: Incoming;
-  /** The update kernel, with the replica in its memory (updated in place), where WebAssembly SIMD exists. */
-  private readonly kernel: LowRankKernel | null;
-  /** Where the worker keeps its replica of the weights. */
-  readonly replica: Float32Array;
   /** Shards whose M is held between the rounds, and their step: a new step forgets the old ones. */
   private held = new Set<number>();
   private heldStep = -1;
-  /** The update being applied to the replica as its round 2 arrives. */
-  private arriving: ArrivingUpdate | null = null;
 
   constructor(readonly plan: PowerSgdPlan, private readonly seed: number, onBackend: boolean) {
     this.q0 = initialQ(plan, seed);
     this.round1 = new Incoming(plan.round1Floats);
     this.round2 = new Incoming(plan.round2Floats);
     this.side = onBackend ? new PowerSgdOps(plan, this.q0) : new PowerSgdWorker(plan, this.q0);
-    this.kernel = LowRankKernel.withWeights(plan);
-    this.replica = this.kernel?.weights ?? new Float32Array(plan.total);
   }
 
-  /**
-   * A slice of a broadcast; true once the round-2 broadcast of b.version is whole. The slices of
-   * an update being applied (`beginUpdate`) are applied as they come (`applyArrived`).
-   */
+  /** A slice of a broadcast; true once the round-2 broadcast of b.version is whole. */
   take(b: Basis, body: Float32Array): boolean {
     if (b.round === 1) { this.round1.take(b, body); return false; }
     return this.round2.take(b, body);
   }
 
-  /**
-   * Starts applying the update of `version` to the replica (which holds version − 1) as its
-   * round-2 broadcast arrives; false when that version's round 1 is not whole here (the replica
-   * cannot take the step, and the worker asks for full weights later).
-   */
-  beginUpdate(version: number): boolean {
-    this.arriving = this.round1.whole(version) ? new ArrivingUpdate(this.plan, version) : null;
-    return this.arriving !== null;
-  }
+  /** True when both broadcasts of `version` are whole here: the update that makes it can be applied. */
+  whole(version: number): boolean { return this.round1.whole(version) && this.round2.whole(version); }
 
-  /** The update in progress stops here (full weights replace the replica). */
-  cancelUpdate(): void { this.arriving = null; }
-
-  /** True while the replica holds part of `version`'s update. */
-  updating(version: number): boolean { return this.arriving?.version === version && !this.arriving.done; }
-
-  /** True once the whole update of `version` is on the replica. */
-  applied(version: number): boolean { return this.arriving?.version === version && this.arriving.done; }
-
-  /** Applies, bit for bit as every other replica, the parts of the update in progress that the round-2 slices so far complete. */
-  applyArrived(lr: number, batch: number): void {
-    const a = this.arriving;
-    if (!a || this.round2.version !== a.version) return;
-    applyPart(this.plan, this.replica, a.due(this.round2.received), this.round1.v, this.round2.v, lr, batch, this.kernel);
-  }
+  /** The round-1 broadcast last taken (P̂ and the fp32 tensors' sums). */
+  get round1Sum(): Float32Array { return this.round1.v; }
 
   /** The round-2 broadcast last taken (ΣQ_i). */
   get round2Sum(): Float32Array { return this.round2.v; }

@@ -27,6 +27,9 @@ options:
                       (default 10m; 0 = keep trying forever)
   --id ID             this worker's identity (default: a new random one); a reconnect with the same
                       id replaces the old connection
+  --refresh-every K   powersgd: every K versions, replace the working weights (updated on the
+                      backend, within rounding of the coordinator's) by the exact copy kept in a
+                      thread, and log their drift (default 50)
   --delay-ms X        add X ms per example (simulates a slow GPU; for tests)
   --fault-corrupt-version V
                       perturb this worker's weights after applying update V (tests the hash check)
@@ -87,7 +90,7 @@ function number(v: string | undefined, flag: string, { min = 0, integer = false,
 
 const OPTIONS = {
   url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, fingerprint: { type: 'string' }, ca: { type: 'string' },
-  'connect-timeout': { type: 'string' }, 'delay-ms': { type: 'string' }, 'fault-corrupt-version': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' },
+  'connect-timeout': { type: 'string' }, 'delay-ms': { type: 'string' }, 'fault-corrupt-version': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, 'refresh-every': { type: 'string' },
   quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' }, local: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -135,6 +138,7 @@ export async function worker(argv: string[]): Promise<void> {
     delayMsPerExample: number(v['delay-ms'], '--delay-ms', { above: true }),
     corruptVersion: number(v['fault-corrupt-version'], '--fault-corrupt-version', { min: 1, integer: true }),
     syntheticMsPerExample: number(v['synthetic-ms-per-example'], '--synthetic-ms-per-example'),
+    refreshEvery: number(v['refresh-every'], '--refresh-every', { min: 1, integer: true }),
     quiet: v.quiet, instances: number(v.instances, '--instances', { min: 1, integer: true }),
   });
 }

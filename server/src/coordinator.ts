@@ -296,7 +296,7 @@ export class Coordinator {
     switch (msg.type) {
       case MSG.gradient: return this.onGradient(conn, msg, body);
       case MSG.result: return this.onResult(conn, msg);
-      case MSG.status: conn.tensors = msg.tensors; conn.tensorBytes = msg.bytes; return;
+      case MSG.status: conn.tensors = msg.tensors; conn.tensorBytes = msg.bytes; conn.drift = msg.drift ?? conn.drift; return;
       case MSG.resync: return this.onResync(conn, msg);
       default: throw new ProtocolError(CLOSE.unexpected, `${msg.type} is not allowed from a joined worker`);
     }

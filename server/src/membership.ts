@@ -73,6 +73,8 @@ export interface Conn extends Peer {
   /** Live tensors and bytes on the worker's backend, as it last reported (flat across steps = no leak). */
   tensors: number;
   tensorBytes: number;
+  /** powersgd: the largest |working − exact| of its weights at its last refresh, as it last reported (shown, never acted on). */
+  drift?: number;
   /** Full copies sent because its replica's hash differed, and the version of the last one. */
   resyncs: number;
   resyncVersion: number;
@@ -245,7 +247,7 @@ export class Membership {
     return [...this.conns.values()].filter((c) => c.state !== CONN.hello).map((c) => ({
       id: c.id, workerId: c.workerId, kind: c.kind, backend: c.backend, adapter: c.adapter, remote: c.remote, state: c.closed ? 'lost' as const : c.state,
       shardSize: c.shardSize, computeMs: c.computeMs, uploadMs: c.uploadMs, bytesIn: c.bytesIn, bytesOut: c.bytesOut,
-      examplesPerSec: c.speed, shardsDone: c.shardsDone, tensors: c.tensors, tensorBytes: c.tensorBytes, resyncs: c.resyncs,
+      examplesPerSec: c.speed, shardsDone: c.shardsDone, tensors: c.tensors, tensorBytes: c.tensorBytes, resyncs: c.resyncs, drift: c.drift,
       trust: this.trustLabel(c), caught: c.caught || undefined,
       upBytesPerSec: c.upRate, downBytesPerSec: c.downRate, benched: c.benchedByMs !== null, benchedByMs: c.benchedByMs ?? undefined,
     }));

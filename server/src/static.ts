@@ -114,6 +114,9 @@ export function serveStatic(req: IncomingMessage, res: ServerResponse, root: str
     headers['cross-origin-opener-policy'] = 'same-origin';
     headers['cross-origin-embedder-policy'] = 'require-corp';
   }
+  // A Web Worker started by that page (the exact copy of its weights, exact-replica-webworker.ts)
+  // must itself be served with COEP, or Chromium refuses to start it there.
+  if (ext === '.js') headers['cross-origin-embedder-policy'] = 'require-corp';
   const since = req.headers['if-modified-since'];
   if (since && !Number.isNaN(Date.parse(since)) && Math.floor(stat.mtimeMs / 1000) <= Math.floor(Date.parse(since) / 1000)) {
     delete headers['content-length'];

@@ -59,6 +59,12 @@ export class Net {
     });
   }
 
+  /** Reads the resident weights back into a flat vector (a worker measures its working copy's drift with it). */
+  async getWeights(out: Float32Array): Promise<void> {
+    if (out.length !== this.total) throw new Error(`weights vector has ${out.length} floats, model ${this.spec.name} needs ${this.total}`);
+    await Net.io.read(this.vars, this.params, out);
+  }
+
   /** uint8 28×28 images → float [n, input, input, 1] in [0, 1], resized bilinearly as d2l does. */
   inputs(images: Uint8Array, count: number): tf.Tensor4D {
     return tf.tidy(() => {

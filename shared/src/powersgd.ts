@@ -364,6 +364,28 @@ function checkLength(what: string, v: Float32Array, n: number): void {
   if (v.length !== n) throw new Error(`PowerSGD: ${what} has ${v.length} floats, the plan needs ${n}`);
 }
 
+// ---- a worker's working copy of the weights ----
+//
+// A worker applies each update to the weights on its own device (client/src/device-update.ts),
+// in the backend's fp32: they drift from the coordinator's by rounding. Its exact copy, updated
+// with the kernel above in a thread of its own, replaces them every K versions.
+
+/**
+ * Versions between refreshes (worker --refresh-every, the page's ?refresh=). The drift is a few
+ * fp32 roundings of the weights per step (measured: ≤ 3e-8 over 50 steps of alexnet-tiny); a
+ * refresh reads the weights back and uploads them, at AlexNet size 2 × 187 MB, ~30 ms over PCIe 3:
+ * 0.6 ms a step over 50.
+ */
+export const DEFAULT_REFRESH_EVERY = 50;
+
+/** The largest |working − exact|: a worker's drift (client/src/device-update.ts measures it on the backend; this is the reference). */
+export function maxDrift(working: Float32Array, exact: Float32Array): number {
+  checkLength('working weights', working, exact.length);
+  let m = 0;
+  for (let i = 0; i < working.length; i++) { const d = Math.abs(working[i] - exact[i]); if (d > m) m = d; }
+  return m;
+}
+
 // ---- the worker's rounds, on Float32Arrays (the reference for client/src/powersgd-ops.ts) ----
 
 /**

@@ -214,7 +214,11 @@ export interface Result {
 }
 export interface Notice { type: typeof MSG.notice; state: string; message: string }
 
-export interface Status { type: typeof MSG.status; tensors: number; bytes: number }
+export interface Status {
+  type: typeof MSG.status; tensors: number; bytes: number;
+  /** powersgd: the largest |working − exact| of our weights at our last refresh (the working copy on our device drifts from the exact one by rounding). */
+  drift?: number;
+}
 export interface Resync { type: typeof MSG.resync; version: number }
 
 export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice | Status | Update | Resync | Basis;
@@ -283,6 +287,7 @@ const SCHEMA: Record<MsgType, Record<string, Check>> = {
 const OPTIONAL: Partial<Record<MsgType, Record<string, Check>>> = {
   assign: { round: 'round', fp32: 'bool' },
   gradient: { round: 'round' },
+  status: { drift: 'nonneg' },
 };
 const MSG_TYPES = new Set<string>(Object.values(MSG));
 

@@ -11,7 +11,12 @@
 // machine. Everything such a machine does on its own hardware is a sleep: the forward and backward
 // pass at X ms per example, and every piece of per-worker CPU work (copying the weights into its
 // replica, encoding the gradient, decoding and applying an update, hashing the replica) for the time
-// that work took when measured once on this machine (measureWorkerCosts). What crosses the network
+// that work took when measured once on this machine (measureWorkerCosts). With powersgd the worker
+// keeps two copies of the weights (client/src/exact-replica.ts): the exact copy's update and hash
+// run in a thread of their own, so they cost the step time only when it has to wait for them; the
+// working copy takes the update on the GPU (slept: the factors over PCIe, then passes over the
+// weights at V100 bandwidth), and every K versions is replaced (the weights over PCIe, and the
+// drift's passes on the GPU). What crosses the network
 // is real: the same frames, byte for byte, through a real WebSocket (ws framing and masking, the
 // kernel's TCP), to the real coordinator. The point: N worker processes share this machine's cores
 // with the coordinator, and their real CPU work would contend with the coordinator's.
@@ -24,29 +29,19 @@ import { CHUNK_FLOATS, CLOSE, CLOSE_NAMES, IMAGE_BYTES, MAX_FRAME_BYTES, MSG, cl
 import type { Net, ShardStats } from '@tabtrain/shared/net';
 import { mixSeed } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Compression, type Segment } from '@tabtrain/shared/compress';
-import { ArrivingUpdate, LowRankKernel, applyPart, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { ArrivingUpdate, DEFAULT_REFRESH_EVERY, LowRankKernel, applyPart, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { UpdateArena } from '@tabtrain/shared/simd';
+import { PCIE_BYTES_PER_MS, V100_BYTES_PER_MS, deviceUpdateMs, refreshMs } from '@tabtrain/shared/device-costs';
+
+export { PCIE_BYTES_PER_MS, V100_BYTES_PER_MS, powerSgdMachineMs } from '@tabtrain/shared/device-costs';
 
 /** What WorkerCore needs from a model: Net, or this stand-in. */
 export type Trainable = Pick<Net, 'total' | 'setWeights' | 'gradient' | 'evaluate' | 'dispose'>;
 
 /** d2l's V100 runs AlexNet at ~4,000 examples/s: 0.25 ms per example. */
 export const V100_MS_PER_EXAMPLE = 0.25;
-/**
- * A V100's memory bandwidth (HBM2, 900 GB/s), in bytes per ms. PowerSGD's rank-r products on the
- * worker's GPU are memory-bound (a few flops per float of M), so a synthetic machine sleeps for
- * the passes over its matrices each round takes at this rate.
- */
-export const V100_BYTES_PER_MS = 900e6;
-/**
- * Host → GPU copy rate, bytes per ms (PCIe 3.0 x16, ~12 GB/s in practice): a worker machine that
- * made new weights on its CPU (a whole copy received, or an update applied to its replica) uploads
- * them to its GPU before the next shard; a synthetic machine sleeps for it.
- */
-export const PCIE_BYTES_PER_MS = 12e6;
 /** Passes over the matrices' floats per round (powersgd-ops.ts): round 1 reads g and e, writes M, reads M for P; round 2 reads M for Q, then M and e and writes e. */
 const POWERSGD_PASSES = 4;
-
 export class SyntheticNet implements Trainable {
   readonly total: number;
   /** The array last filled: the gradient is written once, then left in place (it never changes). */
@@ -190,6 +185,8 @@ export interface MachineOptions {
   costs: WorkerCosts | null;
   /** The key of workers started by the coordinator's own process tree (TABTRAIN_LOCAL_KEY), if any. */
   local?: string;
+  /** powersgd: versions between refreshes of the working copy from the exact copy (default DEFAULT_REFRESH_EVERY). */
+  refreshEvery?: number;
   log?: (line: string) => void;
 }
 
@@ -212,8 +209,12 @@ export class SyntheticMachine {
   /** powersgd: the plan, both rounds' frames (made at welcome, headers rewritten per shard), and the broadcasts seen. */
   private psgd: {
     plan: PowerSgdPlan; frames: [Uint8Array[], Uint8Array[]]; gpuMs: number; basis: Record<1 | 2, { version: number; received: number }>;
-    /** The update being applied as its round 2 arrives (WorkerCore's onBasis). */
+    /** The update being applied to the exact copy as its round 2 arrives (exact-replica.ts). */
     arriving: ArrivingUpdate | null;
+    /** When the exact copy's thread is done with the work given it so far (performance.now() ms): it runs beside the main thread, on another core. */
+    threadFreeAt: number;
+    /** The version at which the working copy on the GPU was last made equal to the exact copy. */
+    refreshedAt: number;
   } | null = null;
   private parked: { a: Assign; body: Uint8Array } | null = null;
   /** A compressed run's probation checks (assign.fp32): the fp32 gradient's frames, made at the first. */
@@ -248,6 +249,43 @@ export class SyntheticMachine {
     this.slept.computeMs += ms;
   }
 
+  /** Work for the exact copy's thread, `ms` long, after what it was given before. */
+  private onThread(ms: number): void {
+    const p = this.psgd!;
+    if (this.opts.costs) p.threadFreeAt = Math.max(performance.now(), p.threadFreeAt) + ms;
+  }
+
+  /** Waits for the exact copy's thread to finish what it was given (its answer is needed now). */
+  private async awaitThread(): Promise<void> {
+    const wait = this.psgd!.threadFreeAt - performance.now();
+    if (!(wait > 0)) return;
+    await sleep(wait);
+    this.slept.cpuMs += wait;
+  }
+
+  /**
+   * powersgd: the update applied to the working copy on the GPU (device-update.ts): the factors
+   * go up (PCIe), then passes over the weights at the GPU's memory bandwidth (device-costs.ts).
+   */
+  private async deviceUpdate(): Promise<void> {
+    if (!this.opts.costs) return;
+    const { plan } = this.psgd!;
+    const ms = deviceUpdateMs(plan);
+    await sleep(ms);
+    this.slept.computeMs += ms;
+  }
+
+  /** powersgd, every K versions: the exact copy's snapshot goes up to the GPU, which measures the drift and replaces the working copy by it. */
+  private async refresh(version: number): Promise<void> {
+    const p = this.psgd!;
+    p.refreshedAt = version;
+    if (!this.opts.costs) return;
+    await this.awaitThread();
+    const ms = refreshMs(p.plan.total);
+    await sleep(ms);
+    this.slept.computeMs += ms;
+  }
+
   private async handle(frame: Uint8Array): Promise<void> {
     const { header, body } = decodeFrame(frame);
     const msg = validate(header);
@@ -269,7 +307,7 @@ export class SyntheticMachine {
             b.set(new Uint8Array(v.buffer, 4 * s.offset, 4 * s.count));
             return f;
           }));
-          this.psgd = { plan: psgd, frames: frames as [Uint8Array[], Uint8Array[]], gpuMs: powerSgdGpuMs(psgd), basis: { 1: { version: -1, received: 0 }, 2: { version: -1, received: 0 } }, arriving: null };
+          this.psgd = { plan: psgd, frames: frames as [Uint8Array[], Uint8Array[]], gpuMs: powerSgdGpuMs(psgd), basis: { 1: { version: -1, received: 0 }, 2: { version: -1, received: 0 } }, arriving: null, threadFreeAt: 0, refreshedAt: -1 };
           this.plan = [];
         } else {
           this.psgd = null;
@@ -301,6 +339,7 @@ export class SyntheticMachine {
         if (this.received === total) {
           await this.upload();
           this.version = msg.version;
+          if (this.psgd) this.psgd.refreshedAt = msg.version;
           const p = this.parked;
           if (p && p.a.version === this.version) { this.parked = null; return this.compute(p.a, p.body); }
         }
@@ -331,7 +370,8 @@ export class SyntheticMachine {
         if (msg.version !== got.version || msg.offset !== got.received) throw new Error(`basis round ${msg.round} v${msg.version} slice at ${msg.offset} arrived out of order`);
         got.received += body.byteLength / 4;
         if (msg.round === 1) return;
-        // As WorkerCore: each part of the update is applied as it arrives, the GPU upload follows the last.
+        // As WorkerCore: the exact copy (a thread: its time is its own) takes each part of the
+        // update as it arrives; the working copy on the GPU takes the whole update once it is here.
         const round1 = p.basis[1];
         if (msg.offset === 0) {
           const base = this.version === msg.version - 1 && round1.version === msg.version && round1.received === p.plan.round1Floats;
@@ -340,15 +380,16 @@ export class SyntheticMachine {
         if (p.arriving?.version === msg.version) {
           const part = p.arriving.due(got.received);
           const costs = this.opts.costs?.applyPartMs ?? [];
-          this.block((part.dense.length ? costs[0] : 0) + part.matrices.reduce((a, m) => a + costs[1 + p.plan.matrices.indexOf(m)], 0));
+          this.onThread((part.dense.length ? costs[0] : 0) + part.matrices.reduce((a, m) => a + costs[1 + p.plan.matrices.indexOf(m)], 0));
         }
         if (got.received < floats) return;
         if (p.arriving?.version === msg.version && p.arriving.done) {
-          await this.upload();
+          await this.deviceUpdate();
           this.version = msg.version;
         }
-        if (this.version === msg.version) this.block(this.opts.costs?.warmStartMs ?? 0);
-        else this.version = -1;
+        if (this.version !== msg.version) { this.version = -1; return; }
+        this.block(this.opts.costs?.warmStartMs ?? 0);
+        if (msg.version - p.refreshedAt >= (this.opts.refreshEvery ?? DEFAULT_REFRESH_EVERY)) await this.refresh(msg.version);
         return;
       }
       case MSG.assign:
@@ -370,8 +411,13 @@ export class SyntheticMachine {
       await this.send(encode({ type: MSG.resync, version: a.version }));
       return;
     }
-    if (a.hash !== undefined) this.block(this.opts.costs?.hashMs ?? 0);
+    // powersgd: the exact copy hashes in its thread while the shard computes; elsewhere, on the main thread.
+    if (a.hash !== undefined) {
+      if (this.psgd) this.onThread(this.opts.costs?.hashMs ?? 0);
+      else this.block(this.opts.costs?.hashMs ?? 0);
+    }
     if (this.psgd && a.task === 'train' && !a.fp32) return this.powerRound(a, body);
+    if (this.psgd) await this.awaitThread();
     if (a.fp32 && this.fp32Frames.length === 0) {
       // A compressed run's probation check: plain fp32 frames of the synthetic gradient, made once.
       const { params, total } = paramLayout(this.spec!);
@@ -420,6 +466,7 @@ export class SyntheticMachine {
     const ms = (recompute ? a.count * this.opts.msPerExample : 0) + p.gpuMs;
     await sleep(ms);
     this.slept.computeMs += ms;
+    await this.awaitThread(); // the hash check's answer, before the factors leave
     const computeMs = performance.now() - t0;
     let sendMs = 0;
     const frames = p.frames[round - 1];

@@ -92,8 +92,11 @@ describe('golden runs: final weights stay bit-identical', () => {
     await pinned('fp16, vgg11-tiny, 2 workers', 2, { ...BASE, maxSteps: 4, compress: parseCompression('fp16'), verifyEvery });
     await pinned('int8, vgg11-tiny, 2 workers', 2, { ...BASE, maxSteps: 4, compress: parseCompression('int8'), verifyEvery });
     // PowerSGD in two rounds (powersgd.ts) on vgg11-small, whose conv and dense kernels are
-    // factored. Real gradients, then synthetic ones.
-    await pinned('powersgd rank 2, vgg11-small, 2 workers', 2, { ...BASE, model: 'vgg11-small', batch: 6, maxSteps: 3, compress: parseCompression('powersgd', 2), verifyEvery });
+    // factored. Real gradients, then synthetic ones. A worker computes with its working copy of
+    // the weights, which takes each update on its backend and is within rounding of the
+    // coordinator's between refreshes (exact-replica.ts): --refresh-every 1 replaces it by the
+    // exact copy after every update, so the gradients, and this hash, are the coordinator's arithmetic alone.
+    await pinned('powersgd rank 2, vgg11-small, 2 workers', 2, { ...BASE, model: 'vgg11-small', batch: 6, maxSteps: 3, compress: parseCompression('powersgd', 2), verifyEvery }, [...CPU_WORKER, '--refresh-every', '1']);
     await pinned('powersgd rank 4, vgg11-small, 2 synthetic workers', 2, { ...BASE, model: 'vgg11-small', compress: parseCompression('powersgd', 4), verifyEvery }, SYNTHETIC_WORKER);
   }, TIMEOUT);
 

@@ -2,7 +2,9 @@
 // real wasm and cpu worker processes, real Fashion-MNIST. The coordinator only sums factors; every
 // replica applies P̂ (ΣQ_i)ᵀ with the same kernel, so the assigns' hash checks must all pass.
 import { describe, expect, it } from 'vitest';
-import { CLOSE, getModel, paramLayout } from '@tabtrain/shared';
+import { CLOSE, getModel, paramLayout, replicaHash } from '@tabtrain/shared';
+import { createInterface } from 'node:readline';
+import { spawnWorker } from '../../server/src/spawn-worker';
 import { parseCompression, roundSegments, uploadBytes } from '@tabtrain/shared/compress';
 import { powerSgdPlan } from '@tabtrain/shared/powersgd';
 import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
@@ -91,6 +93,45 @@ describe('powersgd in two rounds on real workers', () => {
     // The case of issue 24: over the 400 messages/s that used to close it (a machine too slow for
     // that would test nothing here).
     expect(rate).toBeGreaterThan(400);
+  }, 300_000);
+
+  it('300 steps with the working weights on the backend: drift stays at rounding, no honest worker is flagged, and each refresh makes them bit-equal to the coordinator\'s', async () => {
+    // Each worker applies P̂(ΣQ_i)ᵀ to its working copy on its backend and keeps the exact copy in
+    // a thread (client/src/exact-replica.ts); every 50 versions the exact copy replaces the working
+    // one, and the worker logs the drift it measured and the exact copy's hash.
+    const steps = 300, every = 50;
+    const { coord, url, lines } = await startCoordinator({ model: 'alexnet-tiny', batch: 32, maxSteps: steps + 5, seed: 5, minWorkers: 2, compress: parseCompression('powersgd', 2), verifyEvery: 5, verifyShards: 0.2 });
+    const procs = [0, 1].map(() => spawnWorker(url, ['--backend', 'wasm', '--refresh-every', String(every)], 'pipe'));
+    const out: string[] = [];
+    for (const p of procs) createInterface({ input: p.stdout! }).on('line', (l) => out.push(l));
+    // A worker exits once the coordinator has closed the run: by then it has logged every refresh.
+    const exited = procs.map((p) => new Promise((r) => p.once('exit', r)));
+    const hashes = new Map<number, string>();
+    coord.events.on('step', () => {
+      const { version } = coord.status();
+      if (version % every === 0) hashes.set(version, replicaHash(coord.weights));
+    });
+    try {
+      const summary = await coord.train();
+      expect(summary.steps).toBe(steps + 5);
+      await Promise.race([Promise.all(exited), new Promise((r) => setTimeout(r, 10_000))]);
+      const refreshes = out.map((l) => /v(\d+): working weights refreshed from the exact copy \(hash (\w+)\) after (\d+) versions; drift max \|working − exact\| (\S+)/.exec(l)).filter((m) => m !== null);
+      const drifts = refreshes.map((m) => Number(m[4]));
+      console.log(`alexnet-tiny rank 2, ${steps} steps, 2 wasm workers, refresh every ${every}: ${refreshes.length} refreshes, drift max ${Math.max(...drifts).toExponential(2)}, mean ${(drifts.reduce((a, x) => a + x, 0) / drifts.length).toExponential(2)}`);
+      expect(refreshes.map((m) => Number(m[1])).sort((a, b) => a - b)).toEqual([50, 50, 100, 100, 150, 150, 200, 200, 250, 250, 300, 300]);
+      // fp32 rounding of weights of size ~0.1 is 7e-9 a step: 50 steps of it, not a growing error.
+      for (const d of drifts) expect(d).toBeLessThan(1e-6);
+      // Bit-equal after each refresh: the hash of what the working copy was set to is the coordinator's at that version.
+      for (const m of refreshes) expect(m[2]).toBe(hashes.get(Number(m[1])));
+      const rows = coord.status().workers;
+      for (const w of rows) expect(w.drift).toBeLessThan(1e-6);
+      expect(coord.status().caught).toEqual([]);
+      expect(lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+      expect(rows.map((w) => w.resyncs)).toEqual([0, 0]);
+    } finally {
+      await coord.close();
+      kill(procs);
+    }
   }, 300_000);
 
   it('the same run on the cpu backend and on the wasm backend ends within 1e-4', async () => {

@@ -41,6 +41,10 @@ describe('protocol framing', () => {
     expect(codeOf(() => validate({ type: 'basis', version: 1, round: 2, offset: 0, total: 4, batch: 0 }))).toBe(CLOSE.badField);
     expect(codeOf(() => validate({ type: 'update', version: 1, offset: 0, total: 4, batch: 0 }))).toBe(CLOSE.badField);
     expect(validate({ type: 'basis', version: 1, round: 2, offset: 0, total: 4, batch: 1 }).type).toBe('basis');
+    // A worker's drift (powersgd's working copy against its exact copy) is shown as sent: finite and ≥ 0, or absent.
+    for (const drift of [-1e-8, NaN, Infinity, '1e-8']) expect(codeOf(() => validate({ type: 'status', tensors: 1, bytes: 4, drift }))).toBe(CLOSE.badField);
+    expect(validate({ type: 'status', tensors: 1, bytes: 4, drift: 2.98e-8 })).toEqual({ type: 'status', tensors: 1, bytes: 4, drift: 2.98e-8 });
+    expect(validate({ type: 'status', tensors: 1, bytes: 4 }).type).toBe('status');
     expect(codeOf(() => asFloat32(new Uint8Array(6)))).toBe(CLOSE.badGradient);
   });
 
