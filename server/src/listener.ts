@@ -81,6 +81,20 @@ ${trust}
 }
 
 /**
+ * An Expect other than 100-continue gets 417 and the connection closed. Left to Node, the 417 came
+ * with the connection kept open to read the body the request declared: a request that declares
+ * 2 GB and sends two bytes held its socket until the peer gave up (the fuzzer's find).
+ */
+function refuseExpectations<S extends Server>(server: S): S {
+  server.on('checkExpectation', (_req: IncomingMessage, res: ServerResponse) => {
+    const text = 'Expect: only 100-continue is understood\n';
+    res.writeHead(417, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(text)), connection: 'close' });
+    res.end(text);
+  });
+  return server;
+}
+
+/**
  * An http server that also speaks https on the same port when `tls` is given. Listen, address,
  * close and closeAllConnections work on it as on any http server; 'upgrade' listeners added to it
  * also get the upgrades that came over TLS. With `admission`, every connection is counted from
@@ -90,10 +104,12 @@ ${trust}
 export function createListener(onRequest: RequestListener, tls?: ListenerTls, admission?: Admission): Server {
   const asked = (req: IncomingMessage) => admission?.asked(req.socket);
   const handle: RequestListener = (req, res) => { asked(req); onRequest(req, res); };
-  if (!tls) return admit(createHttpServer(handle), asked, admission);
+  if (!tls) return admit(refuseExpectations(createHttpServer(handle)), asked, admission);
   const http = createHttpServer((req, res) => (needsHttps(req) ? (asked(req), httpsNotice(req, res, tls)) : handle(req, res)));
   // handshakeTimeout: Node's default lets a stalled handshake hold its ~90 KB for 120 s.
   const https = createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2', handshakeTimeout: admission?.limits.requestMs ?? 120_000 }, handle);
+  refuseExpectations(http);
+  refuseExpectations(https);
   https.on('upgrade', (req, socket, head) => http.emit('upgrade', req, socket, head));
   // CONNECT and unparseable requests over TLS get the same answers as over plain http.
   https.on('connect', (req, socket, head) => http.emit('connect', req, socket, head));

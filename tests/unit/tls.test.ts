@@ -163,6 +163,24 @@ describe('http and https on one port', () => {
     expect(Date.now() - t0).toBeLessThan(1000);
   });
 
+  it('an Expect other than 100-continue gets 417 and the connection closed, not held open for the body it declared', async () => {
+    for (const tls of [false, true]) {
+      const s = createListener((_req, res) => res.end('x'), tls ? { cert: cert.cert, key: cert.key } : undefined);
+      await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+      const port = (s.address() as { port: number }).port;
+      const head = `POST /api/control HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: nonsense\r\nContent-Length: 100000000\r\n\r\n{}`;
+      const sock = tls ? tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => sock.write(head)) : createConnection(port, '127.0.0.1', () => sock.write(head));
+      let text = '';
+      sock.on('data', (d) => { text += d; });
+      const closed = await Promise.race([new Promise((r) => sock.once('close', () => r(true))), new Promise((r) => setTimeout(() => r(false), 2000))]);
+      expect(text, tls ? 'https' : 'http').toMatch(/^HTTP\/1\.1 417 /);
+      expect(closed, `${tls ? 'https' : 'http'}: closed after the 417`).toBe(true);
+      sock.destroy();
+      s.closeAllConnections();
+      await new Promise((r) => s.close(r));
+    }
+  });
+
   it('knows which names are secure contexts over plain http', () => {
     for (const h of ['localhost:8080', 'a.localhost', '127.0.0.1:1', '127.9.9.9', '[::1]:8080']) expect(isLoopbackHost(h), h).toBe(true);
     for (const h of ['tabtrain.test:8080', '10.0.0.5:8080', '[fe80::1]', 'localhost.example.com', undefined]) expect(isLoopbackHost(h), String(h)).toBe(false);
