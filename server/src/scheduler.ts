@@ -281,8 +281,13 @@ export class Scheduler {
     // Nobody else can check it (the checker left, a lone established worker): a spot check goes on
     // without it; an implausible gradient only when a worker started here computed it (it cannot lie).
     const alone = fin.length === 1 && !t.copies.some((c) => !c.shadow) && !this.checkable(t) && ((t.why !== 'norm' && t.why !== 'reference') || fin[0].owner.local);
-    if (t.want === 1 || alone) {
-      if (t.want > 1) this.opts.log(`shard ${t.step}/${t.shard}: no other established worker connected to ${t.why === 'norm' ? 'recompute' : 'check'} it (${t.why}); used unverified`);
+    // A spot check exists for a remote worker's copy; once that copy is gone (its worker left, or
+    // was closed), only copies of workers this coordinator started remain, and they cannot lie.
+    // Waiting on for a second copy held the step until someone else could take work (a reconnected
+    // worker waiting for its full copy of the weights held it for a minute).
+    const checksNothing = t.why === 'spot check' && fin.length > 0 && fin.every((c) => c.owner.local) && !t.copies.some((c) => !c.shadow);
+    if (t.want === 1 || alone || checksNothing) {
+      if (t.want > 1 && !checksNothing) this.opts.log(`shard ${t.step}/${t.shard}: no other established worker connected to ${t.why === 'norm' ? 'recompute' : 'check'} it (${t.why}); used unverified`);
       return this.complete(t, fin[0], []);
     }
     if (fin.length < 2) return;
