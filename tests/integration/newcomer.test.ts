@@ -26,7 +26,10 @@ interface Ran { code: number | null; signal: NodeJS.Signals | null; out: string;
 function tabtrain(args: string[], opts: { timeoutMs?: number; until?: RegExp; then?: (p: import('node:child_process').ChildProcess) => void } = {}): Promise<Ran> {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
-    const p = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // A person at a terminal: not a worker this test process's coordinators started, so without the
+    // local key that this process exports to the workers it spawns (secrets.ts).
+    const { TABTRAIN_LOCAL_KEY: _local, ...env } = process.env;
+    const p = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     let err = '';
     let fired = false;
