@@ -134,6 +134,8 @@ export class Transport<P extends Peer> {
   private http: Server | null = null;
   private wss: WebSocketServer | null = null;
   private timers: NodeJS.Timeout[] = [];
+  /** Logs the connections refused over the caps since the last report (listen sets it). */
+  private reportAdmission: () => void = () => {};
   private readonly live = new Set<P>();
   private readonly routes: Route[] = [];
   /** Sockets a response began on: a parse error after that ends the socket instead of answering 400 in the middle. */
@@ -208,12 +210,13 @@ export class Transport<P extends Peer> {
     // 'error' on the server: logged, at most once per report, never the end of the run.
     let acceptFailed: string | null = null;
     this.http.on('error', (e: Error & { code?: string }) => { acceptFailed ??= `${e.code ?? ''} ${e.message}`; });
-    this.timers.push(setInterval(guarded(log, 'admission report', () => {
+    this.reportAdmission = guarded(log, 'admission report', () => {
       const refused = this.admission.report();
       if (refused) log(refused);
       if (acceptFailed) log(`accepting a connection failed: ${acceptFailed}`);
       acceptFailed = null;
-    }), ADMISSION_REPORT_MS));
+    });
+    this.timers.push(setInterval(this.reportAdmission, ADMISSION_REPORT_MS));
     this.timers.push(setInterval(guarded(log, 'heartbeat', () => this.heartbeat()), this.opts.heartbeatMs));
     this.timers.push(setInterval(guarded(log, 'slow-reader watch', () => this.watchDrain()), 1000));
     for (const t of this.timers) t.unref();
@@ -401,6 +404,9 @@ export class Transport<P extends Peer> {
   /** Says goodbye to every peer with `code` and stops listening. */
   async close(code: number, reason: string): Promise<void> {
     for (const t of this.timers) clearInterval(t);
+    // Refusals since the last report are said before the end: a run shorter than a report's
+    // interval would otherwise never say it was flooded.
+    this.reportAdmission();
     for (const p of [...this.live]) {
       p.ws.close(code, closeReason(reason));
       // As in drop(): a peer that never answers the close (a hello-less stranger's socket) would
