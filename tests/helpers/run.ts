@@ -1,5 +1,6 @@
 // Real runs for tests: a real coordinator on port 0, real worker processes, real Fashion-MNIST.
 import type { ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import { Coordinator, DEFAULTS, type CoordinatorOptions, type Summary } from '../../server/src/coordinator';
 import { loadFashionMnist, type Dataset } from '../../server/src/data';
 import { Dashboard } from '../../server/src/dashboard';
@@ -58,4 +59,13 @@ export function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 export function subset(d: Dataset, train: number, test: number): Dataset {
   const cut = (s: Dataset['train'], n: number) => ({ images: s.images.subarray(0, n * 784), labels: s.labels.subarray(0, n), count: n });
   return { dir: d.dir, train: cut(d.train, train), test: cut(d.test, test) };
+}
+
+/** A port nobody listens on now (for a coordinator started as a process, which must be told its port). */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
 }

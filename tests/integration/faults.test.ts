@@ -2,7 +2,6 @@
 import { describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -11,18 +10,10 @@ import { getModel, modelHash, paramLayout } from '@tabtrain/shared';
 import { CHECKPOINT_VERSION, Checkpointer, loadCheckpoint } from '../../server/src/checkpoint';
 import { weightsSha256 } from '../../server/src/files';
 import type { StepRecord } from '../../server/src/coordinator';
-import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
+import { freePort, kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 describe('faults', () => {
   const RUN = { model: 'alexnet-tiny', batch: 24, maxSteps: 8, seed: 3, balance: 'equal' as const };

@@ -12,7 +12,7 @@ import { saveCheckpoint } from '../../server/src/checkpoint';
 import { joinLines } from '../../server/src/cli';
 import { Coordinator, DEFAULTS } from '../../server/src/coordinator';
 import { BIN } from '../../server/src/spawn-worker';
-import { data, startCoordinator } from '../helpers/run';
+import { data, freePort, startCoordinator } from '../helpers/run';
 
 const tmp = mkdtempSync(join(tmpdir(), 'tabtrain-newcomer-'));
 /** Every serve below keeps its certificate here, not in ~/.tabtrain. */
@@ -60,14 +60,6 @@ async function busyPort(): Promise<number> {
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
   closers.push(() => new Promise((r) => s.close(r)));
   return (s.address() as { port: number }).port;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 const SERVE = ['serve', '--model', 'vgg11-tiny', '--batch', '16', '--host', '127.0.0.1', ...STATE];
