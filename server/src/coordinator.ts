@@ -30,7 +30,8 @@ import { Step } from './step';
 import { planStep } from './cost-model';
 import { FullCopies } from './full-copies';
 import { missedDeadline, timeShard } from './pace';
-import { LARGE_FRAME, Transport, type Route } from './transport';
+import { LARGE_FRAME, Transport } from './transport';
+import type { Route, Wire, WireFactory } from './wire';
 import { codedNormSq, sumSquares } from './verify';
 import { StallWatch } from './waiting';
 
@@ -106,6 +107,12 @@ export interface CoordinatorOptions {
   staticDir?: string;
   /** Pause/resume/stop from the dashboard need this bearer token; without it the dashboard is read-only. */
   adminToken?: string;
+  /**
+   * What carries the frames: the sockets by default (transport.ts; port, host, tls, staticDir and
+   * the timeouts configure it), or memory for tests that drive the coordinator in-process
+   * (memory-wire.ts). Everything above the wire runs the same either way.
+   */
+  wire?: WireFactory<Conn>;
   /** Appends one JSON line per step, epoch and state change to this file (--log). */
   metricsLog?: string;
   log: (line: string) => void;
@@ -185,7 +192,7 @@ export class Coordinator {
   lastStep: StepRecord | null = null;
   readonly opts: CoordinatorOptions;
 
-  private readonly transport: Transport<Conn>;
+  private readonly transport: Wire<Conn>;
   private readonly members: Membership;
   private readonly scheduler: Scheduler;
   private readonly model: Step;
@@ -250,10 +257,11 @@ export class Coordinator {
       },
       decode: (c) => (c.fp32Check ? null : this.model.decodeCopy(c.frames)), codedCompare: !this.powerSgd,
     }, this.members);
-    this.transport = new Transport<Conn>({
+    const wire = o.wire ?? ((handler) => new Transport<Conn>({
       port: o.port, host: o.host, tls: o.tls, staticDir: o.staticDir, helloTimeoutMs: o.helloTimeoutMs,
       heartbeatMs: o.heartbeatMs ?? DEFAULTS.heartbeatMs, slowReaderMs: o.slowReaderMs ?? DEFAULTS.slowReaderMs, log: o.log,
-    }, {
+    }, handler));
+    this.transport = wire({
       open: (peer) => this.members.open(peer),
       message: (c, msg, body) => this.onMessage(c, msg, body),
       gone: (c, code, reason, byUs) => this.onGone(c, code, reason, byUs),
@@ -451,7 +459,7 @@ export class Coordinator {
       if (missedDeadline(conn.timeouts, conn.local) === 'refuse') this.members.punish(conn, `missed ${conn.timeouts} shard deadlines (the last: shard ${t.step}/${t.shard}, ${ms} ms)`, this.step);
       else if (queued > 0) this.transport.drop(conn, CLOSE.slowReader, `${queued} bytes sent to it are still unread after ${ms} ms`);
       else this.transport.drop(conn, CLOSE.timeout, `shard ${t.step}/${t.shard} not returned within its ${ms} ms deadline`);
-    }, () => conn.ws.terminate()), ms));
+    }, () => this.transport.terminate(conn)), ms));
   }
 
   /**

@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { CLOSE, PROTOCOL_VERSION, ProtocolError, type Hello, type RunInfo, type WorkerKind } from '@tabtrain/shared';
 import { LOCAL_KEY, sameSecret } from './secrets';
-import type { Peer } from './transport';
+import type { Peer } from './wire';
 import { INVALID_FRAMES, Verdicts } from './verdicts';
 
 /** A connection's state in the run. A closed one (peer.closed) shows as 'lost'. */

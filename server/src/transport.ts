@@ -10,84 +10,14 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CLOSE, CLOSE_NAMES, MAX_CLOSE_REASON_BYTES, MAX_FRAME_BYTES, MSG, ProtocolError, closeReason, decodeFrame, printable, validate, type Message } from '@tabtrain/shared';
+import { CLOSE, CLOSE_NAMES, MAX_CLOSE_REASON_BYTES, MAX_FRAME_BYTES, ProtocolError, closeReason, printable } from '@tabtrain/shared';
 import { badRequest, guarded, guardHttp, guardUpgrade, refuseSocket, requestPath } from './guard';
 import { Admission, admissionLimits, type AdmissionLimits } from './admission';
 import { createListener, type ListenerTls } from './listener';
 import { serveStatic } from './static';
+import { newPeer, receive, type Peer, type PeerHandler, type Route, type Wire } from './wire';
 
-/** What the transport keeps per socket; the handler's own per-connection record extends it. */
-export interface Peer {
-  id: number;
-  ws: WebSocket;
-  remote: string;
-  bytesIn: number;
-  bytesOut: number;
-  /** Closed by us or by the peer: nothing more is read from it or sent to it. */
-  closed: boolean;
-  /** Pings sent while idle without a pong since. */
-  missedPongs: number;
-  /** Token bucket against floods of messages no assign asked for: allowed now, refilled at FLOOD_RATE per second. */
-  tokens: number;
-  tokensAt: number;
-  /**
-   * Frames waiting to be written: one frame is handed to the socket at a time, the next when it
-   * has been written, so progress is seen frame by frame (the kernel would otherwise get one
-   * merged write of every queued frame, 187 MB for AlexNet's weights, whose buffer shrinks only
-   * when all of it is gone, and an honest worker on a shared slow link looks stuck).
-   */
-  outbox: Uint8Array[];
-  outboxBytes: number;
-  writing: boolean;
-  /**
-   * When the peer was last seen reading (slow-reader watch): a frame written, its socket's buffer
-   * smaller than at the watch's last look, or writing began after an idle spell.
-   */
-  progressAt: number;
-  /** Its socket's buffered bytes at the watch's last look. */
-  lastBuffered: number;
-  /**
-   * Measured bytes/s coordinator → peer (0 = none yet; averageRate): the cost model's download
-   * rate. How a burst is timed: `burst`.
-   */
-  downRate: number;
-  /**
-   * What was written since the outbox was last empty. The kernel's send buffer (up to
-   * SEND_BUFFER) takes the first bytes of a burst at memory speed, so frames written after that
-   * much are timed by their writes (the link drains the buffer); a burst too small to fill it is
-   * timed from its first write to the pong of a ping sent after its last frame (`timing`).
-   */
-  burst: { since: number; bytes: number; timed: boolean } | null;
-  timing: { since: number; bytes: number; tag: Buffer } | null;
-  /**
-   * When the first bytes of the message now being handled were read from its socket. A message's
-   * arrival time alone cannot time a link: a one-frame gradient is timed from its first byte to
-   * its last, here, since the worker's own send time is only its copy into a kernel buffer that
-   * grows (TCP autotuning) past the frame's size.
-   */
-  messageStartedAt: number;
-  /** The first read of bytes since the last whole message, or null: when the next message began arriving. */
-  arrivingSince: number | null;
-  /** Bytes read since arrivingSince: a ping or pong is all of them only when no message is under way. */
-  arrivingBytes: number;
-}
-
-/** What the transport asks of whoever owns the connections (the coordinator). */
-export interface PeerHandler<P extends Peer> {
-  /** Makes the per-connection record for a new socket. */
-  open(peer: Peer): P;
-  /** A validated message; throwing a ProtocolError closes the peer with its code. */
-  message(p: P, msg: Message, body: Uint8Array): void;
-  /** The peer is closed (by us, `byUs`, or by it): give back what it held. Called once per peer. */
-  gone(p: P, code: number, reason: string, byUs: boolean): void;
-  /** Said hello; a peer that has not within helloTimeoutMs is closed. */
-  joined(p: P): boolean;
-  /** Holds no work: only idle peers are pinged (a computing worker's event loop may be blocked). */
-  idle(p: P): boolean;
-}
-
-/** An HTTP handler for the paths it knows; true when it answered. */
-export type Route = (req: IncomingMessage, res: ServerResponse, path: string) => boolean;
+export type { Peer, PeerHandler, Route };
 
 export interface TransportOptions {
   port: number;
@@ -102,19 +32,6 @@ export interface TransportOptions {
   log: (line: string) => void;
 }
 
-/**
- * The flood limit counts only the messages the run did not ask for: status, resync, a second
- * hello. A gradient frame or a result answers an assign, and the handler closes the socket for
- * any that is not the next slice of a shard the worker holds, in the run's segment plan, or that
- * shard's one result (notOwner, badGradient, duplicate): the run itself bounds them, at one
- * assign's frames per assign, however fast the run is. Counted too, they capped the honest
- * workers of a fast small-model run: a powersgd step sends a frame per matrix per round, and
- * alexnet-tiny at ~1,200 examples/s passed 400 messages/s and was closed 4010 again and again
- * (issue 24, 3). Invalid messages need no count: the first one closes the socket.
- */
-const FLOOD_RATE = 400;
-const FLOOD_BURST = 800;
-const ASKED_FOR = new Set<string>([MSG.gradient, MSG.result]);
 /** How often refused connections are summed up in one log line (a flood must not write a line per connection). */
 const ADMISSION_REPORT_MS = 10_000;
 /** A client's control frame header: 2 bytes and a 4-byte mask (a control payload is at most 125 bytes, no extended length). */
@@ -130,13 +47,15 @@ const SEND_BUFFER = (() => {
   }
 })();
 
-export class Transport<P extends Peer> {
+export class Transport<P extends Peer> implements Wire<P> {
   private http: Server | null = null;
   private wss: WebSocketServer | null = null;
   private timers: NodeJS.Timeout[] = [];
   /** Logs the connections refused over the caps since the last report (listen sets it). */
   private reportAdmission: () => void = () => {};
   private readonly live = new Set<P>();
+  /** Each peer's socket: the transport's alone (the Peer record is shared with the handler). */
+  private readonly sockets = new WeakMap<P, WebSocket>();
   private readonly routes: Route[] = [];
   /** Sockets a response began on: a parse error after that ends the socket instead of answering 400 in the middle. */
   private readonly answered = new WeakSet<Duplex>();
@@ -237,11 +156,8 @@ export class Transport<P extends Peer> {
   }
 
   private accept(ws: WebSocket, req: IncomingMessage): void {
-    const p = this.handler.open({
-      id: ++this.opened, ws, remote: req.socket.remoteAddress ?? '?', bytesIn: 0, bytesOut: 0, closed: false,
-      missedPongs: 0, tokens: FLOOD_BURST, tokensAt: Date.now(), outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0,
-      burst: null, timing: null, messageStartedAt: 0, arrivingSince: null, arrivingBytes: 0,
-    });
+    const p = this.handler.open(newPeer(++this.opened, req.socket.remoteAddress ?? '?'));
+    this.sockets.set(p, ws);
     this.live.add(p);
     const log = this.opts.log;
     const fail = (e: Error) => this.drop(p, CLOSE.malformed, `internal: ${e.message}`);
@@ -271,14 +187,9 @@ export class Transport<P extends Peer> {
       if (p.closed) return;
       p.messageStartedAt = p.arrivingSince ?? performance.now();
       p.arrivingSince = null;
-      p.bytesIn += data.byteLength;
       this.bytesIn += data.byteLength;
       try {
-        if (!isBinary) throw new ProtocolError(CLOSE.malformed, 'text frame; the protocol is binary');
-        const { header, body } = decodeFrame(data);
-        const msg = validate(header);
-        if (!ASKED_FOR.has(msg.type) && !takeToken(p)) throw new ProtocolError(CLOSE.flood, `more than ${FLOOD_RATE} ${msg.type} messages/s that no assign asked for`);
-        this.handler.message(p, msg, body);
+        receive(p, data, isBinary, this.handler);
         // Joined: the run's work bounds it now, no longer the caps on strangers' connections.
         if (!released && this.handler.joined(p)) { released = true; this.admission.release(req.socket); }
       } catch (e) {
@@ -312,9 +223,17 @@ export class Transport<P extends Peer> {
     if (!p.writing) { p.progressAt = Date.now(); p.burst = { since: performance.now(), bytes: 0, timed: false }; this.pump(p); }
   }
 
+  private ws(p: P): WebSocket {
+    return this.sockets.get(p)!;
+  }
+
+  terminate(p: P): void {
+    this.ws(p).terminate();
+  }
+
   /** Bytes sent to a peer and not yet written to its socket. */
   queued(p: P): number {
-    return p.outboxBytes + p.ws.bufferedAmount;
+    return p.outboxBytes + this.ws(p).bufferedAmount;
   }
 
   private pump(p: P): void {
@@ -330,7 +249,7 @@ export class Transport<P extends Peer> {
     const burst = p.burst!;
     const afterBuffer = burst.bytes >= SEND_BUFFER;
     burst.bytes += frame.byteLength;
-    p.ws.send(frame, (err) => {
+    this.ws(p).send(frame, (err) => {
       if (err) return; // the socket is closing; its close handler takes care of the peer
       p.progressAt = Date.now();
       // Behind a full send buffer, a large frame's write takes what the link takes to drain it.
@@ -349,7 +268,7 @@ export class Transport<P extends Peer> {
     if (!b || b.timed || b.bytes < LARGE_FRAME || p.timing || p.closed) return;
     // A tag it cannot guess: a pong sent ahead of the bytes would make its link look fast.
     p.timing = { since: b.since, bytes: b.bytes, tag: randomBytes(8) };
-    p.ws.ping(p.timing.tag);
+    this.ws(p).ping(p.timing.tag);
   }
 
   /** Closes a peer with a named code and a log line; the handler hears of it at once. */
@@ -357,12 +276,12 @@ export class Transport<P extends Peer> {
     if (p.closed) return;
     this.opts.log(`worker #${p.id} (${p.remote}) closed: ${CLOSE_NAMES[code] ?? code} (${code}) ${reason}`);
     try {
-      p.ws.close(code, closeReason(reason));
+      this.ws(p).close(code, closeReason(reason));
     } catch {
-      p.ws.terminate();
+      this.ws(p).terminate();
     }
     // A peer that never answers the close handshake must not hold its shard.
-    setTimeout(() => p.ws.terminate(), 2000).unref();
+    setTimeout(() => this.ws(p).terminate(), 2000).unref();
     this.gone(p, code, reason, true);
   }
 
@@ -379,7 +298,7 @@ export class Transport<P extends Peer> {
       if (!this.handler.joined(p) || !this.handler.idle(p)) { p.missedPongs = 0; continue; }
       if (p.missedPongs >= 2) { this.drop(p, CLOSE.timeout, 'missed two heartbeats'); continue; }
       p.missedPongs++;
-      p.ws.ping();
+      this.ws(p).ping();
     }
   }
 
@@ -394,7 +313,7 @@ export class Transport<P extends Peer> {
     const now = Date.now();
     for (const p of this.live) {
       if (!this.handler.joined(p) || !p.writing) continue;
-      const buffered = p.ws.bufferedAmount;
+      const buffered = this.ws(p).bufferedAmount;
       if (buffered < p.lastBuffered) p.progressAt = now;
       p.lastBuffered = buffered;
       if (now - p.progressAt >= this.opts.slowReaderMs) this.drop(p, CLOSE.slowReader, `${this.queued(p)} bytes sent to it unread: no frame written for ${now - p.progressAt} ms`);
@@ -408,10 +327,10 @@ export class Transport<P extends Peer> {
     // interval would otherwise never say it was flooded.
     this.reportAdmission();
     for (const p of [...this.live]) {
-      p.ws.close(code, closeReason(reason));
+      this.ws(p).close(code, closeReason(reason));
       // As in drop(): a peer that never answers the close (a hello-less stranger's socket) would
       // hold the process open for ws's own 30 s close timeout.
-      setTimeout(() => p.ws.terminate(), 2000).unref();
+      setTimeout(() => this.ws(p).terminate(), 2000).unref();
       this.gone(p, code, reason, true);
     }
     await new Promise<void>((r) => (this.wss ? this.wss.close(() => r()) : r()));
@@ -432,13 +351,3 @@ export function averageRate(average: number, sample: number): number {
 function sampleDownRate(p: Peer, bytes: number, ms: number): void {
   p.downRate = averageRate(p.downRate, (bytes * 1000) / Math.max(0.01, ms));
 }
-
-function takeToken(p: Peer): boolean {
-  const now = Date.now();
-  p.tokens = Math.min(FLOOD_BURST, p.tokens + ((now - p.tokensAt) * FLOOD_RATE) / 1000);
-  p.tokensAt = now;
-  if (p.tokens < 1) return false;
-  p.tokens--;
-  return true;
-}
-

@@ -7,6 +7,7 @@ import { Membership, type Conn } from '../../server/src/membership';
 import { Scheduler, type Task } from '../../server/src/scheduler';
 import { whyWaiting } from '../../server/src/waiting';
 import type { Split } from '../../server/src/data';
+import { newPeer } from '../../server/src/wire';
 
 const spec = getModel('alexnet-tiny');
 const run: RunInfo = { model: spec.name, modelHash: modelHash(spec), seed: 1, batch: 8, lr: 0.1, paramCount: paramLayout(spec).total };
@@ -20,7 +21,7 @@ function setup(probation = 3, fp32 = true, o: { verifyShards?: number; open?: bo
   const folded: [number, number][] = [];
   const scheduler = new Scheduler({ fp32, verifyShards: o.verifyShards ?? 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
   let id = 0;
-  const open = () => members.open({ id: ++id, ws: null as never, remote: 'test', bytesIn: 0, bytesOut: 0, closed: false, missedPongs: 0, tokens: 0, tokensAt: 0, outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0, burst: null, timing: null, messageStartedAt: 0, arrivingSince: null, arrivingBytes: 0 });
+  const open = () => members.open(newPeer(++id, 'test'));
   /** A hello on a new connection; throws what join throws. */
   const hello = (over: Record<string, unknown> = {}): Conn => {
     const c = open();
