@@ -78,8 +78,8 @@ export class Step {
   onRoundStaged: ((frame: Uint8Array, round: 1 | 2, index: number) => void) | null = null;
   /** Number of SGD steps applied to the weights. */
   version = 0;
-  /** Sums gradient segments in shard order as they arrive (reducer.ts); in a powersgd run, the round in hand's factors. */
-  reducer: StreamReducer;
+  /** Sums gradient segments in shard order as they arrive (reducer.ts); in a powersgd run, the round in hand's factors. The step's alone. */
+  private reducer: StreamReducer;
   /**
    * Compressed runs: the step's gradient sum is encoded once more, with the coordinator's own error
    * feedback, and that encoding is both what the coordinator applies and what it broadcasts, so
@@ -149,10 +149,36 @@ export class Step {
   }
 
   /**
+   * Checks a gradient frame against the run's plan (offset, codec, exact body length), or against
+   * the fp32 plan for a compressed run's fp32 check copy. Throws a ProtocolError.
+   */
+  check(g: GradientSlice, body: Uint8Array, fp32Check: boolean): { segment: Segment; body: Uint8Array } {
+    return fp32Check ? this.checkFp32(g, body) : this.reducer.check(g, body);
+  }
+
+  /** Sums one checked frame of a shard's gradient (a copy that counts). */
+  accept(shard: number, g: GradientSlice, body: Uint8Array): void {
+    this.reducer.accept(shard, g, body);
+  }
+
+  /** Holds a streamed shard's segment, summed once the segments before it are (shard order). */
+  hold(shard: number, segment: Segment, body: Uint8Array): void {
+    this.reducer.hold(shard, segment, body);
+  }
+
+  /** Takes a shard's gradient out of the sum (its copy is redone or replaced). */
+  revoke(shard: number): void {
+    this.reducer.revoke(shard);
+  }
+
+  /** Time spent summing segments as they arrived, this step (or round). */
+  get foldMs(): number { return this.reducer.foldMs; }
+
+  /**
    * Checks an fp32 gradient frame against the fp32 plan (a compressed run's probation check copy,
    * which is compared, never summed). Throws a ProtocolError like the reducer's check.
    */
-  checkFp32(g: GradientSlice, body: Uint8Array): { segment: Segment; body: Uint8Array } {
+  private checkFp32(g: GradientSlice, body: Uint8Array): { segment: Segment; body: Uint8Array } {
     this.fp32Checker ??= new FrameCheck(planSegments(this.layout.params, this.layout.total, NO_COMPRESSION), this.layout.total);
     return this.fp32Checker.check(g, body);
   }

@@ -29,7 +29,7 @@ function stepWithLog() {
   const step: Step = new Step(SPEC, SEED, parseCompression('powersgd', RANK), (shard) => {
     bad.push(shard);
     step.callOff();
-    step.reducer.revoke(shard);
+    step.revoke(shard);
   });
   step.onRoundStaged = (frame, round, index) => staged.push({ frame, round, index });
   return { step, staged, bad };
@@ -65,10 +65,10 @@ describe('powersgd broadcasts, matrix by matrix', () => {
     const { step, staged } = stepWithLog();
     const v = [vector(1), vector(2)];
     step.begin(2, SPEC.lr, 16, 7);
-    for (const s of segs) step.reducer.accept(0, { offset: s.offset, total: plan.round1Floats }, body(v[0], s));
+    for (const s of segs) step.accept(0, { offset: s.offset, total: plan.round1Floats }, body(v[0], s));
     expect(staged).toEqual([]); // nothing is final while shard 1 has sent nothing
     for (const [k, s] of segs.entries()) {
-      step.reducer.accept(1, { offset: s.offset, total: plan.round1Floats }, body(v[1], s));
+      step.accept(1, { offset: s.offset, total: plan.round1Floats }, body(v[1], s));
       expect(staged.length).toBe(k + 1); // one segment a matrix here (alexnet-tiny is far under CHUNK_FLOATS)
     }
     expect(segs.length).toBe(plan.matrices.length + 1);
@@ -84,17 +84,17 @@ describe('powersgd broadcasts, matrix by matrix', () => {
     const redo = vector(3);
     const k = 4; // matrices 0..3 are sent before shard 1's fifth frame turns out non-finite
     step.begin(2, SPEC.lr, 16, 0);
-    for (const s of segs) step.reducer.accept(0, { offset: s.offset, total: plan.round1Floats }, body(v[0], s));
-    for (const s of segs.slice(0, k)) step.reducer.accept(1, { offset: s.offset, total: plan.round1Floats }, body(v[1], s));
+    for (const s of segs) step.accept(0, { offset: s.offset, total: plan.round1Floats }, body(v[0], s));
+    for (const s of segs.slice(0, k)) step.accept(1, { offset: s.offset, total: plan.round1Floats }, body(v[1], s));
     const sent = staged.map((s) => s.frame.slice());
     expect(sent.length).toBe(k);
     const poisoned = v[1].slice();
     poisoned[segs[k].offset] = Number.NaN;
-    step.reducer.accept(1, { offset: segs[k].offset, total: plan.round1Floats }, body(poisoned, segs[k]));
+    step.accept(1, { offset: segs[k].offset, total: plan.round1Floats }, body(poisoned, segs[k]));
     expect(bad).toEqual([1]);
     expect(staged.length).toBe(k);
     // Another worker redoes shard 1 from scratch: its frames of the sent matrices are skipped, not refused.
-    for (const s of segs) step.reducer.accept(1, { offset: s.offset, total: plan.round1Floats }, body(redo, s));
+    for (const s of segs) step.accept(1, { offset: s.offset, total: plan.round1Floats }, body(redo, s));
     const frames = step.endRound1(2);
     expect(frames.slice(0, k).map((f) => Array.from(f))).toEqual(sent.map((f) => Array.from(f)));
     const mixed = redo.slice();
@@ -108,10 +108,10 @@ describe('powersgd broadcasts, matrix by matrix', () => {
     const round1 = [vector(1), vector(2)];
     const round2 = [vector(4, plan.round2Floats), vector(5, plan.round2Floats)];
     step.begin(2, SPEC.lr, 16, 0);
-    for (const [shard, v] of round1.entries()) for (const s of segs) step.reducer.accept(shard, { offset: s.offset, total: plan.round1Floats }, body(v, s));
+    for (const [shard, v] of round1.entries()) for (const s of segs) step.accept(shard, { offset: s.offset, total: plan.round1Floats }, body(v, s));
     step.endRound1(2);
     staged.length = 0;
-    for (const [shard, v] of round2.entries()) for (const s of segs2) step.reducer.accept(shard, { offset: s.offset, total: plan.round2Floats }, body(v, s));
+    for (const [shard, v] of round2.entries()) for (const s of segs2) step.accept(shard, { offset: s.offset, total: plan.round2Floats }, body(v, s));
     expect(staged.length).toBe(segs2.length);
     expect(staged.every((s) => s.round === 2)).toBe(true);
     step.apply(SPEC.lr, 16);
@@ -131,17 +131,17 @@ describe('powersgd broadcasts, matrix by matrix', () => {
     const k = 3;
     const t2 = (s: { offset: number }) => ({ offset: s.offset, total: plan.round2Floats });
     step.begin(2, SPEC.lr, 16, 0);
-    for (const [shard, v] of round1.entries()) for (const s of segs) step.reducer.accept(shard, { offset: s.offset, total: plan.round1Floats }, body(v, s));
+    for (const [shard, v] of round1.entries()) for (const s of segs) step.accept(shard, { offset: s.offset, total: plan.round1Floats }, body(v, s));
     const basis = broadcast(step.endRound1(2), 1);
     staged.length = 0;
-    for (const s of segs2) step.reducer.accept(0, t2(s), body(round2[0], s));
-    for (const s of segs2.slice(0, k)) step.reducer.accept(1, t2(s), body(round2[1], s));
+    for (const s of segs2) step.accept(0, t2(s), body(round2[0], s));
+    for (const s of segs2.slice(0, k)) step.accept(1, t2(s), body(round2[1], s));
     expect(staged.length).toBe(k);
     const poisoned = round2[1].slice();
     poisoned[segs2[k].offset + 1] = Number.POSITIVE_INFINITY;
-    step.reducer.accept(1, t2(segs2[k]), body(poisoned, segs2[k]));
+    step.accept(1, t2(segs2[k]), body(poisoned, segs2[k]));
     expect(bad).toEqual([1]);
-    for (const s of segs2) step.reducer.accept(1, t2(s), body(redo, s));
+    for (const s of segs2) step.accept(1, t2(s), body(redo, s));
     step.apply(SPEC.lr, 16);
     const sent = broadcast(step.framesFor(0, 1), 2);
     expect(step.framesFor(0, 1).slice(0, k)).toEqual(staged.slice(0, k).map((s) => s.frame));

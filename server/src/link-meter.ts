@@ -1,0 +1,33 @@
+// The coordinator's link, as the steps have been seen to load it: bytes/s each way, the largest
+// per-step aggregate so far, decaying slowly (a step's aggregate is a lower bound of the link;
+// the decay lets a link that got slower be seen). --balance cost prices transfers with it.
+// Each worker's own rates are measured where its bytes are seen: down by the transport's writes
+// (transport.ts, Peer.downRate), up from its gradient's arrival (pace.ts, Conn.upRate).
+
+/** Only steps that move this much time the link; smaller ones time round trips. */
+const TIMED_BYTES = 4 * 1024 * 1024;
+/** Per step, what the rate seen keeps of itself before a new step's aggregate can raise it. */
+const DECAY = 0.98;
+
+export class LinkMeter {
+  /** bytes/s up (workers → coordinator) and down; 0 = not seen yet. */
+  up = 0;
+  down = 0;
+  private at = { in: 0, out: 0 };
+
+  constructor(private readonly counters: () => { bytesIn: number; bytesOut: number }) {}
+
+  /** A step begins: its bytes are counted from here. */
+  begin(): void {
+    const c = this.counters();
+    this.at = { in: c.bytesIn, out: c.bytesOut };
+  }
+
+  /** The step's gradients all arrived `collectMs` after it began, and it ended after `wallMs`. */
+  end(collectMs: number, wallMs: number): void {
+    const c = this.counters();
+    const rate = (bytes: number, ms: number) => (ms > 0 && bytes >= TIMED_BYTES ? (bytes * 1000) / ms : 0);
+    this.up = Math.max(DECAY * this.up, rate(c.bytesIn - this.at.in, collectMs));
+    this.down = Math.max(DECAY * this.down, rate(c.bytesOut - this.at.out, wallMs));
+  }
+}

@@ -1,0 +1,160 @@
+// One training step, top to bottom: plan the shards → tasks → (powersgd: round 1, then round 2)
+// → apply SGD → the step's record. Also the test evaluation, which is one forward-only round of
+// tasks. The sessions run the tasks; the step (step.ts) sums and applies; the replicas
+// (replicas.ts) say who holds the new version.
+import type { EventEmitter } from 'node:events';
+import { IMAGE_BYTES, planShards, type Result, type RunInfo } from '@tabtrain/shared';
+import type { Dataset } from './data';
+import { planStep } from './cost-model';
+import { guarded } from './guard';
+import { LinkMeter } from './link-meter';
+import type { Conn, Membership } from './membership';
+import type { Replicas } from './replicas';
+import type { CoordinatorOptions, StepRecord } from './run-options';
+import type { Scheduler, Task } from './scheduler';
+import type { Sessions } from './sessions';
+import type { Step } from './step';
+import { LARGE_FRAME } from './transport';
+import type { Wire } from './wire';
+
+export interface StepStats { lossSum: number; correct: number; count: number }
+
+export class TrainingStep {
+  /** The last step's record (the 'step' event's). */
+  last: StepRecord | null = null;
+  private readonly link: LinkMeter;
+  private readonly powerSgd: boolean;
+
+  constructor(
+    private readonly opts: CoordinatorOptions,
+    private readonly run: RunInfo,
+    private readonly data: Dataset,
+    private readonly model: Step,
+    private readonly scheduler: Scheduler,
+    private readonly sessions: Sessions,
+    private readonly replicas: Replicas,
+    private readonly members: Membership,
+    private readonly events: EventEmitter,
+    wire: () => Wire<Conn>,
+  ) {
+    this.link = new LinkMeter(wire);
+    this.powerSgd = opts.compress?.mode === 'powersgd';
+  }
+
+  /** One synchronous step over `indices` (positions in the training set), in epoch `epoch` (0-based). */
+  async train(indices: Uint32Array, epoch: number): Promise<StepStats> {
+    const t0 = performance.now();
+    const step = this.model.version;
+    this.link.begin();
+    const tasks = this.plan(indices.length).map((p, id) => {
+      const t = this.scheduler.newTask('train', step, id, p.position, p.count, indices.subarray(p.position, p.position + p.count), this.data.train);
+      t.pin = p.pin;
+      return t;
+    });
+    this.model.begin(tasks.length, this.run.lr, indices.length, step);
+    this.replicas.begin();
+    await this.sessions.execute(tasks);
+    // Plausibility before the step is applied: a shard whose gradient norm stands out is
+    // recomputed by another worker, and counts only if the two agree.
+    for (let flagged = this.scheduler.recheckImplausible(tasks); flagged.length; flagged = this.scheduler.recheckImplausible(tasks)) {
+      this.replicas.callOff();
+      for (const [t, why] of flagged) {
+        this.opts.log(`shard ${t.step}/${t.shard} from worker #${t.doneBy}: ${why}; recomputing it on another worker`);
+        this.model.revoke(t.shard);
+      }
+      await this.sessions.execute(tasks);
+    }
+    for (const t of tasks) this.scheduler.norms.accept(t.trusted!.normSq, t.count);
+    const round2 = this.powerSgd ? await this.secondRound(tasks) : null;
+    const t1 = performance.now();
+    const { aggregateMs, applyMs: applied, broadcastMs } = this.model.apply(this.run.lr, indices.length);
+    // powersgd: the update reaches the weights once the next step's assigns are out (step.ts,
+    // Rounds.pending): setImmediate runs after this step's promise chain has dispatched them.
+    if (this.powerSgd) setImmediate(guarded(this.opts.log, 'applying the update', () => this.model.flush()));
+    const applyMs = this.powerSgd ? this.model.flushedMs : applied;
+    this.replicas.settle();
+    const t4 = performance.now();
+    const sum = (f: (r: Result) => number) => tasks.reduce((a, t) => a + f(t.result!), 0);
+    const stats = { lossSum: sum((r) => r.lossSum), correct: sum((r) => r.correct), count: indices.length };
+    const last = tasks.reduce((a, t) => (t.doneAt > a.doneAt ? t : a));
+    const upload = (r: Result, shard: number) => r.timings.encodeMs + r.timings.sendMs + (round2 ? round2[shard].timings.encodeMs + round2[shard].timings.sendMs : 0);
+    this.last = {
+      step: this.model.version, epoch: epoch + 1, examples: indices.length, loss: stats.lossSum / stats.count, acc: stats.correct / stats.count,
+      wallMs: t4 - t0, collectMs: t1 - t0, computeMs: Math.max(...tasks.map((t) => t.result!.timings.computeMs)),
+      uploadMs: Math.max(...tasks.map((t) => upload(t.result!, t.shard))), aggregateMs, foldMs: this.model.foldMs, applyMs, broadcastMs,
+      straggler: tasks.length > 1 ? last.doneBy : null, earlySegments: this.replicas.earlySegments,
+      shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!, t.shard) })),
+      at: Date.now(),
+    };
+    this.link.end(t1 - t0, t4 - t0);
+    this.events.emit('step', this.last);
+    return stats;
+  }
+
+  /**
+   * powersgd's second round (powersgd.ts): round 1's sum becomes P̂, which goes to every worker
+   * holding the current weights; then each shard's Q_i is asked of the worker that kept its M
+   * (anyone else, sent the examples, recomputes it). Returns the round-2 results by shard.
+   */
+  private async secondRound(round1: Task[]): Promise<Result[]> {
+    this.replicas.endRound1(this.model.endRound1(round1.length));
+    this.events.emit('round', { step: this.model.version + 1, round: 2 });
+    const live = new Set(this.members.workers().map((c) => c.id));
+    const tasks = round1.map((r) => {
+      const t = this.scheduler.newTask('train', r.step, r.shard, r.position, r.count, r.indices, r.split);
+      t.round = 2;
+      t.heldBy = r.doneBy !== null && live.has(r.doneBy) ? r.doneBy : null;
+      t.pin = t.heldBy;
+      return t;
+    });
+    await this.sessions.execute(tasks);
+    return tasks.map((t) => t.result!);
+  }
+
+  /**
+   * The step's shards: with --balance cost, the cost model's plan (cost-model.ts): which workers
+   * make the predicted step shortest, how many examples each, and who is benched; else in
+   * proportion to measured speed, or even. Nobody joined yet: one shard for whoever comes first.
+   */
+  private plan(batch: number): { position: number; count: number; pin: number | null }[] {
+    const pool = this.members.pool('train');
+    if (this.opts.balance !== 'cost' || !pool.length) {
+      for (const c of pool) c.benchedByMs = null;
+      const weights = pool.length ? pool.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)) : [1];
+      return planShards(batch, weights).map((p) => ({ position: p.position, count: p.count, pin: null }));
+    }
+    const weightsBytes = 4 * this.run.paramCount;
+    const version = this.model.version;
+    // Weights under a frame that can time the link (transport.ts) cost no link time worth pricing.
+    const small = weightsBytes < LARGE_FRAME;
+    const workers = [...pool].sort((a, b) => a.id - b.id).map((c) => ({
+      id: c.id, computeRate: c.computeRate, upRate: c.upRate || (small ? Infinity : 0), downRate: c.downRate || (small ? Infinity : 0),
+      behind: Math.min(2, version - Math.max(0, c.version)),
+    }));
+    const last = this.last;
+    const rate = (bytes: number, ms: number | undefined) => (ms && ms > 0 ? (bytes * 1000) / ms : Infinity);
+    const plan = planStep(workers, {
+      batch, gradientBytes: this.model.gradientBytes, updateBytes: this.opts.compress?.mode && this.opts.compress.mode !== 'none' ? this.model.gradientBytes : weightsBytes, weightsBytes,
+      exampleBytes: IMAGE_BYTES + 1, pipelined: this.model.pipelined,
+    }, {
+      upRate: this.link.up || Infinity, downRate: this.link.down || Infinity, foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
+      sgdRate: rate(weightsBytes, last?.applyMs), encodeRate: Infinity,
+    }, { step: version, probeEvery: 50 });
+    const benched = new Map(plan.benched.map((b) => [b.worker, b.lengthensMs]));
+    // Infinity (no example left for it) shows as null in JSON, still benched.
+    for (const c of pool) c.benchedByMs = benched.has(c.id) ? Math.round(benched.get(c.id)!) : null;
+    return plan.shards.map((s) => ({ position: s.position, count: s.count, pin: s.worker }));
+  }
+
+  /** Test accuracy at the current weights, forward only, split over the workers. */
+  async evaluate(): Promise<number> {
+    const n = Math.min(this.opts.evalExamples, this.data.test.count);
+    const tasks: Task[] = [];
+    for (let o = 0, shard = 0; o < n; o += this.opts.batch, shard++) {
+      const count = Math.min(this.opts.batch, n - o);
+      tasks.push(this.scheduler.newTask('eval', this.model.version, shard, o, count, new Uint32Array(count).map((_, i) => o + i), this.data.test));
+    }
+    await this.sessions.execute(tasks);
+    return tasks.reduce((a, t) => a + t.result!.correct, 0) / n;
+  }
+}
