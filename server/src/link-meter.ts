@@ -1,8 +1,20 @@
 // The coordinator's link, as the steps have been seen to load it: bytes/s each way, the largest
 // per-step aggregate so far, decaying slowly (a step's aggregate is a lower bound of the link;
 // the decay lets a link that got slower be seen). --balance cost prices transfers with it.
-// Each worker's own rates are measured where its bytes are seen: down by the transport's writes
-// (transport.ts, Peer.downRate), up from its gradient's arrival (pace.ts, Conn.upRate).
+// Each worker's own rates are measured where its bytes are seen, down by the transport's writes
+// (transport.ts, Peer.downRate) and up from its gradient's arrival (pace.ts, Conn.upRate), and
+// averaged by averageRate here; frames of LARGE_FRAME or more are the ones that time a link.
+
+/** Frames at least this big time the link they cross (on a fast link they time memcpy: a high rate, harmless). */
+export const LARGE_FRAME = 1024 * 1024;
+
+/**
+ * A link rate's running average with one more sample, taken as time per byte (an EMA of 1/rate):
+ * one sample that met an idle buffer does not outweigh the slow ones. 0: no average yet.
+ */
+export function averageRate(average: number, sample: number): number {
+  return average ? 1 / (0.7 / average + 0.3 / sample) : sample;
+}
 
 /** Only steps that move this much time the link; smaller ones time round trips. */
 const TIMED_BYTES = 4 * 1024 * 1024;

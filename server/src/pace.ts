@@ -10,7 +10,7 @@
 //
 // Pure but for timeShard, which files one shard's timing on its worker's record.
 import type { Result } from '@tabtrain/shared';
-import { averageRate } from './transport';
+import { averageRate } from './link-meter';
 
 /** setTimeout's largest delay: a longer one fires at once (Node warns and uses 1 ms). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;

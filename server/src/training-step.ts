@@ -14,7 +14,7 @@ import type { CoordinatorOptions, StepRecord } from './run-options';
 import type { Scheduler, Task } from './scheduler';
 import type { Sessions } from './sessions';
 import type { Step } from './step';
-import { LARGE_FRAME } from './transport';
+import { LARGE_FRAME } from './link-meter';
 import type { Wire } from './wire';
 
 export interface StepStats { lossSum: number; correct: number; count: number }

@@ -14,6 +14,7 @@ import { CLOSE, CLOSE_NAMES, MAX_CLOSE_REASON_BYTES, MAX_FRAME_BYTES, ProtocolEr
 import { badRequest, guarded, guardHttp, guardUpgrade, refuseSocket, requestPath } from './guard';
 import { Admission, admissionLimits, type AdmissionLimits } from './admission';
 import { createListener, type ListenerTls } from './listener';
+import { LARGE_FRAME, averageRate } from './link-meter';
 import { serveStatic } from './static';
 import { newPeer, receive, type Peer, type PeerHandler, type Route, type Wire } from './wire';
 
@@ -36,8 +37,6 @@ export interface TransportOptions {
 const ADMISSION_REPORT_MS = 10_000;
 /** A client's control frame header: 2 bytes and a 4-byte mask (a control payload is at most 125 bytes, no extended length). */
 const CONTROL_FRAME_HEAD = 6;
-/** Frames at least this big time the link they cross (on a fast link they time memcpy: a high rate, harmless). */
-export const LARGE_FRAME = 1024 * 1024;
 /** The most a TCP socket's send buffer grows to (Linux: tcp_wmem's third field; 4 MiB by default). */
 const SEND_BUFFER = (() => {
   try {
@@ -337,14 +336,6 @@ export class Transport<P extends Peer> implements Wire<P> {
     this.http?.closeAllConnections();
     await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
   }
-}
-
-/**
- * A link rate's running average with one more sample, taken as time per byte (an EMA of 1/rate):
- * one sample that met an idle buffer does not outweigh the slow ones. 0: no average yet.
- */
-export function averageRate(average: number, sample: number): number {
-  return average ? 1 / (0.7 / average + 0.3 / sample) : sample;
 }
 
 /** One download sample: `bytes` in `ms`, into the peer's rate. */
