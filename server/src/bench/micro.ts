@@ -19,7 +19,7 @@ import { CHUNK_FLOATS, decodeFrame, encode, getModel, MSG, paramLayout, sgdStep,
 import { COMPRESS_MODES, GradientEncoder, decodeInto, gradientFrame, parseCompression, planBytes, planSegments, roundSegments, scalarCodecs, uploadBytes, type CompressMode, type Segment } from '@tabtrain/shared/compress';
 import { LowRankKernel, applyPowerSgd, orthonormaliseRound1, powerSgdPlan } from '@tabtrain/shared/powersgd';
 import type { ParamInfo } from '@tabtrain/shared';
-import { fillGradient } from '@tabtrain/shared/synthetic';
+import { fillGradient } from '@tabtrain/shared/synthetic-net';
 import { firstNonFinite, sumInOrder } from '../aggregate';
 import { StreamReducer } from '../reducer';
 import type { PeerOptions } from './ws-peer';
