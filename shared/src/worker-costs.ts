@@ -4,7 +4,8 @@
 // the same functions WorkerCore calls. `synthetic.ts measure` prints it for the benchmark.
 import { CHUNK_FLOATS, paramLayout, replicaHash, type ModelSpec } from '@tabtrain/shared';
 import { GradientEncoder, checkBody, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, type Compression } from '@tabtrain/shared/compress';
-import { LowRankKernel, applyPart, applyPowerSgd, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { LowRankKernel, applyPart, applyPowerSgd, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { nextQ } from '@tabtrain/shared/powersgd-basis';
 import { UpdateArena } from '@tabtrain/shared/simd';
 import { fillGradient } from '@tabtrain/shared/synthetic-net';
 
