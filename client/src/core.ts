@@ -7,7 +7,7 @@ import {
 } from '@tabtrain/shared';
 import { Net, type ShardStats } from '@tabtrain/shared/net';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
-import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic';
+import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic-net';
 import { UpdateArena } from '@tabtrain/shared/simd';
 import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
 import { LocalReplica, type ReplicaHost, type ReplicaHostFactory } from './exact-replica';
@@ -111,7 +111,7 @@ export class WorkerCore {
       case MSG.welcome: {
         const spec = welcomedModel(msg.run.model, msg.run.modelHash);
         this.net?.dispose();
-        // Synthetic: the benchmark's stand-in GPU (synthetic.ts); same protocol, no tfjs compute.
+        // Synthetic: the benchmark's stand-in GPU (synthetic-net.ts); same protocol, no tfjs compute.
         this.net = this.opts.syntheticMsPerExample !== undefined ? new SyntheticNet(spec, this.opts.syntheticMsPerExample) : new Net(spec);
         this.run = msg.run;
         this.version = -1;

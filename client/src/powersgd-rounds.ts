@@ -6,7 +6,9 @@
 // (PowerSgdWorker, for the synthetic net, whose gradient is an array already).
 import type * as tf from '@tensorflow/tfjs-core';
 import type { Basis } from '@tabtrain/shared';
-import { PowerSgdWorker, initialQ, nextQ, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import type { PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { PowerSgdWorker } from '@tabtrain/shared/powersgd-worker';
+import { initialQ, nextQ } from '@tabtrain/shared/powersgd-basis';
 import { PowerSgdOps } from './powersgd-ops';
 import { Incoming } from './exact-replica';
 

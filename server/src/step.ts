@@ -28,7 +28,8 @@ import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type Mo
 import {
   GradientEncoder, NO_COMPRESSION, decodeInto, planSegments, powerSgdPlanOf, roundSegments, updateFrame, uploadBytes, type Compression, type Segment,
 } from '@tabtrain/shared/compress';
-import { LowRankKernel, applyPowerSgd, orthonormaliseP, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { LowRankKernel, applyPowerSgd, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { orthonormaliseP } from '@tabtrain/shared/powersgd-basis';
 import { FrameCheck, StreamReducer, type GradientSlice } from './reducer';
 
 type Frames = { version: number; frames: Uint8Array[] };

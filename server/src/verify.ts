@@ -8,7 +8,8 @@
 //                  position), so honest copies agree to backend precision (wasm vs cpu ~1e-5 of the
 //                  largest gradient, webgpu ~2e-7), and a liar's does not.
 import type { Result } from '@tabtrain/shared';
-import { halfNormSq, type Segment } from '@tabtrain/shared/compress';
+import type { Segment } from '@tabtrain/shared/compress';
+import { halfNormSq } from '@tabtrain/shared/simd-codecs';
 
 /** How far two honest copies of one shard may differ: ‖a − b‖ ≤ TOL · max(‖a‖, ‖b‖) (backends differ by ~1e-5). */
 export const GRADIENT_TOLERANCE = 1e-3;

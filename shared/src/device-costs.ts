@@ -1,4 +1,4 @@
-// What a synthetic V100 machine's device work costs (synthetic.ts sleeps it): the host → GPU link,
+// What a synthetic V100 machine's device work costs (synthetic-machine.ts sleeps it): the host → GPU link,
 // the GPU's memory bandwidth, and the passes over the weights that a powersgd worker's working copy
 // takes on the GPU (client/src/device-update.ts). Pure constants and arithmetic.
 import { DEFAULT_REFRESH_EVERY, type PowerSgdPlan } from './powersgd';
@@ -34,7 +34,7 @@ export const refreshMs = (total: number) => (4 * total) / PCIE_BYTES_PER_MS + (R
 
 /**
  * powersgd: what a synthetic machine spends per step besides the GPU's forward and backward, as
- * SyntheticMachine sleeps it, from its WorkerCosts (synthetic.ts): on the step's path
+ * SyntheticMachine sleeps it, from its WorkerCosts (worker-costs.ts): on the step's path
  * (`criticalMs`: the next Q, the update on the GPU, the refresh amortised over K), and in the exact
  * copy's thread (`threadMs`: the update with the coordinator's kernel, the hash every verifyEvery
  * versions), which bounds the step only where it is longer than the step itself.

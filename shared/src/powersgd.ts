@@ -22,18 +22,12 @@
 // orthonormalises the P parts in place: the round-1 broadcast has the same layout. Round 2's
 // vector is every matrix's Qᵀ [rank, cols]; its sum is the round-2 broadcast.
 //
-// Q's warm start. Step t + 1 starts from step t's broadcast Q = ΣQ_i, orthonormalised by every
-// replica with the same deterministic code (`nextQ`), so every worker multiplies by the same Q
-// bits, which linearity needs. A worker's own Q_i would differ between workers and break it.
-// Normalising changes no span (orth(MQ) = orth(MQR⁻¹)), but keeps P at the scale of M whatever
-// the number of workers or the gradient's size, and a column that vanished (a layer with a zero
-// gradient) is refilled from the seed instead of staying zero for the rest of the run.
+// Q's warm start and the orthonormalisation of P̂ and Q: powersgd-basis.ts.
 //
 // Pure code (no tfjs, no Node or DOM): the coordinator, the page and the Node worker run it.
-// client/src/powersgd-ops.ts is the worker's side on tfjs ops; PowerSgdWorker here is the same on
-// Float32Arrays, the reference the tests hold it to.
+// client/src/powersgd-ops.ts is the worker's side on tfjs ops; PowerSgdWorker (powersgd-worker.ts)
+// is the same on Float32Arrays, the reference the tests hold it to.
 import type { ParamInfo } from './models';
-import { mixSeed, rng } from './rng';
 import { instantiateKernels, kernelMemory, simdAvailable, type Kernels } from './simd';
 
 /** A weight kernel sent as rank-r factors. */
@@ -103,105 +97,6 @@ export function powerSgdPlan(params: ParamInfo[], total: number, rank: number): 
 export function powerSgdBytes(plan: PowerSgdPlan): { round1: number; round2: number; perStep: number } {
   const round1 = 4 * plan.round1Floats, round2 = 4 * plan.round2Floats;
   return { round1, round2, perStep: round1 + round2 };
-}
-
-// ---- orthonormalisation (the coordinator's P̂, every replica's warm-started Q) ----
-
-/** Seeds of the random columns: the first Q, and refills of vanished columns of P̂ and of Q. */
-const SEED_Q0 = 0x9053d0, SEED_FILL_P = 0x9053d1, SEED_FILL_Q = 0x9053d2;
-/**
- * A column is refilled when projecting out the columns before it leaves less than this fraction of
- * its norm: it was (numerically) a combination of them, or zero. fp32 rounding noise (~1e-7) stays:
- * normalised, it is as good a direction as any, and re-orthogonalisation keeps it orthogonal.
- */
-const VANISHED = 1e-9;
-
-/**
- * Orthonormalises, in place, the `rank` columns of a factor stored factor-major at f[at ..]
- * (column k is f[at + k·rows ..], `rows` long): modified Gram–Schmidt in double precision, each
- * column projected twice ("twice is enough": orthogonal to ~1e-16 even when nearly dependent),
- * rounded to fp32 once at the end. A column that vanishes (zero, or dependent on the columns
- * before it) is replaced by a random one drawn from `fillSeed` and orthogonalised the same way, so
- * the result always has `rank` orthonormal columns. Only +, −, ×, ÷ and √ on doubles: every
- * JavaScript engine gives the same bits. Returns how many columns were refilled.
- */
-export function orthonormalise(f: Float32Array, at: number, rows: number, rank: number, fillSeed: number): number {
-  const p = Float64Array.from(f.subarray(at, at + rank * rows));
-  let refilled = 0;
-  for (let k = 0; k < rank; k++) {
-    const c = p.subarray(k * rows, (k + 1) * rows);
-    const before = norm(c);
-    project(p, c, k, rows);
-    let after = norm(c);
-    if (!(after > VANISHED * before)) {
-      const next = rng(mixSeed(fillSeed, k));
-      for (let i = 0; i < rows; i++) c[i] = 2 * next() - 1;
-      project(p, c, k, rows);
-      after = norm(c);
-      refilled++;
-    }
-    const inv = 1 / after;
-    for (let i = 0; i < rows; i++) c[i] *= inv;
-  }
-  f.set(p, at);
-  return refilled;
-}
-
-/**
- * Removes from column c its components along columns 0..k−1 of p (already orthonormal), twice: one
- * pass of MGS leaves up to ε/VANISHED ≈ 1e-7 of non-orthogonality in a nearly dependent column, the
- * size of fp32's rounding; after the second the result's orthogonality is set by that rounding alone.
- */
-function project(p: Float64Array, c: Float64Array, k: number, rows: number): void {
-  for (let pass = 0; pass < 2; pass++) {
-    for (let l = 0; l < k; l++) {
-      const o = l * rows;
-      let dot = 0;
-      for (let i = 0; i < rows; i++) dot += c[i] * p[o + i];
-      for (let i = 0; i < rows; i++) c[i] -= dot * p[o + i];
-    }
-  }
-}
-
-function norm(c: Float64Array): number {
-  let s = 0;
-  for (let i = 0; i < c.length; i++) s += c[i] * c[i];
-  return Math.sqrt(s);
-}
-
-/**
- * The coordinator, after round 1's fold: orthonormalises every P in the summed round-1 vector, in
- * place. What remains is the round-1 broadcast (P̂ and the fp32 tensors' sums).
- */
-export function orthonormaliseRound1(plan: PowerSgdPlan, sum: Float32Array, seed: number, step: number): void {
-  checkLength('round-1 sum', sum, plan.round1Floats);
-  plan.matrices.forEach((_, i) => orthonormaliseP(plan, sum, seed, step, i));
-}
-
-/** orthonormaliseRound1 for matrix i alone: the coordinator makes each P̂ once every shard's P of it is summed. */
-export function orthonormaliseP(plan: PowerSgdPlan, sum: Float32Array, seed: number, step: number, i: number): void {
-  const m = plan.matrices[i];
-  orthonormalise(sum, m.pAt, m.rows, plan.rank, mixSeed(seed, SEED_FILL_P, step, i));
-}
-
-/** The Q every replica multiplies by in the run's first step: seeded by the run seed only. */
-export function initialQ(plan: PowerSgdPlan, seed: number): Float32Array {
-  const q = new Float32Array(plan.round2Floats);
-  plan.matrices.forEach((m, i) => {
-    // Uniform, not Gaussian: Box–Muller's log and cos are not the same bits in every engine.
-    const next = rng(mixSeed(seed, SEED_Q0, i));
-    for (let j = m.qAt; j < m.qAt + plan.rank * m.cols; j++) q[j] = 2 * next() - 1;
-    orthonormalise(q, m.qAt, m.cols, plan.rank, mixSeed(seed, SEED_FILL_Q, 0, i));
-  });
-  return q;
-}
-
-/** The Q of step `step`, warm-started from the round-2 broadcast of step − 1 (ΣQ_i), orthonormalised. */
-export function nextQ(plan: PowerSgdPlan, round2Sum: Float32Array, seed: number, step: number): Float32Array {
-  checkLength('round-2 sum', round2Sum, plan.round2Floats);
-  const q = round2Sum.slice();
-  plan.matrices.forEach((m, i) => orthonormalise(q, m.qAt, m.cols, plan.rank, mixSeed(seed, SEED_FILL_Q, step, i)));
-  return q;
 }
 
 // ---- the update, bit for bit on every replica ----
@@ -360,7 +255,8 @@ const BLOCK_FLOATS = 65536;
 const blockRows = (cols: number) => Math.max(1, Math.floor(BLOCK_FLOATS / cols));
 const align16 = (n: number) => (n + 15) & ~15;
 
-function checkLength(what: string, v: Float32Array, n: number): void {
+/** Throws unless `v` has the `n` floats the plan gives it. */
+export function checkLength(what: string, v: Float32Array, n: number): void {
   if (v.length !== n) throw new Error(`PowerSGD: ${what} has ${v.length} floats, the plan needs ${n}`);
 }
 
@@ -384,101 +280,4 @@ export function maxDrift(working: Float32Array, exact: Float32Array): number {
   let m = 0;
   for (let i = 0; i < working.length; i++) { const d = Math.abs(working[i] - exact[i]); if (d > m) m = d; }
   return m;
-}
-
-// ---- the worker's rounds, on Float32Arrays (the reference for client/src/powersgd-ops.ts) ----
-
-/**
- * One worker's PowerSGD state: the step's Q, its error feedback e, and the matrices M of the
- * shards it holds between the two rounds (a shard is keyed by its id).
- *
- * The error is folded into the first shard whose round 1 runs after the last round 2 (`carried`),
- * so a worker with several shards in a step sends it once. Each round 2 adds that shard's residual
- * M − P̂ Q_iᵀ (with the worker's own Q_i: the part of its M that the shared P̂ did not carry) to e.
- * A shard given round 2 without round 1 (taken over from a lost worker after P̂ was made) starts
- * from its bare gradient: the lost worker's error went with it.
- */
-export class PowerSgdWorker {
-  /** e, per float of the flat vector (only the matrices' floats are used). */
-  readonly error: Float32Array;
-  private q: Float32Array;
-  /** Whether e holds error that no held M has taken in yet. */
-  private carried = false;
-  private readonly held = new Map<number, Float32Array>();
-
-  constructor(readonly plan: PowerSgdPlan, q: Float32Array) {
-    this.error = new Float32Array(plan.total);
-    this.q = q.slice();
-  }
-
-  /** The step's Q: initialQ for the first step, nextQ of the last round-2 broadcast after. */
-  setQ(q: Float32Array): void {
-    checkLength('Q', q, this.plan.round2Floats);
-    this.q = q.slice();
-  }
-
-  /** Round 1 of `shard`: keeps M = grad (+ e), writes Pᵀ = (M Q)ᵀ and the fp32 tensors' gradients into out. */
-  round1(shard: number, grad: Float32Array, out: Float32Array): void {
-    const { plan } = this;
-    checkLength('gradient', grad, plan.total);
-    checkLength('round-1 vector', out, plan.round1Floats);
-    const M = new Float32Array(plan.total);
-    for (const m of plan.matrices) {
-      const { offset, rows, cols, pAt, qAt } = m;
-      for (let x = offset; x < offset + rows * cols; x++) M[x] = this.carried ? grad[x] + this.error[x] : grad[x];
-      for (let k = 0; k < plan.rank; k++) {
-        const qk = qAt + k * cols;
-        for (let i = 0; i < rows; i++) {
-          const row = offset + i * cols;
-          let d = 0;
-          for (let j = 0; j < cols; j++) d += M[row + j] * this.q[qk + j];
-          out[pAt + k * rows + i] = d;
-        }
-      }
-    }
-    for (const t of plan.dense) out.set(grad.subarray(t.offset, t.offset + t.count), t.at);
-    this.carried = false;
-    this.held.set(shard, M);
-  }
-
-  /**
-   * Round 2 of `shard`: writes Q_iᵀ = (Mᵀ P̂)ᵀ into out and adds M − P̂ Q_iᵀ to e. `round1` is the
-   * round-1 broadcast. `grad` is for a shard whose round 1 this worker did not run.
-   */
-  round2(shard: number, round1: Float32Array, out: Float32Array, grad?: Float32Array): void {
-    const { plan } = this;
-    checkLength('round-1 broadcast', round1, plan.round1Floats);
-    checkLength('round-2 vector', out, plan.round2Floats);
-    const M = this.held.get(shard) ?? grad;
-    if (!M) throw new Error(`PowerSGD: round 2 of shard ${shard} without its round 1 or its gradient`);
-    checkLength('gradient', M, plan.total);
-    for (const m of plan.matrices) {
-      const { offset, rows, cols, pAt, qAt } = m;
-      const d = new Float64Array(cols);
-      for (let k = 0; k < plan.rank; k++) {
-        d.fill(0);
-        for (let i = 0; i < rows; i++) {
-          const p = round1[pAt + k * rows + i], row = offset + i * cols;
-          for (let j = 0; j < cols; j++) d[j] += p * M[row + j];
-        }
-        out.set(d, qAt + k * cols);
-      }
-      for (let i = 0; i < rows; i++) {
-        const row = offset + i * cols;
-        for (let j = 0; j < cols; j++) {
-          let a = 0;
-          for (let k = 0; k < plan.rank; k++) a += round1[pAt + k * rows + i] * out[qAt + k * cols + j];
-          const r = M[row + j] - a;
-          this.error[row + j] = this.carried ? this.error[row + j] + r : r;
-        }
-      }
-    }
-    this.carried = true;
-    this.held.delete(shard);
-  }
-
-  /** Forgets a held shard that was taken away before its round 2 (its error share is lost). */
-  abandon(shard: number): void {
-    this.held.delete(shard);
-  }
 }

@@ -1,5 +1,5 @@
 // The worker's PowerSGD on tfjs ops (client/src/powersgd-ops.ts) on the cpu and the wasm backends,
-// against each other and against the Float32Array reference (shared/src/powersgd.ts): the same
+// against each other and against the Float32Array reference (shared/src/powersgd-worker.ts): the same
 // 5-step, 2-worker run ends within 1e-4 on all three. The coordinator's side (fold in shard order,
 // orthonormalise, apply, warm-start Q) is the real shared code.
 import { describe, expect, it } from 'vitest';
@@ -7,9 +7,9 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { getModel, initParams, paramLayout, type ParamInfo } from '@tabtrain/shared';
 import { Net } from '@tabtrain/shared/net';
-import {
-  PowerSgdWorker, applyPowerSgd, initialQ, nextQ, orthonormaliseRound1, powerSgdPlan, type PowerSgdPlan,
-} from '@tabtrain/shared/powersgd';
+import { applyPowerSgd, powerSgdPlan, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { PowerSgdWorker } from '@tabtrain/shared/powersgd-worker';
+import { initialQ, nextQ, orthonormaliseRound1 } from '@tabtrain/shared/powersgd-basis';
 import { PowerSgdOps } from '../../client/src/powersgd-ops';
 import { registerWasmKernels } from '../../client/src/wasm-kernels';
 

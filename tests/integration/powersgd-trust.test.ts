@@ -5,7 +5,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import { CLOSE, decodeFrame, encode, getModel, paramLayout } from '@tabtrain/shared';
-import { halfToFloatTable, parseCompression, planSegments, toHalf } from '@tabtrain/shared/compress';
+import { parseCompression, planSegments } from '@tabtrain/shared/compress';
+import { halfToFloatTable, toHalf } from '@tabtrain/shared/scalar-codecs';
 import type { StepRecord } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
 import { data, kill, subset, workers } from '../helpers/run';

@@ -3,9 +3,11 @@
 import { describe, expect, it } from 'vitest';
 import { getModel, paramLayout, ProtocolError, CLOSE, type ParamInfo } from '@tabtrain/shared';
 import {
-  GradientEncoder, COMPRESS_MODES, decodeInto, gradientFrame, halfNormSq, halfToFloatTable, parseCompression, planBytes, planSegments, roundSegments, toHalf, uploadBytes,
+  GradientEncoder, COMPRESS_MODES, decodeInto, gradientFrame, parseCompression, planBytes, planSegments, roundSegments, uploadBytes,
   type Compression, type Segment,
 } from '@tabtrain/shared/compress';
+import { halfNormSq } from '@tabtrain/shared/simd-codecs';
+import { halfToFloatTable, toHalf } from '@tabtrain/shared/scalar-codecs';
 import { sumInOrder } from '../../server/src/aggregate';
 import { StreamReducer } from '../../server/src/reducer';
 import { SimdArena } from '@tabtrain/shared/simd';

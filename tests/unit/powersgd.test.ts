@@ -4,9 +4,10 @@
 import { describe, expect, it } from 'vitest';
 import { getModel, paramLayout, type ParamInfo } from '@tabtrain/shared';
 import {
-  ArrivingUpdate, LowRankKernel, PowerSgdWorker, applyLowRank, applyPart, applyPowerSgd, initialQ, nextQ, orthonormalise, orthonormaliseRound1,
-  powerSgdBytes, powerSgdPlan, type PowerSgdPlan,
+  ArrivingUpdate, LowRankKernel, applyLowRank, applyPart, applyPowerSgd, powerSgdBytes, powerSgdPlan, type PowerSgdPlan,
 } from '@tabtrain/shared/powersgd';
+import { PowerSgdWorker } from '@tabtrain/shared/powersgd-worker';
+import { initialQ, nextQ, orthonormalise, orthonormaliseRound1 } from '@tabtrain/shared/powersgd-basis';
 import { simdAvailable } from '@tabtrain/shared/simd';
 
 /** A layout of kernels (last dim = cols) and biases; awkward sizes on purpose (odd cols, cols < 4). */

@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { ParamInfo } from '@tabtrain/shared';
-import { GradientEncoder, decodeInto, halfToFloatTable, parseCompression, planSegments, scalarCodecs } from '@tabtrain/shared/compress';
+import { GradientEncoder, decodeInto, parseCompression, planSegments } from '@tabtrain/shared/compress';
+import { halfToFloatTable, scalarCodecs } from '@tabtrain/shared/scalar-codecs';
 import { KERNELS_WASM } from '@tabtrain/shared/kernels.wasm';
 import { compileKernels, generatedSource, GENERATED_PATH, WAT_PATH } from '../../server/src/build-kernels';
 

@@ -4,7 +4,8 @@
 import { describe, expect, it } from 'vitest';
 import { MSG, decodeFrame, getModel, initParams, paramLayout, type Basis } from '@tabtrain/shared';
 import { parseCompression, roundSegments } from '@tabtrain/shared/compress';
-import { applyPowerSgd, orthonormaliseRound1, powerSgdPlan } from '@tabtrain/shared/powersgd';
+import { applyPowerSgd, powerSgdPlan } from '@tabtrain/shared/powersgd';
+import { orthonormaliseRound1 } from '@tabtrain/shared/powersgd-basis';
 import { prng } from '../helpers/liars';
 import { Step } from '../../server/src/step';
 
