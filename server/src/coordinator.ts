@@ -22,7 +22,7 @@ import type { Dataset } from './data';
 import { weightsSha256 } from './files';
 import { formatSeconds, plural } from './format';
 import { FullCopies } from './full-copies';
-import { CONN, Membership, type Conn } from './membership';
+import { Membership, type Conn } from './membership';
 import { Replicas } from './replicas';
 import { DEFAULTS, type CoordinatorOptions, type EpochMetrics, type StepRecord, type Summary } from './run-options';
 import { RunControl, type RunState } from './run-state';
@@ -86,6 +86,7 @@ export class Coordinator {
     this.members = new Membership({
       run: this.run, token: o.token, open: o.open, probation, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
+      holds: (c) => this.scheduler.copyOf(c) !== null,
     });
     this.copies = new FullCopies({ token: o.token, probation, retry: () => this.sessions.dispatch(), log: o.log });
     this.scheduler = new Scheduler({
@@ -115,8 +116,8 @@ export class Coordinator {
       open: (peer) => this.members.open(peer),
       message: (c, msg, body) => this.sessions.message(c, msg, body),
       gone: (c, code, reason, byUs) => this.sessions.gone(c, code, reason, byUs),
-      joined: (c) => c.state !== CONN.hello,
-      idle: (c) => c.state === CONN.idle,
+      joined: (c) => c.joined,
+      idle: (c) => c.joined && this.scheduler.copyOf(c) === null,
     });
     this.stalls = new StallWatch({
       tasks: () => this.scheduler.tasks, members: this.members, log: o.log, state: () => ({ state: this.state, reason: this.stateReason }),

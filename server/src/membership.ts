@@ -17,16 +17,11 @@ import { LOCAL_KEY, sameSecret } from './secrets';
 import type { Peer } from './wire';
 import { INVALID_FRAMES, Verdicts } from './verdicts';
 
-/** A connection's state in the run. A closed one (peer.closed) shows as 'lost'. */
-export const CONN = {
-  /** Socket open, no valid hello yet. */
-  hello: 'hello',
-  /** Joined, no shard in hand. */
-  idle: 'idle',
-  /** Computing a shard. */
-  working: 'working',
-} as const;
-export type ConnState = (typeof CONN)[keyof typeof CONN];
+/**
+ * A connection's state as the status shows it: 'lost' once closed (peer.closed); a joined one
+ * 'working' while it holds a copy of a task (the scheduler's fact), else 'idle'.
+ */
+export type ConnState = 'idle' | 'working' | 'lost';
 
 export type TaskKind = 'train' | 'eval';
 
@@ -40,7 +35,8 @@ export type Trust = { train: number; eval: number } | 'established' | 'untrusted
 const MAX_LOST = 64;
 
 export interface Conn extends Peer {
-  state: ConnState;
+  /** Said a valid hello and was welcomed (false: the socket is open, no hello yet). */
+  joined: boolean;
   workerId: string;
   /** Its session secret (sent once, in the welcome): a reconnect presenting it is this worker again. */
   session: string;
@@ -100,6 +96,8 @@ export interface MembershipOptions {
   drop: (c: Conn, code: number, why: string) => void;
   /** Something the status shows changed (trust, the table). */
   changed: () => void;
+  /** The worker holds a copy of a task (the scheduler's fact, shown as 'working'). */
+  holds: (c: Conn) => boolean;
 }
 
 export class Membership {
@@ -114,7 +112,7 @@ export class Membership {
   /** The record of a new socket, in its hello phase. */
   open(peer: Peer): Conn {
     const conn: Conn = {
-      ...peer, state: CONN.hello, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, vouched: false, awaiting: { train: 0, eval: 0 },
+      ...peer, joined: false, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, vouched: false, awaiting: { train: 0, eval: 0 },
       kind: 'node', backend: '?', adapter: null, version: -1, basis: -1, speed: 0, computeRate: 0, shardSize: 0, computeMs: 0, uploadMs: 0, shardsDone: 0,
       joinedAt: Date.now(), lostAt: 0, tensors: 0, tensorBytes: 0, resyncs: 0, resyncVersion: -1, timeouts: 0,
       upRate: 0, benchedByMs: null,
@@ -154,7 +152,7 @@ export class Membership {
     }
     const trust: Trust = local || tokenOk || this.opts.probation === 0 ? 'established' : inherit ? inherit.trust : { train: 0, eval: 0 };
     Object.assign(conn, {
-      state: CONN.idle, workerId, session: randomBytes(16).toString('hex'), trust, local, vouched: local || tokenOk, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
+      joined: true, workerId, session: randomBytes(16).toString('hex'), trust, local, vouched: local || tokenOk, kind: h.kind, backend: h.backend, adapter: h.adapter ?? null, joinedAt: Date.now(),
       speed: inherit?.speed ?? 0, timeouts: inherit?.timeouts ?? 0, upRate: inherit?.upRate ?? 0, downRate: inherit?.downRate ?? 0,
     });
     const how = trust === 'established' ? (local ? 'started by this coordinator' : tokenOk ? 'token' : 'no probation') : inherit ? 'reconnected' : 'on probation';
@@ -164,7 +162,7 @@ export class Membership {
   /** The latest joined (or lost) connection with this workerId, other than `self`. */
   private identity(workerId: string, self: Conn): Conn | null {
     let found: Conn | null = null;
-    for (const c of this.conns.values()) if (c !== self && c.state !== CONN.hello && c.workerId === workerId) found = c;
+    for (const c of this.conns.values()) if (c !== self && c.joined && c.workerId === workerId) found = c;
     return found;
   }
 
@@ -181,7 +179,7 @@ export class Membership {
 
   /** Joined workers with an open connection. */
   workers(): Conn[] {
-    return [...this.conns.values()].filter((c) => !c.closed && c.state !== CONN.hello);
+    return [...this.conns.values()].filter((c) => !c.closed && c.joined);
   }
 
   established(conn: Conn, kind: TaskKind): boolean {
@@ -224,7 +222,7 @@ export class Membership {
    * reconnections; the INVALID_FRAMES-th makes it a liar for the rest of the run.
    */
   closedFor(conn: Conn, code: number, reason: string, step: number): void {
-    if (conn.state === CONN.hello || conn.local) return;
+    if (!conn.joined || conn.local) return;
     const n = this.verdicts.invalid(conn.workerId, code, reason);
     if (n >= INVALID_FRAMES) this.punish(conn, `${n} connections closed for invalid frames (last: ${reason.slice(0, 60)})`, step);
   }
@@ -244,8 +242,8 @@ export class Membership {
 
   /** The status table's rows: every joined connection still kept, lost ones included. */
   rows() {
-    return [...this.conns.values()].filter((c) => c.state !== CONN.hello).map((c) => ({
-      id: c.id, workerId: c.workerId, kind: c.kind, backend: c.backend, adapter: c.adapter, remote: c.remote, state: c.closed ? 'lost' as const : c.state,
+    return [...this.conns.values()].filter((c) => c.joined).map((c) => ({
+      id: c.id, workerId: c.workerId, kind: c.kind, backend: c.backend, adapter: c.adapter, remote: c.remote, state: (c.closed ? 'lost' : this.opts.holds(c) ? 'working' : 'idle') as ConnState,
       shardSize: c.shardSize, computeMs: c.computeMs, uploadMs: c.uploadMs, bytesIn: c.bytesIn, bytesOut: c.bytesOut,
       examplesPerSec: c.speed, shardsDone: c.shardsDone, tensors: c.tensors, tensorBytes: c.tensorBytes, resyncs: c.resyncs, drift: c.drift,
       trust: this.trustLabel(c), caught: c.caught || undefined,

@@ -123,6 +123,6 @@ export class Replicas {
   /** A worker that reads what it is sent now: idle, or uploading its shard (one still computing may not read for seconds, and would look like a slow reader). */
   private reading(conn: Conn): boolean {
     const copy = this.scheduler.copyOf(conn);
-    return conn.state === 'idle' || (copy !== null && copy.received > 0);
+    return copy === null || copy.received > 0;
   }
 }

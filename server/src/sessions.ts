@@ -12,7 +12,7 @@ import {
 import { gather } from './data';
 import { plural } from './format';
 import { guarded } from './guard';
-import { CONN, type Conn, type Membership } from './membership';
+import type { Conn, Membership } from './membership';
 import type { FullCopies } from './full-copies';
 import { missedDeadline, timeShard } from './pace';
 import type { Replicas } from './replicas';
@@ -88,7 +88,7 @@ export class Sessions {
   // ---- a worker's messages ----
 
   message(conn: Conn, msg: Message, body: Uint8Array): void {
-    if (conn.state === CONN.hello) {
+    if (!conn.joined) {
       if (msg.type !== MSG.hello) throw new ProtocolError(CLOSE.unexpected, `${msg.type} before hello`);
       return this.onHello(conn, msg);
     }
@@ -164,7 +164,6 @@ export class Sessions {
     if (t.kind === 'train' && c.received !== floats) throw new ProtocolError(CLOSE.badGradient, `result after ${c.received} of ${floats} ${this.host.powerSgd ? `round-${t.round} factor` : 'gradient'} floats`);
     if (!Number.isFinite(c.normSq)) throw new ProtocolError(CLOSE.badGradient, `shard ${t.step}/${t.shard}: the gradient has NaN or Inf`);
     this.clearDeadline(conn);
-    conn.state = CONN.idle;
     conn.shardsDone++;
     const lie = t.kind === 'train' && t.round === 1 && !c.fp32Check ? timeShard(conn, c, r) : null;
     if (lie) return this.members.punish(conn, `shard ${t.step}/${t.shard}: ${lie}`, this.model.version);
@@ -184,7 +183,7 @@ export class Sessions {
 
   /** A connection closed (by us or by the peer): its unfinished shard goes back to the queue. */
   gone(conn: Conn, code: number, reason: string, byUs: boolean): void {
-    const joined = conn.state !== CONN.hello;
+    const joined = conn.joined;
     const closed = this.host.closed();
     if (joined && !byUs && !closed) this.host.log(`worker #${conn.id} left (${CLOSE_NAMES[code] ?? code}${reason ? `: ${reason.slice(0, 120)}` : ''})`);
     this.clearDeadline(conn);
@@ -208,7 +207,7 @@ export class Sessions {
   dispatch(): void {
     if (this.host.closed()) return;
     for (const conn of this.members.workers()) {
-      if (conn.state !== CONN.idle) continue;
+      if (this.scheduler.copyOf(conn)) continue;
       const pick = this.scheduler.next(conn, this.model.version);
       if (pick && this.copies.mustWait(conn, this.model.version, this.members.established(conn, pick.task.kind))) this.scheduler.unpin(conn);
       else if (pick) this.assign(conn, pick.task, pick.shadow, pick.check);
@@ -218,7 +217,6 @@ export class Sessions {
   private assign(conn: Conn, t: Task, shadow: boolean, check = false): void {
     const wire = this.wire();
     const copy = this.scheduler.start(conn, t, shadow, check);
-    conn.state = CONN.working;
     conn.shardSize = t.count;
     const sent0 = conn.bytesOut;
     this.replicas.catchUp(conn);

@@ -17,7 +17,7 @@ const TOKEN = 'the-run-token';
 
 function setup(probation = 3, fp32 = true, o: { verifyShards?: number; open?: boolean } = {}) {
   const dropped: [number, number, string][] = [];
-  const members = new Membership({ run, probation, open: o.open ?? true, token: TOKEN, log: () => {}, drop: (c, code, why) => { dropped.push([c.id, code, why]); c.closed = true; }, changed: () => {} });
+  const members: Membership = new Membership({ run, probation, open: o.open ?? true, token: TOKEN, log: () => {}, drop: (c, code, why) => { dropped.push([c.id, code, why]); c.closed = true; }, changed: () => {}, holds: (c): boolean => scheduler.copyOf(c) !== null });
   const folded: [number, number][] = [];
   const scheduler = new Scheduler({ fp32, verifyShards: o.verifyShards ?? 0, probation, ...DEADLINES, log: () => {}, fold: (t, c) => folded.push([t.shard, c.owner.id]) }, members);
   let id = 0;
