@@ -237,6 +237,11 @@ export class Scheduler {
    * verdict decides. True: the caller takes the shard out of the sum. False (no vouched worker here,
    * or powersgd, whose factors do not compare): the caller punishes, as before.
    */
+  /** A streamed copy's segment went into the step's sum: the copy is the task's in the sum from now on (revoked if it is lost). */
+  streamedInto(c: Copy): void {
+    c.task.inReducer = c;
+  }
+
   suspectFrame(c: Copy, why: string): boolean {
     const t = c.task;
     if (!this.opts.codedCompare || c.shadow || c.fp32Check || t.kind !== 'train' || !this.members.workers().some((x) => x.vouched && x !== c.owner)) return false;

@@ -139,7 +139,7 @@ export class Sessions {
     // before it, a worker's first segment found received = 0, so it was sent none of the new weights.
     if (c.streamed) {
       this.model.hold(t.shard, checked.segment, checked.body);
-      t.inReducer = c;
+      this.scheduler.streamedInto(c);
     }
   }
 

@@ -78,7 +78,7 @@ export interface Task {
   result: Result | null;
   /** The copy whose result counts; kept while a shadow may still compare with it. */
   trusted: Copy | null;
-  /** The copy whose frames are in the reducer's sum (train). */
+  /** The copy whose frames are in the step's sum (train); the scheduler's alone to write (streamedInto, complete, revoke). The reducer keeps the bodies, by shard. */
   inReducer: Copy | null;
   /** Connection that delivered the result, and when (performance.now()). */
   doneBy: number | null;
