@@ -45,6 +45,20 @@ const LOCAL_KEY_ENV = 'TABTRAIN_LOCAL_KEY';
 /** One identity per worker instance across reconnects: the core records in it the id and secret a welcome gives. */
 const identities = new Map<string, WorkerIdentity>();
 
+/** Open sockets of this process's worker instances, and whether its operator asked it to leave (leaveRun). */
+const sockets = new Set<WebSocket>();
+let leaving = false;
+
+/**
+ * Leaves the run: every instance closes its socket with CLOSE.leaving and the reason, so the
+ * coordinator logs that the worker left (and why) rather than a lost connection, and gives its
+ * shard to another worker at once. No instance reconnects. runNodeWorker then resolves.
+ */
+export function leaveRun(reason: string): void {
+  leaving = true;
+  for (const ws of sockets) ws.close(CLOSE.leaving, reason);
+}
+
 /** Codes after which reconnecting cannot help. */
 const FATAL = new Set<number>([CLOSE.protocolMismatch, CLOSE.modelMismatch, CLOSE.unauthorized, CLOSE.replaced]);
 
@@ -139,10 +153,15 @@ async function runInstance(opts: NodeWorkerOptions, workerId: string, backend: s
   let failures = 0;
   let reportedAt = 0;
   for (;;) {
-    const o = await session(opts, workerId, backend, adapter, log);
+    const o = leaving ? null : await session(opts, workerId, backend, adapter, log);
+    if (o === null || leaving) {
+      log('left the run');
+      return;
+    }
     if (o.untrusted) throw new WorkerError(o.untrusted);
     if (o.code === CLOSE.finished && o.opened) {
-      log(o.joined ? `run finished${o.reason && o.reason !== 'run finished' ? `: ${o.reason}` : ''}` : `the run at ${opts.url} has already finished`);
+      // The coordinator's reason says whether the run finished or was stopped ("run stopped: …").
+      log(o.joined ? (o.reason || 'run finished') : `the run at ${opts.url} has already ${o.reason.startsWith('run stopped') ? 'stopped' : 'finished'}`);
       return;
     }
     if (FATAL.has(o.code)) throw new WorkerError(refusal(opts.url, o, opts));
@@ -230,6 +249,7 @@ function session(opts: NodeWorkerOptions, workerId: string, backend: string, ada
     // One identity per instance across reconnects: the core records the id and session secret the welcome gives.
     if (!identities.has(workerId)) identities.set(workerId, { workerId, kind: 'node', backend, adapter, token: opts.token, local: process.env[LOCAL_KEY_ENV] });
     const core = new WorkerCore(identities.get(workerId)!, send, { delayMsPerExample: opts.delayMsPerExample, corruptVersion: opts.corruptVersion, syntheticMsPerExample: opts.syntheticMsPerExample, refreshEvery: opts.refreshEvery, exactReplica: threadReplica, log });
+    sockets.add(ws);
     ws.on('open', () => {
       opened = true;
       ws.send(core.hello());
@@ -246,6 +266,7 @@ function session(opts: NodeWorkerOptions, workerId: string, backend: string, ada
       else log(`socket error: ${e.message}`);
     });
     ws.on('close', (code, reason) => {
+      sockets.delete(ws);
       core.dispose();
       resolve({ code, reason: reason.toString(), opened, joined, error, untrusted });
     });

@@ -159,8 +159,10 @@ async function main(): Promise<void> {
     }
     const name = CLOSE_NAMES[outcome.code] ?? String(outcome.code);
     if (outcome.code === CLOSE.finished && outcome.joined) {
-      connection(`run finished${outcome.reason && outcome.reason !== 'run finished' ? `: ${outcome.reason}` : ''}. Thank you!`, 'ok');
-      log(`run finished (${outcome.reason})`);
+      // The coordinator's reason says whether the run finished or was stopped ("run stopped: …").
+      const end = outcome.reason || 'run finished';
+      connection(`${end}. Thank you!`, 'ok');
+      log(end);
       return;
     }
     if (outcome.code === CLOSE.replaced) {

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DEFAULT_CONNECT_TIMEOUT_MS, WorkerError, normalizeFingerprint, runNodeWorker } from './node-worker';
+import { DEFAULT_CONNECT_TIMEOUT_MS, WorkerError, leaveRun, normalizeFingerprint, runNodeWorker } from './node-worker';
 import { joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
 
 export const WORKER_HELP = `tabtrain worker: join a coordinator as a headless Node worker.
@@ -132,6 +132,16 @@ export async function worker(argv: string[]): Promise<void> {
     // group, and the coordinator, not the worker, decides when to stop (it finishes the step first).
     process.on('SIGINT', () => {});
     process.on('disconnect', () => process.exit(0));
+  } else {
+    // A person's Ctrl-C: say so to the coordinator (it logs that this worker left, and hands its
+    // shard to another at once), then exit. A second Ctrl-C quits without waiting.
+    const leave = (signal: NodeJS.Signals) => {
+      console.log(`leaving the run (${signal}); press Ctrl-C again to quit at once`);
+      leaveRun(`stopped by its operator (${signal})`);
+      process.once(signal, () => process.exit(130));
+    };
+    process.once('SIGINT', leave);
+    process.once('SIGTERM', leave);
   }
   await runNodeWorker({
     url, backend: v.backend as 'wasm' | 'cpu' | 'webgpu', token, workerId: v.id, fingerprint, ca, connectTimeoutMs,

@@ -295,8 +295,8 @@ export class Coordinator {
     };
   }
 
-  /** Says goodbye to every worker with `code` and stops listening. */
-  async close(code: number = CLOSE.finished, reason = 'run finished'): Promise<void> {
+  /** Says goodbye to every worker with `code` and stops listening; the default reason says whether the run finished or was stopped. */
+  async close(code: number = CLOSE.finished, reason = this.state === 'stopped' ? `run stopped: ${this.stateReason}` : 'run finished'): Promise<void> {
     this.closed = true;
     this.stalls.stop();
     // Listeners (the dashboard) send their last word while the sockets are still open.

@@ -51,8 +51,10 @@ export type MsgType = (typeof MSG)[keyof typeof MSG];
 
 /** Close codes, each with a reason string sent beside it. 1009 is ws's own "message too big". */
 export const CLOSE = {
-  /** The run finished; thank you. */
+  /** The run finished (or was stopped: the reason says "run stopped: …"); thank you. */
   finished: 1000,
+  /** From a worker: its operator stopped it (Ctrl-C); it leaves the run and will not reconnect. */
+  leaving: 1001,
   /** A frame was larger than MAX_FRAME_BYTES. */
   tooBig: 1009,
   /** The frame is not header+body, or the header is not msgpack. */
