@@ -1,0 +1,55 @@
+// The workers of a scale-out run: the command each runs, and for synthetic worker machines
+// (--worker-cpu sleep) the CPU work they sleep for, measured once on this machine.
+import { spawn } from 'node:child_process';
+import type { Compression } from '@tabtrain/shared/compress';
+import { PCIE_BYTES_PER_MS } from '@tabtrain/shared/device-costs';
+import type { WorkerCosts } from '@tabtrain/shared/worker-costs';
+import { cliWorker, ROOT, tsArgs, type Command } from './linked';
+import type { ScaleoutOptions } from './scaleout-types';
+
+/** The synthetic worker machine: shared/src/synthetic.ts run as a program. */
+const SYNTHETIC = 'shared/src/synthetic.ts';
+
+/** Measures, in a fresh process of its own, the worker CPU work of one configuration (synthetic.ts measure). */
+export function measureWorkerCosts(model: string, c: Compression): Promise<WorkerCosts> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, tsArgs(SYNTHETIC, ['measure', model, c.mode, String(c.rank)]), { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    p.once('error', reject);
+    p.once('exit', (code) => {
+      if (code !== 0) return reject(new Error(`measuring the worker's CPU work for ${model}/${c.mode} failed (exit ${code})`));
+      resolve(JSON.parse(out.trim().split('\n').pop()!) as WorkerCosts);
+    });
+  });
+}
+
+/** The key of one (model, compression) configuration in the map of measured worker costs. */
+export const costKey = (model: string, c: Compression) => `${model}/${c.mode}/${c.rank}`;
+
+/**
+ * A synthetic machine's own work per step, slept for its measured time: its CPU work (copying or
+ * decoding and applying what came, making the next Q, encoding, hashing every verifyEvery steps)
+ * and the upload of the new weights to its GPU. A step waits for it besides the GPU's compute.
+ */
+export function workerOwnMs(c: WorkerCosts, total: number, verifyEvery: number): number {
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const upload = (4 * total) / PCIE_BYTES_PER_MS;
+  if (c.compress.mode === 'none') return c.weightsMsPerFloat * total + sum(c.encodeMs) + upload;
+  return sum(c.encodeMs) + sum(c.decodeMs) + c.applyMs + c.warmStartMs + c.hashMs / verifyEvery + upload;
+}
+
+export function describeCosts(w: WorkerCosts, total: number): string {
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const parts = [`weights copy ${(w.weightsMsPerFloat * total).toFixed(1)} ms`, `gradient encode ${sum(w.encodeMs).toFixed(1)} ms`];
+  if (w.compress.mode === 'powersgd') parts.push(`apply P̂Qᵀ ${w.applyMs.toFixed(1)} ms`, `next Q ${w.warmStartMs.toFixed(1)} ms`, `hash ${w.hashMs.toFixed(1)} ms`);
+  else if (w.compress.mode !== 'none') parts.push(`update decode ${sum(w.decodeMs).toFixed(1)} ms`, `apply ${w.applyMs.toFixed(1)} ms`, `hash ${w.hashMs.toFixed(1)} ms`);
+  return `${parts.join(', ')} per step`;
+}
+
+/** The command of a worker on `url`: `tabtrain worker`, or a synthetic machine when --worker-cpu is sleep. */
+export function workerCommand(o: ScaleoutOptions, url: string, costs: WorkerCosts | null): Command {
+  if (o.kind === 'real') return cliWorker(url, ['--backend', o.backend, '--quiet']);
+  if (!costs) return cliWorker(url, ['--synthetic-ms-per-example', String(o.msPerExample), '--quiet']);
+  return { cmd: process.execPath, args: tsArgs(SYNTHETIC, ['machine', JSON.stringify({ url, msPerExample: o.msPerExample, costs })]) };
+}
