@@ -18,7 +18,10 @@ import { PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Message } from '
 import { parseCompression } from '@tabtrain/shared/compress';
 import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, workers } from '../helpers/run';
-import { describe as describeInput, earlyColluders, fuzz, fuzzSeed, leaverOnProbation, triage, type FuzzRecord, type FuzzReport, type Target } from '../helpers/fuzz';
+import type { Target } from '../helpers/fuzz/frames';
+import { fuzzSeed } from '../helpers/fuzz/rng';
+import { describe as describeInput, fuzz, triage, type FuzzRecord, type FuzzReport } from '../helpers/fuzz/run';
+import { earlyColluders, leaverOnProbation } from '../helpers/fuzz/strangers';
 
 const SEED = fuzzSeed();
 const COUNT = Number(process.env.FUZZ_INPUTS ?? 3000);
