@@ -21,7 +21,9 @@ let data: Dataset;
 const tabs: Tab[] = [];
 const procs: ChildProcess[] = [];
 const coords: Coordinator[] = [];
-const references = new Map<number, Float32Array>();
+/** The reference weights after each step of one run, and the step count it runs to (the most any test needs). */
+let references: Promise<Map<number, Float32Array>> | null = null;
+const REFERENCE_STEPS = 6;
 
 interface Started { coord: Coordinator; port: number; http: string; ws: string; lines: string[] }
 
@@ -52,21 +54,38 @@ async function tab(name: string, url: string, opts?: Parameters<typeof openTab>[
   return t;
 }
 
+/**
+ * The weights after each of REFERENCE_STEPS steps of RUN with one Node worker (cpu backend): one
+ * run for every test's reference. An fp32 step is applied whole before its 'step' event
+ * (coordinator.ts trainStep), so the weights copied there are the weights a run of that many
+ * steps ends with. Its own coordinator and worker, never closed by afterEach: it may run beside a test.
+ */
+function referenceRun(): Promise<Map<number, Float32Array>> {
+  return (references ??= (async () => {
+    const lines: string[] = [];
+    const coord = new Coordinator({
+      ...RUN, epochs: 1, port: 0, host: '127.0.0.1', minWorkers: 1, balance: 'equal', evalExamples: 100, probation: 0, open: true, maxSteps: REFERENCE_STEPS,
+      helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {},
+    } as CoordinatorOptions, data);
+    const after = new Map<number, Float32Array>();
+    coord.events.on('step', (s: { step: number }) => after.set(s.step, coord.weights.slice()));
+    const w = spawnWorker(`ws://127.0.0.1:${await coord.listen()}/ws`, ['--backend', 'cpu', '--quiet'], 'pipe');
+    try {
+      const summary = await coord.train();
+      if (summary.steps !== REFERENCE_STEPS) throw new Error(`the reference run did ${summary.steps} steps: ${lines.join('\n')}`);
+    } finally {
+      await coord.close();
+      w.kill('SIGKILL');
+    }
+    return after;
+  })());
+}
+
 /** The weights after `steps` steps of RUN with one Node worker (cpu backend): the reference. */
 async function reference(steps: number): Promise<Float32Array> {
-  const have = references.get(steps);
-  if (have) return have;
-  const { coord, ws } = await startCoordinator({ maxSteps: steps });
-  const w = nodeWorker(ws);
-  try {
-    const summary = await coord.train();
-    expect(summary.steps).toBe(steps);
-  } finally {
-    await coord.close();
-    w.kill('SIGKILL');
-  }
-  references.set(steps, coord.weights.slice());
-  return references.get(steps)!;
+  const w = (await referenceRun()).get(steps);
+  if (!w) throw new Error(`no reference after ${steps} steps (the reference run does ${REFERENCE_STEPS})`);
+  return w;
 }
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
@@ -83,6 +102,8 @@ const speedOf = (s: PageSnapshot) => median(s.shards.slice(1).map((x) => x.examp
 beforeAll(() => {
   ensureClientBuilt();
   data = loadFashionMnist();
+  // Started now, awaited where a test needs it: it trains while the first test's browsers start.
+  referenceRun().catch(() => {});
 });
 
 afterEach(async (ctx) => {
@@ -153,17 +174,18 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
   it('(p) powersgd: a WebGPU tab computes its factors on the GPU, applies the two-round updates bit-equal to the coordinator, and trains as Node workers do', async () => {
     const steps = 4;
     const compress = parseCompression('powersgd', 2);
-    // The reference: the same run with two Node workers (cpu backend).
+    // The reference: the same run with two Node workers (cpu backend), trained while the tab starts.
     const base = await startCoordinator({ minWorkers: 2, maxSteps: steps, compress, verifyEvery: 1 });
     nodeWorker(base.ws); nodeWorker(base.ws);
-    await base.coord.train();
-    await base.coord.close();
+    const baseDone = base.coord.train().finally(() => base.coord.close());
+    baseDone.catch(() => {}); // awaited below; a failure before then must not go unhandled
     const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 2, maxSteps: steps, compress, verifyEvery: 1 });
     // ?refresh=2: the tab's working weights on the GPU are replaced by its exact copy (a Web Worker) at v2 and v4.
     const t = await tab('tab', `${http + GPU}&refresh=2`);
     nodeWorker(ws);
     const summary = await coord.train();
     await coord.close();
+    await baseDone;
     expect(summary.steps).toBe(steps);
     const row = coord.status().workers.find((w) => w.kind === 'browser');
     expect(row?.backend).toBe('webgpu');
@@ -236,9 +258,9 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     await first.coord.close(CLOSE.shutdown, 'coordinator restarting');
     const waiting = await waitFor('the tab to notice', () => t.snapshot(), (x) => x.connection.startsWith('disconnected'), 10_000, 50);
     expect(waiting.connection).toMatch(/shutdown: coordinator restarting\); reconnecting in \d+\.\d s \(attempt 1\)/);
-    // A few refused attempts (nothing listens), then a coordinator on the same port again.
-    await new Promise((r) => setTimeout(r, 2500));
-    expect((await t.snapshot()).connection).toMatch(/coordinator is unreachable|reconnecting/);
+    // A few refused attempts (nothing listens: the page shows attempt 3 once two were refused), then a coordinator on the same port again.
+    const refused = await waitFor('two refused attempts', () => t.snapshot(), (x) => Number(/\(attempt (\d+)\)/.exec(x.connection)?.[1] ?? 0) >= 3, 10_000, 50);
+    expect(refused.connection).toMatch(/coordinator is unreachable/);
     const second = await startCoordinator({ minWorkers: 1, port: first.port });
     await waitFor('the tab to rejoin the new coordinator', () => second.coord.status().workers, (w) => w.length === 1, 30_000);
     const w = second.coord.status().workers[0];

@@ -1,10 +1,13 @@
 // Real headless Chromium for the browser tests: Debian's /usr/bin/chromium driven by npm
 // playwright-core (never `npx playwright install`). One browser PROCESS per simulated worker:
 // tabs of one browser share one GPU process, which is not what separate machines look like.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+// A closed tab's browser process is kept for the file's next tab with the same flags (a fresh
+// context: its own storage, cookies and renderer), since starting and closing Chromium costs
+// more than many a test's own work; no two open tabs ever share a process.
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll } from 'vitest';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import type { PageSnapshot } from '../../client/src/page';
 import { ROOT } from './build-client';
 
@@ -31,7 +34,7 @@ export interface Tab {
   /** The page's console and errors, for the failure report. */
   console: string[];
   snapshot(): Promise<PageSnapshot>;
-  /** Closes the browser process and removes its profile. Safe to call twice. */
+  /** Closes the tab's context and hands its browser process to the next tab. Safe to call twice. */
   close(): Promise<void>;
 }
 
@@ -53,17 +56,36 @@ export const WITHOUT = {
   wasm: 'delete globalThis.WebAssembly;',
 };
 
-/** Starts one headless Chromium with a fresh profile and opens `url` in it. */
+/** Browser processes no open tab uses, by their command-line flags. */
+const idle = new Map<string, Browser[]>();
+const launched = new Set<Browser>();
+
+/** A headless Chromium with these flags that no open tab uses: a kept one, or a new process. */
+async function browserWith(args: string[]): Promise<Browser> {
+  const kept = idle.get(args.join(' '));
+  while (kept?.length) {
+    const b = kept.pop()!;
+    if (b.isConnected()) return b;
+  }
+  const b = await chromium.launch({ executablePath: CHROMIUM, headless: true, args });
+  launched.add(b);
+  return b;
+}
+
+/** Closes every browser process this file started (registered for each test file that imports this one). */
+export async function closeBrowsers(): Promise<void> {
+  idle.clear();
+  await Promise.all([...launched].map((b) => b.close().catch(() => {})));
+  launched.clear();
+}
+afterAll(closeBrowsers);
+
+/** Opens `url` in a fresh context of a headless Chromium process that no other open tab uses. */
 export async function openTab(name: string, url: string, opts: OpenOptions = {}): Promise<Tab> {
-  const profile = mkdtempSync(join(tmpdir(), `tabtrain-chromium-${name}-`));
   const args = CHROMIUM_FLAGS.filter((f) => opts.webgpu !== false || f !== '--enable-unsafe-webgpu').concat(opts.extraArgs ?? []);
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args,
-    viewport: { width: 1000, height: 760 },
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
+  const browser = await browserWith(args);
+  const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+  const page = await context.newPage();
   if (opts.initScript) await page.addInitScript(opts.initScript);
   const lines: string[] = [];
   page.on('console', (m) => { lines.push(`[${name} ${m.type()}] ${m.text()}`); if (lines.length > 400) lines.shift(); });
@@ -80,7 +102,7 @@ export async function openTab(name: string, url: string, opts: OpenOptions = {})
       if (closed) return;
       closed = true;
       await context.close().catch(() => {});
-      rmSync(profile, { recursive: true, force: true });
+      if (browser.isConnected()) idle.set(args.join(' '), [...(idle.get(args.join(' ')) ?? []), browser]);
     },
   };
 }

@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { getModel } from '@tabtrain/shared';
 import { Net } from '@tabtrain/shared/net';
 import { exportLayersModel } from '../../server/src/export';
+import { setupNodeBackend } from '../../client/src/node-worker';
 import { data, kill, startCoordinator, workers } from '../helpers/run';
 
 describe('export', () => {
@@ -31,7 +32,9 @@ describe('export', () => {
     const server = createServer((req, res) => res.end(readFileSync(join(dir, req.url!.slice(1)))));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     try {
-      await tf.setBackend('cpu');
+      // The backend a Node worker computes on (wasm): tfjs's pure-JS cpu backend took a minute
+      // for these 2,000 predictions on 2 cores, wasm a few seconds.
+      await setupNodeBackend('wasm');
       const model = await tf.loadLayersModel(`http://127.0.0.1:${(server.address() as { port: number }).port}/model.json`);
       expect(model.countParams()).toBe(coord.run.paramCount);
       const net = new Net(getModel('alexnet-small')); // only for its input preprocessing

@@ -3,12 +3,18 @@
 // multi-byte and huge strings, huge numbers, truncated and extended bodies, random request
 // lines, broken WebSocket framing), a few thousand inputs, 16 at a time, while two real workers
 // train. The coordinator must stay up and answer every input (a close code or an HTTP status),
-// and the run must end with the weights of a clean run.
+// and the run must end with the weights of a clean run of as many steps.
+//
+// The run is as long as the fuzzing: two steps after the last input, the admin stops it through
+// POST /api/control (the run ends after the step in hand, down the same path as at --max-steps:
+// coordinator.ts train()), and the clean run that it is held against trains that many steps. A
+// run that goes on to its natural end at --max-steps while strangers attack it mid-run is
+// tests/integration/hostile.test.ts and hostile-regressions.test.ts ('close reasons').
 //
 // Replay a run: FUZZ_SEED=<seed> npx vitest run tests/integration/fuzz.test.ts
 // Replay some inputs only: FUZZ_SEED=<seed> FUZZ_ONLY=12,345 (the run's weights are still checked).
 // FUZZ_INPUTS (default 3000), FUZZ_CONCURRENCY (16), FUZZ_DELAY_MS (the workers' delay per example,
-// default 200: 1.6 s a shard, so that the 40 steps outlast the fuzzing even on a busy machine).
+// default 200: 1.6 s a shard, about 15 fp32 steps while 3000 inputs go in).
 import { describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +24,10 @@ import { PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Message } from '
 import { parseCompression } from '@tabtrain/shared/compress';
 import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, workers } from '../helpers/run';
-import { describe as describeInput, earlyColluders, fuzz, fuzzSeed, leaverOnProbation, triage, type FuzzRecord, type FuzzReport, type Target } from '../helpers/fuzz';
+import type { Target } from '../helpers/fuzz/frames';
+import { fuzzSeed } from '../helpers/fuzz/rng';
+import { describe as describeInput, fuzz, triage, type FuzzRecord, type FuzzReport } from '../helpers/fuzz/run';
+import { earlyColluders, leaverOnProbation } from '../helpers/fuzz/strangers';
 
 const SEED = fuzzSeed();
 const COUNT = Number(process.env.FUZZ_INPUTS ?? 3000);
@@ -29,9 +38,12 @@ const ADMIN = 'fuzz-admin-token';
 console.log(`fuzz seed ${SEED}: replay with FUZZ_SEED=${SEED} npx vitest run tests/integration/fuzz.test.ts`);
 
 // --open: the fuzzer's hellos carry no token; admitted on probation, they reach every message handler.
-const FP32_RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 40, seed: 29, balance: 'equal' as const, open: true };
+// maxSteps is only a cap here: the fuzzed run is stopped two steps after the fuzzing, far before it.
+const FP32_RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 400, seed: 29, balance: 'equal' as const, open: true };
 /** powersgd: two rounds a step (each shard's round 2 sleeps its delay too), so half the steps for the same time. */
-const POWERSGD_RUN = { ...FP32_RUN, maxSteps: 20, compress: parseCompression('powersgd', 2) };
+const POWERSGD_RUN = { ...FP32_RUN, maxSteps: 200, compress: parseCompression('powersgd', 2) };
+/** Steps the fuzzed run trains after the last input, before the admin stops it. */
+const STEPS_AFTER = 2;
 type Run = typeof FP32_RUN | typeof POWERSGD_RUN;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Whether `p` settles within `ms` (a coordinator whose close() hangs must not hang the test). */
@@ -55,9 +67,9 @@ function whoComputed(steps: StepRecord[]): string[] {
   return steps.map((s) => s.shards.map((x) => `${x.shard}:${ids.indexOf(x.worker ?? -1)}`).join(' '));
 }
 
-/** One clean run that records its cuts (and who computed each shard): the reference weights. */
-async function cleanRun(RUN: Run): Promise<{ weights: Float32Array; cuts: number[][]; who: string[] }> {
-  const { coord, url } = await startCoordinator({ ...RUN, minWorkers: 2 });
+/** One clean run of `maxSteps` steps that records its cuts (and who computed each shard): the reference weights. */
+async function cleanRun(RUN: Run, maxSteps: number): Promise<{ weights: Float32Array; cuts: number[][]; who: string[] }> {
+  const { coord, url } = await startCoordinator({ ...RUN, maxSteps, minWorkers: 2 });
   const procs = workers(url, 2, ['--backend', 'wasm']);
   const steps: StepRecord[] = [];
   coord.events.on('step', (s: StepRecord) => steps.push(s));
@@ -120,8 +132,6 @@ describe('fuzz', () => {
   for (const RUN of [FP32_RUN, POWERSGD_RUN] as Run[]) it(`${'compress' in RUN ? 'powersgd' : 'fp32'}: a few thousand mutated frames and requests mid-run: every one answered, the coordinator up, the weights a clean run's`, async () => {
     const t0 = performance.now();
     const stamp = (what: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1)} s] ${what}`);
-    const clean = await cleanRun(RUN);
-    stamp('clean run done');
     const dir = staticRoot();
     // Two colluding strangers connect before the workers load (the run waits for all four, so
     // that step 0 is cut over the two established workers, as in the clean run).
@@ -134,6 +144,7 @@ describe('fuzz', () => {
     const base = `http://127.0.0.1:${port}`;
     let stepAtStart = -1;
     let stepAtEnd = -1;
+    let closed: boolean | null = null;
     const training = coord.train();
     training.catch(() => {});
     try {
@@ -157,8 +168,12 @@ describe('fuzz', () => {
       const mid = await getJson(`${base}/api/status`).catch((e: Error) => ({ status: -1, bytes: 0, body: null, ms: 0, error: e.message }));
       console.log(`/api/status after fuzzing: ${mid.status}, ${mid.bytes} bytes in ${mid.ms.toFixed(0)} ms`);
 
+      // A few steps more, then the admin stops the run: it ends after the step in hand.
+      const next = () => new Promise<void>((r) => { const f = () => { coord.events.off('step', f); coord.events.off('state', f); r(); }; coord.events.on('step', f); coord.events.on('state', f); });
+      while (coord.step < stepAtEnd + STEPS_AFTER && !['finished', 'stopped', 'failed'].includes(coord.state)) await next();
+      const stop = await fetch(`${base}/api/control`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` }, body: '{"action":"stop"}', signal: AbortSignal.timeout(15_000) }).then((r) => r.status, () => -1);
       const summary = await Promise.race([training, sleep(150_000).then(() => null)]);
-      stamp(summary ? `run finished: ${summary.steps} steps` : `run not finished 150 s after the fuzzing (at step ${coord.step})`);
+      stamp(summary ? `run stopped: ${summary.steps} steps` : `run not ended 150 s after the fuzzing (at step ${coord.step})`);
 
       // Crash triage, after the run and each on a coordinator of its own: the input behind each
       // distinct uncaught exception.
@@ -195,12 +210,20 @@ describe('fuzz', () => {
       const caught = await Promise.race([colluders.closed, sleep(5000).then(() => null)]);
       console.log(`colluders answered ${colluders.answered()} shards; closed ${caught ? caught.map((c) => c.code).join(', ') : 'not yet'}; the leaver left at step ${await Promise.race([left, sleep(1000).then(() => 'never')])}`);
       expect.soft(caught?.map((c) => c.code), 'the colluders closed untrusted').toEqual([4016, 4016]);
-      expect(summary, 'the run finished within 150 s of the fuzzing').not.toBeNull();
-      expect(summary!.steps).toBe(RUN.maxSteps);
-      expect(steps.map((s) => s.step)).toEqual(Array.from({ length: RUN.maxSteps }, (_, i) => i + 1));
+      expect(stop, 'POST /api/control {action: stop} with the admin token').toBe(200);
+      expect(summary, 'the run ended within 150 s of the fuzzing').not.toBeNull();
+      expect(summary!.stoppedBy, 'the run ended by the stop, not at its cap').toBe('stop');
+      const ran = summary!.steps;
+      expect(ran).toBeGreaterThanOrEqual(stepAtEnd + STEPS_AFTER);
+      expect(steps.map((s) => s.step)).toEqual(Array.from({ length: ran }, (_, i) => i + 1));
       // The fuzzing happened mid-run: it began after step 1 and ended before the last step.
       expect(stepAtStart).toBeGreaterThanOrEqual(1);
-      expect(stepAtEnd, 'the run had not finished when the fuzzing ended').toBeLessThan(RUN.maxSteps);
+      expect(stepAtEnd, 'the run had not ended when the fuzzing ended').toBeLessThan(ran);
+
+      // The reference: a clean run of as many steps (this run's coordinator is closed by then: see finally).
+      closed = await within(coord.close(), 15_000);
+      const clean = await cleanRun(RUN, ran);
+      stamp(`clean run of ${ran} steps done`);
 
       // Equal shards are bit-reproducible, and fuzzed workers never become trusted (they are on
       // probation and compute nothing right), so every step keeps the clean run's cut and the
@@ -223,7 +246,7 @@ describe('fuzz', () => {
       if (swapped.length) expect(diff, 'max |w - w_clean| (shards computed by other workers: the sums in another order)').toBeLessThan(1e-5);
       else expect(diff, 'max |w - w_clean|').toBe(0);
     } finally {
-      const closed = await within(coord.close(), 15_000);
+      closed ??= await within(coord.close(), 15_000);
       expect.soft(closed, 'coordinator.close() finished within 15 s').toBe(true);
       kill(procs);
       rmSync(dir, { recursive: true, force: true });

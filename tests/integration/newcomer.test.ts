@@ -64,7 +64,10 @@ async function busyPort(): Promise<number> {
 
 const SERVE = ['serve', '--model', 'vgg11-tiny', '--batch', '16', '--host', '127.0.0.1', ...STATE];
 
-describe('serve: one line that names the problem and the fix', () => {
+// Every test here runs `tabtrain` processes of its own (own ports, own folders) and waits on their
+// output: they run side by side (describe.concurrent, vitest's 5 at a time), and so do the
+// independent cases inside a test. A process start is most of each case's time.
+describe.concurrent('serve: one line that names the problem and the fix', () => {
   it('the port is already in use', async () => {
     const port = await busyPort();
     oneLine(await tabtrain([...SERVE, '--port', String(port)]), `tabtrain: port ${port} is already in use on 127.0.0.1 (another tabtrain serve?): stop that one, or pick another port with --port N (0 picks a free one)`);
@@ -75,9 +78,10 @@ describe('serve: one line that names the problem and the fix', () => {
   });
 
   it('--lr -1 and --batch -5 (negative values are read, then refused)', async () => {
-    oneLine(await tabtrain([...SERVE, '--lr', '-1']), "tabtrain: --lr must be a number > 0, got '-1'");
-    oneLine(await tabtrain(['serve', '--batch', '-5', ...STATE]), "tabtrain: --batch must be an integer ≥ 1, got '-5'");
-    oneLine(await tabtrain(['serve', '--bogus']), 'tabtrain: unknown option --bogus for serve: see tabtrain serve --help');
+    const [lr, batch, bogus] = await Promise.all([tabtrain([...SERVE, '--lr', '-1']), tabtrain(['serve', '--batch', '-5', ...STATE]), tabtrain(['serve', '--bogus'])]);
+    oneLine(lr, "tabtrain: --lr must be a number > 0, got '-1'");
+    oneLine(batch, "tabtrain: --batch must be an integer ≥ 1, got '-5'");
+    oneLine(bogus, 'tabtrain: unknown option --bogus for serve: see tabtrain serve --help');
   });
 
   it('every output path is checked before the first step, and none of them hangs (/proc/x)', async () => {
@@ -89,11 +93,11 @@ describe('serve: one line that names the problem and the fix', () => {
       [['--log', '/proc/x/run.jsonl'], 'tabtrain: --log /proc/x/run.jsonl: cannot append to it (ENOENT); choose a path in a folder you can write to'],
       [['--summary', tmp], `tabtrain: --summary ${tmp} is a folder; give a file name in it, e.g. ${tmp}/summary.json`],
     ];
-    for (const [args, line] of cases) {
-      const r = await tabtrain([...SERVE, '--port', '0', '--local-workers', '1', ...args], { timeoutMs: 30_000 });
-      oneLine(r, line);
-      expect(r.out, 'refused before anything started').toBe('');
-    }
+    const ran = await Promise.all(cases.map(([args]) => tabtrain([...SERVE, '--port', '0', '--local-workers', '1', ...args], { timeoutMs: 30_000 })));
+    cases.forEach(([, line], i) => {
+      oneLine(ran[i], line);
+      expect(ran[i].out, 'refused before anything started').toBe('');
+    });
   });
 
   it('--resume of a finished run, or with --epochs below what is done, or --max-steps not beyond it', async () => {
@@ -106,13 +110,15 @@ describe('serve: one line that names the problem and the fix', () => {
       return dir;
     };
     const finished = save(join(tmp, 'finished'), perEpoch, 1);
-    oneLine(await tabtrain(['serve', '--resume', finished, '--port', '0', '--host', '127.0.0.1', ...STATE]),
-      `tabtrain: ${finished} is a finished run (1 epoch, ${perEpoch.toLocaleString('en-US')} steps done): to train further, give --epochs 2 or more`);
     const twoDone = save(join(tmp, 'two-done'), 2 * perEpoch + 5, 4);
-    oneLine(await tabtrain(['serve', '--resume', twoDone, '--epochs', '2', '--port', '0', '--host', '127.0.0.1', ...STATE]),
-      `tabtrain: --epochs 2 is not beyond what ${twoDone} has done (2 epochs, ${(2 * perEpoch + 5).toLocaleString('en-US')} steps): give --epochs 3 or more to train further`);
-    oneLine(await tabtrain(['serve', '--resume', twoDone, '--max-steps', '100', '--port', '0', '--host', '127.0.0.1', ...STATE]),
-      `tabtrain: --max-steps 100 is not beyond step ${2 * perEpoch + 5}, where ${twoDone} stopped: give a larger --max-steps, or none`);
+    const [fin, epochs, steps] = await Promise.all([
+      tabtrain(['serve', '--resume', finished, '--port', '0', '--host', '127.0.0.1', ...STATE]),
+      tabtrain(['serve', '--resume', twoDone, '--epochs', '2', '--port', '0', '--host', '127.0.0.1', ...STATE]),
+      tabtrain(['serve', '--resume', twoDone, '--max-steps', '100', '--port', '0', '--host', '127.0.0.1', ...STATE]),
+    ]);
+    oneLine(fin, `tabtrain: ${finished} is a finished run (1 epoch, ${perEpoch.toLocaleString('en-US')} steps done): to train further, give --epochs 2 or more`);
+    oneLine(epochs, `tabtrain: --epochs 2 is not beyond what ${twoDone} has done (2 epochs, ${(2 * perEpoch + 5).toLocaleString('en-US')} steps): give --epochs 3 or more to train further`);
+    oneLine(steps, `tabtrain: --max-steps 100 is not beyond step ${2 * perEpoch + 5}, where ${twoDone} stopped: give a larger --max-steps, or none`);
   });
 
   it('with --token, the join lines show where the token goes: ?token= for tabs, --token for workers', async () => {
@@ -135,17 +141,20 @@ describe('serve: one line that names the problem and the fix', () => {
   });
 
   it('without --token, serve makes a random token and puts it in the join lines; strangers are refused unless --open', async () => {
-    const r = await tabtrain([...SERVE, '--port', '0'], { until: /token: .*\n/, then: (p) => p.kill('SIGKILL'), timeoutMs: 60_000 });
+    const [r, again, helped] = await Promise.all([
+      tabtrain([...SERVE, '--port', '0'], { until: /token: .*\n/, then: (p) => p.kill('SIGKILL'), timeoutMs: 60_000 }),
+      tabtrain([...SERVE, '--port', '0', '--open'], { until: /token: .*\n/, then: (p) => p.kill('SIGKILL'), timeoutMs: 60_000 }),
+      tabtrain(['serve', '--help']),
+    ]);
     const tab = /join from a browser on this machine: http:\/\/127\.0\.0\.1:\d+\/\?token=([\w-]+)/.exec(r.out)?.[1];
     const worker = /headless: tabtrain worker --url ws:\/\/127\.0\.0\.1:\d+\/ws --token ([\w-]+)/.exec(r.out)?.[1];
     expect(tab, r.out).toBeDefined();
     expect(tab!.length).toBeGreaterThanOrEqual(24);
     expect(worker).toBe(tab);
     expect(r.out).toContain('  token: made for this run (--token T picks one); workers without it are refused (serve --open admits them on probation)');
-    const again = await tabtrain([...SERVE, '--port', '0', '--open'], { until: /token: .*\n/, then: (p) => p.kill('SIGKILL'), timeoutMs: 60_000 });
     expect(/\?token=([\w-]+)/.exec(again.out)?.[1]).not.toBe(tab);
     expect(again.out).toContain('workers without it join on probation (--open)');
-    const help = (await tabtrain(['serve', '--help'])).out;
+    const help = helped.out;
     expect(help).toMatch(/--token T +the run's token \(default: a random one/);
     expect(help).toMatch(/--open +also admit workers without the token, on probation/);
   });
@@ -170,53 +179,9 @@ describe('serve: one line that names the problem and the fix', () => {
   });
 });
 
-describe('worker: one line that names the problem and the fix', () => {
-  it('a coordinator that is not running: says so, names the URL, gives up after --connect-timeout, never "disconnected"', async () => {
-    const port = await freePort();
-    // `localhost:PORT`, as people type it, is understood as ws://localhost:PORT/ws.
-    const r = await tabtrain(['worker', '--url', `localhost:${port}`, '--connect-timeout', '2s', '--synthetic-ms-per-example', '0'], { timeoutMs: 30_000 });
-    expect(r.code).toBe(1);
-    expect(r.ms).toBeLessThan(15_000);
-    const lines = r.err.trim().split('\n');
-    expect(lines[0]).toMatch(new RegExp(`^\\[worker \\w+\\] cannot reach the coordinator at ws://localhost:${port}/ws: connection refused: nothing listens on localhost:${port}; start \`tabtrain serve\` first, or check --url \\(the coordinator prints it when it starts\\)\\. Retrying for up to 2s \\(--connect-timeout\\)$`));
-    expect(lines.at(-1)).toBe(`tabtrain worker: gave up after 2s: no coordinator at ws://localhost:${port}/ws (connection refused: nothing listens on localhost:${port}); start \`tabtrain serve\` first, or check --url (the coordinator prints it when it starts)`);
-    expect(r.out + r.err).not.toMatch(/disconnected|1006/);
-    expect(r.out + r.err).not.toMatch(NO_STACK);
-  });
-
-  it('a missing or wrong --token', async () => {
-    const { coord, port } = await startCoordinator({ model: 'vgg11-tiny', token: 'right' });
-    closers.push(() => coord.close());
-    const url = `ws://127.0.0.1:${port}/ws`;
-    oneLine(await tabtrain(['worker', '--url', url, '--synthetic-ms-per-example', '0', '--quiet']),
-      `tabtrain worker: the coordinator at ${url} needs a token: add --token T with the token it was started with (its --token)`, 1);
-    oneLine(await tabtrain(['worker', '--url', url, '--token', 'wrong', '--synthetic-ms-per-example', '0', '--quiet']),
-      `tabtrain worker: the coordinator at ${url} refused --token: it is not the token the coordinator was started with (its --token)`, 1);
-  });
-
-  it('wss:// to a coordinator without TLS', async () => {
-    const { coord, port } = await startCoordinator({ model: 'vgg11-tiny' });
-    closers.push(() => coord.close());
-    oneLine(await tabtrain(['worker', '--url', `wss://127.0.0.1:${port}/ws`, '--synthetic-ms-per-example', '0', '--quiet']),
-      `tabtrain worker: cannot connect to wss://127.0.0.1:${port}/ws: 127.0.0.1:${port} does not speak TLS (a coordinator started with --no-tls?); use ws://127.0.0.1:${port}/ws`, 1);
-  });
-
-  it('URLs and values it cannot use', async () => {
-    oneLine(await tabtrain(['worker', '--url', 'ftp://host:8080']), 'tabtrain worker: --url ftp://host:8080: the scheme must be ws:// or wss:// (or the page\'s http:// or https://)');
-    oneLine(await tabtrain(['worker']), "tabtrain worker: --url is missing: give the coordinator's address as it prints it when it starts, e.g. --url wss://HOST:8080/ws");
-    oneLine(await tabtrain(['worker', '--url', 'localhost:8080', '--delay-ms', '-1']), "tabtrain worker: --delay-ms must be a number > 0, got '-1'");
-    oneLine(await tabtrain(['worker', '--url', 'wss://h:1/ws', '--fingerprint', 'abc']), 'tabtrain worker: --fingerprint abc is not a SHA-256 fingerprint (64 hex digits, colons optional); the coordinator prints it at start');
-    oneLine(await tabtrain(['worker', '--url', 'localhost:8080', '--connect-timeout', 'soon']), 'tabtrain worker: --connect-timeout soon is not a duration: use e.g. 90s, 10m, 1h, or 0 for no limit');
-  });
-});
-
-describe('each command shows its own help', () => {
+describe.concurrent('each command shows its own help', () => {
   it('serve --help, worker --help, bench --help and bench scaleout --help', async () => {
-    const serve = await tabtrain(['serve', '--help']);
-    const worker = await tabtrain(['worker', '--help']);
-    const bench = await tabtrain(['bench', '--help']);
-    const scaleout = await tabtrain(['bench', 'scaleout', '--help']);
-    const general = await tabtrain(['help']);
+    const [serve, worker, bench, scaleout, general] = await Promise.all([['serve', '--help'], ['worker', '--help'], ['bench', '--help'], ['bench', 'scaleout', '--help'], ['help']].map((a) => tabtrain(a)));
     for (const r of [serve, worker, bench, scaleout, general]) expect(r.code).toBe(0);
     expect(serve.out).toMatch(/^tabtrain serve: run a coordinator/);
     expect(serve.out).toContain('--tls-cert FILE');
@@ -233,3 +198,52 @@ describe('each command shows its own help', () => {
   });
 });
 
+describe('worker: one line that names the problem and the fix', () => {
+  // Alone (no test runs beside it: this suite is not concurrent): its bound on the whole run, process start
+  // included, is about the --connect-timeout, not about a busy machine.
+  it('a coordinator that is not running: says so, names the URL, gives up after --connect-timeout, never "disconnected"', async () => {
+    const port = await freePort();
+    // `localhost:PORT`, as people type it, is understood as ws://localhost:PORT/ws.
+    const r = await tabtrain(['worker', '--url', `localhost:${port}`, '--connect-timeout', '2s', '--synthetic-ms-per-example', '0'], { timeoutMs: 30_000 });
+    expect(r.code).toBe(1);
+    expect(r.ms).toBeLessThan(15_000);
+    const lines = r.err.trim().split('\n');
+    expect(lines[0]).toMatch(new RegExp(`^\\[worker \\w+\\] cannot reach the coordinator at ws://localhost:${port}/ws: connection refused: nothing listens on localhost:${port}; start \`tabtrain serve\` first, or check --url \\(the coordinator prints it when it starts\\)\\. Retrying for up to 2s \\(--connect-timeout\\)$`));
+    expect(lines.at(-1)).toBe(`tabtrain worker: gave up after 2s: no coordinator at ws://localhost:${port}/ws (connection refused: nothing listens on localhost:${port}); start \`tabtrain serve\` first, or check --url (the coordinator prints it when it starts)`);
+    expect(r.out + r.err).not.toMatch(/disconnected|1006/);
+    expect(r.out + r.err).not.toMatch(NO_STACK);
+  });
+
+  describe.concurrent('with a coordinator, or none needed', () => {
+    it('a missing or wrong --token', async () => {
+      const { coord, port } = await startCoordinator({ model: 'vgg11-tiny', token: 'right' });
+      closers.push(() => coord.close());
+      const url = `ws://127.0.0.1:${port}/ws`;
+      const [missing, wrong] = await Promise.all([
+        tabtrain(['worker', '--url', url, '--synthetic-ms-per-example', '0', '--quiet']),
+        tabtrain(['worker', '--url', url, '--token', 'wrong', '--synthetic-ms-per-example', '0', '--quiet']),
+      ]);
+      oneLine(missing, `tabtrain worker: the coordinator at ${url} needs a token: add --token T with the token it was started with (its --token)`, 1);
+      oneLine(wrong, `tabtrain worker: the coordinator at ${url} refused --token: it is not the token the coordinator was started with (its --token)`, 1);
+    });
+
+    it('wss:// to a coordinator without TLS', async () => {
+      const { coord, port } = await startCoordinator({ model: 'vgg11-tiny' });
+      closers.push(() => coord.close());
+      oneLine(await tabtrain(['worker', '--url', `wss://127.0.0.1:${port}/ws`, '--synthetic-ms-per-example', '0', '--quiet']),
+        `tabtrain worker: cannot connect to wss://127.0.0.1:${port}/ws: 127.0.0.1:${port} does not speak TLS (a coordinator started with --no-tls?); use ws://127.0.0.1:${port}/ws`, 1);
+    });
+
+    it('URLs and values it cannot use', async () => {
+      const cases: [string[], string][] = [
+        [['worker', '--url', 'ftp://host:8080'], 'tabtrain worker: --url ftp://host:8080: the scheme must be ws:// or wss:// (or the page\'s http:// or https://)'],
+        [['worker'], "tabtrain worker: --url is missing: give the coordinator's address as it prints it when it starts, e.g. --url wss://HOST:8080/ws"],
+        [['worker', '--url', 'localhost:8080', '--delay-ms', '-1'], "tabtrain worker: --delay-ms must be a number > 0, got '-1'"],
+        [['worker', '--url', 'wss://h:1/ws', '--fingerprint', 'abc'], 'tabtrain worker: --fingerprint abc is not a SHA-256 fingerprint (64 hex digits, colons optional); the coordinator prints it at start'],
+        [['worker', '--url', 'localhost:8080', '--connect-timeout', 'soon'], 'tabtrain worker: --connect-timeout soon is not a duration: use e.g. 90s, 10m, 1h, or 0 for no limit'],
+      ];
+      const ran = await Promise.all(cases.map(([args]) => tabtrain(args)));
+      cases.forEach(([, line], i) => oneLine(ran[i], line));
+    });
+  });
+});
