@@ -115,7 +115,7 @@ workers on this machine:
   --local-workers N   also start N Node workers on this machine (default 0)
   --local-backend B   backend of the local workers: wasm | cpu | webgpu (default wasm)
 
-output (each is checked before the first step):
+output (each is checked before the first step; missing folders on the way are created):
   --log FILE          append a JSONL metrics log: one line per step, per epoch and per state change
   --summary FILE      write a JSON summary: config, per-epoch metrics, examples/s, SHA-256 of the weights
   --weights-out FILE  write the final weights: raw little-endian fp32 in parameter order (see README)
