@@ -348,15 +348,19 @@ export async function serve(argv: string[]): Promise<number> {
   log(`tabtrain ${coord.spec.name} (${coord.run.paramCount.toLocaleString('en-US')} parameters), lr ${coord.run.lr}, batch ${batch}, ${plural(epochs, 'epoch')}, data ${dataDir}`);
   for (const line of joinLines({ host, port: bound, cert, token, adminToken: v['admin-token'] !== undefined, open: v.open, tokenMade: v.token === undefined })) log(line);
   const children: ChildProcess[] = [];
+  let ending = false;
   const url = `ws://127.0.0.1:${bound}/ws`;
   for (let i = 0; i < localWorkers; i++) {
-    children.push(spawnWorker(url, ['--backend', v['local-backend']!, '--quiet', '--token', token]));
+    const child = spawnWorker(url, ['--backend', v['local-backend']!, '--quiet', '--token', token]);
+    // A local worker that dies is said at once: a run waiting for it would otherwise wait in silence.
+    child.once('exit', (code, signal) => { if (!ending) log(`local worker ${i + 1} exited (${signal ?? `code ${code}`}) before the run ended; its output is above`); });
+    children.push(child);
   }
   // First signal: finish the step in hand, then save and exit as at the end. Second: exit now.
   let signalled: NodeJS.Signals | null = null;
   const onSignal = (signal: NodeJS.Signals) => {
     const code = signal === 'SIGINT' ? 130 : 143;
-    if (signalled) { for (const c of children) c.kill(); process.exit(code); }
+    if (signalled) { ending = true; for (const c of children) c.kill(); process.exit(code); }
     signalled = signal;
     coord.stop(`${signal}; press Ctrl-C again to quit without saving`);
   };
@@ -366,6 +370,7 @@ export async function serve(argv: string[]): Promise<number> {
   try {
     summary = await coord.train();
   } finally {
+    ending = true;
     await coord.close();
     for (const c of children) c.kill();
   }
