@@ -10,7 +10,7 @@ interface Rec extends Peer { joinedAt: number | null }
 
 /** A handler that records every call; `refuse` makes message() throw. */
 function recorder(refuse?: (msg: Message) => Error | null) {
-  const messages: { id: number; msg: Message; body: number[] }[] = [];
+  const messages: { id: number; msg: Message; body: Uint8Array }[] = [];
   const gone: { id: number; code: number; reason: string; byUs: boolean }[] = [];
   const handler: PeerHandler<Rec> = {
     open: (p) => ({ ...p, joinedAt: null }),
@@ -18,7 +18,7 @@ function recorder(refuse?: (msg: Message) => Error | null) {
       const e = refuse?.(msg);
       if (e) throw e;
       if (msg.type === MSG.hello) p.joinedAt = Date.now();
-      messages.push({ id: p.id, msg, body: [...body] });
+      messages.push({ id: p.id, msg, body });
     },
     gone: (p, code, reason, byUs) => { gone.push({ id: p.id, code, reason, byUs }); },
     joined: (p) => p.joinedAt !== null,
@@ -97,15 +97,19 @@ describe('MemoryWire', () => {
     const w = await wireWith();
     const e = w.wire.connect();
     const heard = listen(e);
-    // Worker → coordinator: one buffer reused for every frame, as WorkerCore reuses its gradient frames.
-    const buf = status(0);
+    // Worker → coordinator: one buffer reused for every frame, as WorkerCore reuses its gradient
+    // frames once a send resolves; the coordinator keeps the bodies it was handed (as it keeps a
+    // shard's gradient frames until the step is applied).
+    const buf = encode({ type: MSG.status, tensors: 0, bytes: 0 }, new Uint8Array(4));
     for (let i = 0; i < 5; i++) {
-      buf.set(status(i));
-      await e.send(buf);
+      buf.set(encode({ type: MSG.status, tensors: i, bytes: 0 }, new Uint8Array(4).fill(i)));
+      const sent = e.send(buf);
+      expect(w.messages).toHaveLength(i); // not delivered within send
+      await sent; // resolved: the coordinator has it
+      expect(w.messages).toHaveLength(i + 1);
     }
-    expect(w.messages).toEqual([]); // nothing is delivered within send
-    await tick();
     expect(w.messages.map((m) => (m.msg as { tensors: number }).tensors)).toEqual([0, 1, 2, 3, 4]);
+    expect(w.messages.map((m) => [...m.body])).toEqual([0, 1, 2, 3, 4].map((i) => [i, i, i, i]));
     // Coordinator → workers: one cached frame sent to two peers, then overwritten.
     const f = w.wire.connect();
     const heardF = listen(f);
