@@ -61,7 +61,7 @@ export interface InProcessRun {
   workers: InProcessWorker[];
   /** Connects n more workers (mid-run too: an elastic test's newcomers). */
   add(n: number, opts?: InProcessWorkerOptions): Promise<InProcessWorker[]>;
-  /** Closes the coordinator, then waits for every worker to hear it and let go of its tensors. */
+  /** Closes the coordinator, then waits for every worker to hear it and let go of its tensors (once; later calls wait for the same). */
   close(): Promise<void>;
 }
 
@@ -79,6 +79,7 @@ export async function startInProcess(opts: TestRunOptions, d: Dataset = data()):
   // As the CLI does: the dashboard's listeners run on the training path (its routes are not served).
   const dashboard = new Dashboard(coord);
   await coord.listen();
+  let closing: Promise<void> | null = null;
   const run: InProcessRun = {
     coord, dashboard, wire: wire!, lines, workers: [],
     add: async (n, w = CPU) => {
@@ -86,10 +87,10 @@ export async function startInProcess(opts: TestRunOptions, d: Dataset = data()):
       for (let i = 0; i < n; i++) added.push(await connectWorker(run, w));
       return added;
     },
-    close: async () => {
+    close: () => (closing ??= (async () => {
       await coord.close();
       await Promise.all(run.workers.map((w) => w.closed));
-    },
+    })()),
   };
   return run;
 }
