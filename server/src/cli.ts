@@ -296,7 +296,9 @@ export async function serve(argv: string[]): Promise<number> {
   if (v.log) checkAppendFile('--log', v.log);
 
   // Trust starts from the operator: the token goes out only in the join lines printed here (as Jupyter's does).
-  const token = v.token ?? randomBytes(18).toString('base64url');
+  // Never a leading '-' (1 run in 64 of base64url): `--token -x…` parses as an option, so the
+  // printed worker line failed for a person and the --local-workers never joined (serve hung).
+  const token = v.token ?? randomBytes(18).toString('base64url').replace(/^-/, 'A');
   const tty = process.stdout.isTTY;
   const log = (line: string) => console.log(`${tty ? '\r\x1b[K' : ''}${new Date().toISOString().slice(11, 19)} ${line}`);
   const dataDir = v.data ?? DEFAULT_DATA_DIR;
@@ -351,7 +353,8 @@ export async function serve(argv: string[]): Promise<number> {
   let ending = false;
   const url = `ws://127.0.0.1:${bound}/ws`;
   for (let i = 0; i < localWorkers; i++) {
-    const child = spawnWorker(url, ['--backend', v['local-backend']!, '--quiet', '--token', token]);
+    // --token=T: a token of the operator's own that starts with '-' must still reach the worker.
+    const child = spawnWorker(url, ['--backend', v['local-backend']!, '--quiet', `--token=${token}`]);
     // A local worker that dies is said at once: a run waiting for it would otherwise wait in silence.
     child.once('exit', (code, signal) => { if (!ending) log(`local worker ${i + 1} exited (${signal ?? `code ${code}`}) before the run ended; its output is above`); });
     children.push(child);

@@ -10,13 +10,13 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CLOSE, CLOSE_NAMES, MAX_CLOSE_REASON_BYTES, MAX_FRAME_BYTES, ProtocolError, closeReason, printable } from '@tabtrain/shared';
+import { CLOSE, MAX_CLOSE_REASON_BYTES, MAX_FRAME_BYTES, ProtocolError, closeReason, printable } from '@tabtrain/shared';
 import { badRequest, guarded, guardHttp, guardUpgrade, refuseSocket, requestPath } from './guard';
 import { Admission, admissionLimits, type AdmissionLimits } from './admission';
 import { createListener, type ListenerTls } from './listener';
 import { LARGE_FRAME, averageRate } from './link-meter';
 import { serveStatic } from './static';
-import { newPeer, receive, type Peer, type PeerHandler, type Route, type Wire } from './wire';
+import { closedLine, newPeer, receive, type Peer, type PeerHandler, type Route, type Wire } from './wire';
 
 export type { Peer, PeerHandler, Route };
 
@@ -273,7 +273,7 @@ export class Transport<P extends Peer> implements Wire<P> {
   /** Closes a peer with a named code and a log line; the handler hears of it at once. */
   drop(p: P, code: number, reason: string): void {
     if (p.closed) return;
-    this.opts.log(`worker #${p.id} (${p.remote}) closed: ${CLOSE_NAMES[code] ?? code} (${code}) ${reason}`);
+    this.opts.log(closedLine(p, code, reason));
     try {
       this.ws(p).close(code, closeReason(reason));
     } catch {

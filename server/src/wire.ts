@@ -4,7 +4,7 @@
 // (protocol.ts), and within the flood limit. So everything above the wire runs as it does in
 // production whichever carries the frames.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { CLOSE, MSG, ProtocolError, decodeFrame, validate, type Message } from '@tabtrain/shared';
+import { CLOSE, CLOSE_NAMES, MSG, ProtocolError, decodeFrame, validate, type Message } from '@tabtrain/shared';
 
 /** What a wire keeps per connection; the handler's own per-connection record extends it. */
 export interface Peer {
@@ -68,6 +68,11 @@ export function newPeer(id: number, remote: string): Peer {
     outbox: [], outboxBytes: 0, writing: false, progressAt: 0, lastBuffered: 0, downRate: 0,
     burst: null, timing: null, messageStartedAt: 0, arrivingSince: null, arrivingBytes: 0,
   };
+}
+
+/** The log line of a peer closed by us: the same whichever wire carries it. */
+export function closedLine(p: Peer, code: number, reason: string): string {
+  return `worker #${p.id} (${p.remote}) closed: ${CLOSE_NAMES[code] ?? code} (${code}) ${reason}`;
 }
 
 /** What the wire asks of whoever owns the connections (the coordinator). */

@@ -1,59 +1,47 @@
 // Golden runs: fixed configurations whose final weights are pinned by SHA-256 (tests/integration/golden.test.ts).
 //
-// Portability: the workers here never use the wasm backend. XNNPACK may pick other SIMD kernels
-// on another CPU, so its fp32 results need not be bit-identical across machines. tfjs's pure-JS
+// Portability: the golden workers (in-process.ts's CPU and SYNTHETIC) never use the wasm backend.
+// XNNPACK may pick other SIMD kernels on another CPU, so its fp32 results need not be bit-identical across machines. tfjs's pure-JS
 // `cpu` backend is plain IEEE-754 JavaScript, and synthetic workers (shared/src/synthetic.ts)
 // fill a deterministic pseudo-gradient without any tfjs; both give the same bits on any x86_64.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
-import { Coordinator, DEFAULTS, type Summary } from '../../server/src/coordinator';
-import type { Dataset } from '../../server/src/data';
-import { kill, workers, type TestRunOptions } from './run';
-
-/** Real gradients on tfjs's pure-JS backend: bit-identical across CPUs. */
-export const CPU_WORKER = ['--backend', 'cpu'];
-/** No tfjs at all: a deterministic pseudo-gradient of the model's size, no sleeping. */
-export const SYNTHETIC_WORKER = ['--synthetic-ms-per-example', '0'];
 
 /** GOLDEN_PRINT=1: print every run's hash (to record the pins) instead of asserting it. */
 export const PRINT = process.env.GOLDEN_PRINT === '1';
 
 const BIN = fileURLToPath(new URL('../../bin/tabtrain', import.meta.url));
 
-/**
- * trainWith (helpers/run.ts) on a given dataset instead of the full one: the same coordinator
- * defaults, so an epoch (and its test evaluation) fits in a test.
- */
-export async function trainOn(d: Dataset, n: number, opts: TestRunOptions, workerArgs: string[]): Promise<{ summary: Summary; lines: string[] }> {
-  const lines: string[] = [];
-  const coord = new Coordinator({
-    epochs: 1, batch: 16, seed: 7, balance: 'equal', port: 0, host: '127.0.0.1', minWorkers: n, evalExamples: 1000,
-    helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {}, ...opts,
-  }, d);
-  const port = await coord.listen();
-  const procs = workers(`ws://127.0.0.1:${port}/ws`, n, workerArgs);
-  try {
-    return { summary: await coord.train(), lines };
-  } finally {
-    await coord.close();
-    kill(procs);
-  }
-}
+/** How long one `tabtrain serve` of the golden test may take (a few steps of vgg11-tiny: 10-30 s, more under load). */
+export const SERVE_DEADLINE_MS = 150_000;
 
 /**
- * `tabtrain serve ARGS` to its end; rejects with the log if it exits non-zero. `stateDir` keeps
- * what serve stores between runs (its TLS certificate) out of the user's ~/.tabtrain.
+ * `tabtrain serve ARGS` to its end; rejects with the whole log if it exits non-zero, or if it has
+ * not ended within `deadlineMs` (then it is killed first: a hung serve must fail with what it
+ * said, not time the test out silently). `stateDir` keeps what serve stores between runs (its TLS
+ * certificate) out of the user's ~/.tabtrain.
  */
-export function serveCli(args: string[], stateDir: string): Promise<string> {
+export function serveCli(args: string[], stateDir: string, deadlineMs = SERVE_DEADLINE_MS): Promise<string> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env, TABTRAIN_STATE_DIR: stateDir };
     const p = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let log = '';
+    let overdue = false;
     p.stdout.on('data', (d) => { log += d; });
     p.stderr.on('data', (d) => { log += d; });
-    p.on('error', reject);
-    p.on('exit', (code, signal) => (code === 0 ? resolve(log) : reject(new Error(`tabtrain serve ${args.join(' ')} exited ${code ?? signal}:\n${log}`))));
+    const deadline = setTimeout(() => {
+      overdue = true;
+      // SIGKILL takes its --local-workers with it (they watch their parent's IPC channel).
+      p.kill('SIGKILL');
+    }, deadlineMs);
+    p.on('error', (e) => { clearTimeout(deadline); reject(new Error(`tabtrain serve ${args.join(' ')}: ${e.message}:\n${log}`)); });
+    p.on('exit', (code, signal) => {
+      clearTimeout(deadline);
+      if (overdue) reject(new Error(`tabtrain serve ${args.join(' ')} had not ended after ${deadlineMs / 1000} s; killed. Its log:\n${log}`));
+      else if (code === 0) resolve(log);
+      else reject(new Error(`tabtrain serve ${args.join(' ')} exited ${code ?? signal}:\n${log}`));
+    });
   });
 }
 

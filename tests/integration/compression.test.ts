@@ -1,5 +1,5 @@
-// Every --compress mode trains for real: a real coordinator, 2 real wasm workers, real
-// Fashion-MNIST, the same model, seed, data order and steps. Kept short for CI (400 steps of
+// Every --compress mode trains for real: a real coordinator, 2 real wasm workers (WorkerCore, in
+// this process on the in-memory wire: helpers/in-process.ts), real Fashion-MNIST, the same model, seed, data order and steps. Kept short for CI (400 steps of
 // alexnet-small, ~1/5 epoch). This early, at lr 0.1, the trajectory is chaotic: test accuracy
 // swings by several points between modes (measured 0.59–0.66), and even fp16, whose update differs
 // from the exact one by 2.2e-4 relative per step (measured), moves the mean training loss over the
@@ -10,15 +10,17 @@
 import { describe, expect, it } from 'vitest';
 import { paramLayout, getModel } from '@tabtrain/shared';
 import { COMPRESS_MODES, parseCompression, uploadBytes } from '@tabtrain/shared/compress';
-import { kill, maxAbsDiff, startCoordinator, workers } from '../helpers/run';
+import { maxAbsDiff } from '../helpers/run';
+import { WASM, startInProcess, type InProcessWorkerOptions } from '../helpers/in-process';
 
 const STEPS = 400;
 const MODEL = 'alexnet-small';
 
 async function trainAndTest(mode: string): Promise<{ acc: number; loss: number; uploadPerWorkerStep: number; resyncs: number }> {
-  const { coord, url, lines } = await startCoordinator({ model: MODEL, batch: 32, maxSteps: STEPS, seed: 42, minWorkers: 2, evalExamples: 2000, compress: parseCompression(mode) });
-  const procs = workers(url, 2);
+  const run = await startInProcess({ model: MODEL, batch: 32, maxSteps: STEPS, seed: 42, minWorkers: 2, evalExamples: 2000, compress: parseCompression(mode) });
+  const { coord, lines } = run;
   try {
+    await run.add(2, WASM);
     const summary = await coord.train();
     const acc = await coord.evaluate();
     const up = coord.status().workers.reduce((a, w) => a + w.bytesIn, 0);
@@ -26,8 +28,7 @@ async function trainAndTest(mode: string): Promise<{ acc: number; loss: number; 
     expect(coord.status().caught, `${mode}: workers caught`).toEqual([]);
     return { acc, loss: summary.epochs[0].loss, uploadPerWorkerStep: up / STEPS / 2, resyncs: lines.filter((l) => l.includes('replica differs')).length };
   } finally {
-    await coord.close();
-    kill(procs);
+    await run.close();
   }
 }
 
@@ -61,20 +62,20 @@ describe('gradient compression on real workers', () => {
 describe('compressed broadcast: identical updates, hash checks, resync', () => {
   const MODEL_T = 'alexnet-tiny';
   const STEPS_T = 12;
-  const run = async (workerArgs: string[][]) => {
-    const { coord, url, lines } = await startCoordinator({ model: MODEL_T, batch: 16, maxSteps: STEPS_T, seed: 5, minWorkers: 2, compress: parseCompression('int8'), verifyEvery: 3 });
-    const procs = workerArgs.map((args) => workers(url, 1, ['--backend', 'wasm', ...args])[0]);
+  const train = async (workers: InProcessWorkerOptions[]) => {
+    const run = await startInProcess({ model: MODEL_T, batch: 16, maxSteps: STEPS_T, seed: 5, minWorkers: 2, compress: parseCompression('int8'), verifyEvery: 3 });
+    const { coord, lines } = run;
     try {
+      for (const w of workers) await run.add(1, { ...WASM, ...w });
       await coord.train();
       return { weights: coord.weights.slice(), lines, workers: coord.status().workers };
     } finally {
-      await coord.close();
-      kill(procs);
+      await run.close();
     }
   };
 
   it('updates are int8-sized; a replica corrupted at version 6 is caught by the hash at the next assign, resynced, and the run ends bit-equal to a clean one', async () => {
-    const clean = await run([[], []]);
+    const clean = await train([{}, {}]);
     const P = paramLayout(getModel(MODEL_T)).total;
     expect(clean.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
     for (const w of clean.workers) {
@@ -84,7 +85,7 @@ describe('compressed broadcast: identical updates, hash checks, resync', () => {
       expect(updates).toBeGreaterThan(11 * 0.24 * 4 * P);
       expect(w.resyncs).toBe(0);
     }
-    const faulty = await run([[], ['--fault-corrupt-version', '6']]);
+    const faulty = await train([{}, { corruptVersion: 6 }]);
     const said = faulty.lines.filter((l) => l.includes('replica differs'));
     expect(said).toHaveLength(1);
     expect(said[0]).toMatch(/replica differs from version 6; resending the full weights/);

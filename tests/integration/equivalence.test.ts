@@ -1,18 +1,21 @@
 // Synchronous data parallelism is exact: the split of the batch over workers must not change
-// the result beyond fp32 summation order, and a run is reproducible bit for bit.
+// the result beyond fp32 summation order, and a run is reproducible bit for bit. Arithmetic and
+// scheduling only: the coordinator and its wasm workers run in this process (helpers/in-process.ts).
 import { describe, expect, it } from 'vitest';
-import { maxAbsDiff, trainWith } from '../helpers/run';
+import { maxAbsDiff } from '../helpers/run';
+import { WASM, trainInProcess } from '../helpers/in-process';
 import { weightsSha256 } from '../../server/src/coordinator';
 
 // Batch 20: 3 workers get uneven shards of 7, 7 and 6 examples.
 // Even shards ('equal'): with speed balancing the cut points follow timing, and fp32 sums with them.
 const RUN = { model: 'alexnet-tiny', batch: 20, maxSteps: 6, seed: 11, lr: 0.05, balance: 'equal' as const };
+const train = (n: number, opts: typeof RUN) => trainInProcess(n, opts, WASM);
 
 describe('equivalence across worker counts', () => {
   it('1 worker and 3 workers (batch 20, uneven shards) end within 1e-5; the same count twice is bit-identical', async () => {
-    const one = await trainWith(1, RUN);
-    const three = await trainWith(3, RUN);
-    const again = await trainWith(3, RUN);
+    const one = await train(1, RUN);
+    const three = await train(3, RUN);
+    const again = await train(3, RUN);
     expect(one.summary.steps).toBe(6);
     expect(three.summary.steps).toBe(6);
     const diff = maxAbsDiff(one.weights, three.weights);
@@ -28,8 +31,8 @@ describe('equivalence across worker counts', () => {
   });
 
   it('dropout is on: the same run with another seed gives other weights', async () => {
-    const a = await trainWith(1, { ...RUN, maxSteps: 2 });
-    const b = await trainWith(1, { ...RUN, maxSteps: 2, seed: 12 });
+    const a = await train(1, { ...RUN, maxSteps: 2 });
+    const b = await train(1, { ...RUN, maxSteps: 2, seed: 12 });
     expect(a.summary.weightsSha256).not.toBe(b.summary.weightsSha256);
   });
 });

@@ -1,7 +1,10 @@
 // Golden runs: the exact final weights (SHA-256 of the fp32 vector, summary.weightsSha256) of a few
 // fixed, short runs are pinned, so that any change of behaviour in the coordinator shows, however
-// small. Real coordinator, real worker processes, real Fashion-MNIST; even shards ('equal'), so the
-// runs are bit-reproducible.
+// small. A real coordinator and real workers (WorkerCore) in this process, on the in-memory wire
+// (tests/helpers/in-process.ts: every frame still goes through the transport's validation), real
+// Fashion-MNIST; even shards ('equal'), so the runs are bit-reproducible. The checkpoint/resume
+// run is a real `tabtrain serve` process with a real worker process, whose hash must equal the
+// in-process run's: the pins hold for both.
 //
 // The workers run tfjs's pure-JS `cpu` backend (or are synthetic, no tfjs): the wasm backend's
 // XNNPACK may choose other SIMD kernels on another CPU, and its bits need not match across machines.
@@ -15,8 +18,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseCompression } from '@tabtrain/shared/compress';
-import { data, subset, trainWith, type TestRunOptions } from '../helpers/run';
-import { CPU_WORKER, SYNTHETIC_WORKER, expectGolden, serveCli, trainOn } from '../helpers/golden';
+import { data, subset, type TestRunOptions } from '../helpers/run';
+import { CPU, SYNTHETIC, trainInProcess } from '../helpers/in-process';
+import { SERVE_DEADLINE_MS, expectGolden, serveCli } from '../helpers/golden';
 
 const PINNED = {
   'fp32, vgg11-tiny, 1 worker': 'db0cae976e1fad77f0959d6c6a08473878b528d16aa8a85eae2e9cc0a2b1775e',
@@ -37,20 +41,24 @@ const PINNED_EPOCHS = [
 // Batch 14: 3 workers get uneven shards of 5, 5 and 4. lr and init are vgg11-tiny's defaults.
 const BASE = { model: 'vgg11-tiny', batch: 14, seed: 23, balance: 'equal', maxSteps: 6 } satisfies TestRunOptions;
 
-async function pinned(name: keyof typeof PINNED, n: number, opts: TestRunOptions, workerArgs = CPU_WORKER): Promise<string> {
+async function pinned(name: keyof typeof PINNED, n: number, opts: TestRunOptions, worker = CPU): Promise<string> {
   const t0 = performance.now();
-  const { summary, lines } = await trainWith(n, opts, workerArgs);
+  const { summary, lines } = await trainInProcess(n, opts, worker);
   console.log(`${name}: ${summary.steps} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s, weights sha256 ${summary.weightsSha256}`);
   expect(summary.steps).toBe(opts.maxSteps);
   expect(summary.workersSeen).toBe(n);
   // The compressed runs check every replica's hash every 2 versions: none drifted.
   expect(lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+  // No worker failed (in-process.ts logs a worker's error into the run's lines).
+  expect(lines.filter((l) => l.startsWith('[worker '))).toEqual([]);
   expectGolden(name, 'weightsSha256', summary.weightsSha256, PINNED[name]);
   return summary.weightsSha256;
 }
 
 // Each test takes 5-12 s on a quiet 2-core machine (3-4× that under heavy load); a hung run fails after 4 minutes.
 const TIMEOUT = 240_000;
+// The CLI test's two serves each fail with their log at SERVE_DEADLINE_MS: before the test's own timeout.
+const CLI_TIMEOUT = 2 * SERVE_DEADLINE_MS + 60_000;
 
 describe('golden runs: final weights stay bit-identical', () => {
   it('fp32, 1 worker; the same run stopped after 3 steps, checkpointed and resumed with --resume ends bit-equal to it', async () => {
@@ -81,7 +89,7 @@ describe('golden runs: final weights stay bit-identical', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  }, TIMEOUT);
+  }, CLI_TIMEOUT);
 
   it('fp32, 3 workers (uneven shards)', async () => {
     await pinned('fp32, vgg11-tiny, 3 workers', 3, BASE);
@@ -96,15 +104,15 @@ describe('golden runs: final weights stay bit-identical', () => {
     // the weights, which takes each update on its backend and is within rounding of the
     // coordinator's between refreshes (exact-replica.ts): --refresh-every 1 replaces it by the
     // exact copy after every update, so the gradients, and this hash, are the coordinator's arithmetic alone.
-    await pinned('powersgd rank 2, vgg11-small, 2 workers', 2, { ...BASE, model: 'vgg11-small', batch: 6, maxSteps: 3, compress: parseCompression('powersgd', 2), verifyEvery }, [...CPU_WORKER, '--refresh-every', '1']);
-    await pinned('powersgd rank 4, vgg11-small, 2 synthetic workers', 2, { ...BASE, model: 'vgg11-small', compress: parseCompression('powersgd', 4), verifyEvery }, SYNTHETIC_WORKER);
+    await pinned('powersgd rank 2, vgg11-small, 2 workers', 2, { ...BASE, model: 'vgg11-small', batch: 6, maxSteps: 3, compress: parseCompression('powersgd', 2), verifyEvery }, { ...CPU, refreshEvery: 1 });
+    await pinned('powersgd rank 4, vgg11-small, 2 synthetic workers', 2, { ...BASE, model: 'vgg11-small', compress: parseCompression('powersgd', 4), verifyEvery }, SYNTHETIC);
   }, TIMEOUT);
 
   it('two whole epochs with their test evaluations: weights, test accuracy, training loss and accuracy', async () => {
     const name = 'eval: vgg11-tiny, 2 epochs of 64 images, 2 workers';
     const t0 = performance.now();
     // lr 0.2: a few steps move the predictions (still near chance), so the test accuracy differs between epochs.
-    const { summary } = await trainOn(subset(data(), 64, 160), 2, { model: 'vgg11-tiny', batch: 16, seed: 23, lr: 0.2, epochs: 2, evalExamples: 160 }, CPU_WORKER);
+    const { summary } = await trainInProcess(2, { model: 'vgg11-tiny', batch: 16, seed: 23, lr: 0.2, epochs: 2, evalExamples: 160 }, CPU, subset(data(), 64, 160));
     console.log(`${name}: ${((performance.now() - t0) / 1000).toFixed(1)} s, weights sha256 ${summary.weightsSha256}, epochs ${JSON.stringify(summary.epochs.map((e) => [e.testAcc, e.loss, e.trainAcc]))}`);
     expect(summary.steps).toBe(8);
     expect(summary.stoppedBy).toBe('epochs');
