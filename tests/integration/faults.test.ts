@@ -10,7 +10,8 @@ import { getModel, modelHash, paramLayout } from '@tabtrain/shared';
 import { CHECKPOINT_VERSION, Checkpointer, loadCheckpoint } from '../../server/src/checkpoint';
 import { weightsSha256 } from '../../server/src/files';
 import type { StepRecord } from '../../server/src/coordinator';
-import { freePort, kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
+import { freePort, kill, maxAbsDiff, startCoordinator, workers } from '../helpers/run';
+import { cleanRun, workerInstances } from '../helpers/clean-run';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -19,7 +20,8 @@ describe('faults', () => {
   const RUN = { model: 'alexnet-tiny', batch: 24, maxSteps: 8, seed: 3, balance: 'equal' as const };
 
   it('a worker killed with SIGKILL mid-step: its shard is recomputed, no step skipped or doubled, weights within 1e-5', async () => {
-    const clean = await trainWith(3, RUN, ['--backend', 'wasm', '--delay-ms', '20']);
+    // The clean run needs no delay: it paces nothing there, and equal shards give the same bits at any pace.
+    const clean = await cleanRun(3, RUN);
     const { coord, url, lines } = await startCoordinator({ ...RUN, minWorkers: 3 });
     const procs = workers(url, 3, ['--backend', 'wasm', '--delay-ms', '20']);
     const steps: StepRecord[] = [];
@@ -117,7 +119,7 @@ describe('faults', () => {
       expect(code, log).toBe(0);
       expect(log).toContain(`resumed from ${dir} at step ${savedAt}`);
       const resumed = new Float32Array(new Uint8Array(readFileSync(out)).buffer);
-      const clean = await trainWith(2, { model: 'alexnet-tiny', batch: 16, seed: 9, maxSteps: 12, balance: 'equal', epochs: 10 });
+      const clean = await cleanRun(2, { model: 'alexnet-tiny', batch: 16, seed: 9, maxSteps: 12, balance: 'equal', epochs: 10 });
       const diff = maxAbsDiff(resumed, clean.weights);
       console.log(`resume after SIGKILL at checkpoint step ${savedAt}: max |w - w_clean| = ${diff.toExponential(2)}`);
       expect(diff).toBeLessThan(1e-5);
@@ -186,7 +188,7 @@ describe('faults', () => {
     let log = '';
     resumed.stdout!.on('data', (d) => { log += d; });
     resumed.stderr!.on('data', (d) => { log += d; });
-    const again = workers(`ws://127.0.0.1:${cliPort}/ws`, 2, ['--backend', 'wasm']);
+    const again = [workerInstances(`ws://127.0.0.1:${cliPort}/ws`, 2)];
     try {
       expect(await new Promise((r) => resumed.on('exit', r)), log).toBe(0);
       expect(log).toContain(`checkpoint: removed 2 leftover temp files of a write cut short from ${good}`);
@@ -276,8 +278,11 @@ describe('faults', () => {
       expect(ckpt.step).toBe(summary.steps);
       expect(ckpt.epochAcc.steps).toBe(summary.steps); // the partial epoch stays open for a resume
       expect(log).toContain(`checkpoint at step ${summary.steps} written`);
-      await sleep(1000);
-      expect(spawnSync('pgrep', ['-f', `127.0.0.1:${port}/ws`]).stdout.toString().trim()).toBe('');
+      // Gone within a second of the coordinator's exit.
+      const left = () => spawnSync('pgrep', ['-f', `127.0.0.1:${port}/ws`]).stdout.toString().trim();
+      const exitedAt = Date.now();
+      while (left() !== '' && Date.now() - exitedAt < 1000) await sleep(50);
+      expect(left()).toBe('');
     } finally {
       try { process.kill(-serve.pid!, 'SIGKILL'); } catch { /* already gone */ }
     }

@@ -24,6 +24,7 @@ import { PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Message } from '
 import { parseCompression } from '@tabtrain/shared/compress';
 import type { StepRecord } from '../../server/src/coordinator';
 import { kill, maxAbsDiff, startCoordinator, workers } from '../helpers/run';
+import { cleanRun } from '../helpers/clean-run';
 import type { Target } from '../helpers/fuzz/frames';
 import { fuzzSeed } from '../helpers/fuzz/rng';
 import { describe as describeInput, fuzz, triage, type FuzzRecord, type FuzzReport } from '../helpers/fuzz/run';
@@ -68,18 +69,9 @@ function whoComputed(steps: StepRecord[]): string[] {
 }
 
 /** One clean run of `maxSteps` steps that records its cuts (and who computed each shard): the reference weights. */
-async function cleanRun(RUN: Run, maxSteps: number): Promise<{ weights: Float32Array; cuts: number[][]; who: string[] }> {
-  const { coord, url } = await startCoordinator({ ...RUN, maxSteps, minWorkers: 2 });
-  const procs = workers(url, 2, ['--backend', 'wasm']);
-  const steps: StepRecord[] = [];
-  coord.events.on('step', (s: StepRecord) => steps.push(s));
-  try {
-    await coord.train();
-    return { weights: coord.weights.slice(), cuts: steps.map((s) => s.shards.map((x) => x.count)), who: whoComputed(steps) };
-  } finally {
-    await coord.close();
-    kill(procs);
-  }
+async function cleanReference(RUN: Run, maxSteps: number): Promise<{ weights: Float32Array; cuts: number[][]; who: string[] }> {
+  const { weights, steps } = await cleanRun(2, { ...RUN, maxSteps });
+  return { weights, cuts: steps.map((s) => s.shards.map((x) => x.count)), who: whoComputed(steps) };
 }
 
 async function getJson(url: string): Promise<{ status: number; bytes: number; body: unknown; ms: number }> {
@@ -222,7 +214,7 @@ describe('fuzz', () => {
 
       // The reference: a clean run of as many steps (this run's coordinator is closed by then: see finally).
       closed = await within(coord.close(), 15_000);
-      const clean = await cleanRun(RUN, ran);
+      const clean = await cleanReference(RUN, ran);
       stamp(`clean run of ${ran} steps done`);
 
       // Equal shards are bit-reproducible, and fuzzed workers never become trusted (they are on

@@ -6,7 +6,8 @@ import * as tf from '@tensorflow/tfjs';
 import { CLOSE, MSG, PROTOCOL_VERSION, decodeFrame, encode, zooHashes, type Message } from '@tabtrain/shared';
 import { WorkerCore } from '../../client/src/core';
 import type { StepRecord } from '../../server/src/coordinator';
-import { kill, maxAbsDiff, startCoordinator, trainWith, workers } from '../helpers/run';
+import { kill, maxAbsDiff, startCoordinator, workers } from '../helpers/run';
+import { cleanRun } from '../helpers/clean-run';
 import { rawFrame } from '../helpers/liars';
 
 const FORGED = 'x\nworker #1 caught: FORGED\x1b[31m';
@@ -45,7 +46,9 @@ describe('hostile input', () => {
   const RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 40, seed: 21, balance: 'equal' as const, open: true };
 
   it('every kind of garbage gets its named close code and a log line; the run ends as a clean one does', async () => {
-    const clean = await trainWith(2, RUN);
+    // The clean run trains beside the attacked one (its own coordinator and workers): nothing here times the attacked run.
+    const cleanDone = cleanRun(2, RUN);
+    cleanDone.catch(() => {}); // awaited below; a failure before then must not go unhandled
     const { coord, url, lines } = await startCoordinator({ ...RUN, minWorkers: 2, helloTimeoutMs: 500 });
     const procs = workers(url, 2, ['--backend', 'wasm', '--delay-ms', '5']);
     const results: Record<string, number> = {};
@@ -114,6 +117,7 @@ describe('hostile input', () => {
       const forged = lines.filter((l) => l.includes('FORGED'));
       expect(forged.map((l) => /closed: badField \(4002\) hello\.backend must not hold control characters .*, got "x\\nworker #1 caught: FORGED\\u001b\[31m"$|left \(finished: x\\nworker #1 caught: FORGED\\u001b\[31m\)/.test(l))).toEqual([true, true]);
       expect(lines.filter((l) => /[\n\r\u001b]/.test(l))).toEqual([]);
+      const clean = await cleanDone;
       const diff = maxAbsDiff(coord.weights, clean.weights);
       console.log(`hostile run: ${Object.keys(results).length} attacks, max |w - w_clean| = ${diff.toExponential(2)}`);
       expect(diff).toBeLessThan(1e-5);
