@@ -30,26 +30,28 @@ export interface StepContext {
 
 /** One step algorithm: the Step's public methods of the same names say what each member means. */
 export interface StepMode {
+  // The state: where the weights live, and the sum of the round in hand.
   /** The weights in use, as they are (a powersgd update may be pending: flush()). */
   readonly weights: Float32Array;
-  /** The sum of the round in hand (the Step checks, folds and revokes frames through it). */
+  /** The Step checks, folds and revokes frames through it; its length is what a copy sends. */
   readonly reducer: StreamReducer;
-  readonly round: 1 | 2;
-  readonly copyFloats: number;
-  readonly segments: number;
-  readonly staged: number;
-  readonly pipelined: boolean;
-  readonly updateFrameCount: number;
-  readonly basisFrames: Uint8Array[];
-  readonly flushedMs: number;
+  // The step, in order.
   begin(shards: number, lr: number, batch: number, step: number): void;
   decodeCopy(frames: { g: GradientSlice; body: Uint8Array }[]): Float32Array | null;
+  readonly round: 1 | 2;
   endRound1(shards: number): Uint8Array[];
   callOff(): boolean;
   apply(lr: number, batch: number): StepTimes;
   flush(): number;
+  readonly flushedMs: number;
+  // What goes to the workers.
   /** What a worker holding `version` (and `basis`'s round 1) needs; the Step answers the current version itself. */
   framesFor(version: number, basis: number): Uint8Array[];
+  readonly updateFrameCount: number;
+  readonly basisFrames: Uint8Array[];
+  readonly pipelined: boolean;
+  readonly segments: number;
+  readonly staged: number;
   /** Takes a checkpoint's weights (their length checked) and forgets every frame and pending update. */
   restore(weights: Float32Array): void;
 }
@@ -93,7 +95,6 @@ export abstract class WholeGradientStep implements StepMode {
   }
 
   get weights(): Float32Array { return this.current; }
-  get copyFloats(): number { return this.current.length; }
   get segments(): number { return this.plan.length; }
   get staged(): number { return 0; }
   get pipelined(): boolean { return false; }

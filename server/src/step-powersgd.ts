@@ -67,9 +67,6 @@ export class PowerSgdStep implements StepMode {
     this.weights = this.kernel?.weights ?? new Float32Array(plan.total);
   }
 
-  /** Floats a copy of a train shard sends: the round in hand's factor vector. */
-  get copyFloats(): number { return this.round === 1 ? this.plan.round1Floats : this.plan.round2Floats; }
-
   /** Round 1 of step number `step` begins. */
   begin(shards: number, _lr: number, batch: number, step: number): void {
     this.step = step;

@@ -17,7 +17,7 @@ import { NO_COMPRESSION, planSegments, powerSgdPlanOf, uploadBytes, type Compres
 import { FrameCheck, type GradientSlice } from './reducer';
 import { CodedStep } from './step-coded';
 import { Fp32Step } from './step-fp32';
-import { VersionFrames, type StepContext, type StepMode } from './step-mode';
+import { VersionFrames, type StepContext, type StepMode, type StepTimes } from './step-mode';
 import { PowerSgdStep } from './step-powersgd';
 
 export class Step {
@@ -114,8 +114,8 @@ export class Step {
   /** powersgd: the round in hand (1 outside powersgd runs). */
   get round(): 1 | 2 { return this.mode.round; }
 
-  /** Floats a copy of a train shard sends: the gradient's, or the round in hand's factor vector. */
-  get copyFloats(): number { return this.mode.copyFloats; }
+  /** Floats a copy of a train shard sends: the gradient's, or the round in hand's factor vector (what the round's reducer sums). */
+  get copyFloats(): number { return this.mode.reducer.total; }
 
   /**
    * powersgd: round 1 is summed. Finishes its broadcast (P̂ and the fp32 tensors' sums, encoded
@@ -156,7 +156,7 @@ export class Step {
    * decoded update in compressed runs (powersgd: P̂ (ΣQ_i)ᵀ, held until flush()), then version + 1.
    * Returns where the time went, in ms.
    */
-  apply(lr: number, batch: number): { aggregateMs: number; applyMs: number; broadcastMs: number } {
+  apply(lr: number, batch: number): StepTimes {
     return this.mode.apply(lr, batch);
   }
 
