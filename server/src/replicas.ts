@@ -40,6 +40,10 @@ export class Replicas {
 
   /** Sends a worker what it lacks of the current version (before its assign); it holds it from then on. */
   catchUp(conn: Conn): void {
+    // Sent part of the next version while it uploaded a copy of this step, it no longer holds this
+    // one whole: a second copy of the same step needs the current weights whole. (Found by the
+    // in-process byzantine runs: a newcomer's probation copy then asked to resync, closed 4015.)
+    if (this.pushed.get(conn)) { this.pushed.delete(conn); conn.version = -1; }
     for (const f of this.model.framesFor(conn.version, conn.basis)) this.wire().send(conn, f);
     conn.version = this.model.version;
   }
