@@ -1,5 +1,7 @@
 // Helpers for hostile and Byzantine tests: raw frames and sockets, honest worker cores whose
-// outgoing frames a test rewrites (liars), and small HTTP/TCP probes of a live coordinator.
+// outgoing frames a test rewrites (liars), and small HTTP/TCP probes of a live coordinator. The
+// peers (join, liar, colluder, churn, badFrames) connect to a URL over a real socket, or to an
+// in-process run over its in-memory wire (peer-link.ts).
 import { connect, type Socket } from 'node:net';
 import { request } from 'node:http';
 import WebSocket from 'ws';
@@ -11,6 +13,9 @@ import { Coordinator, DEFAULTS } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
 import * as dashboardModule from '../../server/src/dashboard';
 import { data, type TestRunOptions } from './run';
+import { dial, socketOf, type Closed, type Link, type Target } from './peer-link';
+
+export type { Closed } from './peer-link';
 
 const packr = new Packr({ useRecords: false });
 
@@ -30,8 +35,6 @@ export const hello = (over: Record<string, unknown> = {}) => rawFrame({
   type: 'hello', protocol: PROTOCOL_VERSION, workerId: `hostile-${Math.random()}`, kind: 'node', backend: 'evil', adapter: null, modelHashes: zooHashes(), ...over,
 });
 
-export interface Closed { code: number; reason: string }
-
 /** Opens a socket, runs `act`, resolves with the close code and reason the coordinator sent. */
 export function attack(url: string, act: (ws: WebSocket) => void, timeoutMs = 20_000): Promise<Closed> {
   return new Promise((resolve, reject) => {
@@ -43,30 +46,37 @@ export function attack(url: string, act: (ws: WebSocket) => void, timeoutMs = 20
   });
 }
 
-/** A socket that said hello and is kept open: its welcome, its frames, its close. */
-export interface Joined {
-  ws: WebSocket;
+/** A peer that said hello and is kept open: its welcome, its frames, its close. */
+export interface JoinedPeer {
+  link: Link;
   welcome: Promise<Welcome>;
   /** Headers of every frame the coordinator sent it. */
   received: Message[];
   closed: Promise<Closed>;
 }
 
-/** Opens a socket and sends `helloFrame` (when given) as soon as it opens; never answers anything else. */
-export function join(url: string, helloFrame?: Uint8Array): Joined {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
+/** A JoinedPeer on a real socket. */
+export interface Joined extends JoinedPeer { ws: WebSocket }
+
+/**
+ * Connects and sends `helloFrame` (when given) as soon as it is open; never answers anything else.
+ * To a URL, a real socket (`ws`); to an in-process run, its in-memory wire.
+ */
+export function join(url: string, helloFrame?: Uint8Array): Joined;
+export function join(to: Target, helloFrame?: Uint8Array): JoinedPeer;
+export function join(to: Target, helloFrame?: Uint8Array): JoinedPeer & { ws?: WebSocket } {
+  // No cap of our own on frames: the ws default (100 MiB), as a plain client has.
+  const link = dial(to, 100 << 20);
   const received: Message[] = [];
   let gotWelcome: (w: Welcome) => void = () => {};
   const welcome = new Promise<Welcome>((r) => { gotWelcome = r; });
-  const closed = new Promise<Closed>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
-  ws.on('open', () => { if (helloFrame) ws.send(helloFrame); });
-  ws.on('message', (d: Buffer) => {
+  void link.opened.then(() => { if (helloFrame) void link.send(helloFrame); });
+  link.onFrame((d) => {
     const m = decodeFrame(d).header as Message;
     received.push(m);
     if (m.type === 'welcome') gotWelcome(m as Welcome);
   });
-  ws.on('error', () => {});
-  return { ws, welcome, received, closed };
+  return { link, ws: socketOf(link), welcome, received, closed: link.closed };
 }
 
 export const opened = (ws: WebSocket) => new Promise<void>((r, j) => {
@@ -86,34 +96,34 @@ export interface Liar {
   /** The workerId the coordinator gave it (once welcomed). */
   workerId: () => string;
   closed: Promise<Closed>;
-  ws: WebSocket;
+  link: Link;
 }
 
-export function liar(url: string, tamper: Tamper, identity: { workerId?: string; token?: string; local?: string } = {}): Liar {
-  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20 });
+/** A liar connected to `to` (a URL: a real socket; an in-process run: its in-memory wire). Without `local` or `token` it is a stranger, on probation. */
+export function liar(to: Target, tamper: Tamper, identity: { workerId?: string; token?: string; local?: string } = {}): Liar {
+  const link = dial(to);
   const sent = { train: 0, eval: 0 };
   let id = identity.workerId ?? `liar-${Math.random().toString(36).slice(2)}`;
   let gotWelcome: (w: Welcome) => void = () => {};
   const welcome = new Promise<Welcome>((r) => { gotWelcome = r; });
-  const send = (frame: Uint8Array) => new Promise<void>((res) => {
+  const send = async (frame: Uint8Array) => {
     const out = tamper(frame, decodeFrame(frame).header as Message);
     for (const f of out) {
       const m = decodeFrame(f).header as Message;
       if (m.type === 'result') sent[m.task]++;
     }
-    if (out.length === 0 || ws.readyState !== WebSocket.OPEN) return res();
-    out.forEach((f, i) => ws.send(f, i === out.length - 1 ? () => res() : undefined));
-  });
+    if (!link.isOpen) return;
+    await Promise.all(out.map((f) => link.send(f)));
+  };
   const core = new WorkerCore({ workerId: id, kind: 'node', backend: 'cpu', adapter: null, token: identity.token, local: identity.local }, send);
-  const closed = new Promise<Closed>((resolve) => ws.on('close', (code, reason) => { core.dispose(); resolve({ code, reason: reason.toString() }); }));
-  ws.on('open', () => ws.send(core.hello()));
-  ws.on('message', (d: Buffer) => {
+  const closed = link.closed.then((c) => { core.dispose(); return c; });
+  void link.opened.then(() => link.send(core.hello()));
+  link.onFrame((d) => {
     const m = decodeFrame(d).header as Message;
     if (m.type === 'welcome') { id = (m as Welcome).workerId; gotWelcome(m as Welcome); }
     core.receive(d).catch(() => {});
   });
-  ws.on('error', () => {});
-  return { sent, welcome, workerId: () => id, closed, ws };
+  return { sent, welcome, workerId: () => id, closed, link };
 }
 
 /** Honest: every frame as the core made it. */
@@ -334,11 +344,11 @@ export function maskedFrame(payload: Uint8Array, opcode = 0x2): Buffer {
 // ---- identities that come back ----
 
 /** `n` short connections that say hello and leave once welcomed: churn that pushes older rows out of the status table (it keeps 64 lost ones). */
-export async function churn(url: string, n: number): Promise<void> {
+export async function churn(to: Target, n: number): Promise<void> {
   for (let i = 0; i < n; i++) {
-    const j = join(url, hello({ workerId: `churn-${i}-${Math.random()}` }));
+    const j = join(to, hello({ workerId: `churn-${i}-${Math.random()}` }));
     await Promise.race([j.welcome, j.closed]);
-    j.ws.close();
+    j.link.close();
     await j.closed;
   }
 }
@@ -349,15 +359,15 @@ export async function churn(url: string, n: number): Promise<void> {
  * secret of its last welcome, for up to `tries` connections or until it is refused (4016).
  * Resolves with the close of each connection.
  */
-export async function badFrames(url: string, tries: number, token?: string): Promise<Closed[]> {
+export async function badFrames(to: Target, tries: number, token?: string): Promise<Closed[]> {
   const workerId = `bad-frames-${Math.random().toString(36).slice(2)}`;
   const closes: Closed[] = [];
   let session: string | undefined;
   for (let i = 0; i < tries; i++) {
-    const j = join(url, hello({ workerId, ...(session ? { session } : {}), ...(token ? { token } : {}) }));
-    j.ws.on('message', (d: Buffer) => {
+    const j = join(to, hello({ workerId, ...(session ? { session } : {}), ...(token ? { token } : {}) }));
+    j.link.onFrame((d) => {
       const m = decodeFrame(d).header as Message;
-      if (m.type === 'assign') j.ws.send(rawFrame({ type: 'gradient', step: m.step, shard: m.shard, offset: 4, total: 4 }, new Uint8Array(16)));
+      if (m.type === 'assign') void j.link.send(rawFrame({ type: 'gradient', step: m.step, shard: m.shard, offset: 4, total: 4 }, new Uint8Array(16)));
     });
     const w = await Promise.race([j.welcome, j.closed.then(() => null)]);
     if (w) session = w.session;
@@ -373,17 +383,17 @@ export async function badFrames(url: string, tries: number, token?: string): Pro
  * compressed runs) it answers with the same fabricated fp32 gradient (every float `value`) and a
  * perfect score. Two of them agree with each other on every shard: colluders.
  */
-export function colluder(url: string, model: string, value = 1e-3): Joined & { answered: () => number } {
+export function colluder(to: Target, model: string, value = 1e-3): JoinedPeer & { answered: () => number } {
   const { params, total } = paramLayout(getModel(model));
   const plan = planSegments(params, total, NO_COMPRESSION);
-  const j = join(url, hello({ workerId: `colluder-${Math.random().toString(36).slice(2)}` }));
+  const j = join(to, hello({ workerId: `colluder-${Math.random().toString(36).slice(2)}` }));
   let answered = 0;
-  j.ws.on('message', (d: Buffer) => {
+  j.link.onFrame((d) => {
     const m = decodeFrame(d).header as Message;
     if (m.type !== 'assign') return;
     const a = m as Assign;
-    if (a.task === 'train') for (const s of plan) j.ws.send(encode({ type: 'gradient', step: a.step, shard: a.shard, offset: s.offset, total }, new Float32Array(s.count).fill(value)));
-    j.ws.send(encode({ type: 'result', task: a.task, step: a.step, shard: a.shard, lossSum: 0.01 * a.count, correct: a.count, count: a.count, timings: { computeMs: 1, encodeMs: 0, sendMs: 0 } }));
+    if (a.task === 'train') for (const s of plan) void j.link.send(encode({ type: 'gradient', step: a.step, shard: a.shard, offset: s.offset, total }, new Float32Array(s.count).fill(value)));
+    void j.link.send(encode({ type: 'result', task: a.task, step: a.step, shard: a.shard, lossSum: 0.01 * a.count, correct: a.count, count: a.count, timings: { computeMs: 1, encodeMs: 0, sendMs: 0 } }));
     answered++;
   });
   return { ...j, answered: () => answered };

@@ -6,6 +6,7 @@ import WebSocket from 'ws';
 import { decodeFrame, encode, type Message, type Welcome } from '@tabtrain/shared';
 import { WorkerCore, type WorkerIdentity } from '../../client/src/core';
 import { LOCAL_KEY } from '../../server/src/secrets';
+import { dial, socketOf, type Closed, type Link, type Target } from './peer-link';
 
 export interface PaceLiarOptions {
   /** Its compute: the synthetic net (synthetic.ts) at this many ms per example, so that no tfjs work blocks the test process's clock. */
@@ -29,36 +30,43 @@ export interface PaceLiar {
   upload: { bytes: number; ms: number };
   /** Full copies of the weights it was sent (weights frames: one per copy for a model under CHUNK_FLOATS). */
   copies: () => number;
-  ws: WebSocket;
-  closed: Promise<{ code: number; reason: string }>;
+  link: Link;
+  closed: Promise<Closed>;
+  /** Gone without a close frame. */
   close: () => void;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A worker with the local key (established: its shards count at once) that lies about its pace. */
-export function paceLiar(url: string, o: PaceLiarOptions): PaceLiar {
-  const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 << 20 });
+/**
+ * A worker with the local key (established: its shards count at once) that lies about its pace,
+ * connected to `to` (a URL: a real socket; an in-process run: its in-memory wire). Fragments need
+ * the socket: the in-memory wire carries whole messages.
+ */
+export function paceLiar(to: Target, o: PaceLiarOptions): PaceLiar {
+  const link = dial(to);
+  const ws = socketOf(link);
+  if ((o.fragments ?? 1) > 1 && !ws) throw new Error('fragments are a socket\'s: paceLiar needs a ws:// URL for them');
   const upload = { bytes: 0, ms: 0 };
-  const sendOne = (data: Uint8Array, opts: { fin?: boolean } = {}) => new Promise<void>((res) => {
-    if (ws.readyState !== WebSocket.OPEN) return res();
-    ws.send(Buffer.from(data), { binary: true, ...opts }, () => res());
-  });
   let results = 0;
   const send = async (frame: Uint8Array) => {
     const m = decodeFrame(frame).header as Message;
     if (o.stallAfter !== undefined && results >= o.stallAfter) return;
     if (m.type === 'result' && m.task === 'train') results++;
-    if (m.type === 'result' && o.claim) return sendOne(encode({ ...m, timings: o.claim }));
+    if (m.type === 'result' && o.claim) return link.send(encode({ ...m, timings: o.claim }));
     const k = o.fragments ?? 1;
-    if (m.type !== 'gradient' || k <= 1) return sendOne(frame);
+    if (m.type !== 'gradient' || k <= 1 || !ws) return link.send(frame);
+    const sendOne = (data: Uint8Array, fin: boolean) => new Promise<void>((res) => {
+      if (ws.readyState !== WebSocket.OPEN) return res();
+      ws.send(Buffer.from(data), { binary: true, fin }, () => res());
+    });
     const t0 = performance.now();
     const size = Math.ceil(frame.byteLength / k);
     for (let i = 0; i < k; i++) {
       if (i > 0) await sleep(o.fragmentGapMs ?? 0);
       // A ping before the last fragment: it must not restart the coordinator's timing of the message.
       if (i === k - 1 && ws.readyState === WebSocket.OPEN) ws.ping();
-      await sendOne(frame.subarray(i * size, Math.min(frame.byteLength, (i + 1) * size)), { fin: i === k - 1 });
+      await sendOne(frame.subarray(i * size, Math.min(frame.byteLength, (i + 1) * size)), i === k - 1);
     }
     upload.bytes += frame.byteLength;
     upload.ms += performance.now() - t0;
@@ -67,16 +75,15 @@ export function paceLiar(url: string, o: PaceLiarOptions): PaceLiar {
   const core = new WorkerCore(identity, send, { syntheticMsPerExample: o.msPerExample });
   let gotWelcome: (w: Welcome) => void = () => {};
   const welcome = new Promise<Welcome>((r) => { gotWelcome = r; });
-  ws.on('open', () => ws.send(core.hello()));
+  void link.opened.then(() => link.send(core.hello()));
   let copies = 0;
-  ws.on('message', (d: Buffer) => {
+  link.onFrame((d) => {
     const m = decodeFrame(d).header as Message;
     if (m.type === 'welcome') gotWelcome(m as Welcome);
     if (m.type === 'weights') copies++;
-    if (m.type === 'assign' && m.task === 'train' && o.resyncEveryAssign) ws.send(encode({ type: 'resync', version: m.version }));
+    if (m.type === 'assign' && m.task === 'train' && o.resyncEveryAssign) void link.send(encode({ type: 'resync', version: m.version }));
     core.receive(d).catch(() => {});
   });
-  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => { core.dispose(); resolve({ code, reason: reason.toString() }); }));
-  ws.on('error', () => {});
-  return { welcome, upload, copies: () => copies, ws, closed, close: () => ws.terminate() };
+  const closed = link.closed.then((c) => { core.dispose(); return c; });
+  return { welcome, upload, copies: () => copies, link, closed, close: () => link.terminate() };
 }

@@ -1,42 +1,50 @@
 // A worker that lies is caught: liars join runs of honest workers, are closed as untrusted (4016)
 // within their probation, are named in the log and /api/status, and the run ends exactly as a
 // clean run does (weights and test accuracy).
+//
+// In-process (tests/helpers/in-process.ts): a real coordinator on the in-memory wire, the honest
+// workers real WorkerCores (wasm) with the local key, the liars real cores whose outgoing frames
+// are rewritten, sent through an Endpoint (peer-link.ts): the coordinator validates them with the
+// transport's own receive(), and every verdict is made above the wire. Liars over a real socket
+// are still shown by hostile-regressions.test.ts.
 import { beforeAll, describe, expect, it } from 'vitest';
-import * as tf from '@tensorflow/tfjs';
 import { CLOSE, encode } from '@tabtrain/shared';
 import type { Coordinator, StepRecord, Summary } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
-import { data, kill, maxAbsDiff, subset, workers } from '../helpers/run';
+import { setupNodeBackend } from '../../client/src/node-worker';
+import { data, maxAbsDiff, subset } from '../helpers/run';
+import { WASM, startInProcess, type InProcessRun } from '../helpers/in-process';
 import {
-  afterShards, colluder, forgedEval, forgedResult, garbageGradient, gradientBody, honest, liar, negatedGradient, randomDirection, scaledGradient, sleep, startOn, until,
+  afterShards, colluder, forgedEval, forgedResult, garbageGradient, gradientBody, honest, liar, negatedGradient, randomDirection, scaledGradient, sleep, until,
   type Closed, type Liar, type Tamper,
 } from '../helpers/liars';
 
-beforeAll(async () => { await tf.setBackend('cpu'); });
+// One tfjs backend for every worker core in this process, honest or lying.
+beforeAll(async () => { await setupNodeBackend('wasm'); });
 
 const PROBATION = 3;
 /** 160 training images (10 steps of 16 an epoch) and 64 test images (4 eval shards of 16). */
 let DATA: Dataset;
 const RUN = { model: 'alexnet-tiny', batch: 16, epochs: 2, seed: 31, balance: 'equal' as const, evalExamples: 64, minWorkers: 2, probation: PROBATION, open: true };
-/** Honest established workers: local processes (they present the local key). The delay keeps each step long enough for a liar to take part. */
-const HONEST = ['--backend', 'wasm', '--delay-ms', '10'];
+/** Honest established workers (the local key, as local processes present). The delay keeps each step long enough for a liar to take part. */
+const HONEST = { ...WASM, delayMsPerExample: 10 };
 
 interface Outcome { summary: Summary; weights: Float32Array; lines: string[]; status: ReturnType<Coordinator['status']>; liar?: Liar; closed?: Closed; joinedAt?: number }
 
 /** One run of 2 honest workers; `arrange` may start a liar at any moment of it. */
-async function run(arrange?: (coord: Coordinator, url: string, start: (l: Liar) => void) => void, honestArgs = HONEST): Promise<Outcome> {
-  const { coord, url, lines } = await startOn(DATA, RUN);
-  const procs = workers(url, 2, honestArgs);
+async function run(arrange?: (coord: Coordinator, to: InProcessRun, start: (l: Liar) => void) => void, honestWorker = HONEST): Promise<Outcome> {
+  const r = await startInProcess(RUN, DATA);
+  const { coord, lines } = r;
+  await r.add(2, honestWorker);
   let theLiar: Liar | undefined;
   let joinedAt: number | undefined;
-  arrange?.(coord, url, (l) => { theLiar = l; joinedAt = coord.step; });
+  arrange?.(coord, r, (l) => { theLiar = l; joinedAt = coord.step; });
   try {
     const summary = await coord.train();
-    const closed = theLiar ? await Promise.race([theLiar.closed, new Promise<Closed>((r) => setTimeout(() => r({ code: -1, reason: 'still open after the run' }), 3000))]) : undefined;
+    const closed = theLiar ? await Promise.race([theLiar.closed, new Promise<Closed>((res) => setTimeout(() => res({ code: -1, reason: 'still open after the run' }), 3000))]) : undefined;
     return { summary, weights: coord.weights.slice(), lines, status: coord.status(), liar: theLiar, closed, joinedAt };
   } finally {
-    await coord.close();
-    kill(procs);
+    await r.close();
   }
 }
 
@@ -52,21 +60,21 @@ describe('a worker that lies is caught', () => {
   // The delay is a worker-side sleep: it changes no number, only how long the honest workers take.
   // Forged eval counts: slow honest tabs (40 ms an example), so that the liar's shadows come back
   // before the established workers' results, as a liar that need not compute would.
-  const cases: { name: string; kind: 'train' | 'eval'; tamper: () => Tamper; why: RegExp; when: 'first step' | 'last step of epoch 1'; honest: string[] }[] = [
+  const cases: { name: string; kind: 'train' | 'eval'; tamper: () => Tamper; why: RegExp; when: 'first step' | 'last step of epoch 1'; honest: typeof HONEST }[] = [
     { name: 'garbage but finite gradient values (±1e3)', kind: 'train', tamper: () => garbageGradient(7), why: /probation train shard \d+\/\d+: .*gradients differ by/, when: 'first step', honest: HONEST },
     { name: 'the honest gradient × 1000', kind: 'train', tamper: () => scaledGradient(1000), why: /probation train shard \d+\/\d+: .*gradients differ by/, when: 'first step', honest: HONEST },
-    { name: 'forged eval counts (all correct)', kind: 'eval', tamper: () => forgedEval, why: /probation eval shard \d+\/\d+: correct \d+ vs \d+ of 16/, when: 'last step of epoch 1', honest: ['--backend', 'wasm', '--delay-ms', '40'] },
+    { name: 'forged eval counts (all correct)', kind: 'eval', tamper: () => forgedEval, why: /probation eval shard \d+\/\d+: correct \d+ vs \d+ of 16/, when: 'last step of epoch 1', honest: { ...WASM, delayMsPerExample: 40 } },
   ];
 
   for (const c of cases) {
     it(`${c.name}: caught within its probation; weights and test accuracy equal a clean run's`, async () => {
       const perEpoch = DATA.train.count / RUN.batch;
-      const out = await run((coord, url, start) => {
+      const out = await run((coord, to, start) => {
         coord.events.on('step', (s: StepRecord) => {
           // Forged eval counts: join just before the first evaluation, so that the liar is still on
           // probation for train shards (≤ 2 done) and takes part in the evaluation.
           const at = c.when === 'first step' ? 1 : perEpoch - 1;
-          if (s.step === at) start(liar(url, c.tamper()));
+          if (s.step === at) start(liar(to, c.tamper()));
         });
       }, c.honest);
       const l = out.liar!;
@@ -112,8 +120,8 @@ describe('a worker that lies is caught', () => {
     it(`established, then ${c.name}: recomputed by a local worker and caught at its first lie, none of its lies summed`, async () => {
       const tamper = afterShards(PROBATION + 1, c.tamper());
       const steps: StepRecord[] = [];
-      const out = await run((coord, url, start) => {
-        coord.events.on('step', (s: StepRecord) => { steps.push(s); if (s.step === 1) start(liar(url, tamper)); });
+      const out = await run((coord, to, start) => {
+        coord.events.on('step', (s: StepRecord) => { steps.push(s); if (s.step === 1) start(liar(to, tamper)); });
       });
       const caught = out.status.caught;
       const id = caught[0]?.id;
@@ -127,14 +135,15 @@ describe('a worker that lies is caught', () => {
       expect(caught[0].why).toMatch(/: recomputed by vouched worker #\d+: gradients differ/);
       expect(summed).toBe(0);
       expect(out.summary.steps).toBe(clean.summary.steps);
-      // Its honest shards before it lied were summed (another backend, another split of the batch).
+      // Its honest shards before it lied were summed (another split of the batch).
       expect(diff).toBeLessThanOrEqual(1e-4);
     });
   }
 
   it('plausibility: a negative or -1e300 loss sum and correct > count are refused at validation with badField; an all-1e30 gradient is caught', async () => {
-    const { coord, url, lines } = await startOn(DATA, { ...RUN, epochs: 50, minWorkers: 1 });
-    const procs = workers(url, 1, HONEST);
+    const r = await startInProcess({ ...RUN, epochs: 50, minWorkers: 1 }, DATA);
+    const { coord, lines } = r;
+    await r.add(1, HONEST);
     const steps: number[] = [];
     coord.events.on('step', (s: StepRecord) => steps.push(s.step));
     const training = coord.train();
@@ -153,7 +162,7 @@ describe('a worker that lies is caught', () => {
       await until(() => steps.length >= 1, 60_000);
       for (const [name, tamper, code, why] of attacks) {
         const before = steps.length;
-        const l = liar(url, tamper);
+        const l = liar(r, tamper);
         const closed = await l.closed;
         console.log(`plausibility "${name}": closed ${closed.code} (${closed.reason}) after ${l.sent.train} train results`);
         expect(closed.code, name).toBe(code);
@@ -171,8 +180,7 @@ describe('a worker that lies is caught', () => {
     } finally {
       coord.stop('test over');
       await training;
-      await coord.close();
-      kill(procs);
+      await r.close();
     }
   });
 
@@ -181,19 +189,19 @@ describe('a worker that lies is caught', () => {
     // eval shards and handed out after it passed (issue 24: such shards carried no spot check).
     const d = subset(data(), 64, 256);
     const cfg = { ...RUN, epochs: 1, evalExamples: 256, verifyShards: 1 };
-    const slow = ['--backend', 'wasm', '--delay-ms', '40'];
+    const slow = { ...WASM, delayMsPerExample: 40 };
     const once = async (withLiar: boolean) => {
-      const { coord, url, lines } = await startOn(d, cfg);
-      const procs = workers(url, 2, slow);
+      const r = await startInProcess(cfg, d);
+      const { coord, lines } = r;
+      await r.add(2, slow);
       let evals = 0;
       // Honest through its eval probation, then every eval result claims all correct.
-      const l = withLiar ? liar(url, (f, m) => (m.type === 'result' && m.task === 'eval' && ++evals > PROBATION ? [encode({ ...m, correct: m.count })] : [f])) : null;
+      const l = withLiar ? liar(r, (f, m) => (m.type === 'result' && m.task === 'eval' && ++evals > PROBATION ? [encode({ ...m, correct: m.count })] : [f])) : null;
       try {
         const summary = await coord.train();
         return { summary, lines, status: coord.status(), l, closed: l ? await Promise.race([l.closed, sleep(3000).then(() => null)]) : null };
       } finally {
-        await coord.close();
-        kill(procs);
+        await r.close();
       }
     };
     const clean = await once(false);
@@ -209,23 +217,22 @@ describe('a worker that lies is caught', () => {
     // 64 training images: 4 steps an epoch; 48 test images: 3 eval shards.
     const small = subset(data(), 64, 48);
     const cfg = { ...RUN, epochs: 1, evalExamples: 48, minWorkers: 2 };
-    const clean = await startOn(small, { ...cfg, minWorkers: 1 });
-    const cleanProcs = workers(clean.url, 1, HONEST);
-    const cleanSummary = await clean.coord.train().finally(() => { kill(cleanProcs); return clean.coord.close(); });
-    const { coord, url, base, lines } = await startOn(small, cfg);
+    const clean = await startInProcess({ ...cfg, minWorkers: 1 }, small);
+    await clean.add(1, HONEST);
+    const cleanSummary = await clean.coord.train().finally(() => clean.close());
+    const r = await startInProcess(cfg, small);
+    const { coord, lines } = r;
     // They agree with each other: the same fabricated gradient and a perfect score for every shard.
-    const a = colluder(url, cfg.model);
-    const b = colluder(url, cfg.model);
+    const a = colluder(r, cfg.model);
+    const b = colluder(r, cfg.model);
     const training = coord.train();
     training.catch(() => {});
-    let procs: ReturnType<typeof workers> = [];
     try {
       await Promise.all([a.welcome, b.welcome]);
       const t0 = performance.now();
-      // Only strangers connected: no shard is anyone's, and /api/status says why.
-      const said = async () => (await (await fetch(`${base}/api/status`)).json()) as { state: string; reason: string };
-      let status = await said();
-      while (!/needs an established worker/.test(status.reason) && performance.now() - t0 < 5000) { await sleep(50); status = await said(); }
+      // Only strangers connected: no shard is anyone's, and the status (what /api/status serves) says why.
+      let status = r.dashboard.status();
+      while (!/needs an established worker/.test(status.reason) && performance.now() - t0 < 5000) { await sleep(50); status = r.dashboard.status(); }
       const waitedMs = performance.now() - t0;
       console.log(`colluders: /api/status said "${status.state}: ${status.reason}" ${waitedMs.toFixed(0)} ms after they joined`);
       expect(status.state).toBe('waiting');
@@ -235,7 +242,7 @@ describe('a worker that lies is caught', () => {
       expect(coord.step).toBe(0);
       expect(lines.filter((l) => /needs an established worker/.test(l)), 'the terminal says it once').toHaveLength(1);
       // The operator's own worker arrives: the step goes on; the colluders' shadows are judged against its shards.
-      procs = workers(url, 1, HONEST);
+      await r.add(1, HONEST);
       const summary = await training;
       expect(summary.steps).toBe(4);
       const ids = await Promise.all([a.welcome, b.welcome]).then((ws) => ws.map((w) => w.workerId));
@@ -248,8 +255,7 @@ describe('a worker that lies is caught', () => {
       expect(maxAbsDiff(coord.weights, clean.coord.weights)).toBe(0);
       expect(summary.epochs[0].testAcc).toBe(cleanSummary.epochs[0].testAcc);
     } finally {
-      await coord.close();
-      kill(procs);
+      await r.close();
     }
   });
 });

@@ -1,22 +1,31 @@
 // --balance cost (cost-model.ts): the step goes to the workers that make it shortest. Functional,
 // not timed: who gets train shards, not how fast the run is.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
+//
+// In-process (tests/helpers/in-process.ts): a real coordinator on the in-memory wire and real
+// WorkerCores (wasm), so the plan is made from what the coordinator measures of their compute.
+// alexnet-tiny's weights are under a frame that can time a link, so the plan prices no link time
+// (coordinator.ts, planTrain) and the in-memory wire, which times none, changes nothing here.
+// Link rates priced from real sockets are shown by netns-cost.test.ts.
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { StepRecord } from '../../server/src/coordinator';
-import { LOCAL_KEY_ENV } from '../../server/src/secrets';
-import { BIN } from '../../server/src/spawn-worker';
-import { kill, startCoordinator, workers } from '../helpers/run';
+import { setupNodeBackend } from '../../client/src/node-worker';
+import { WASM, startInProcess } from '../helpers/in-process';
+import { honest, liar } from '../helpers/liars';
 
 const RUN = { model: 'alexnet-tiny', batch: 16, seed: 3, balance: 'cost' as const, epochs: 1, evalExamples: 64 };
 
+// One tfjs backend for every worker core in this process.
+beforeAll(async () => { await setupNodeBackend('wasm'); });
+
 describe('cost-model scheduling', () => {
   it('a worker 50× slower than two others gets no train shard after the first steps, is shown benched, and takes the shards again when the others leave', async () => {
-    const { coord, url } = await startCoordinator({ ...RUN, maxSteps: 1000, minWorkers: 3 });
-    const fast = workers(url, 2, ['--backend', 'wasm', '--delay-ms', '2']);
-    const slow = workers(url, 1, ['--backend', 'wasm', '--delay-ms', '100']);
+    const run = await startInProcess({ ...RUN, maxSteps: 1000, minWorkers: 3 });
+    const { coord } = run;
+    const fast = await run.add(2, { ...WASM, delayMsPerExample: 2 });
+    await run.add(1, { ...WASM, delayMsPerExample: 100 });
     const steps: StepRecord[] = [];
     coord.events.on('step', (s: StepRecord) => steps.push(s));
-    const run = coord.train();
+    const training = coord.train();
     try {
       const until = async (ok: () => boolean, what: string, ms = 120_000) => {
         for (const t0 = Date.now(); !ok(); await new Promise((r) => setTimeout(r, 100))) if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
@@ -30,33 +39,28 @@ describe('cost-model scheduling', () => {
       // It is the slow one: the fast two did every recent shard.
       const recent = new Set(steps.slice(-6).flatMap((s) => s.shards.map((x) => x.worker)));
       expect(recent.size).toBe(2);
-      kill(fast);
+      // The fast two leave (their connections gone without a close frame, as a dead process's).
+      for (const w of fast) w.leave();
       const at = steps.length;
       await until(() => steps.length > at + 3 && steps.slice(-2).every((s) => s.shards.some((x) => x.worker === slowId)), 'the benched worker to take the shards again');
       expect(coord.status().workers.find((w) => w.id === slowId)!.benched).toBe(false);
     } finally {
       coord.stop();
-      await run.catch(() => {});
-      await coord.close();
-      kill([...fast, ...slow]);
+      await training.catch(() => {});
+      await run.close();
     }
   });
 });
-
-/** A worker process as a stranger starts it: no --local, no local key in its environment (on probation). */
-function remoteWorker(url: string, args: string[] = []): ChildProcess {
-  const env = { ...process.env };
-  delete env[LOCAL_KEY_ENV];
-  return spawn(BIN, ['worker', '--url', url, '--backend', 'wasm', '--quiet', ...args], { stdio: 'pipe', env });
-}
 
 describe('cost-model scheduling with a remote worker', () => {
   it('a remote worker that passes probation joins the plan; spot-checked shards pinned to one worker get their second copy from the other (no freeze)', async () => {
     // --verify-shards 1: every shard is a spot check once two workers are established, so the
     // freeze of issue 24 (a pinned shard whose second copy nobody may take) shows at once.
-    const { coord, url, lines } = await startCoordinator({ ...RUN, maxSteps: 24, minWorkers: 2, verifyShards: 1, probation: 2, open: true });
-    const local = workers(url, 1);
-    const remote = remoteWorker(url);
+    const run = await startInProcess({ ...RUN, maxSteps: 24, minWorkers: 2, verifyShards: 1, probation: 2, open: true });
+    const { coord, lines } = run;
+    await run.add(1, WASM);
+    // The remote worker: an honest worker core without the local key or the token, as a stranger starts it (on probation).
+    const remote = liar(run, honest);
     const steps: StepRecord[] = [];
     coord.events.on('step', (s: StepRecord) => steps.push(s));
     try {
@@ -70,8 +74,8 @@ describe('cost-model scheduling with a remote worker', () => {
       expect(steps.slice(-5).some((s) => s.shards.some((x) => x.worker === remoteId))).toBe(true);
     } finally {
       coord.stop();
-      await coord.close();
-      kill([...local, remote]);
+      remote.link.terminate();
+      await run.close();
     }
   });
 });

@@ -2,40 +2,48 @@
 // own error feedback, so a newcomer's probation shards are computed in fp32 (assign.fp32), beside an
 // fp32 check copy by an established worker, and compared float by float. A liar is caught there;
 // an honest newcomer passes and then takes part in the compressed rounds.
+//
+// In-process (tests/helpers/in-process.ts): a real coordinator on the in-memory wire, the
+// established workers real WorkerCores (wasm, the local key, each with its exact copy in this
+// thread), the newcomer a real core whose frames are rewritten and sent through an Endpoint
+// (peer-link.ts), validated by the transport's own receive(). Every check here is made above the
+// wire; compressed runs over real sockets are shown by powersgd-run.test.ts and compression.test.ts.
 import { beforeAll, describe, expect, it } from 'vitest';
-import * as tf from '@tensorflow/tfjs';
 import { CLOSE, decodeFrame, encode, getModel, paramLayout } from '@tabtrain/shared';
 import { parseCompression, planSegments } from '@tabtrain/shared/compress';
 import { halfToFloatTable, toHalf } from '@tabtrain/shared/scalar-codecs';
 import type { StepRecord } from '../../server/src/coordinator';
 import type { Dataset } from '../../server/src/data';
-import { data, kill, subset, workers } from '../helpers/run';
-import { afterShards, gradientBody, honest, liar, negatedCodes, scaledGradient, startOn, type Closed, type Tamper } from '../helpers/liars';
+import { setupNodeBackend } from '../../client/src/node-worker';
+import { data, subset } from '../helpers/run';
+import { WASM, startInProcess } from '../helpers/in-process';
+import { afterShards, gradientBody, honest, liar, negatedCodes, scaledGradient, type Closed, type Tamper } from '../helpers/liars';
 
-beforeAll(async () => { await tf.setBackend('cpu'); });
+// One tfjs backend for every worker core in this process, established or new.
+beforeAll(async () => { await setupNodeBackend('wasm'); });
 
 const PROBATION = 3;
 let DATA: Dataset;
 const RUN = { model: 'alexnet-tiny', batch: 16, maxSteps: 12, seed: 31, balance: 'equal' as const, minWorkers: 2, probation: PROBATION, open: true, compress: parseCompression('powersgd', 2), verifyEvery: 3 };
-/** Established honest workers (local processes); the delay keeps steps long enough for the newcomer to take part. */
-const HONEST = ['--backend', 'wasm', '--delay-ms', '10'];
+/** Established honest workers (the local key); the delay keeps steps long enough for the newcomer to take part. */
+const HONEST = { ...WASM, delayMsPerExample: 10 };
 
 async function withNewcomer(tamper: Tamper, run: Partial<typeof RUN> = {}) {
-  const { coord, url, lines } = await startOn(DATA, { ...RUN, ...run });
-  const procs = workers(url, 2, HONEST);
+  const r = await startInProcess({ ...RUN, ...run }, DATA);
+  const { coord, lines } = r;
+  await r.add(2, HONEST);
   let newcomer: ReturnType<typeof liar> | null = null;
   const steps: StepRecord[] = [];
   coord.events.on('step', (s: StepRecord) => {
     steps.push(s);
-    if (s.step === 1) newcomer = liar(url, tamper);
+    if (s.step === 1) newcomer = liar(r, tamper);
   });
   try {
     const summary = await coord.train();
-    const closed = await Promise.race([newcomer!.closed, new Promise<Closed>((r) => setTimeout(() => r({ code: -1, reason: 'still open after the run' }), 3000))]);
+    const closed = await Promise.race([newcomer!.closed, new Promise<Closed>((res) => setTimeout(() => res({ code: -1, reason: 'still open after the run' }), 3000))]);
     return { summary, lines, steps, newcomer: newcomer!, closed, status: coord.status() };
   } finally {
-    await coord.close();
-    kill(procs);
+    await r.close();
   }
 }
 
