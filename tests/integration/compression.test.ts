@@ -1,12 +1,12 @@
 // Every --compress mode trains for real: a real coordinator, 2 real wasm workers (WorkerCore, in
-// this process on the in-memory wire: helpers/in-process.ts), real Fashion-MNIST, the same model, seed, data order and steps. Kept short for CI (400 steps of
-// alexnet-small, ~1/5 epoch). This early, at lr 0.1, the trajectory is chaotic: test accuracy
-// swings by several points between modes (measured 0.59–0.66), and even fp16, whose update differs
-// from the exact one by 2.2e-4 relative per step (measured), moves the mean training loss over the
-// 400 steps by up to 0.047. So the test asks every mode to learn (test acc > 0.5; chance 0.1) and
-// to stay within 0.1 of none's mean loss (chance is 2.30; a broken codec lands far away); the
-// within-1-point test-accuracy comparison over 2 whole epochs is bench/accuracy.sh, in
-// docs/BENCHMARKS.md.
+// this process on the in-memory wire: helpers/in-process.ts), real Fashion-MNIST, the same model,
+// seed, data order and steps. Kept short for CI (400 steps of alexnet-small, ~1/5 epoch). This
+// early, at lr 0.1, the trajectory is chaotic: test accuracy swings by several points between modes
+// (measured 0.59–0.66), and even fp16, whose update differs from the exact one by 2.2e-4 relative
+// per step (measured), moves the mean training loss over the 400 steps by up to 0.047. So the test
+// asks every mode to learn (test acc > 0.5; chance 0.1) and to stay within 0.1 of none's mean loss
+// (chance is 2.30; a broken codec lands far away); the within-1-point test-accuracy comparison over
+// 2 whole epochs is bench/accuracy.sh, in docs/BENCHMARKS.md.
 import { describe, expect, it } from 'vitest';
 import { paramLayout, getModel } from '@tabtrain/shared';
 import { COMPRESS_MODES, parseCompression, uploadBytes } from '@tabtrain/shared/compress';
