@@ -35,7 +35,7 @@ export interface InProcessWorkerOptions {
   exactReplica?: ReplicaHostFactory;
 }
 
-/** CPU_WORKER and SYNTHETIC_WORKER (golden.ts) in-process. */
+/** The workers the tests use: tfjs cpu (bit-identical across CPUs: the golden runs), wasm (faster), synthetic (no tfjs). */
 export const CPU: InProcessWorkerOptions = { backend: 'cpu' };
 export const WASM: InProcessWorkerOptions = { backend: 'wasm' };
 export const SYNTHETIC: InProcessWorkerOptions = { syntheticMsPerExample: 0 };
@@ -120,8 +120,12 @@ async function connectWorker(run: InProcessRun, w: InProcessWorkerOptions): Prom
     refreshEvery: w.refreshEvery, exactReplica: w.exactReplica, log: (l) => log.push(l),
   });
   let handled: Promise<void> = Promise.resolve();
+  let failed: unknown = null;
   endpoint.onFrame = (frame) => {
     handled = core.receive(frame).catch((e: Error) => {
+      // The core's frames are one chain: the frames queued behind a failure reject with it too.
+      if (e === failed) return;
+      failed = e;
       // Surfaced into the run's log, never swallowed; the worker closes as a Node worker does.
       run.lines.push(`${tag} error${endpoint.closed ? ' after its connection closed' : ''}: ${e.message}`);
       endpoint.close(CLOSE.unexpected, e.message.slice(0, 120));
