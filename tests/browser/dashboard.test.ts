@@ -349,9 +349,7 @@ describe('dashboard during a run with 2 Node workers', () => {
   });
 });
 
-// The next two suites each start a run, a worker and a tab of their own and time nothing: they run
-// side by side (consecutive concurrent suites form one group), after the suite above.
-describe.concurrent('dashboard without --admin-token', () => {
+describe('dashboard without --admin-token', () => {
   it('is read-only, says so, and shows a finished run with its reason', async () => {
     const run = await startRun({ maxSteps: 30 }, 1);
     const t = await tab('read-only', `${run.base}/dashboard`);
@@ -371,7 +369,7 @@ describe.concurrent('dashboard without --admin-token', () => {
   });
 });
 
-describe.concurrent('dashboard of a resumed run', () => {
+describe('dashboard of a resumed run', () => {
   it("goes on from the checkpoint: elapsed time, the speed chart and the running curves do not restart from 0", async () => {
     // The first leg, as `serve --checkpoint DIR --max-steps 30` would leave it: epoch 1 closed, 10 steps of epoch 2 open.
     const first = await startRun({ maxSteps: 30 }, 1);
