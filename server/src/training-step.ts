@@ -24,6 +24,8 @@ export class TrainingStep {
   last: StepRecord | null = null;
   private readonly link: LinkMeter;
   private readonly powerSgd: boolean;
+  /** No --compress: the broadcast is the weights, not an encoded update. */
+  private readonly fp32: boolean;
 
   constructor(
     private readonly opts: CoordinatorOptions,
@@ -39,6 +41,7 @@ export class TrainingStep {
   ) {
     this.link = new LinkMeter(wire);
     this.powerSgd = opts.compress?.mode === 'powersgd';
+    this.fp32 = (opts.compress?.mode ?? 'none') === 'none';
   }
 
   /** One synchronous step over `indices` (positions in the training set), in epoch `epoch` (0-based). */
@@ -134,7 +137,7 @@ export class TrainingStep {
     const last = this.last;
     const rate = (bytes: number, ms: number | undefined) => (ms && ms > 0 ? (bytes * 1000) / ms : Infinity);
     const plan = planStep(workers, {
-      batch, gradientBytes: this.model.gradientBytes, updateBytes: this.opts.compress?.mode && this.opts.compress.mode !== 'none' ? this.model.gradientBytes : weightsBytes, weightsBytes,
+      batch, gradientBytes: this.model.gradientBytes, updateBytes: this.fp32 ? weightsBytes : this.model.gradientBytes, weightsBytes,
       exampleBytes: IMAGE_BYTES + 1, pipelined: this.model.pipelined,
     }, {
       upRate: this.link.up || Infinity, downRate: this.link.down || Infinity, foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
