@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEFAULT_CONNECT_TIMEOUT_MS, WorkerError, leaveRun, normalizeFingerprint, runNodeWorker } from './node-worker';
-import { joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
+import { asTyped, joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
 
 export const WORKER_HELP = `tabtrain worker: join a coordinator as a headless Node worker.
 
@@ -99,7 +99,7 @@ export async function worker(argv: string[]): Promise<void> {
   const valued = new Set(Object.entries(OPTIONS).filter(([, o]) => o.type === 'string').map(([k]) => `--${k}`));
   const { values: v } = parseArgs({ args: joinNegativeValues(argv, valued), strict: true, options: OPTIONS });
   if (v.help) {
-    console.log(WORKER_HELP);
+    console.log(asTyped(WORKER_HELP));
     return;
   }
   if (!v.url) throw new UsageError("--url is missing: give the coordinator's address as it prints it when it starts, e.g. --url wss://HOST:8080/ws");
@@ -170,7 +170,7 @@ if (isEntry) {
       const code = userErrorCode(e);
       const err = e as Error & { code?: string };
       const message = err?.code?.startsWith('ERR_PARSE_ARGS') ? parseArgsMessage(err, 'worker', Object.keys(OPTIONS)) : err.message;
-      console.error(`tabtrain worker: ${code === null ? (err.stack ?? e) : message}`);
+      console.error(`tabtrain worker: ${code === null ? (err.stack ?? e) : asTyped(message)}`);
       process.exit(code ?? 1);
     },
   );

@@ -135,7 +135,7 @@ Examples:
 
 /** A mistake on the command line or in its files: one line, exit 2. */
 import { UsageError } from './usage';
-import { joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
+import { asTyped, joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
 
 export { UsageError };
 
@@ -213,7 +213,7 @@ export function joinLines(o: { host: string; port: number; cert: Certificate | n
   }
   const dash = here ? `http://${here}:${o.port}/dashboard` : `https://${lan[0]}:${o.port}/dashboard`;
   lines.push(`dashboard: ${dash} (${o.adminToken ? 'controls need --admin-token' : 'read-only: no --admin-token'}), metrics: /metrics`);
-  return lines;
+  return lines.map(asTyped);
 }
 
 /** Why the port could not be opened, and what to do. */
@@ -244,7 +244,7 @@ const valuedFlags = (options: Record<string, { type: string }>) => new Set(Objec
 export async function serve(argv: string[]): Promise<number> {
   const { values: v } = parseArgs({ args: joinNegativeValues(argv, valuedFlags(SERVE_OPTIONS)), strict: true, options: SERVE_OPTIONS });
   if (v.help) {
-    console.log(SERVE_HELP);
+    console.log(asTyped(SERVE_HELP));
     return 0;
   }
   const port = int(v.port, 'port', 0, 65535) ?? DEFAULTS.port;
@@ -394,7 +394,7 @@ export async function serve(argv: string[]): Promise<number> {
 export async function main(args: string[]): Promise<number> {
   const [cmd, ...rest] = args;
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    console.log(HELP);
+    console.log(asTyped(HELP));
     return 0;
   }
   if (cmd === 'serve') return serve(rest);
@@ -402,7 +402,7 @@ export async function main(args: string[]): Promise<number> {
     await (await import('./bench/index')).bench(rest);
     return 0;
   }
-  if (cmd === 'worker') throw new UsageError('`worker` runs through bin/tabtrain (the client package\'s command): bin/tabtrain worker --url …');
+  if (cmd === 'worker') throw new UsageError('`worker` runs through bin/tabtrain (the client package\'s command): tabtrain worker --url …');
   throw new UsageError(`unknown command '${cmd}'; try: tabtrain help`);
 }
 
@@ -421,7 +421,7 @@ if (isEntry) {
     (code) => process.exit(code),
     (e) => {
       const message = userMessage(e, args[0] === 'bench' ? 'bench' : 'serve');
-      console.error(`tabtrain: ${message ?? ((e as Error).stack ?? e)}`);
+      console.error(`tabtrain: ${message === null ? ((e as Error).stack ?? e) : asTyped(message)}`);
       process.exit(message === null ? 1 : 2);
     },
   );

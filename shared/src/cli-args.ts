@@ -46,3 +46,20 @@ export function parseArgsMessage(e: Error & { code?: string }, command: string, 
   if (e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `${command} takes no argument ${/'([^']*)'/.exec(e.message)?.[1] ?? ''}: options start with --; ${help}`;
   return `${e.message}: ${help}`;
 }
+
+/**
+ * How the person who started this process runs tabtrain, so that every command we print runs as
+ * printed: bin/tabtrain exports what was typed ($0: `bin/tabtrain`, `./bin/tabtrain`, a full path)
+ * or `tabtrain` when that name on PATH is this checkout's. Code started some other way (the tests,
+ * tsx by hand) gets `bin/tabtrain`, which runs from the checkout's root.
+ */
+export function tabtrainCommand(): string {
+  const typed = typeof process === 'undefined' ? undefined : process.env.TABTRAIN_COMMAND;
+  return typed && /^[\w./~+-]+$/.test(typed) ? typed : 'bin/tabtrain';
+}
+
+/** Text for a person with each `tabtrain COMMAND` written as this person runs it (tabtrainCommand). */
+export function asTyped(text: string): string {
+  const command = tabtrainCommand();
+  return command === 'tabtrain' ? text : text.replace(/(^|[\s`(:'"])tabtrain (?=(serve|worker|bench|help|view)\b)/gm, `$1${command} `);
+}

@@ -1,4 +1,8 @@
 // A mistyped option gets the one it was probably meant to be, from the command's own list.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { nearestOption, parseArgsMessage } from '@tabtrain/shared/cli-args';
@@ -32,5 +36,29 @@ describe('parseArgsMessage', () => {
     expect(parseArgsMessage(fail(['--epoch', '3']), 'serve', ['epochs'])).toBe('unknown option --epoch for serve (did you mean --epochs?): see tabtrain serve --help');
     expect(parseArgsMessage(fail(['--bogus']), 'serve', ['epochs'])).toBe('unknown option --bogus for serve: see tabtrain serve --help');
     expect(parseArgsMessage(fail(['--epochs']), 'worker')).toBe('--epochs needs a value: see tabtrain worker --help');
+  });
+});
+
+// The commands tabtrain prints run as printed: on a fresh clone `tabtrain` is not on PATH, so help
+// and join lines say the path that was typed; where `tabtrain` on PATH is this checkout's, they say
+// `tabtrain`. Real processes through bin/tabtrain, as a person starts them.
+describe('printed commands name tabtrain as it was typed', () => {
+  const help = (command: string, env: NodeJS.ProcessEnv = {}) =>
+    execFileSync(command, ['serve', '--help'], { encoding: 'utf8', env: { ...process.env, TABTRAIN_COMMAND: '', ...env } });
+  it('bin/tabtrain: its help says bin/tabtrain serve, never a bare tabtrain command', () => {
+    const text = help('bin/tabtrain');
+    expect(text).toContain('bin/tabtrain serve --model alexnet');
+    expect(text).not.toMatch(/(^|\s)tabtrain (serve|worker) /m);
+  });
+  it('tabtrain on PATH (a link to this checkout): its help says tabtrain serve', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tabtrain-path-'));
+    try {
+      symlinkSync(resolve('bin/tabtrain'), join(dir, 'tabtrain'));
+      const text = help('tabtrain', { PATH: `${dir}:${process.env.PATH}` });
+      expect(text).toMatch(/^\s+tabtrain serve --model alexnet/m);
+      expect(text).not.toContain('bin/tabtrain serve');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -5,6 +5,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { COMPRESS_MODES, DEFAULT_RANK, parseCompression, type CompressMode } from '@tabtrain/shared/compress';
+import { asTyped } from '@tabtrain/shared/cli-args';
 import { MODELS } from '@tabtrain/shared';
 import { UsageError } from '../usage';
 import { micro } from './micro';
@@ -79,7 +80,7 @@ const ints = (s: string, name: string) => list(s).map((x) => {
 
 export async function bench(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
-  if (!what || what === 'help' || rest.includes('--help') || what === '--help') { console.log(HELP); return; }
+  if (!what || what === 'help' || rest.includes('--help') || what === '--help') { console.log(asTyped(HELP)); return; }
   const log = (line: string) => console.log(line);
   const started = new Date().toISOString();
   if (what === 'micro') {
