@@ -177,6 +177,9 @@ export class Membership {
     }
   }
 
+  /** Who vouched for each worker's probation shards so far ("id/kind" → voucher id → its trust then), for the log. */
+  private readonly vouchers = new Map<string, Map<number, string>>();
+
   /** Joined workers with an open connection. */
   workers(): Conn[] {
     return [...this.conns.values()].filter((c) => !c.closed && c.joined);
@@ -195,12 +198,24 @@ export class Membership {
     return this.workers().filter((c) => this.established(c, kind));
   }
 
-  /** A shadow (or a spot-checked copy) of `conn` agreed with the trusted result. */
-  credit(conn: Conn, kind: TaskKind): void {
+  /**
+   * A shadow (or a spot-checked copy) of `conn` agreed with the copy of `by`. The log names who
+   * vouched and how far each was trusted then, so that it never claims an established check that
+   * did not happen.
+   */
+  credit(conn: Conn, kind: TaskKind, by: Conn): void {
     if (typeof conn.trust !== 'object') return;
     const k = this.opts.probation;
     conn.trust[kind]++;
-    if (conn.trust[kind] === k) this.opts.log(`worker #${conn.id} passed probation for ${kind} shards (${k} agreed with established workers' recomputation)`);
+    const key = `${conn.id}/${kind}`;
+    const vouchers = this.vouchers.get(key) ?? new Map<number, string>();
+    vouchers.set(by.id, by.trust === 'established' ? (by.vouched ? 'trusted' : 'established') : 'on probation');
+    this.vouchers.set(key, vouchers);
+    if (conn.trust[kind] === k) {
+      this.vouchers.delete(key);
+      const who = [...vouchers].map(([id, how]) => `#${id} (${how})`).join(', ');
+      this.opts.log(`worker #${conn.id} passed probation for ${kind} shards: ${k} agreed with the copies of ${who}`);
+    }
     if (conn.trust.train >= k && conn.trust.eval >= k) conn.trust = 'established';
     this.opts.changed();
   }

@@ -336,7 +336,10 @@ export class Scheduler {
       t.inReducer = c;
     }
     Object.assign(t, { done: true, result: c.result, trusted: c, doneBy: c.owner.id, doneAt: performance.now() });
-    if (t.finished.length > 1) for (const x of t.finished) if (!liars.some(([l]) => l === x)) this.members.credit(x.owner, t.kind);
+    if (t.finished.length > 1) {
+      const agreed = t.finished.filter((x) => !liars.some(([l]) => l === x));
+      for (const x of agreed) this.members.credit(x.owner, t.kind, (agreed.find((y) => y !== x) ?? c).owner);
+    }
     for (const [x, why] of liars) this.members.punish(x.owner, `${suspicion ?? `${t.kind} shard ${t.step}/${t.shard} (${t.why})`}: ${why}`, t.step);
     if (t.shadows.length) this.judgeShadows(t);
   }
@@ -356,7 +359,7 @@ export class Scheduler {
       s.owner.awaiting[t.kind]--;
       const why = disagreement(this.evidence(s), this.evidence(by));
       if (why) this.members.punish(s.owner, `probation ${t.kind} shard ${t.step}/${t.shard}: ${why}`, t.step);
-      else this.members.credit(s.owner, t.kind);
+      else this.members.credit(s.owner, t.kind, by.owner);
     }
   }
 

@@ -173,7 +173,7 @@ describe('full copies of the weights to workers nobody vouched for (issue 24)', 
       console.log(`full copies in ${seconds.toFixed(1)} s: resyncer ${resyncerCopies} (closes ${resyncCodes.join(',')}), ${fresh} fresh identities ${freshCopies}; ` +
         `bound for the address ${bound} (${((bound * weightsBytes) / 1e6).toFixed(2)} MB of ${weightsBytes} B copies); ${steps.length - at} steps meanwhile; ` +
         `${lines.filter((l) => /waiting \d+ s for a full copy/.test(l)).length} waits logged`);
-      expect(lines.some((l) => /worker #\d+ passed probation for train shards/.test(l)), 'the resyncer passed probation').toBe(true);
+      expect(lines.some((l) => /worker #\d+ passed probation for train shards: \d+ agreed with the copies of #\d+ \(trusted\)$/.test(l)), 'the resyncer passed probation, vouched for by the token worker').toBe(true);
       // Its identity's bucket, and the address's bucket both share.
       expect(resyncerCopies).toBeLessThanOrEqual(IDENTITY_BURST + Math.ceil((seconds * 1000) / IDENTITY_REFILL_MS));
       expect(resyncerCopies + freshCopies).toBeLessThanOrEqual(bound);
