@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES } from '@tabtrain/shared';
 import { WorkerCore, type WorkerIdentity } from './core';
 import { threadReplica } from './exact-replica-thread';
+import { asTyped } from '@tabtrain/shared/cli-args';
 
 export interface NodeWorkerOptions {
   /** ws:// or wss:// (see workerUrl in worker-cli.ts for what a person may type). */
@@ -117,7 +118,7 @@ export function describeConnectError(url: string, e: { code?: string; message: s
   const where = `${u.hostname}:${u.port || (u.protocol === 'wss:' ? 443 : 80)}`;
   const code = e?.code ?? '';
   const msg = e?.message ?? 'the connection closed before the WebSocket opened';
-  const start = 'start `tabtrain serve` first, or check --url (the coordinator prints it when it starts)';
+  const start = asTyped('start `tabtrain serve` first, or check --url (the coordinator prints it when it starts)');
   if (code === 'ECONNREFUSED') return { problem: `connection refused: nothing listens on ${where}`, fix: start };
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return { problem: `the host name ${u.hostname} does not resolve`, fix: "check its spelling, or use the coordinator's IP address" };
   if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return { problem: `no answer from ${where} (${code})`, fix: "check the address, and that the coordinator's firewall lets the port through" };

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEFAULT_CONNECT_TIMEOUT_MS, WorkerError, leaveRun, normalizeFingerprint, runNodeWorker } from './node-worker';
 import { asTyped, joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
+import { exitWithFilteringParent, runWithDawnFiltered } from './dawn-stderr';
 
 export const WORKER_HELP = `tabtrain worker: join a coordinator as a headless Node worker.
 
@@ -162,8 +163,11 @@ export function userErrorCode(e: unknown): number | null {
 }
 
 const isEntry = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
-if (isEntry) {
+const filtered = isEntry ? runWithDawnFiltered(process.argv.slice(2)) : null;
+if (filtered) filtered.then((code) => process.exit(code));
+else if (isEntry) {
   const args = process.argv.slice(2);
+  exitWithFilteringParent();
   worker(args[0] === 'worker' ? args.slice(1) : args).then(
     () => process.exit(0),
     (e) => {

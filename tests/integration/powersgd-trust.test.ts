@@ -7,7 +7,7 @@
 // established workers real WorkerCores (wasm, the local key, each with its exact copy in this
 // thread), the newcomer a real core whose frames are rewritten and sent through an Endpoint
 // (peer-link.ts), validated by the transport's own receive(). Every check here is made above the
-// wire; compressed runs over real sockets are shown by powersgd-run.test.ts and compression.test.ts.
+// wire; compressed runs over real sockets are shown by powersgd-run.test.ts and learning.test.ts.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CLOSE, decodeFrame, encode, getModel, paramLayout } from '@tabtrain/shared';
 import { parseCompression, planSegments } from '@tabtrain/shared/compress';
