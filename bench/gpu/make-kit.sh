@@ -9,6 +9,7 @@
 #   tabtrain.mjs         the CLI (coordinator + worker), bundled with esbuild into one file
 #   worker-bench.mjs     (b) forward+backward examples/s of the WebGPU worker
 #   io-bench.mjs         weight upload / gradient readback alone
+#   layer-bench.mjs      (b2) per-layer kernels, the matmul peak, bandwidths, a step's split
 #   train-bench.mjs      (c) coordinator + N Dawn workers on real Fashion-MNIST
 #   report.mjs           merges the JSON and writes the BENCHMARKS.md section
 #   torch_bench.py       (a) PyTorch d2l AlexNet / VGG-11
@@ -37,7 +38,7 @@ echo "make-kit: bundling with esbuild"
 # gives them one. Native optional extras of ws and msgpackr stay out (both fall back to JS);
 # dawn.node is loaded at run time from TABTRAIN_DAWN_NODE.
 "$ROOT/node_modules/esbuild/bin/esbuild" \
-  "$ROOT/server/src/cli.ts" "$ROOT/bench/gpu/worker-bench.ts" "$ROOT/bench/gpu/io-bench.ts" "$ROOT/bench/gpu/train-bench.ts" "$ROOT/bench/gpu/report.ts" \
+  "$ROOT/server/src/cli.ts" "$ROOT/bench/gpu/worker-bench.ts" "$ROOT/bench/gpu/io-bench.ts" "$ROOT/bench/gpu/train-bench.ts" "$ROOT/bench/gpu/report.ts" "$ROOT/bench/gpu/layer-bench.ts" \
   --bundle --platform=node --format=esm --target=node20 --outdir="$STAGE" --out-extension:.js=.mjs --entry-names='[name]' \
   --external:bufferutil --external:utf-8-validate --external:msgpackr-extract --external:webgpu \
   --log-level=warning --legal-comments=none \

@@ -8,6 +8,10 @@
 #   (a) PyTorch d2l AlexNet and VGG-11 (÷4) training examples/s, batch 128, fp32   torch_bench.py
 #   (b) tabtrain's WebGPU worker forward+backward examples/s, same models and batch,
 #       with and without reading the gradients back; weight upload / readback alone  worker-bench, io-bench
+#   (b2) where a GPU step goes: every AlexNet / VGG-11 layer's forward, input- and filter-gradient
+#       kernels (each variant) beside this adapter's own matmul peak (a tiled WGSL kernel of ours);
+#       upload / readback / on-device bandwidths; a step's split: compute, readback of the gradient
+#       or the PowerSGD factors, the update on the device, the refresh                layer-bench
 #   (c) coordinator + 2 Dawn workers on this GPU, real Fashion-MNIST, AlexNet, as many
 #       steps as fit in --seconds (default 240), loss and examples/s                 train-bench
 # Writes gpu-bench.json, BENCHMARKS-gpu.md and run.log to --out (default $OUT if set, else
@@ -24,7 +28,7 @@ while [ $# -gt 0 ]; do
     --seconds) CSECONDS=$2; shift 2 ;;
     --append) APPEND=$2; shift 2 ;;
     --smoke) SMOKE=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -80,8 +84,11 @@ say "GPU: $GPU; node $("$NODE" --version); kit $(sed -n 2p "$K/MANIFEST.txt" 2>/
 
 if [ $SMOKE = 1 ]; then
   MODELS="vgg11-tiny alexnet-tiny"; BATCH=16; STEPS=3; CMODEL=vgg11-tiny; CSECONDS=20; TORCH_ARGS="--batch 2 --steps 1 --warmup 1"
+  # AlexNet's and VGG's kernel sizes, strides and paddings at 65² / 32² input, batch 4: llvmpipe-sized.
+  LAYER_ARGS="--batch 4 --peak-size 256 --bw-mb 16 --reps 3 --budget-ms 500 alexnet-small vgg11-small"
 else
   MODELS="alexnet vgg11"; STEPS=10; CMODEL=alexnet; TORCH_ARGS="--batch $BATCH"
+  LAYER_ARGS="--batch $BATCH --peak-size 4096 --bw-mb 256 --reps 5 --budget-ms 1000 alexnet vgg11"
 fi
 
 # ---- which adapter: Vulkan first (a GPU), the OpenGL path only if that fails ----
@@ -108,6 +115,8 @@ M1=${MODELS%% *}
 TABTRAIN_WEBGPU_KERNELS=tfjs timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-tfjs-dW.json" $M1 || say "(b) variant tfjs-dW failed or timed out"
 TABTRAIN_WEBGPU_FLAGS=WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-mm-dX.json" $M1 || say "(b) variant mm-dX failed or timed out"
 timeout 90 "$NODE" "$K/io-bench.mjs" --reps 3 --json "$WORK/io.json" $MODELS || say "(b) io-bench failed or timed out"
+say "(b2) layer-bench: $LAYER_ARGS"
+timeout 150 "$NODE" "$K/layer-bench.mjs" $LAYER_ARGS --data "$DATA" --json "$WORK/layers.json" || say "(b2) layer-bench failed or timed out (what it measured is kept)"
 
 # ---- (c) a real run: coordinator + 2 Dawn workers ----
 # Keep the whole script under 10 minutes: shrink (c) if (a) and (b) took long.
@@ -120,7 +129,7 @@ timeout $((CSECONDS + 120)) "$NODE" "$K/train-bench.mjs" --model $CMODEL --batch
 # ---- report ----
 NOTE=""; [ $SMOKE = 1 ] && NOTE="SMOKE RUN (tiny models, batch $BATCH): not a benchmark."
 "$NODE" "$K/report.mjs" --gpu "$GPU" --probe "$WORK/probe.json" --torch "$WORK/torch.json" --worker "$WORK/worker.json" --io "$WORK/io.json" \
-  --train "$WORK/train.json" --variants "tfjs-dW=$WORK/variant-tfjs-dW.json,mm-dX=$WORK/variant-mm-dX.json" --json "$OUTDIR/gpu-bench.json" ${NOTE:+--note "$NOTE"} > "$OUTDIR/BENCHMARKS-gpu.md"
+  --train "$WORK/train.json" --layers "$WORK/layers.json" --variants "tfjs-dW=$WORK/variant-tfjs-dW.json,mm-dX=$WORK/variant-mm-dX.json" --json "$OUTDIR/gpu-bench.json" ${NOTE:+--note "$NOTE"} > "$OUTDIR/BENCHMARKS-gpu.md"
 cat "$OUTDIR/BENCHMARKS-gpu.md"
 if [ -z "$APPEND" ] && [ -d docs ] && [ -f package.json ] && grep -q '"name": "tabtrain"' package.json; then APPEND=docs/BENCHMARKS.md; fi
 if [ -n "$APPEND" ] && [ $SMOKE = 0 ]; then { echo; cat "$OUTDIR/BENCHMARKS-gpu.md"; } >> "$APPEND"; say "appended to $APPEND"; fi

@@ -144,6 +144,9 @@ export function splitsFor(m: number, n: number, k: number): number {
 let installed = false;
 let originalConfig: tf.KernelConfig | null = null;
 
+/** Whether the split-K Conv2DBackpropFilter is the registered one. */
+export const splitKInstalled = (): boolean => installed;
+
 /** Puts tfjs's own kernel back (A/B measurements). */
 export function restoreWebGPUKernels(): void {
   if (!installed || !originalConfig) return;
