@@ -25,6 +25,7 @@ import { DEFAULT_DATA_DIR, loadFashionMnist } from '../../server/src/data';
 import { forwardBackward } from './fwdbwd';
 import { describeLayer, modelLayers } from './layers';
 import { settle, timeLayer, type LayerTiming } from './layer-timing';
+import { layerSection, type LayerBenchJson } from './report-layers';
 import { bandwidth, matmulPeak } from './wgsl-peak';
 
 const { values: v, positionals } = parseArgs({
@@ -126,5 +127,6 @@ for (const model of bw && parts.has('split') ? models : []) {
     `factor readback ${factorReadMs} (${row.factorReadbackBoundMs}), update on device ${updateMs} (${row.updateBoundMs}), refresh ${refreshMs} / upload ${uploadMs} (${row.refreshBoundMs})`);
 }
 
+console.log(['', ...layerSection({ batch, peak, bandwidth: bw, layers, split } as unknown as LayerBenchJson)].join('\n'));
 say('done');
 process.exit(0);

@@ -37,7 +37,7 @@ export function layerSection(j: LayerBenchJson): string[] {
   if (j.layers.length) {
     const kernels = KERNELS.filter((k) => j.layers.some((l) => typeof l.ms[k] === 'number'));
     out.push('', `Every conv and dense layer at batch ${j.batch}, each kernel alone (median; queue drained before and after): ms, GFLOP/s = 2·MACs / time${peak ? ', and % of the matmul rate above' : ''}. ` +
-      `"bound" = the layer's 2·MACs at that rate. The input gradient of the first layer is never computed in training. Defaults: dX naive, dW split-k on a GPU (tfjs on llvmpipe); run.sh's A/B rows say which wins end to end.`, '');
+      `"bound" = the layer's 2·MACs at that rate. The input gradient of the first layer is never computed in training. The worker's defaults: on a GPU (Vulkan) dX mm and dW split-k, on llvmpipe dX naive and dW tfjs; run.sh's A/B rows say which wins end to end.`, '');
     out.push(`| layer | shape | GFLOP | bound ms | ${kernels.join(' | ')} |`, `|---|---|--:|--:|${kernels.map(() => '--:').join('|')}|`);
     for (const r of j.layers) {
       const gflop = (2 * r.layer.macs) / 1e9;

@@ -54,9 +54,10 @@ if (worker?.results?.length) {
 }
 const VARIANT_TEXT: Record<string, string> = {
   'tfjs-dW': "tfjs's own Conv2DBackpropFilter (one thread per weight)",
-  'mm-dX': "tfjs's tiled Conv2DBackpropInput (WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false, not its naive default)",
+  'mm-dX': "tfjs's matmul-based Conv2DBackpropInput (TABTRAIN_WEBGPU_DX=mm)",
+  'naive-dX': "tfjs's naive Conv2DBackpropInput (TABTRAIN_WEBGPU_DX=naive)",
 };
-const defaultKernels = adapter?.kernels ? `weight-gradient kernel ${adapter.kernels}, naive input gradient` : 'defaults';
+const defaultKernels = adapter?.kernels ? `weight-gradient kernel ${adapter.kernels}, input gradient ${adapter.inputGradient ?? 'naive'}` : 'defaults';
 for (const [name, j] of Object.entries(variants) as [string, Any][]) {
   for (const r of j.results ?? []) {
     const base = worker?.results?.find((b: Any) => b.model === r.model)?.noread;

@@ -110,10 +110,12 @@ timeout 180 $PY "$K/torch_bench.py" --data "$DATA" $TORCH_ARGS --json "$WORK/tor
 say "(b) tabtrain WebGPU worker, batch $BATCH: $MODELS"
 timeout 240 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps $STEPS --warmup 2 --profile --data "$DATA" --json "$WORK/worker.json" $MODELS || say "(b) failed or timed out"
 # A/B on the first model, forward+backward only: tfjs's own weight-gradient kernel instead of
-# tabtrain's split-K one, and tfjs's tiled (MM) input-gradient kernel instead of its naive default.
+# tabtrain's split-K one, and the input-gradient kernel the worker does not choose here (it takes
+# tfjs's matmul-based one on Vulkan, the naive one on OpenGL/llvmpipe: client/src/dawn.ts).
 M1=${MODELS%% *}
+OTHER_DX=mm; [ "$TABTRAIN_DAWN_BACKEND" = vulkan ] && OTHER_DX=naive
 TABTRAIN_WEBGPU_KERNELS=tfjs timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-tfjs-dW.json" $M1 || say "(b) variant tfjs-dW failed or timed out"
-TABTRAIN_WEBGPU_FLAGS=WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-mm-dX.json" $M1 || say "(b) variant mm-dX failed or timed out"
+TABTRAIN_WEBGPU_DX=$OTHER_DX timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-dX.json" $M1 || say "(b) variant $OTHER_DX-dX failed or timed out"
 timeout 90 "$NODE" "$K/io-bench.mjs" --reps 3 --json "$WORK/io.json" $MODELS || say "(b) io-bench failed or timed out"
 say "(b2) layer-bench: $LAYER_ARGS"
 timeout 150 "$NODE" "$K/layer-bench.mjs" $LAYER_ARGS --data "$DATA" --json "$WORK/layers.json" || say "(b2) layer-bench failed or timed out (what it measured is kept)"
@@ -129,7 +131,7 @@ timeout $((CSECONDS + 120)) "$NODE" "$K/train-bench.mjs" --model $CMODEL --batch
 # ---- report ----
 NOTE=""; [ $SMOKE = 1 ] && NOTE="SMOKE RUN (tiny models, batch $BATCH): not a benchmark."
 "$NODE" "$K/report.mjs" --gpu "$GPU" --probe "$WORK/probe.json" --torch "$WORK/torch.json" --worker "$WORK/worker.json" --io "$WORK/io.json" \
-  --train "$WORK/train.json" --layers "$WORK/layers.json" --variants "tfjs-dW=$WORK/variant-tfjs-dW.json,mm-dX=$WORK/variant-mm-dX.json" --json "$OUTDIR/gpu-bench.json" ${NOTE:+--note "$NOTE"} > "$OUTDIR/BENCHMARKS-gpu.md"
+  --train "$WORK/train.json" --layers "$WORK/layers.json" --variants "tfjs-dW=$WORK/variant-tfjs-dW.json,$OTHER_DX-dX=$WORK/variant-dX.json" --json "$OUTDIR/gpu-bench.json" ${NOTE:+--note "$NOTE"} > "$OUTDIR/BENCHMARKS-gpu.md"
 cat "$OUTDIR/BENCHMARKS-gpu.md"
 if [ -z "$APPEND" ] && [ -d docs ] && [ -f package.json ] && grep -q '"name": "tabtrain"' package.json; then APPEND=docs/BENCHMARKS.md; fi
 if [ -n "$APPEND" ] && [ $SMOKE = 0 ]; then { echo; cat "$OUTDIR/BENCHMARKS-gpu.md"; } >> "$APPEND"; say "appended to $APPEND"; fi
