@@ -9,11 +9,16 @@ import { registerWebGPUKernels, restoreWebGPUKernels, splitKInstalled } from '..
 import { modelLayers, type LayerGeometry } from '../../bench/gpu/layers';
 import { convKernels } from '../../bench/gpu/layer-timing';
 
-/** Every conv layer of both models at batch `batch`, channels capped at `cap`. */
+/** Every distinct conv geometry of both models at batch `batch`, channels capped at `cap`. */
 export function kernelCases(batch = 1, cap = 8): LayerGeometry[] {
+  const seen = new Set<string>();
   return ['alexnet', 'vgg11'].flatMap((m) => modelLayers(m, batch)).filter((g) => g.kind === 'conv').map((g) => {
     const inC = Math.min(g.inC, cap), outC = Math.min(g.outC, cap);
     return { ...g, inC, outC, macs: (g.macs / g.inC / g.outC) * inC * outC };
+  }).filter((g) => {
+    // Capped, AlexNet's conv3–5 and VGG's pairs at one resolution are the same case: keep one.
+    const key = [g.kernel, g.stride, g.pad, g.inH, g.inC, g.outC].join();
+    return !seen.has(key) && Boolean(seen.add(key));
   }).concat([
     // More than one 32×32 output tile of the split-K kernel (m = 3·3·40, n = 36), batch 2.
     { ...modelLayers('vgg11', 2)[4], name: 'vgg11 conv5, 40→36 channels', inC: 40, outC: 36, macs: 0, first: false },
