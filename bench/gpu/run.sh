@@ -43,7 +43,7 @@ if [ -z "$KITDIR" ]; then
   if [ -z "$KIT" ]; then
     for k in artifacts/gpu-kit/tabtrain-gpu-kit.tar.xz "$(dirname "$0")/../../artifacts/gpu-kit/tabtrain-gpu-kit.tar.xz"; do [ -f "$k" ] && KIT=$k && break; done
   fi
-  if [ -f "$(dirname "$0")/tabtrain.mjs" ]; then KITDIR=$(cd "$(dirname "$0")" && pwd)  # run.sh inside an unpacked kit
+  if [ -f "$(dirname "$0")/tabtrain-worker.mjs" ]; then KITDIR=$(cd "$(dirname "$0")" && pwd)  # run.sh inside an unpacked kit
   elif [ -n "$KIT" ] && [ -f "$KIT" ]; then
     say "unpacking $KIT"
     xz -T0 -dc "$KIT" | tar -C "$WORK" -xf - || { say "cannot unpack $KIT"; exit 1; }
@@ -126,7 +126,7 @@ LEFT=$((570 - (SECONDS - START) - 60))
 [ $SMOKE = 0 ] && [ $LEFT -lt $CSECONDS ] && CSECONDS=$((LEFT > 30 ? LEFT : 30)) && say "(c) shortened to $CSECONDS s"
 say "(c) coordinator + 2 Dawn workers, $CMODEL, batch $BATCH, $CSECONDS s"
 timeout $((CSECONDS + 120)) "$NODE" "$K/train-bench.mjs" --model $CMODEL --batch $BATCH --workers 2 --seconds $CSECONDS \
-  --worker-entry "$K/tabtrain.mjs" --data "$DATA" --json "$WORK/train.json" || say "(c) failed or timed out"
+  --worker-entry "$K/tabtrain-worker.mjs" --data "$DATA" --json "$WORK/train.json" || say "(c) failed or timed out"
 
 # ---- report ----
 NOTE=""; [ $SMOKE = 1 ] && NOTE="SMOKE RUN (tiny models, batch $BATCH): not a benchmark."
