@@ -1,27 +1,37 @@
 // The convolution kernels the page and the Dawn worker register (the split-K filter gradient) or
-// choose (tfjs's matmul-based input gradient), checked against the cpu backend at AlexNet's and
-// VGG-11's real layer geometry: kernel sizes, strides, paddings and spatial sizes as d2l has them
-// at 224×224, with the channel counts capped (the sums stay long, the test stays seconds) and a
-// small batch. No Node-only imports: tests/integration/dawn.test.ts runs it in Dawn on llvmpipe,
+// choose (tfjs's naive or matmul-based input gradient), checked against the cpu backend at AlexNet's
+// and VGG-11's layer geometry: d2l's kernel sizes, strides and paddings, with channels, sides and
+// the batch cut down so that the test takes seconds (kernelCases). No Node-only imports: tests/integration/dawn.test.ts runs it in Dawn on llvmpipe,
 // tests/browser/kernels.test.ts bundles it into a page on SwiftShader.
 import * as tf from '@tensorflow/tfjs-core';
 import { registerWebGPUKernels, restoreWebGPUKernels, splitKInstalled } from '../../client/src/webgpu-kernels';
 import { modelLayers, type LayerGeometry } from '../../bench/gpu/layers';
 import { convKernels } from '../../bench/gpu/layer-timing';
 
-/** Every distinct conv geometry of both models at batch `batch`, channels capped at `cap`. */
-export function kernelCases(batch = 1, cap = 8): LayerGeometry[] {
+/**
+ * Every distinct conv geometry of both models at batch `batch`: d2l's kernel sizes, strides and
+ * paddings; channels capped at `cap`; sides above `side` (or 4 kernels, for AlexNet's 11×11) cut
+ * down to one with the same remainder of (side + 2·pad − kernel) mod stride, so that the last,
+ * partial window is the real one (AlexNet conv1: 224 → 44, both leave 3). Kept small for time:
+ * on llvmpipe each new shape also compiles pipelines.
+ */
+export function kernelCases(batch = 1, cap = 8, side = 32): LayerGeometry[] {
   const seen = new Set<string>();
-  return ['alexnet', 'vgg11'].flatMap((m) => modelLayers(m, batch)).filter((g) => g.kind === 'conv').map((g) => {
+  const shrink = (g: LayerGeometry): LayerGeometry => {
     const inC = Math.min(g.inC, cap), outC = Math.min(g.outC, cap);
-    return { ...g, inC, outC, macs: (g.macs / g.inC / g.outC) * inC * outC };
-  }).filter((g) => {
-    // Capped, AlexNet's conv3–5 and VGG's pairs at one resolution are the same case: keep one.
+    const rest = (h: number) => (h + 2 * g.pad - g.kernel) % g.stride;
+    let inH = Math.min(g.inH, Math.max(side, 4 * g.kernel));
+    while (rest(inH) !== rest(g.inH)) inH--;
+    const outH = Math.floor((inH + 2 * g.pad - g.kernel) / g.stride) + 1;
+    return { ...g, inC, outC, inH, inW: inH, outH, outW: outH, macs: batch * outH * outH * outC * g.kernel * g.kernel * inC };
+  };
+  return ['alexnet', 'vgg11'].flatMap((m) => modelLayers(m, batch)).filter((g) => g.kind === 'conv').map(shrink).filter((g) => {
+    // AlexNet's conv3–5 and VGG's layers at one side become the same case: keep one.
     const key = [g.kernel, g.stride, g.pad, g.inH, g.inC, g.outC].join();
     return !seen.has(key) && Boolean(seen.add(key));
   }).concat([
     // More than one 32×32 output tile of the split-K kernel (m = 3·3·40, n = 36), batch 2.
-    { ...modelLayers('vgg11', 2)[4], name: 'vgg11 conv5, 40→36 channels', inC: 40, outC: 36, macs: 0, first: false },
+    { ...shrink(modelLayers('vgg11', 2)[6]), name: 'vgg11 conv7, 40→36 channels', inC: 40, outC: 36, macs: 0 },
   ]);
 }
 

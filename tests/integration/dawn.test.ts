@@ -112,15 +112,15 @@ describe('Dawn webgpu worker', () => {
     }
   });
 
-  it("every kernel the worker may register equals the cpu backend at AlexNet's and VGG-11's layer shapes (split-K dW, naive and matmul dX)", async () => {
+  it("every kernel the worker may register equals the cpu backend at AlexNet's and VGG-11's layer geometry (split-K dW, naive and matmul dX)", async () => {
     const { setupDawn } = await import('../../client/src/dawn');
     await import('@tensorflow/tfjs-backend-cpu');
     await setupDawn();
     const { checkKernels, kernelCases } = await import('../helpers/kernel-check');
     const cases = kernelCases();
-    // The real geometry: AlexNet's 11×11 stride 4 and 5×5 pad 2, VGG's 3×3 pad 1 from 224² down to 14².
-    expect(cases.map((c) => `${c.kernel}/${c.stride}/${c.pad}`)).toEqual(expect.arrayContaining(['11/4/1', '5/1/2', '3/1/1']));
-    expect(cases.map((c) => c.inH)).toEqual(expect.arrayContaining([224, 26, 12, 112, 56, 28, 14]));
+    // d2l's geometry: AlexNet's 11×11 stride 4 pad 1 (224² cut to 44², the same partial last window),
+    // 5×5 pad 2 at 26², 3×3 pad 1 at 12²; VGG's 3×3 pad 1 from 32² (cut from 224² and 112²) to 14².
+    expect(cases.map((c) => `${c.kernel}/${c.stride}/${c.pad}@${c.inH}`)).toEqual(expect.arrayContaining(['11/4/1@44', '5/1/2@26', '3/1/1@12', '3/1/1@32', '3/1/1@28', '3/1/1@14']));
     const t0 = performance.now();
     const results = await checkKernels(cases);
     console.log(`dawn kernels vs cpu (${((performance.now() - t0) / 1000).toFixed(1)} s):\n${results.map((r) => `  ${r.variant.padEnd(10)} ${r.layer}: max |Δ| ${r.maxDiff.toExponential(1)} of ${r.maxRef.toFixed(2)}`).join('\n')}`);
