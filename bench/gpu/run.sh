@@ -117,8 +117,10 @@ OTHER_DX=mm; [ "$TABTRAIN_DAWN_BACKEND" = vulkan ] && OTHER_DX=naive
 TABTRAIN_WEBGPU_KERNELS=tfjs timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-tfjs-dW.json" $M1 || say "(b) variant tfjs-dW failed or timed out"
 TABTRAIN_WEBGPU_DX=$OTHER_DX timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-dX.json" $M1 || say "(b) variant $OTHER_DX-dX failed or timed out"
 timeout 90 "$NODE" "$K/io-bench.mjs" --reps 3 --json "$WORK/io.json" $MODELS || say "(b) io-bench failed or timed out"
-say "(b2) layer-bench: $LAYER_ARGS"
-timeout 150 "$NODE" "$K/layer-bench.mjs" $LAYER_ARGS --data "$DATA" --json "$WORK/layers.json" || say "(b2) layer-bench failed or timed out (what it measured is kept)"
+# At most 150 s, less if (a) and (b) ran long: (c) keeps at least 30 s plus its 120 s margin.
+B2=$((570 - (SECONDS - START) - 150)); [ $B2 -gt 150 ] && B2=150; [ $B2 -lt 30 ] && B2=30
+say "(b2) layer-bench, at most $B2 s: $LAYER_ARGS"
+timeout $B2 "$NODE" "$K/layer-bench.mjs" $LAYER_ARGS --data "$DATA" --json "$WORK/layers.json" || say "(b2) layer-bench failed or timed out (what it measured is kept)"
 
 # ---- (c) a real run: coordinator + 2 Dawn workers ----
 # Keep the whole script under 10 minutes: shrink (c) if (a) and (b) took long.
