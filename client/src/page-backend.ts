@@ -178,8 +178,8 @@ async function initWebGPU(forced: boolean): Promise<{ adapter: Record<string, un
   const webgpuKernels = await import('./webgpu-kernels');
   if (kernels === 'split-k') webgpuKernels.registerWebGPUKernels();
   // The input gradient: tfjs's matmul-based kernel on a GPU (it fills the cores; tfjs measured it
-  // ~2× faster), its naive one on a software adapter, where the naive one measured 3–10× faster on
-  // SwiftShader at AlexNet's and VGG's layers (docs/BENCHMARKS.md). ?dx=mm|naive forces one.
+  // ~2× faster), its naive one on a software adapter: on SwiftShader the naive one was faster on 10
+  // of AlexNet's and VGG's 11 layers, 4.6× summed (docs/BENCHMARKS.md §6). ?dx=mm|naive forces one.
   const inputGradient = query.get('dx') === 'mm' || query.get('dx') === 'naive' ? query.get('dx') as 'mm' | 'naive' : isFallbackAdapter ? 'naive' : 'mm';
   webgpuKernels.useInputGradient(inputGradient);
   return {
