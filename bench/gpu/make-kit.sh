@@ -6,9 +6,11 @@
 #
 # The kit (tabtrain-gpu-kit/ inside the tarball):
 #   bin/node             this machine's Node (process.execPath), symbols stripped; xz compresses it
-#   tabtrain.mjs         the CLI (coordinator + worker), bundled with esbuild into one file
+#   tabtrain.mjs         the CLI (serve, bench), bundled with esbuild into one file
+#   tabtrain-worker.mjs  `tabtrain worker` (client/src/worker-cli.ts), bundled likewise
 #   worker-bench.mjs     (b) forward+backward examples/s of the WebGPU worker
 #   io-bench.mjs         weight upload / gradient readback alone
+#   layer-bench.mjs      (b2) per-layer kernels, the matmul peak, bandwidths, a step's split
 #   train-bench.mjs      (c) coordinator + N Dawn workers on real Fashion-MNIST
 #   report.mjs           merges the JSON and writes the BENCHMARKS.md section
 #   torch_bench.py       (a) PyTorch d2l AlexNet / VGG-11
@@ -37,12 +39,13 @@ echo "make-kit: bundling with esbuild"
 # gives them one. Native optional extras of ws and msgpackr stay out (both fall back to JS);
 # dawn.node is loaded at run time from TABTRAIN_DAWN_NODE.
 "$ROOT/node_modules/esbuild/bin/esbuild" \
-  "$ROOT/server/src/cli.ts" "$ROOT/bench/gpu/worker-bench.ts" "$ROOT/bench/gpu/io-bench.ts" "$ROOT/bench/gpu/train-bench.ts" "$ROOT/bench/gpu/report.ts" \
+  "$ROOT/server/src/cli.ts" "$ROOT/client/src/worker-cli.ts" "$ROOT/bench/gpu/worker-bench.ts" "$ROOT/bench/gpu/io-bench.ts" "$ROOT/bench/gpu/train-bench.ts" "$ROOT/bench/gpu/report.ts" "$ROOT/bench/gpu/layer-bench.ts" \
   --bundle --platform=node --format=esm --target=node20 --outdir="$STAGE" --out-extension:.js=.mjs --entry-names='[name]' \
   --external:bufferutil --external:utf-8-validate --external:msgpackr-extract --external:webgpu \
   --log-level=warning --legal-comments=none \
   --banner:js="import { createRequire as __ttCreateRequire } from 'node:module'; const require = __ttCreateRequire(import.meta.url);"
 mv "$STAGE/cli.mjs" "$STAGE/tabtrain.mjs"
+mv "$STAGE/worker-cli.mjs" "$STAGE/tabtrain-worker.mjs"
 
 echo "make-kit: node $("$NODE" --version) from $NODE"
 if command -v strip >/dev/null && strip -o "$STAGE/bin/node" "$NODE" 2>/dev/null && "$STAGE/bin/node" -e 0; then :; else cp "$NODE" "$STAGE/bin/node"; fi

@@ -2,20 +2,21 @@
 // docs/BENCHMARKS.md gets (run.sh appends it).
 //
 //   node --import tsx bench/gpu/report.ts --gpu NAME [--torch F] [--probe F] [--worker F] [--io F]
-//        [--train F] [--json OUT.json] [--note TEXT]
+//        [--train F] [--layers F] [--json OUT.json] [--note TEXT]
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { layerSection } from './report-layers';
 
 const { values: v } = parseArgs({
   options: {
     gpu: { type: 'string', default: 'unknown GPU' }, torch: { type: 'string' }, probe: { type: 'string' }, worker: { type: 'string' },
-    io: { type: 'string' }, train: { type: 'string' }, json: { type: 'string' }, note: { type: 'string' }, variants: { type: 'string' },
+    io: { type: 'string' }, train: { type: 'string' }, json: { type: 'string' }, note: { type: 'string' }, variants: { type: 'string' }, layers: { type: 'string' },
   },
 });
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
 const load = (f?: string): Any => (f && existsSync(f) ? JSON.parse(readFileSync(f, 'utf8')) : null);
-const torch = load(v.torch), probe = load(v.probe), worker = load(v.worker), io = load(v.io), train = load(v.train);
+const torch = load(v.torch), probe = load(v.probe), worker = load(v.worker), io = load(v.io), train = load(v.train), layers = load(v.layers);
 // --variants name=file,...: the same worker bench with one setting changed (run.sh's A/B runs).
 const variants = Object.fromEntries((v.variants ?? '').split(',').filter(Boolean).map((kv) => { const [name, f] = kv.split('='); return [name, load(f)]; }).filter(([, j]) => j));
 const fmt = (x: number | null | undefined, d = 1) => (typeof x === 'number' && Number.isFinite(x) ? x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }) : '—');
@@ -53,9 +54,10 @@ if (worker?.results?.length) {
 }
 const VARIANT_TEXT: Record<string, string> = {
   'tfjs-dW': "tfjs's own Conv2DBackpropFilter (one thread per weight)",
-  'mm-dX': "tfjs's tiled Conv2DBackpropInput (WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false, not its naive default)",
+  'mm-dX': "tfjs's matmul-based Conv2DBackpropInput (TABTRAIN_WEBGPU_DX=mm)",
+  'naive-dX': "tfjs's naive Conv2DBackpropInput (TABTRAIN_WEBGPU_DX=naive)",
 };
-const defaultKernels = adapter?.kernels ? `weight-gradient kernel ${adapter.kernels}, naive input gradient` : 'defaults';
+const defaultKernels = adapter?.kernels ? `weight-gradient kernel ${adapter.kernels}, input gradient ${adapter.inputGradient ?? 'naive'}` : 'defaults';
 for (const [name, j] of Object.entries(variants) as [string, Any][]) {
   for (const r of j.results ?? []) {
     const base = worker?.results?.find((b: Any) => b.model === r.model)?.noread;
@@ -73,7 +75,8 @@ if (train) {
     `loss ${fmt(train.lossFirst, 3)} (mean of the first ${train.lossWindow} steps) → ${fmt(train.lossLast, 3)} (last ${train.lossWindow}).` +
     (train.medianStep ? ` Median step ${fmt(train.medianStep.wallMs, 0)} ms: worker compute ${fmt(train.medianStep.computeMs, 0)}, gradient upload ${fmt(train.medianStep.uploadMs, 0)}, SGD ${fmt(train.medianStep.applyMs, 0)}, broadcast ${fmt(train.medianStep.broadcastMs, 0)} ms.` : ''));
 }
+if (layers) lines.push('', '#### Where a GPU step goes (bench/gpu/layer-bench.ts)', '', ...layerSection(layers));
 lines.push('');
 const md = lines.join('\n');
 console.log(md);
-if (v.json) writeFileSync(v.json, JSON.stringify({ gpu: v.gpu, date: new Date().toISOString(), ratios, probe, torch, worker, variants, io, train, markdown: md }, null, 2) + '\n');
+if (v.json) writeFileSync(v.json, JSON.stringify({ gpu: v.gpu, date: new Date().toISOString(), ratios, probe, torch, worker, variants, io, train, layers, markdown: md }, null, 2) + '\n');

@@ -8,6 +8,10 @@
 #   (a) PyTorch d2l AlexNet and VGG-11 (÷4) training examples/s, batch 128, fp32   torch_bench.py
 #   (b) tabtrain's WebGPU worker forward+backward examples/s, same models and batch,
 #       with and without reading the gradients back; weight upload / readback alone  worker-bench, io-bench
+#   (b2) where a GPU step goes: every AlexNet / VGG-11 layer's forward, input- and filter-gradient
+#       kernels (each variant) beside this adapter's own matmul peak (a tiled WGSL kernel of ours);
+#       upload / readback / on-device bandwidths; a step's split: compute, readback of the gradient
+#       or the PowerSGD factors, the update on the device, the refresh                layer-bench
 #   (c) coordinator + 2 Dawn workers on this GPU, real Fashion-MNIST, AlexNet, as many
 #       steps as fit in --seconds (default 240), loss and examples/s                 train-bench
 # Writes gpu-bench.json, BENCHMARKS-gpu.md and run.log to --out (default $OUT if set, else
@@ -24,7 +28,7 @@ while [ $# -gt 0 ]; do
     --seconds) CSECONDS=$2; shift 2 ;;
     --append) APPEND=$2; shift 2 ;;
     --smoke) SMOKE=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -39,7 +43,7 @@ if [ -z "$KITDIR" ]; then
   if [ -z "$KIT" ]; then
     for k in artifacts/gpu-kit/tabtrain-gpu-kit.tar.xz "$(dirname "$0")/../../artifacts/gpu-kit/tabtrain-gpu-kit.tar.xz"; do [ -f "$k" ] && KIT=$k && break; done
   fi
-  if [ -f "$(dirname "$0")/tabtrain.mjs" ]; then KITDIR=$(cd "$(dirname "$0")" && pwd)  # run.sh inside an unpacked kit
+  if [ -f "$(dirname "$0")/tabtrain-worker.mjs" ]; then KITDIR=$(cd "$(dirname "$0")" && pwd)  # run.sh inside an unpacked kit
   elif [ -n "$KIT" ] && [ -f "$KIT" ]; then
     say "unpacking $KIT"
     xz -T0 -dc "$KIT" | tar -C "$WORK" -xf - || { say "cannot unpack $KIT"; exit 1; }
@@ -80,8 +84,11 @@ say "GPU: $GPU; node $("$NODE" --version); kit $(sed -n 2p "$K/MANIFEST.txt" 2>/
 
 if [ $SMOKE = 1 ]; then
   MODELS="vgg11-tiny alexnet-tiny"; BATCH=16; STEPS=3; CMODEL=vgg11-tiny; CSECONDS=20; TORCH_ARGS="--batch 2 --steps 1 --warmup 1"
+  # AlexNet's and VGG's kernel sizes, strides and paddings at 65² / 32² input, batch 4: llvmpipe-sized.
+  LAYER_ARGS="--batch 4 --peak-size 256 --bw-mb 16 --reps 3 --budget-ms 500 alexnet-small vgg11-small"
 else
   MODELS="alexnet vgg11"; STEPS=10; CMODEL=alexnet; TORCH_ARGS="--batch $BATCH"
+  LAYER_ARGS="--batch $BATCH --peak-size 4096 --bw-mb 256 --reps 5 --budget-ms 1000 alexnet vgg11"
 fi
 
 # ---- which adapter: Vulkan first (a GPU), the OpenGL path only if that fails ----
@@ -103,11 +110,17 @@ timeout 180 $PY "$K/torch_bench.py" --data "$DATA" $TORCH_ARGS --json "$WORK/tor
 say "(b) tabtrain WebGPU worker, batch $BATCH: $MODELS"
 timeout 240 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps $STEPS --warmup 2 --profile --data "$DATA" --json "$WORK/worker.json" $MODELS || say "(b) failed or timed out"
 # A/B on the first model, forward+backward only: tfjs's own weight-gradient kernel instead of
-# tabtrain's split-K one, and tfjs's tiled (MM) input-gradient kernel instead of its naive default.
+# tabtrain's split-K one, and the input-gradient kernel the worker does not choose here (it takes
+# tfjs's matmul-based one on Vulkan, the naive one on OpenGL/llvmpipe: client/src/dawn.ts).
 M1=${MODELS%% *}
+OTHER_DX=mm; [ "$TABTRAIN_DAWN_BACKEND" = vulkan ] && OTHER_DX=naive
 TABTRAIN_WEBGPU_KERNELS=tfjs timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-tfjs-dW.json" $M1 || say "(b) variant tfjs-dW failed or timed out"
-TABTRAIN_WEBGPU_FLAGS=WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-mm-dX.json" $M1 || say "(b) variant mm-dX failed or timed out"
+TABTRAIN_WEBGPU_DX=$OTHER_DX timeout 150 "$NODE" "$K/worker-bench.mjs" --batch $BATCH --steps 5 --warmup 1 --modes noread --data "$DATA" --json "$WORK/variant-dX.json" $M1 || say "(b) variant $OTHER_DX-dX failed or timed out"
 timeout 90 "$NODE" "$K/io-bench.mjs" --reps 3 --json "$WORK/io.json" $MODELS || say "(b) io-bench failed or timed out"
+# At most 150 s, less if (a) and (b) ran long: (c) keeps at least 30 s plus its 120 s margin.
+B2=$((570 - (SECONDS - START) - 150)); [ $B2 -gt 150 ] && B2=150; [ $B2 -lt 30 ] && B2=30
+say "(b2) layer-bench, at most $B2 s: $LAYER_ARGS"
+timeout $B2 "$NODE" "$K/layer-bench.mjs" $LAYER_ARGS --data "$DATA" --json "$WORK/layers.json" || say "(b2) layer-bench failed or timed out (what it measured is kept)"
 
 # ---- (c) a real run: coordinator + 2 Dawn workers ----
 # Keep the whole script under 10 minutes: shrink (c) if (a) and (b) took long.
@@ -115,12 +128,12 @@ LEFT=$((570 - (SECONDS - START) - 60))
 [ $SMOKE = 0 ] && [ $LEFT -lt $CSECONDS ] && CSECONDS=$((LEFT > 30 ? LEFT : 30)) && say "(c) shortened to $CSECONDS s"
 say "(c) coordinator + 2 Dawn workers, $CMODEL, batch $BATCH, $CSECONDS s"
 timeout $((CSECONDS + 120)) "$NODE" "$K/train-bench.mjs" --model $CMODEL --batch $BATCH --workers 2 --seconds $CSECONDS \
-  --worker-entry "$K/tabtrain.mjs" --data "$DATA" --json "$WORK/train.json" || say "(c) failed or timed out"
+  --worker-entry "$K/tabtrain-worker.mjs" --data "$DATA" --json "$WORK/train.json" || say "(c) failed or timed out"
 
 # ---- report ----
 NOTE=""; [ $SMOKE = 1 ] && NOTE="SMOKE RUN (tiny models, batch $BATCH): not a benchmark."
 "$NODE" "$K/report.mjs" --gpu "$GPU" --probe "$WORK/probe.json" --torch "$WORK/torch.json" --worker "$WORK/worker.json" --io "$WORK/io.json" \
-  --train "$WORK/train.json" --variants "tfjs-dW=$WORK/variant-tfjs-dW.json,mm-dX=$WORK/variant-mm-dX.json" --json "$OUTDIR/gpu-bench.json" ${NOTE:+--note "$NOTE"} > "$OUTDIR/BENCHMARKS-gpu.md"
+  --train "$WORK/train.json" --layers "$WORK/layers.json" --variants "tfjs-dW=$WORK/variant-tfjs-dW.json,$OTHER_DX-dX=$WORK/variant-dX.json" --json "$OUTDIR/gpu-bench.json" ${NOTE:+--note "$NOTE"} > "$OUTDIR/BENCHMARKS-gpu.md"
 cat "$OUTDIR/BENCHMARKS-gpu.md"
 if [ -z "$APPEND" ] && [ -d docs ] && [ -f package.json ] && grep -q '"name": "tabtrain"' package.json; then APPEND=docs/BENCHMARKS.md; fi
 if [ -n "$APPEND" ] && [ $SMOKE = 0 ]; then { echo; cat "$OUTDIR/BENCHMARKS-gpu.md"; } >> "$APPEND"; say "appended to $APPEND"; fi

@@ -6,8 +6,8 @@
 //   node --import tsx bench/gpu/train-bench.ts [--model alexnet] [--batch 128] [--workers 2]
 //        [--seconds 240] [--backend webgpu] [--data DIR] [--worker-entry FILE.mjs] [--json FILE]
 //
-// --worker-entry: a bundled tabtrain CLI (the GPU kit's tabtrain.mjs), run with this same node;
-// without it workers are started from source (server/src/cli.ts through tsx).
+// --worker-entry: a bundled `tabtrain worker` (the GPU kit's tabtrain-worker.mjs), run with this same node;
+// without it workers are started from source (client/src/worker-cli.ts through tsx).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -45,7 +45,7 @@ const procs: ChildProcess[] = [];
 const stderrs: string[] = [];
 for (let i = 0; i < nWorkers; i++) {
   const args = ['--backend', v.backend!, '--id', `bench-${i}`];
-  const entry = v['worker-entry'] ? [v['worker-entry']] : ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'server/src/cli.ts')];
+  const entry = v['worker-entry'] ? [v['worker-entry']] : ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), join(ROOT, 'client/src/worker-cli.ts')];
   const p = spawn(process.execPath, [...entry, 'worker', '--url', url, ...args], { stdio: 'pipe' });
   stderrs.push('');
   p.stdout!.on('data', (d) => process.stdout.write(`  [worker ${i}] ${d}`));

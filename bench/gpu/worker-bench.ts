@@ -15,10 +15,11 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { dropoutLayers, dropoutMask, getModel, initParams, IMAGE_BYTES, paramLayout } from '@tabtrain/shared';
+import { getModel, initParams, IMAGE_BYTES, paramLayout } from '@tabtrain/shared';
 import { Net } from '@tabtrain/shared/net';
 import { setupNodeBackend } from '../../client/src/node-worker';
 import { DEFAULT_DATA_DIR, loadFashionMnist } from '../../server/src/data';
+import { forwardBackward } from './fwdbwd';
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -43,25 +44,6 @@ if (v.probe) {
 const data = loadFashionMnist(v.data).train;
 const pipelines = () => Object.keys((tf.backend() as unknown as { pipelineCache?: object }).pipelineCache ?? {}).length;
 
-/** One forward+backward as Net.gradient does it, leaving the gradients on the device. */
-async function noread(net: Net, images: Uint8Array, labels: Uint8Array, step: number): Promise<number> {
-  const masks = dropoutLayers(net.spec).map((l) => tf.tensor2d(dropoutMask(1, step, l.layer, 0, batch, l.units, l.rate), [batch, l.units]));
-  const x = net.inputs(images, batch);
-  const y = tf.tensor1d(Int32Array.from(labels.subarray(0, batch)), 'int32');
-  const { value, grads } = tf.variableGrads(() => {
-    const logits = net.forward(x, masks);
-    return tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(y, 10)))) as tf.Scalar;
-  }, net.vars);
-  tf.dispose([x, y, ...masks]);
-  // The loss was enqueued before the gradients, so read a scalar that depends on the LAST
-  // gradient computed (the first layer's kernel) as well: every kernel of the step has then run.
-  const first = grads[net.vars[0].name];
-  const probe = tf.tidy(() => tf.add(value, tf.mul(tf.sum(first), 0)));
-  const loss = (await probe.data())[0];
-  tf.dispose([value, probe, ...Object.values(grads)]);
-  return loss;
-}
-
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const results: Record<string, unknown>[] = [];
 console.log(`backend ${setup.backend}${setup.adapter ? ` on ${JSON.stringify(setup.adapter)}` : ''}; batch ${batch}, ${warmup} warm-up + ${steps} timed steps per mode`);
@@ -76,7 +58,7 @@ for (const name of models) {
   for (const mode of modes) {
     const run = async (s: number) => mode === 'read'
       ? (await net.gradient(images(s), labels(s), batch, 1, s, 0, grad)).lossSum
-      : noread(net, images(s), labels(s), s);
+      : forwardBackward(net, images(s), labels(s), batch, s);
     const t0 = performance.now();
     let loss = await run(0);
     const firstMs = performance.now() - t0;
@@ -101,7 +83,7 @@ for (const name of models) {
   if (v.profile) {
     // Where the time goes, kernel by kernel (GPU times need the 'timestamp-query' feature; without
     // it kernelTimeMs is 0 and only the wall time and counts are meaningful).
-    const info = await tf.profile(async () => { await noread(net, images(999), labels(999), 999); });
+    const info = await tf.profile(async () => { await forwardBackward(net, images(999), labels(999), batch, 999); });
     const byKernel = new Map<string, { n: number; ms: number }>();
     for (const k of info.kernels) {
       const e = byKernel.get(k.name) ?? { n: 0, ms: 0 };

@@ -21,7 +21,7 @@ import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { Net } from '@tabtrain/shared/net';
 import { webgpuTensorIO } from './webgpu-io';
-import { registerWebGPUKernels } from './webgpu-kernels';
+import { registerWebGPUKernels, useInputGradient, type InputGradient } from './webgpu-kernels';
 
 export type DawnBackendName = 'vulkan' | 'opengl';
 
@@ -39,6 +39,8 @@ export type DawnAdapterInfo = {
   maxBufferSize: number;
   /** Which Conv2DBackpropFilter runs: tabtrain's split-K kernel or tfjs's own. */
   kernels?: 'split-k' | 'tfjs';
+  /** Which Conv2DBackpropInput runs: tfjs's matmul-based kernel or its naive one. */
+  inputGradient?: InputGradient;
 };
 
 export interface DawnOptions {
@@ -237,6 +239,14 @@ async function setup(opts: DawnOptions): Promise<{ backend: 'webgpu'; adapter: D
   if (kernels !== 'tfjs' && kernels !== 'split-k') throw new DawnError(`TABTRAIN_WEBGPU_KERNELS must be split-k or tfjs, got '${kernels}'`);
   if (kernels === 'split-k') registerWebGPUKernels();
   info.kernels = kernels;
+  // The input gradient: tfjs's matmul-based kernel or its naive default (one thread per input
+  // element). On llvmpipe and SwiftShader the naive one measured faster on most of AlexNet's and
+  // VGG's layers (docs/BENCHMARKS.md); on a GPU the matmul-shaped one fills the cores (tfjs measured
+  // it ~2× faster), which bench/gpu/run.sh checks. TABTRAIN_WEBGPU_DX=naive|mm forces one.
+  const dx = process.env.TABTRAIN_WEBGPU_DX ?? (info.backendType === 'vulkan' ? 'mm' : 'naive');
+  if (dx !== 'naive' && dx !== 'mm') throw new DawnError(`TABTRAIN_WEBGPU_DX must be naive or mm, got '${dx}'`);
+  useInputGradient(dx);
+  info.inputGradient = dx;
   // tfjs flags for experiments, e.g. TABTRAIN_WEBGPU_FLAGS=WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false
   for (const kv of envList('TABTRAIN_WEBGPU_FLAGS') ?? []) {
     const [k, v] = kv.split('=');

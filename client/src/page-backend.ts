@@ -173,12 +173,19 @@ async function initWebGPU(forced: boolean): Promise<{ adapter: Record<string, un
   // The filter gradient as a split-K tiled matrix product (webgpu-kernels.ts), as the Dawn worker
   // does on a GPU: tfjs's own runs one thread per filter element and leaves a GPU's cores idle.
   // On a software adapter the CPU's few threads gain nothing from it.
-  const kernels = new URLSearchParams(location.search).get('kernels') ?? (isFallbackAdapter ? 'tfjs' : 'split-k');
-  if (kernels === 'split-k') (await import('./webgpu-kernels')).registerWebGPUKernels();
+  const query = new URLSearchParams(location.search);
+  const kernels = query.get('kernels') ?? (isFallbackAdapter ? 'tfjs' : 'split-k');
+  const webgpuKernels = await import('./webgpu-kernels');
+  if (kernels === 'split-k') webgpuKernels.registerWebGPUKernels();
+  // The input gradient: tfjs's matmul-based kernel on a GPU (it fills the cores; tfjs measured it
+  // ~2× faster), its naive one on a software adapter: on SwiftShader the naive one was faster on 10
+  // of AlexNet's and VGG's 11 layers, 4.6× summed (docs/BENCHMARKS.md §6). ?dx=mm|naive forces one.
+  const inputGradient = query.get('dx') === 'mm' || query.get('dx') === 'naive' ? query.get('dx') as 'mm' | 'naive' : isFallbackAdapter ? 'naive' : 'mm';
+  webgpuKernels.useInputGradient(inputGradient);
   return {
     adapter: {
       api: 'webgpu', vendor: info.vendor ?? '', architecture: info.architecture ?? '', device: info.device ?? '', description: info.description ?? '',
-      isFallbackAdapter, kernels: kernels === 'split-k' ? 'split-k' : 'tfjs', maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize, maxBufferSize: limits.maxBufferSize,
+      isFallbackAdapter, kernels: kernels === 'split-k' ? 'split-k' : 'tfjs', inputGradient, maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize, maxBufferSize: limits.maxBufferSize,
     },
     lost,
   };

@@ -144,6 +144,17 @@ export function splitsFor(m: number, n: number, k: number): number {
 let installed = false;
 let originalConfig: tf.KernelConfig | null = null;
 
+/** Which Conv2DBackpropInput tfjs-backend-webgpu runs: its matmul-based kernel or its naive default. */
+export type InputGradient = 'mm' | 'naive';
+
+/** Chooses tfjs's input-gradient kernel (a flag it reads at every call). */
+export function useInputGradient(which: InputGradient): void {
+  tf.env().set('WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE', which === 'naive');
+}
+
+/** Whether the split-K Conv2DBackpropFilter is the registered one. */
+export const splitKInstalled = (): boolean => installed;
+
 /** Puts tfjs's own kernel back (A/B measurements). */
 export function restoreWebGPUKernels(): void {
   if (!installed || !originalConfig) return;

@@ -10,22 +10,10 @@ import { afterAll } from 'vitest';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import type { PageSnapshot } from '../../client/src/page';
 import { ROOT } from './build-client';
+import { CHROMIUM, CHROMIUM_FLAGS } from './chromium';
 
-export const CHROMIUM = process.env.TABTRAIN_CHROMIUM ?? '/usr/bin/chromium';
+export { CHROMIUM, CHROMIUM_FLAGS };
 export const ARTIFACTS = join(ROOT, 'artifacts');
-
-/** SwiftShader gives WebGPU (a fallback adapter) and WebGL without a GPU; the rest keeps the browser quiet. */
-export const CHROMIUM_FLAGS = [
-  '--enable-unsafe-webgpu',
-  '--enable-unsafe-swiftshader',
-  '--use-angle=swiftshader',
-  '--no-sandbox',
-  '--disable-gpu-sandbox',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 
 export interface Tab {
   name: string;

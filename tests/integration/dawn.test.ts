@@ -61,6 +61,8 @@ describe('Dawn webgpu worker', () => {
       expect(['vulkan', 'opengl']).toContain(adapter.backendType);
       expect(typeof adapter.device).toBe('string');
       expect(adapter.kernels).toBe(kernels);
+      // The input gradient: tfjs's matmul-based kernel on a GPU, its naive one on llvmpipe (measured faster there).
+      expect(adapter.inputGradient).toBe(adapter.backendType === 'vulkan' ? 'mm' : 'naive');
       // Both workers computed every step's half: 4 steps × 1 shard each.
       expect(webgpu[0].shardsDone).toBe(RUN.maxSteps);
       expect(two.workers.find((w) => w.backend === 'wasm')!.shardsDone).toBe(RUN.maxSteps);
@@ -108,6 +110,22 @@ describe('Dawn webgpu worker', () => {
       for (let i = 0; i < ref.length; i++) { diff = Math.max(diff, Math.abs(got[i] - ref[i])); big = Math.max(big, Math.abs(ref[i])); }
       expect(diff, `${JSON.stringify([xs, k, co, s, p])}: max diff ${diff} of max ${big}`).toBeLessThan(1e-5 * Math.max(1, big));
     }
+  });
+
+  it("every kernel the worker may register equals the cpu backend at AlexNet's and VGG-11's layer geometry (split-K dW, naive and matmul dX)", async () => {
+    const { setupDawn } = await import('../../client/src/dawn');
+    await import('@tensorflow/tfjs-backend-cpu');
+    await setupDawn();
+    const { checkKernels, kernelCases } = await import('../helpers/kernel-check');
+    const cases = kernelCases();
+    // d2l's geometry: AlexNet's 11×11 stride 4 pad 1 (224² cut to 44², the same partial last window),
+    // 5×5 pad 2 at 26², 3×3 pad 1 at 12²; VGG's 3×3 pad 1 from 32² (cut from 224² and 112²) to 14².
+    expect(cases.map((c) => `${c.kernel}/${c.stride}/${c.pad}@${c.inH}`)).toEqual(expect.arrayContaining(['11/4/1@44', '5/1/2@26', '3/1/1@12', '3/1/1@32', '3/1/1@28', '3/1/1@14']));
+    const t0 = performance.now();
+    const results = await checkKernels(cases);
+    console.log(`dawn kernels vs cpu (${((performance.now() - t0) / 1000).toFixed(1)} s):\n${results.map((r) => `  ${r.variant.padEnd(10)} ${r.layer}: max |Δ| ${r.maxDiff.toExponential(1)} of ${r.maxRef.toFixed(2)}`).join('\n')}`);
+    expect(results).toHaveLength(cases.length * 3);
+    expect(results.filter((r) => !r.ok)).toEqual([]);
   });
 
   // These two are worker processes that exit at start (their env is their own): they run side by side.
