@@ -331,8 +331,12 @@ export class SyntheticMachine {
     const ms = (recompute ? a.count * this.opts.msPerExample : 0) + p.gpuMs;
     await sleep(ms);
     this.slept.computeMs += ms;
-    await this.awaitThread(); // the hash check's answer, before the factors leave
     const computeMs = performance.now() - t0;
+    // The hash check's answer, before the factors leave: the exact copy's threads' backlog, reported
+    // as the time before sending (encodeMs), so that computeMs stays the GPU's.
+    const t1 = performance.now();
+    await this.awaitThread();
+    const encodeMs = performance.now() - t1;
     let sendMs = 0;
     const frames = p.frames[round - 1];
     for (let i = 0; i < frames.length; i++) {
@@ -347,7 +351,7 @@ export class SyntheticMachine {
       sendMs += performance.now() - t2;
     }
     const stats = recompute ? { lossSum: a.count * Math.LN10, correct: Math.round(a.count / 10), count: a.count } : { lossSum: 0, correct: 0, count: a.count };
-    await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs: 0, sendMs } }));
+    await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs, sendMs } }));
     await this.send(encode({ type: MSG.status, tensors: 0, bytes: 0 }));
   }
 

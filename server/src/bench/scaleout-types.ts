@@ -67,8 +67,12 @@ export interface LinkFigures {
   /** max(compute bound, link bound). */
   boundMs: number;
   overBound: number;
-  /** Synthetic machines: their own per-step work, slept (workerOwnMs), and the step ÷ max(compute + it, link). */
+  /**
+   * Synthetic machines: their own per-step work on the step's path, slept (workerOwnMs: pathMs), the
+   * exact copy's threads' work beside it (powersgd; threadMs), and the step ÷ max(compute + path, threads, link).
+   */
   workerOwnMs?: number;
+  workerThreadMs?: number;
   overOwnBound?: number;
   /**
    * compute + the busiest link's bytes in + out ÷ its rate: the floor of a step that overlaps
