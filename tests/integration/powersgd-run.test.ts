@@ -114,8 +114,13 @@ describe('powersgd in two rounds on real workers', () => {
       if (version % every === 0) hashes.set(version, replicaHash(coord.weights));
     });
     try {
-      // The exact copy in a worker_threads thread, as `tabtrain worker` keeps it.
-      const workers = await run.add(2, { ...WASM, refreshEvery: every, exactReplica: threadReplica });
+      // The exact copy in a worker_threads thread, as `tabtrain worker` keeps it: one worker's applies
+      // each update alone, the other's with 2 helper threads (--apply-threads 3, low-rank-pool.ts);
+      // the coordinator's with its own helper threads (--apply-threads, default here).
+      const workers = [
+        ...await run.add(1, { ...WASM, refreshEvery: every, exactReplica: threadReplica }),
+        ...await run.add(1, { ...WASM, refreshEvery: every, exactReplica: (plan, lr, corrupt) => threadReplica(plan, lr, corrupt, 3) }),
+      ];
       const summary = await coord.train();
       expect(summary.steps).toBe(steps + 5);
       const { workers: rows, caught } = coord.status();
