@@ -67,6 +67,13 @@ class Share {
     this.pAt = this.qAt + at.qBytes;
   }
 
+  /** This thread's share is done: the last one to end stamps the job's end (f64 slot 6) and wakes whoever waits. */
+  end(): void {
+    if (Atomics.sub(this.ctl, LEFT, 1) !== 1) return;
+    this.f64[6] = clock();
+    Atomics.notify(this.ctl, LEFT);
+  }
+
   /** Does share `share` of `shares` of the job in the control words, with this thread's scratch. */
   run(share = this.init.share, shares = this.ctl[SHARES]): void {
     const { plan } = this.init;
@@ -110,9 +117,12 @@ export function serveShare(init: ShareInit): void {
     seen = Atomics.load(s.ctl, GEN);
     if (Atomics.load(s.ctl, STOP)) return;
     s.run();
-    if (Atomics.sub(s.ctl, LEFT, 1) === 1) Atomics.notify(s.ctl, LEFT);
+    s.end();
   }
 }
+
+/** Wall-clock ms that every thread reads alike (performance.now() counts from each thread's own start). */
+const clock = () => performance.timeOrigin + performance.now();
 
 /** Starts one helper thread on `init` (the host's: a worker_threads Worker, a Web Worker); returns how to end it. */
 export type StartShare = (init: ShareInit) => () => void;
@@ -129,7 +139,7 @@ export class LowRankPool {
   /** Where the caller puts both rounds' broadcasts before a job (the shared factors every thread reads). */
   readonly round1: Float32Array;
   readonly round2: Float32Array;
-  /** How long the last job took, start to the last share's end, in ms. */
+  /** How long the last job took, start to the last share's end, in ms (known once it is seen done: busy, wait). */
   lastMs = 0;
   private readonly ctl: Int32Array;
   private readonly f64: Float64Array;
@@ -185,6 +195,7 @@ export class LowRankPool {
   private alone(from: number, to: number, dense: boolean, lr: number, batch: number): void {
     this.post(from, to, dense, lr, batch, 1, 0);
     this.own.run(0, 1);
+    this.f64[6] = clock();
     this.finished();
   }
 
@@ -197,7 +208,7 @@ export class LowRankPool {
     this.f64[5] = batch;
     Atomics.store(this.ctl, LEFT, helpers);
     this.running = true;
-    this.startedAt = performance.now();
+    this.startedAt = clock();
     Atomics.add(this.ctl, GEN, 1);
     Atomics.notify(this.ctl, GEN);
   }
@@ -212,7 +223,8 @@ export class LowRankPool {
 
   private finished(): void {
     this.running = false;
-    this.lastMs = performance.now() - this.startedAt;
+    // The helpers' end stamp (Atomics.load of LEFT above orders it), or now for a job this thread did (alone, or its share last).
+    this.lastMs = Math.max(this.f64[6], this.ctl[SHARES] > this.helpers ? clock() : 0, this.startedAt) - this.startedAt;
   }
 
   /** Ends the helpers (after the job in hand). */
