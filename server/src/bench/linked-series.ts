@@ -41,7 +41,7 @@ async function runLinked(o: ScaleoutOptions, lab: NetLab, l: LinkConfig, probe: 
   const burnIn = Math.max(1, o.burnIn);
   const host: HostOptions = {
     model, epochs: 1, batch, seed: 42, port: 0, host: lab.coordinator.ip, minWorkers: n, maxSteps: burnIn + o.steps,
-    balance: o.balance, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
+    balance: o.balance, applyThreads: o.applyThreads, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
     // Every shard computed once: no --verify-shards spot checks (a 5% chance per shard of a second copy).
     verifyShards: 0,
   };

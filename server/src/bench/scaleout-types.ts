@@ -25,6 +25,8 @@ export interface ScaleoutOptions {
   links: LinkConfig[] | null;
   /** How the coordinator splits each step: even shards over every worker, or the cost model's plan (--balance cost). */
   balance: 'equal' | 'cost';
+  /** powersgd: the coordinator's helper threads for each update (CoordinatorOptions.applyThreads); undefined: its default. */
+  applyThreads?: number;
   log: (line: string) => void;
 }
 
