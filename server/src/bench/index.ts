@@ -79,6 +79,13 @@ const ints = (s: string, name: string) => list(s).map((x) => {
   return n;
 });
 
+/** --apply-threads: 0 (the event loop) or more. */
+function threadCount(s: string): number {
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`--apply-threads: '${s}' is not 0 or a positive integer`);
+  return n;
+}
+
 export async function bench(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
   if (!what || what === 'help' || rest.includes('--help') || what === '--help') { console.log(HELP); return; }
@@ -139,7 +146,7 @@ export async function bench(argv: string[]): Promise<void> {
       kind, models, workers: ints(v.workers!, 'workers'), scaling, steps: ints(v.steps!, 'steps')[0], burnIn: Number(v['burn-in']),
       msPerExample: ms, batch: ints(v.batch!, 'batch')[0], perWorkerBatch: ints(v['per-worker-batch']!, 'per-worker-batch')[0],
       compress: list(v.compress!).map((m) => parseCompression(m, rank)), backend: v.backend!, workerCpu, links, log, balance: v.balance as 'equal' | 'cost',
-      applyThreads: v['apply-threads'] === undefined ? undefined : ints(v['apply-threads'], 'apply-threads')[0],
+      applyThreads: v['apply-threads'] === undefined ? undefined : threadCount(v['apply-threads']),
     });
     const compute = kind === 'synthetic' ? `synthetic compute, ${ms} ms/example` : 'real compute';
     const json = { bench: 'scaleout', started, machine: machine(), kind, msPerExample: ms, workerCpu, whatIsReal: what, memcpyGBs, links, workerCosts, runs };
