@@ -94,6 +94,8 @@ export interface LinkFigures {
    * run waited for CPU (this machine's cores are shared with every worker, and with other users).
    */
   machineCpuBound: boolean;
+  /** powersgd: the coordinator's own apply of each update (median applyMs) was ≥ 80% of the step: this machine's cores and memory, not the link or the workers, set the pace. */
+  coordinatorApplyBound?: boolean;
   /** CPU of all worker processes per step, summed (median): their network work, and whatever of theirs is not slept. */
   workersCpuMs: number;
   /**
