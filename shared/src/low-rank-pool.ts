@@ -18,7 +18,7 @@ import type { LowRankMatrix, PowerSgdPlan } from './powersgd';
 import { instantiateKernels, kernelMemory, sharedKernelsAvailable, type Kernels } from './simd';
 
 /** Control words (Int32 slots). */
-const GEN = 0, LEFT = 1, FROM = 2, TO = 3, DENSE = 4, SHARES = 5, STOP = 6;
+const GEN = 0, LEFT = 1, FROM = 2, TO = 3, DENSE = 4, SHARES = 5, STOP = 6, READY = 7;
 /** Bytes of control: the Int32 slots, then lr and batch as f64 at byte 32. */
 const CTL_BYTES = 64;
 /** Weights per block through a thread's scratch: 256 KiB (as LowRankKernel's BLOCK_FLOATS). */
@@ -106,13 +106,16 @@ class Share {
 }
 
 /**
- * A helper thread's whole life: waits for each job, does its share, and returns when the pool is
- * disposed. It blocks its thread (Atomics.wait), so it must run in a thread of its own.
+ * A helper thread's whole life: says it is ready, waits for each job, does its share, and returns
+ * when the pool is disposed. It blocks its thread (Atomics.wait), so it must run in a thread of its own.
  */
 export function serveShare(init: ShareInit): void {
   const s = new Share(init);
-  let seen = 0;
+  // No job is handed out before every helper has said it is ready (after reading the counter).
+  let seen = Atomics.load(s.ctl, GEN);
+  Atomics.add(s.ctl, READY, 1);
   for (;;) {
+    if (Atomics.load(s.ctl, STOP)) return;
     Atomics.wait(s.ctl, GEN, seen);
     seen = Atomics.load(s.ctl, GEN);
     if (Atomics.load(s.ctl, STOP)) return;
@@ -169,6 +172,13 @@ export class LowRankPool {
     this.stops = Array.from({ length: helpers }, (_, share) => startShare({ memory, plan, shares, share }));
   }
 
+  /**
+   * Every helper has started. Until then a job runs whole on the calling thread: a thread that
+   * blocked waiting for helpers still starting could wait for ever where their start needs its
+   * event loop (a Web Worker's nested workers).
+   */
+  get ready(): boolean { return Atomics.load(this.ctl, READY) === this.helpers; }
+
   /** True while a job runs. */
   get busy(): boolean {
     if (this.running && Atomics.load(this.ctl, LEFT) === 0) this.finished();
@@ -178,34 +188,40 @@ export class LowRankPool {
   /** Hands matrices [from, to) of the plan (and the fp32 tensors if `dense`) to the helpers; the factors must be in round1/round2. */
   start(from: number, to: number, dense: boolean, lr: number, batch: number): void {
     this.wait();
-    if (this.stopped) { this.alone(from, to, dense, lr, batch); return; }
+    if (this.stopped || !this.ready) { this.alone(from, to, dense, lr, batch); return; }
     this.post(from, to, dense, lr, batch, this.helpers, this.helpers);
   }
 
   /** As start, with the calling thread doing a share too; returns when the update is applied. Blocks (Atomics.wait): not on a page's main thread. */
   apply(from: number, to: number, dense: boolean, lr: number, batch: number): void {
     this.wait();
-    if (this.stopped) { this.alone(from, to, dense, lr, batch); return; }
+    if (this.stopped || !this.ready) { this.alone(from, to, dense, lr, batch); return; }
     this.post(from, to, dense, lr, batch, this.helpers + 1, this.helpers);
     this.own.run();
     this.wait();
   }
 
-  /** The whole job on this thread (the pool was disposed). */
+  /** The whole job on this thread (helpers not started yet, or disposed): GEN does not move, so no helper takes it. */
   private alone(from: number, to: number, dense: boolean, lr: number, batch: number): void {
-    this.post(from, to, dense, lr, batch, 1, 0);
+    this.describe(from, to, dense, lr, batch, 1);
+    this.startedAt = clock();
     this.own.run(0, 1);
     this.f64[6] = clock();
     this.finished();
   }
 
-  private post(from: number, to: number, dense: boolean, lr: number, batch: number, shares: number, helpers: number): void {
+  /** Writes a job's words; the helpers read them only once GEN moves (post). */
+  private describe(from: number, to: number, dense: boolean, lr: number, batch: number, shares: number): void {
     this.ctl[FROM] = from;
     this.ctl[TO] = to;
     this.ctl[DENSE] = dense ? 1 : 0;
     this.ctl[SHARES] = shares;
     this.f64[4] = lr;
     this.f64[5] = batch;
+  }
+
+  private post(from: number, to: number, dense: boolean, lr: number, batch: number, shares: number, helpers: number): void {
+    this.describe(from, to, dense, lr, batch, shares);
     Atomics.store(this.ctl, LEFT, helpers);
     this.running = true;
     this.startedAt = clock();

@@ -14,6 +14,14 @@ const { params, total } = paramLayout(spec);
 const plan = powerSgdPlanOf(params, total, { mode: 'powersgd', rank: 4 })!;
 const bits = (v: Float32Array) => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 const pools: LowRankPool[] = [];
+/** Until every helper has started, a pool applies on the calling thread alone: these tests want the helpers. */
+async function started(pool: LowRankPool): Promise<LowRankPool> {
+  for (let i = 0; !pool.ready; i++) {
+    if (i > 2000) throw new Error('helper threads did not start in 20 s');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return pool;
+}
 afterAll(() => { for (const p of pools) p.dispose(); });
 
 /** Three steps of updates, applied by one thread with the kernel: the reference. */
@@ -29,10 +37,9 @@ describe('LowRankPool', () => {
   const want = reference(steps);
 
   for (const helpers of [1, 2, 3]) {
-    it(`${helpers} helper thread(s), started and waited for (the coordinator), or joined by the caller (the exact copy): the same bits as one thread`, () => {
-      const pool = LowRankPool.create(plan, helpers, startShareThread)!;
+    it(`${helpers} helper thread(s), started and waited for (the coordinator), or joined by the caller (the exact copy): the same bits as one thread`, async () => {
+      const pool = await started(LowRankPool.create(plan, helpers, startShareThread)!);
       pools.push(pool);
-      expect(pool).not.toBeNull();
       pool.weights.set(initParams(spec, 42));
       steps.forEach(([r1, r2], i) => {
         pool.round1.set(r1);
@@ -45,8 +52,8 @@ describe('LowRankPool', () => {
     });
   }
 
-  it('applies an update part by part as it arrives (ArrivingUpdate), with the same bits', () => {
-    const pool = LowRankPool.create(plan, 2, startShareThread)!;
+  it('applies an update part by part as it arrives (ArrivingUpdate), with the same bits', async () => {
+    const pool = await started(LowRankPool.create(plan, 2, startShareThread)!);
     pools.push(pool);
     pool.weights.set(initParams(spec, 42));
     for (const [r1, r2] of steps) {
@@ -70,9 +77,25 @@ describe('LowRankPool', () => {
   });
 });
 
-describe('LowRankPool after dispose', () => {
-  it('applies on the calling thread alone, with the same bits', () => {
+describe('LowRankPool before its helpers start, and after dispose', () => {
+  it('applies on the calling thread alone, with the same bits, and no helper takes those jobs again', async () => {
     const pool = LowRankPool.create(plan, 2, startShareThread)!;
+    pool.weights.set(initParams(spec, 42));
+    const steps = [1, 2, 3].map((s) => syntheticFactors(plan, s));
+    expect(pool.ready).toBe(false); // a thread takes far longer to start than this
+    pool.round1.set(steps[0][0]);
+    pool.round2.set(steps[0][1]);
+    pool.apply(0, plan.matrices.length, true, 0.01, 128);
+    await started(pool);
+    pool.round1.set(steps[1][0]);
+    pool.round2.set(steps[1][1]);
+    pool.start(0, plan.matrices.length, true, 0.01, 128);
+    pool.wait();
+    expect(bits(pool.weights).equals(bits(reference(steps.slice(0, 2))))).toBe(true);
+  });
+
+  it('after dispose, applies on the calling thread alone, with the same bits', async () => {
+    const pool = await started(LowRankPool.create(plan, 2, startShareThread)!);
     pool.weights.set(initParams(spec, 42));
     pool.dispose();
     const steps = [1, 2, 3].map((s) => syntheticFactors(plan, s));

@@ -322,6 +322,12 @@ function applyThreaded(plan: PowerSgdPlan, round1: Float32Array, round2: Float32
     const pool = LowRankPool.create(plan, helpers, startShareThread);
     if (!pool) return { threads: helpers + 1, ms: NaN };
     try {
+      // Until its helpers have started a pool applies alone: wait for them (their start needs nothing of this thread).
+      const nap = new Int32Array(new SharedArrayBuffer(4));
+      for (let i = 0; !pool.ready; i++) {
+        if (i > 1000) return { threads: helpers + 1, ms: NaN };
+        Atomics.wait(nap, 0, 0, 10);
+      }
       pool.weights.fill(1e-2);
       pool.round1.set(round1);
       pool.round2.set(round2);
