@@ -3,7 +3,7 @@
 // sides: `webWorkerReplica` (the page's) and, loaded as the Web Worker (Vite bundles it as one
 // from the `new URL(…, import.meta.url)` below), its entry.
 import { ThreadReplica, serveReplica, type ReplicaReply, type ReplicaRequest } from './exact-replica';
-import type { ShareInit } from '@tabtrain/shared/low-rank-pool';
+import { POOL_MIN_FLOATS, type ShareInit } from '@tabtrain/shared/low-rank-pool';
 import type { PowerSgdPlan } from '@tabtrain/shared/powersgd';
 
 /**
@@ -17,7 +17,7 @@ function replicaThreads(): number {
 }
 
 /** Starts the Web Worker and returns the page's handle on it; `threads` > 1 only where memory can be shared (the pool falls back to one otherwise). */
-export function webWorkerReplica(plan: PowerSgdPlan, lr: number, corruptVersion?: number, threads = replicaThreads()): ThreadReplica {
+export function webWorkerReplica(plan: PowerSgdPlan, lr: number, corruptVersion?: number, threads = plan.total >= POOL_MIN_FLOATS ? replicaThreads() : 1): ThreadReplica {
   const worker = new Worker(new URL('./exact-replica-webworker.ts', import.meta.url), { type: 'module' });
   const host = new ThreadReplica({ postMessage: (m, transfer) => worker.postMessage(m, transfer ?? []) }, () => worker.terminate(), plan, lr, corruptVersion, threads);
   worker.onmessage = (e: MessageEvent<ReplicaReply | { error: string }>) => host.onMessage(e.data);

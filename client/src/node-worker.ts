@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES } from '@tabtrain/shared';
 import { WorkerCore, type WorkerIdentity } from './core';
 import { defaultReplicaThreads, threadReplica } from './exact-replica-thread';
+import { POOL_MIN_FLOATS } from '@tabtrain/shared/low-rank-pool';
 
 export interface NodeWorkerOptions {
   /** ws:// or wss:// (see workerUrl in worker-cli.ts for what a person may type). */
@@ -250,7 +251,7 @@ function session(opts: NodeWorkerOptions, workerId: string, backend: string, ada
     const send = (frame: Uint8Array) => new Promise<void>((res, rej) => ws.send(frame, (err) => (err ? rej(err) : res())));
     // One identity per instance across reconnects: the core records the id and session secret the welcome gives.
     if (!identities.has(workerId)) identities.set(workerId, { workerId, kind: 'node', backend, adapter, token: opts.token, local: process.env[LOCAL_KEY_ENV] });
-    const core = new WorkerCore(identities.get(workerId)!, send, { delayMsPerExample: opts.delayMsPerExample, corruptVersion: opts.corruptVersion, syntheticMsPerExample: opts.syntheticMsPerExample, refreshEvery: opts.refreshEvery, exactReplica: (p, lr, c) => threadReplica(p, lr, c, opts.applyThreads ?? defaultReplicaThreads()), log });
+    const core = new WorkerCore(identities.get(workerId)!, send, { delayMsPerExample: opts.delayMsPerExample, corruptVersion: opts.corruptVersion, syntheticMsPerExample: opts.syntheticMsPerExample, refreshEvery: opts.refreshEvery, exactReplica: (p, lr, c) => threadReplica(p, lr, c, opts.applyThreads ?? (p.total >= POOL_MIN_FLOATS ? defaultReplicaThreads() : 1)), log });
     sockets.add(ws);
     ws.on('open', () => {
       opened = true;

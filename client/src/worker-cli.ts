@@ -33,7 +33,8 @@ options:
                       thread, and log their drift (default 50)
   --apply-threads T   powersgd: threads that apply each update to the exact copy (its thread and
                       T − 1 helpers sharing its memory; default ${defaultReplicaThreads()} here: the cores but
-                      one, at most 4). The same bits whatever T
+                      one, at most 4, for models of 1 M weights or more, 1 below). The same bits
+                      whatever T
   --delay-ms X        add X ms per example (simulates a slow GPU; for tests)
   --fault-corrupt-version V
                       perturb this worker's weights after applying update V (tests the hash check)

@@ -4,7 +4,7 @@
 // not reach threads).
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import type { ShareInit } from '@tabtrain/shared/low-rank-pool';
+import { POOL_MIN_FLOATS, type ShareInit } from '@tabtrain/shared/low-rank-pool';
 
 /**
  * Helper threads the coordinator applies each powersgd update with, by default: every core but
@@ -12,6 +12,9 @@ import type { ShareInit } from '@tabtrain/shared/low-rank-pool';
  * channels only contend), at least 1 (off the event loop, even on one core).
  */
 export const defaultApplyThreads = () => Math.max(1, Math.min(4, availableParallelism() - 1));
+
+/** The coordinator's helper threads for a model of `total` weights: `requested` (--apply-threads), else the default from POOL_MIN_FLOATS up, none below. */
+export const applyThreadsFor = (total: number, requested?: number) => requested ?? (total >= POOL_MIN_FLOATS ? defaultApplyThreads() : 0);
 
 /** Starts one helper thread; it ends itself when its pool is disposed, and never keeps the process alive. */
 export function startShareThread(init: ShareInit): () => void {

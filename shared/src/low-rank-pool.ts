@@ -17,6 +17,13 @@
 import type { LowRankMatrix, PowerSgdPlan } from './powersgd';
 import { instantiateKernels, kernelMemory, sharedKernelsAvailable, type Kernels } from './simd';
 
+/**
+ * Weights below which the default is one thread: an update of a model this small takes about a
+ * millisecond on one, and helper threads would only add their start (hundreds of ms under tsx).
+ * An explicit thread count (--apply-threads) is taken at any size.
+ */
+export const POOL_MIN_FLOATS = 1 << 20;
+
 /** Control words (Int32 slots). */
 const GEN = 0, LEFT = 1, FROM = 2, TO = 3, DENSE = 4, SHARES = 5, STOP = 6, READY = 7;
 /** Bytes of control: the Int32 slots, then lr and batch as f64 at byte 32. */
