@@ -10,11 +10,13 @@
 // this thread (`LocalReplica`, the fallback where no thread can be started). Hosts only pass
 // messages: `serveReplica` is the whole of a thread's side.
 import { replicaHash, type Basis } from '@tabtrain/shared';
-import { ArrivingUpdate, LowRankKernel, applyPart, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { LowRankPool, type StartShare } from '@tabtrain/shared/low-rank-pool';
+import { ArrivingUpdate, LowRankKernel, applyPart, type PowerSgdPlan, type UpdatePart } from '@tabtrain/shared/powersgd';
 
 /** What the worker's main thread tells its exact copy, in frame order. */
 export type ReplicaRequest =
-  | { op: 'init'; plan: PowerSgdPlan; lr: number; corruptVersion?: number }
+  /** `threads`: threads that apply each update (this one and threads − 1 helpers sharing its memory: low-rank-pool.ts); default 1. */
+  | { op: 'init'; plan: PowerSgdPlan; lr: number; corruptVersion?: number; threads?: number }
   /** A slice of full weights (a resync, or the first weights). */
   | { op: 'weights'; version: number; offset: number; total: number; floats: Float32Array }
   /** A slice of a powersgd broadcast; round 2's are applied as they complete a part of the update. */
@@ -32,7 +34,8 @@ export class Incoming {
   version = -1;
   /** Floats of `version` taken so far. */
   received = 0;
-  constructor(floats: number) { this.v = new Float32Array(floats); }
+  /** `into`: where the vector is kept (a thread pool's shared factors), else an array of its own. */
+  constructor(floats: number, into?: Float32Array) { this.v = into ?? new Float32Array(floats); }
 
   /** Takes a slice; true once the vector of b.version is whole. */
   take(b: Basis, body: Float32Array): boolean {
@@ -60,11 +63,12 @@ export class ExactReplica {
   private arriving: ArrivingUpdate | null = null;
   private hashed: { version: number; hash: string } | null = null;
 
-  constructor(readonly plan: PowerSgdPlan, private readonly lr: number, private readonly corruptVersion?: number) {
-    this.kernel = LowRankKernel.withWeights(plan);
-    this.weights = this.kernel?.weights ?? new Float32Array(plan.total);
-    this.round1 = new Incoming(plan.round1Floats);
-    this.round2 = new Incoming(plan.round2Floats);
+  /** `pool`: helper threads that apply each part with this one (the weights and factors live in its shared memory), or none. */
+  constructor(readonly plan: PowerSgdPlan, private readonly lr: number, private readonly corruptVersion?: number, private readonly pool: LowRankPool | null = null) {
+    this.kernel = pool ? null : LowRankKernel.withWeights(plan);
+    this.weights = pool?.weights ?? this.kernel?.weights ?? new Float32Array(plan.total);
+    this.round1 = new Incoming(plan.round1Floats, pool?.round1);
+    this.round2 = new Incoming(plan.round2Floats, pool?.round2);
   }
 
   /** Handles one request; returns the answer of a question (hash, snapshot), null otherwise. */
@@ -98,7 +102,7 @@ export class ExactReplica {
     const whole = this.round2.take(b, floats);
     if (b.offset === 0) this.arriving = this.version === b.version - 1 && this.round1.whole(b.version) ? new ArrivingUpdate(this.plan, b.version) : null;
     const a = this.arriving;
-    if (a?.version === b.version) applyPart(this.plan, this.weights, a.due(this.round2.received), this.round1.v, this.round2.v, this.lr, b.batch, this.kernel);
+    if (a?.version === b.version) this.apply(a.due(this.round2.received), b.batch);
     if (!whole) return;
     if (a?.version === b.version && a.done) {
       if (b.version === this.corruptVersion) this.weights[0] += 1; // fault injection (tests)
@@ -110,6 +114,15 @@ export class ExactReplica {
     }
     this.arriving = null;
   }
+
+  /** One part of the update: split over the pool's threads (the matrices come in plan order, contiguous), or on this thread. */
+  private apply(part: UpdatePart, batch: number): void {
+    if (!this.pool) { applyPart(this.plan, this.weights, part, this.round1.v, this.round2.v, this.lr, batch, this.kernel); return; }
+    const from = part.matrices.length ? this.plan.matrices.indexOf(part.matrices[0]) : 0;
+    if (part.matrices.length || part.dense.length) this.pool.apply(from, from + part.matrices.length, part.dense.length > 0, this.lr, batch);
+  }
+
+  dispose(): void { this.pool?.dispose(); }
 
   private atVersion(version: number): boolean {
     return this.version === version && this.arriving === null;
@@ -168,8 +181,8 @@ export class ThreadReplica implements ReplicaHost {
   private readonly waiting = new Map<number, (r: ReplicaReply) => void>();
   private error: Error | null = null;
 
-  constructor(private readonly port: ReplicaPort, private readonly stop: () => void, plan: PowerSgdPlan, lr: number, corruptVersion?: number) {
-    port.postMessage({ op: 'init', plan, lr, corruptVersion } satisfies ReplicaRequest);
+  constructor(private readonly port: ReplicaPort, private readonly stop: () => void, plan: PowerSgdPlan, lr: number, corruptVersion?: number, threads?: number) {
+    port.postMessage({ op: 'init', plan, lr, corruptVersion, threads } satisfies ReplicaRequest);
   }
 
   /** The thread's messages: answers, or `{ error }`. */
@@ -206,14 +219,22 @@ export class ThreadReplica implements ReplicaHost {
   dispose(): void { this.stop(); }
 }
 
-/** A thread's whole side: `init` makes the replica, every later request is handled in order; a failure is reported once, then nothing more is done. */
-export function serveReplica(reply: (m: ReplicaReply | { error: string }, transfer?: ArrayBuffer[]) => void): (r: ReplicaRequest) => void {
+/**
+ * A thread's whole side: `init` makes the replica, every later request is handled in order; a
+ * failure is reported once, then nothing more is done. `startShare`: how this host starts helper
+ * threads for `init.threads` (none: the replica applies on its own thread).
+ */
+export function serveReplica(reply: (m: ReplicaReply | { error: string }, transfer?: ArrayBuffer[]) => void, startShare?: StartShare): (r: ReplicaRequest) => void {
   let replica: ExactReplica | null = null;
   let failed = false;
   return (r) => {
     if (failed) return;
     try {
-      if (r.op === 'init') { replica = new ExactReplica(r.plan, r.lr, r.corruptVersion); return; }
+      if (r.op === 'init') {
+        const helpers = (r.threads ?? 1) - 1;
+        replica = new ExactReplica(r.plan, r.lr, r.corruptVersion, startShare && helpers > 0 ? LowRankPool.create(r.plan, helpers, startShare) : null);
+        return;
+      }
       if (!replica) throw new Error(`${r.op} before init`);
       const answer = replica.handle(r);
       if (answer) reply(answer, answer.weights ? [answer.weights.buffer as ArrayBuffer] : []);

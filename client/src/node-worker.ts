@@ -8,7 +8,8 @@ import WebSocket from 'ws';
 import * as tf from '@tensorflow/tfjs-core';
 import { CLOSE, CLOSE_NAMES, MAX_FRAME_BYTES } from '@tabtrain/shared';
 import { WorkerCore, type WorkerIdentity } from './core';
-import { threadReplica } from './exact-replica-thread';
+import { defaultReplicaThreads, threadReplica } from './exact-replica-thread';
+import { POOL_MIN_FLOATS } from '@tabtrain/shared/low-rank-pool';
 import { asTyped } from '@tabtrain/shared/cli-args';
 
 export interface NodeWorkerOptions {
@@ -29,6 +30,8 @@ export interface NodeWorkerOptions {
   corruptVersion?: number;
   /** powersgd: refresh the working weights (on the backend) from the exact copy (in a thread) every this many versions. */
   refreshEvery?: number;
+  /** powersgd: threads that apply each update to the exact copy (default defaultReplicaThreads()). */
+  applyThreads?: number;
   /** Benchmark stand-in for a GPU: no tfjs compute, sleep this long per example (synthetic.ts). */
   syntheticMsPerExample?: number;
   quiet?: boolean;
@@ -249,7 +252,7 @@ function session(opts: NodeWorkerOptions, workerId: string, backend: string, ada
     const send = (frame: Uint8Array) => new Promise<void>((res, rej) => ws.send(frame, (err) => (err ? rej(err) : res())));
     // One identity per instance across reconnects: the core records the id and session secret the welcome gives.
     if (!identities.has(workerId)) identities.set(workerId, { workerId, kind: 'node', backend, adapter, token: opts.token, local: process.env[LOCAL_KEY_ENV] });
-    const core = new WorkerCore(identities.get(workerId)!, send, { delayMsPerExample: opts.delayMsPerExample, corruptVersion: opts.corruptVersion, syntheticMsPerExample: opts.syntheticMsPerExample, refreshEvery: opts.refreshEvery, exactReplica: threadReplica, log });
+    const core = new WorkerCore(identities.get(workerId)!, send, { delayMsPerExample: opts.delayMsPerExample, corruptVersion: opts.corruptVersion, syntheticMsPerExample: opts.syntheticMsPerExample, refreshEvery: opts.refreshEvery, exactReplica: (p, lr, c) => threadReplica(p, lr, c, opts.applyThreads ?? (p.total >= POOL_MIN_FLOATS ? defaultReplicaThreads() : 1)), log });
     sockets.add(ws);
     ws.on('open', () => {
       opened = true;

@@ -4,6 +4,7 @@
 import { CLOSE } from '@tabtrain/shared';
 import { WorkerCore, type WorkerIdentity, type WorkerStatus } from './core';
 import { webWorkerReplica } from './exact-replica-webworker';
+import type { PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import type { DeviceLoss } from './page-backend';
 
 /** `send` resolves once the socket's buffer has drained below this many bytes. */
@@ -111,6 +112,8 @@ export interface SessionOptions {
   log: (line: string) => void;
   /** powersgd: refresh the working weights from the exact copy (in a Web Worker) every this many versions (?refresh=K). */
   refreshEvery?: number;
+  /** powersgd: threads that apply each update to the exact copy (?apply-threads=T; default replicaThreads()). */
+  applyThreads?: number;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -184,7 +187,7 @@ export function runSession(opts: SessionOptions): Promise<SessionOutcome> {
       }
     };
     // The exact copy of the weights in a Web Worker where there are Web Workers, on this thread otherwise.
-    const exactReplica = typeof Worker === 'function' ? webWorkerReplica : undefined;
+    const exactReplica = typeof Worker === 'function' ? (plan: PowerSgdPlan, lr: number, corrupt?: number) => webWorkerReplica(plan, lr, corrupt, opts.applyThreads) : undefined;
     const core = new WorkerCore(opts.identity, send, { onStatus: opts.onStatus, log: opts.log, refreshEvery: opts.refreshEvery, exactReplica });
 
     const finish = async (code: number, reason: string) => {

@@ -93,6 +93,10 @@ async function main(): Promise<void> {
   const refreshParam = params.get('refresh');
   const refreshEvery = refreshParam !== null && /^[1-9]\d{0,8}$/.test(refreshParam) ? Number(refreshParam) : undefined;
   if (refreshParam !== null && refreshEvery === undefined) log(`?refresh=${refreshParam} is not a whole number of versions ≥ 1: using the default`);
+  // powersgd: threads that apply each update to the exact copy (default: the cores but this page's, at most 4).
+  const applyParam = params.get('apply-threads');
+  const applyThreads = applyParam !== null && /^[1-9]$/.test(applyParam) ? Number(applyParam) : undefined;
+  if (applyParam !== null && applyThreads === undefined) log(`?apply-threads=${applyParam} is not a whole number from 1 to 9: using the default`);
   let choice: BackendChoice;
   let lost: DeviceLoss | null = null;
   const adopt = (c: BackendChoice) => {
@@ -138,6 +142,7 @@ async function main(): Promise<void> {
       onOpen: () => connection('connected: saying hello'),
       log,
       refreshEvery,
+      applyThreads,
     });
     ui.showMemory(memory(), heap());
     const gone: DeviceLoss | null = outcome.deviceLost ?? lost;

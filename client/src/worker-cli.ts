@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_CONNECT_TIMEOUT_MS, WorkerError, leaveRun, normalizeFingerprint, runNodeWorker } from './node-worker';
 import { asTyped, joinNegativeValues, parseArgsMessage } from '@tabtrain/shared/cli-args';
 import { exitWithFilteringParent, runWithDawnFiltered } from './dawn-stderr';
+import { defaultReplicaThreads } from './exact-replica-thread';
 
 export const WORKER_HELP = `tabtrain worker: join a coordinator as a headless Node worker.
 
@@ -31,6 +32,10 @@ options:
   --refresh-every K   powersgd: every K versions, replace the working weights (updated on the
                       backend, within rounding of the coordinator's) by the exact copy kept in a
                       thread, and log their drift (default 50)
+  --apply-threads T   powersgd: threads that apply each update to the exact copy (its thread and
+                      T − 1 helpers sharing its memory; default ${defaultReplicaThreads()} here: the cores but
+                      one, at most 4, for models of 1 M weights or more, 1 below). The same bits
+                      whatever T
   --delay-ms X        add X ms per example (simulates a slow GPU; for tests)
   --fault-corrupt-version V
                       perturb this worker's weights after applying update V (tests the hash check)
@@ -91,7 +96,7 @@ function number(v: string | undefined, flag: string, { min = 0, integer = false,
 
 const OPTIONS = {
   url: { type: 'string' }, backend: { type: 'string', default: 'wasm' }, token: { type: 'string' }, fingerprint: { type: 'string' }, ca: { type: 'string' },
-  'connect-timeout': { type: 'string' }, 'delay-ms': { type: 'string' }, 'fault-corrupt-version': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, 'refresh-every': { type: 'string' },
+  'connect-timeout': { type: 'string' }, 'delay-ms': { type: 'string' }, 'fault-corrupt-version': { type: 'string' }, 'synthetic-ms-per-example': { type: 'string' }, 'refresh-every': { type: 'string' }, 'apply-threads': { type: 'string' },
   quiet: { type: 'boolean', default: false }, id: { type: 'string' }, instances: { type: 'string' }, local: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -150,6 +155,7 @@ export async function worker(argv: string[]): Promise<void> {
     corruptVersion: number(v['fault-corrupt-version'], '--fault-corrupt-version', { min: 1, integer: true }),
     syntheticMsPerExample: number(v['synthetic-ms-per-example'], '--synthetic-ms-per-example'),
     refreshEvery: number(v['refresh-every'], '--refresh-every', { min: 1, integer: true }),
+    applyThreads: number(v['apply-threads'], '--apply-threads', { min: 1, integer: true }),
     quiet: v.quiet, instances: number(v.instances, '--instances', { min: 1, integer: true }),
   });
 }

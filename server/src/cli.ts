@@ -21,6 +21,7 @@ import { admissionHelp, admissionLimits } from './admission';
 import { ensurePageBuilt } from './page-build';
 import { plural } from './format';
 import { spawnWorker } from './spawn-worker';
+import { defaultApplyThreads } from './apply-threads';
 
 
 function modelList(): string {
@@ -92,6 +93,11 @@ the run:
                       just passed probation has its first 8 train shards all checked, then 8/n of its n-th
   --verify-every K    compressed runs: every K steps workers check their weights' hash against the
                       coordinator's and fetch the full weights on a mismatch (default ${DEFAULTS.verifyEvery}; 0 = never)
+  --apply-threads T   powersgd: threads that apply each step's update to the coordinator's weights,
+                      beside the event loop, which goes on receiving the next step meanwhile
+                      (default ${defaultApplyThreads()} here: the cores but one, at most 4, for models of 1 M
+                      weights or more; 0 = on the event loop, the default below).
+                      The same bits whatever T
 
 network:
 ${admissionHelp(admissionLimits(), DEFAULTS.helloTimeoutMs)}
@@ -233,7 +239,7 @@ const SERVE_OPTIONS = {
   'admin-token': { type: 'string' }, open: { type: 'boolean', default: false }, log: { type: 'string' },
   summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
   checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
-  export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' }, probation: { type: 'string' }, 'verify-shards': { type: 'string' },
+  export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' }, 'apply-threads': { type: 'string' }, probation: { type: 'string' }, 'verify-shards': { type: 'string' },
   'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'no-tls': { type: 'boolean', default: false }, 'state-dir': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
@@ -284,6 +290,7 @@ export async function serve(argv: string[]): Promise<number> {
     checkpointEvery: int(v['checkpoint-every'], 'checkpoint-every', 1) ?? 100,
     probation: int(v.probation, 'probation', 0),
     verifyShards: fraction(v['verify-shards'], 'verify-shards'),
+    applyThreads: int(v['apply-threads'], 'apply-threads', 0),
   };
   const compress = compression(v.compress!, v.rank);
   if (v['no-tls'] && (v['tls-cert'] || v['tls-key'])) throw new UsageError('--no-tls and --tls-cert/--tls-key contradict each other: give one or the other');
@@ -322,7 +329,7 @@ export async function serve(argv: string[]): Promise<number> {
   const coord = new Coordinator({
     model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, tls: cert ?? undefined,
     minWorkers: numbers.minWorkers, evalExamples: numbers.evalExamples, verifyEvery: numbers.verifyEvery, deadlineMs: numbers.deadlineMs,
-    probation: numbers.probation, verifyShards: numbers.verifyShards,
+    probation: numbers.probation, verifyShards: numbers.verifyShards, applyThreads: numbers.applyThreads,
     exportDir: v.export, balance: v.balance as 'speed' | 'equal' | 'cost', token, open: v.open, adminToken: v['admin-token'], metricsLog: v.log,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs,
     log,

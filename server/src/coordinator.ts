@@ -18,6 +18,7 @@ import { EventEmitter } from 'node:events';
 import { CLOSE, epochOrder, getModel, modelHash, paramLayout, stepsPerEpoch, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import { printable } from '@tabtrain/shared/text';
 import { NO_COMPRESSION } from '@tabtrain/shared/compress';
+import { applyThreadsFor } from './apply-threads';
 import type { Dataset } from './data';
 import { weightsSha256 } from './files';
 import { formatSeconds, plural } from './format';
@@ -82,7 +83,7 @@ export class Coordinator {
     const probation = o.probation ?? DEFAULTS.probation;
     const wire = () => this.transport;
     this.control = new RunControl({ log: o.log, changed: (s) => this.events.emit('state', s), stopping: () => this.sessions.abandonIfStopped() });
-    this.model = new Step(this.spec, opts.seed, compress, (shard, why) => this.sessions.badShard(shard, why), o.pipeline ?? true);
+    this.model = new Step(this.spec, opts.seed, compress, (shard, why) => this.sessions.badShard(shard, why), o.pipeline ?? true, applyThreadsFor(this.run.paramCount, o.applyThreads));
     this.members = new Membership({
       run: this.run, token: o.token, open: o.open, probation, log: o.log,
       drop: (c, code, why) => this.transport.drop(c, code, why), changed: () => this.events.emit('workers'),
@@ -303,5 +304,6 @@ export class Coordinator {
     this.events.emit('close');
     this.sessions.close();
     await this.transport.close(code, reason);
+    this.model.dispose();
   }
 }

@@ -43,6 +43,8 @@ export interface StepMode {
   callOff(): boolean;
   apply(lr: number, batch: number): StepTimes;
   flush(): number;
+  /** Starts what flush() finishes, without waiting where threads do it (powersgd); true if something was started. */
+  release(): boolean;
   readonly flushedMs: number;
   // What goes to the workers.
   /** What a worker holding `version` (and `basis`'s round 1) needs; the Step answers the current version itself. */
@@ -54,6 +56,8 @@ export interface StepMode {
   readonly staged: number;
   /** Takes a checkpoint's weights (their length checked) and forgets every frame and pending update. */
   restore(weights: Float32Array): void;
+  /** Ends any threads of its own. */
+  dispose(): void;
 }
 
 /** One version's broadcast frames, encoded once and shared by every worker. */
@@ -119,6 +123,8 @@ export abstract class WholeGradientStep implements StepMode {
   abstract apply(lr: number, batch: number): StepTimes;
 
   flush(): number { return 0; }
+  release(): boolean { return false; }
+  dispose(): void {}
 
   framesFor(_version: number, _basis: number): Uint8Array[] { return this.ctx.encodedWeights(); }
 

@@ -6,11 +6,14 @@
 //   round 2         a second reducer sums Q_i = Mᵀ P̂; each matrix's ΣQ broadcast (`basis` round 2) as summed
 //   update          the step's update is P̂ (ΣQ_i)ᵀ: every replica applies it with the same kernel
 //                   and warm-starts its next Q from ΣQ_i
-//   flush           the coordinator applies it once the next step's assigns are out
+//   flush           the coordinator applies it once the next step's assigns are out: in helper
+//                   threads (low-rank-pool.ts) where it has them, so that its event loop goes on
+//                   receiving while the weights are updated; whatever reads the weights waits
 // A sent part is frozen in its sum: a shard redone after its worker was lost (or lied with a
 // non-finite factor) skips it, as a pipelined fp32 step does, so every replica applies what it was sent.
 import { MSG, encode } from '@tabtrain/shared';
 import { roundSegments, type Segment } from '@tabtrain/shared/compress';
+import { LowRankPool, type StartShare } from '@tabtrain/shared/low-rank-pool';
 import { LowRankKernel, applyPowerSgd, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { orthonormaliseP } from '@tabtrain/shared/powersgd-basis';
 import { StreamReducer } from './reducer';
@@ -23,6 +26,8 @@ export class PowerSgdStep implements StepMode {
   /** The weights live in the update kernel's memory: P̂Qᵀ is applied there in place. */
   readonly weights: Float32Array;
   private readonly kernel: LowRankKernel | null;
+  /** Helper threads that apply the update off the event loop (--apply-threads), or null: this thread applies it. */
+  private readonly pool: LowRankPool | null;
   /** The sum of each round's factor vectors, in shard order. */
   private readonly reducers: [StreamReducer, StreamReducer];
   /** Per round, what its broadcast is made of, in order: a matrix's factor segments (round 1: with the matrix, to orthonormalise), or the fp32 tensors' sums. */
@@ -48,13 +53,13 @@ export class PowerSgdStep implements StepMode {
    * out (`flush`, while the workers compute), or earlier when anything reads the weights.
    */
   private pending: { basis: Float32Array; update: Float32Array; lr: number; batch: number } | null = null;
-  /** How long the last flush took. */
-  flushedMs = 0;
+  /** How long the last flush on this thread took. */
+  private ownMs = 0;
   readonly segments = 0;
   readonly staged = 0;
   readonly pipelined = false;
 
-  constructor(private readonly plan: PowerSgdPlan, private readonly ctx: StepContext, onBadShard: (shard: number, why: string) => void) {
+  constructor(private readonly plan: PowerSgdPlan, private readonly ctx: StepContext, onBadShard: (shard: number, why: string) => void, threads?: { count: number; start: StartShare }) {
     this.reducers = ([1, 2] as const).map((round) => {
       const r = new StreamReducer(roundSegments(plan, round), round === 1 ? plan.round1Floats : plan.round2Floats, onBadShard);
       r.onSegmentDone = () => this.stageRound();
@@ -63,8 +68,9 @@ export class PowerSgdStep implements StepMode {
     this.units = [roundUnits(plan, this.reducers[0].plan, 1), roundUnits(plan, this.reducers[1].plan, 2)];
     this.reducer = this.reducers[0];
     this.basis = new Float32Array(plan.round1Floats);
-    this.kernel = LowRankKernel.withWeights(plan);
-    this.weights = this.kernel?.weights ?? new Float32Array(plan.total);
+    this.pool = threads ? LowRankPool.create(plan, threads.count, threads.start) : null;
+    this.kernel = this.pool ? null : LowRankKernel.withWeights(plan);
+    this.weights = this.pool?.weights ?? this.kernel?.weights ?? new Float32Array(plan.total);
   }
 
   /** Round 1 of step number `step` begins. */
@@ -144,16 +150,46 @@ export class PowerSgdStep implements StepMode {
 
   get updateFrameCount(): number { return this.update.of(this.ctx.version()).length; }
 
-  /** Applies the update held back by apply() (see `pending`). Returns the ms it took (0: none pending). */
+  /** Applies the update held back by apply() (see `pending`), and waits for it. Returns the ms it took (0: none pending). */
   flush(): number {
+    if (this.pool) {
+      const started = this.release();
+      const ms = this.pool.wait();
+      return started ? ms : 0;
+    }
     const p = this.pending;
     if (!p) return 0;
     const t0 = performance.now();
     applyPowerSgd(this.plan, this.weights, p.basis, p.update, p.lr, p.batch, this.kernel);
     this.pending = null;
-    this.flushedMs = performance.now() - t0;
-    return this.flushedMs;
+    this.ownMs = performance.now() - t0;
+    return this.ownMs;
   }
+
+  /**
+   * Starts applying the held update without waiting for it, where helper threads do it (the
+   * weights may be read only after a flush); on this thread, the same as flush. True if one was started.
+   */
+  release(): boolean {
+    const p = this.pending;
+    if (!p) return false;
+    if (!this.pool) { this.flush(); return true; }
+    this.pool.wait(); // the one before must be done: the factors' memory is shared
+    this.pool.round1.set(p.basis);
+    this.pool.round2.set(p.update);
+    this.pool.start(0, this.plan.matrices.length, true, p.lr, p.batch);
+    this.pending = null;
+    return true;
+  }
+
+  /** How long the last update took to apply (in the helper threads: start to end, once it ended). */
+  get flushedMs(): number {
+    if (this.pool) { void this.pool.busy; return this.pool.lastMs; }
+    return this.ownMs;
+  }
+
+  /** Ends the helper threads; a later update is applied on this thread (the pool runs it alone). */
+  dispose(): void { this.pool?.dispose(); }
 
   /**
    * One version behind: the step's two broadcasts (round 1's only if the worker was not sent it:
@@ -168,6 +204,7 @@ export class PowerSgdStep implements StepMode {
 
   restore(weights: Float32Array): void {
     this.pending = null;
+    this.pool?.wait();
     this.weights.set(weights);
     this.round1.clear();
     this.update.clear();

@@ -14,6 +14,7 @@
 // encodes.
 import { MSG, chunkRanges, encode, initParams, paramLayout, replicaHash, type ModelSpec } from '@tabtrain/shared';
 import { NO_COMPRESSION, planSegments, powerSgdPlanOf, uploadBytes, type Compression, type Segment } from '@tabtrain/shared/compress';
+import { startShareThread } from './apply-threads';
 import { FrameCheck, type GradientSlice } from './reducer';
 import { CodedStep } from './step-coded';
 import { Fp32Step } from './step-fp32';
@@ -37,7 +38,8 @@ export class Step {
   private readonly uploadBytes: number;
   private readonly layout: ReturnType<typeof paramLayout>;
 
-  constructor(spec: ModelSpec, seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void, pipeline = true) {
+  /** `applyThreads`: powersgd's update applied by that many helper threads (0: on this thread). */
+  constructor(spec: ModelSpec, seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void, pipeline = true, applyThreads = 0) {
     this.layout = paramLayout(spec);
     const { params, total } = this.layout;
     this.compressed = compress.mode !== 'none';
@@ -55,7 +57,7 @@ export class Step {
     };
     const psgd = powerSgdPlanOf(params, total, compress);
     const plan = psgd ? [] : planSegments(params, total, compress);
-    this.mode = psgd ? new PowerSgdStep(psgd, context, onBadShard)
+    this.mode = psgd ? new PowerSgdStep(psgd, context, onBadShard, applyThreads > 0 ? { count: applyThreads, start: startShareThread } : undefined)
       : this.compressed ? new CodedStep(plan, total, context, onBadShard)
         : new Fp32Step(plan, total, context, onBadShard, pipeline);
     this.mode.weights.set(initParams(spec, seed));
@@ -165,8 +167,18 @@ export class Step {
     return this.mode.flush();
   }
 
+  /** powersgd: starts applying the held update; with --apply-threads it runs beside the event loop, and the weights' readers (this.weights) wait for it. */
+  release(): void {
+    this.mode.release();
+  }
+
   /** powersgd: how long the last flush took. */
   get flushedMs(): number { return this.mode.flushedMs; }
+
+  /** Ends the mode's helper threads (powersgd with --apply-threads). */
+  dispose(): void {
+    this.mode.dispose();
+  }
 
   /**
    * What a worker holding `version` needs to be at the current one: nothing, the update, or the

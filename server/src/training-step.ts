@@ -72,8 +72,9 @@ export class TrainingStep {
     const t1 = performance.now();
     const { aggregateMs, applyMs: applied, broadcastMs } = this.model.apply(this.run.lr, indices.length);
     // powersgd: the update reaches the weights once the next step's assigns are out (step.ts,
-    // Rounds.pending): setImmediate runs after this step's promise chain has dispatched them.
-    if (this.powerSgd) setImmediate(guarded(this.opts.log, 'applying the update', () => this.model.flush()));
+    // Rounds.pending): setImmediate runs after this step's promise chain has dispatched them. With
+    // --apply-threads it is applied beside the event loop, which goes on receiving the next step.
+    if (this.powerSgd) setImmediate(guarded(this.opts.log, 'applying the update', () => this.model.release()));
     const applyMs = this.powerSgd ? this.model.flushedMs : applied;
     this.replicas.settle();
     const t4 = performance.now();

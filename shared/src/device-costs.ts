@@ -33,12 +33,22 @@ export function deviceUpdateMs(plan: PowerSgdPlan): number {
 export const refreshMs = (total: number) => (4 * total) / PCIE_BYTES_PER_MS + (REFRESH_PASSES * 4 * total) / V100_BYTES_PER_MS;
 
 /**
+ * Threads a synthetic worker machine applies each update to its exact copy with (worker
+ * --apply-threads: the exact copy's thread and 3 helpers). A V100 server has the cores; the apply
+ * is memory-bound, so T threads take 1/T of one thread's time only while the machine's memory
+ * bandwidth scales with them: 4 threads of AlexNet's apply at rank 4 move ~375 MB in ~9 ms, 42 GB/s,
+ * which a server's memory gives (a 2-core VM's does not: measured here, see docs/BENCHMARKS.md).
+ */
+export const MACHINE_APPLY_THREADS = 4;
+
+/**
  * powersgd: what a synthetic machine spends per step besides the GPU's forward and backward, as
  * SyntheticMachine sleeps it, from its WorkerCosts (worker-costs.ts): on the step's path
  * (`criticalMs`: the next Q, the update on the GPU, the refresh amortised over K), and in the exact
- * copy's thread (`threadMs`: the update with the coordinator's kernel, the hash every verifyEvery
- * versions), which bounds the step only where it is longer than the step itself.
+ * copy's threads (`threadMs`: the update with the coordinator's kernel over `applyThreads` threads,
+ * the hash, on one, every verifyEvery versions), which bounds the step only where it is longer
+ * than the step itself.
  */
-export function powerSgdMachineMs(c: { warmStartMs: number; applyMs: number; hashMs: number }, plan: PowerSgdPlan, verifyEvery: number, refreshEvery = DEFAULT_REFRESH_EVERY): { criticalMs: number; threadMs: number } {
-  return { criticalMs: c.warmStartMs + deviceUpdateMs(plan) + refreshMs(plan.total) / refreshEvery, threadMs: c.applyMs + c.hashMs / verifyEvery };
+export function powerSgdMachineMs(c: { warmStartMs: number; applyMs: number; hashMs: number }, plan: PowerSgdPlan, verifyEvery: number, refreshEvery = DEFAULT_REFRESH_EVERY, applyThreads = MACHINE_APPLY_THREADS): { criticalMs: number; threadMs: number } {
+  return { criticalMs: c.warmStartMs + deviceUpdateMs(plan) + refreshMs(plan.total) / refreshEvery, threadMs: c.applyMs / applyThreads + c.hashMs / verifyEvery };
 }

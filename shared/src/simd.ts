@@ -8,7 +8,7 @@
 //
 // Pure code: the page loads this too. The module (about 3 KB) is compiled synchronously, which
 // Chromium allows on a page's main thread up to 8 MB (Debian's Chromium 156, measured).
-import { KERNELS_WASM } from './kernels.wasm';
+import { KERNELS_SHARED_WASM, KERNELS_WASM } from './kernels.wasm';
 import { sgdStep } from './sgd';
 
 /** The kernels' exports; every pointer is a byte address into the memory they were given. */
@@ -27,15 +27,21 @@ export interface Kernels {
   lowRankApply(w: number, rows: number, cols: number, p: number, pStride: number, q: number, rank: number, k: number): void;
 }
 
-let compiled: WebAssembly.Module | null | undefined;
+const compiled: { plain?: WebAssembly.Module | null; shared?: WebAssembly.Module | null } = {};
 
-/** The compiled kernels (once per process or page), or null where WebAssembly SIMD is missing. */
-function kernelModule(): WebAssembly.Module | null {
-  if (compiled === undefined) {
-    const bytes = Uint8Array.from(atob(KERNELS_WASM), (c) => c.charCodeAt(0));
-    compiled = typeof WebAssembly === 'object' && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+/** The compiled kernels (once per process or page), or null where WebAssembly SIMD (shared: and threads) is missing. */
+function kernelModule(shared = false): WebAssembly.Module | null {
+  const key = shared ? 'shared' : 'plain';
+  if (compiled[key] === undefined) {
+    const bytes = Uint8Array.from(atob(shared ? KERNELS_SHARED_WASM : KERNELS_WASM), (c) => c.charCodeAt(0));
+    compiled[key] = typeof WebAssembly === 'object' && WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
   }
-  return compiled;
+  return compiled[key]!;
+}
+
+/** Whether threads can share kernel memory here (SharedArrayBuffer: Node, or a cross-origin isolated page). */
+export function sharedKernelsAvailable(): boolean {
+  return typeof SharedArrayBuffer === 'function' && kernelModule(true) !== null;
 }
 
 /** Whether the kernels run here (callers fall back to plain JavaScript where not). */
@@ -45,15 +51,15 @@ export function simdAvailable(): boolean {
 
 /** The kernels over `mem`, or null where WebAssembly SIMD is missing. */
 export function instantiateKernels(mem: WebAssembly.Memory): Kernels | null {
-  const m = kernelModule();
+  const m = kernelModule(typeof SharedArrayBuffer === 'function' && mem.buffer instanceof SharedArrayBuffer);
   return m && (new WebAssembly.Instance(m, { env: { mem } }).exports as unknown as Kernels);
 }
 
 /** A WebAssembly memory for `bytes` bytes (whole 64 KiB pages, fixed size, so views never detach). */
-export function kernelMemory(bytes: number): WebAssembly.Memory {
+export function kernelMemory(bytes: number, shared = false): WebAssembly.Memory {
   const pages = Math.max(1, Math.ceil(bytes / 65536));
   if (pages > 65536) throw new Error(`${bytes} bytes do not fit a 4 GiB WebAssembly memory`);
-  return new WebAssembly.Memory({ initial: pages, maximum: pages });
+  return new WebAssembly.Memory({ initial: pages, maximum: pages, shared });
 }
 
 /**

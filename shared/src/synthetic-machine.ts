@@ -4,8 +4,8 @@
 // the weights into its replica, encoding the gradient, decoding and applying an update, hashing
 // the replica) for the time that work took when measured once on this machine (worker-costs.ts).
 // With powersgd the worker keeps two copies of the weights (client/src/exact-replica.ts): the
-// exact copy's update and hash run in a thread of their own, so they cost the step time only when
-// it has to wait for them; the working copy takes the update on the GPU (slept: the factors over
+// exact copy's update (split over MACHINE_APPLY_THREADS threads, as worker --apply-threads splits
+// it) and hash run beside the main thread, so they cost the step time only when it has to wait for them; the working copy takes the update on the GPU (slept: the factors over
 // PCIe, then passes over the weights at V100 bandwidth), and every K versions is replaced (the
 // weights over PCIe, and the drift's passes on the GPU). What crosses the network is real: the
 // same frames, byte for byte, through a real WebSocket (ws framing and masking, the kernel's TCP),
@@ -16,7 +16,7 @@
 import { IMAGE_BYTES, MSG, PROTOCOL_VERSION, decodeFrame, encode, paramLayout, validate, welcomedModel, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import { GradientEncoder, NO_COMPRESSION, checkCompression, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Segment } from '@tabtrain/shared/compress';
 import { ArrivingUpdate, DEFAULT_REFRESH_EVERY, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
-import { PCIE_BYTES_PER_MS, V100_BYTES_PER_MS, deviceUpdateMs, refreshMs } from '@tabtrain/shared/device-costs';
+import { MACHINE_APPLY_THREADS, PCIE_BYTES_PER_MS, V100_BYTES_PER_MS, deviceUpdateMs, refreshMs } from '@tabtrain/shared/device-costs';
 import { fillGradient, sleep } from '@tabtrain/shared/synthetic-net';
 import { syntheticFactors, type WorkerCosts } from '@tabtrain/shared/worker-costs';
 
@@ -48,6 +48,8 @@ export interface MachineOptions {
   local?: string;
   /** powersgd: versions between refreshes of the working copy from the exact copy (default DEFAULT_REFRESH_EVERY). */
   refreshEvery?: number;
+  /** powersgd: threads the exact copy applies each update with (worker --apply-threads; default MACHINE_APPLY_THREADS): each part takes 1/T of its one-thread time. */
+  applyThreads?: number;
   log?: (line: string) => void;
 }
 
@@ -241,7 +243,9 @@ export class SyntheticMachine {
         if (p.arriving?.version === msg.version) {
           const part = p.arriving.due(got.received);
           const costs = this.opts.costs?.applyPartMs ?? [];
-          this.onThread((part.dense.length ? costs[0] : 0) + part.matrices.reduce((a, m) => a + costs[1 + p.plan.matrices.indexOf(m)], 0));
+          // Split by rows over the threads (low-rank-pool.ts): each takes 1/T of the part; the fp32 tensors are one thread's.
+          const threads = this.opts.applyThreads ?? MACHINE_APPLY_THREADS;
+          this.onThread((part.dense.length ? costs[0] : 0) + part.matrices.reduce((a, m) => a + costs[1 + p.plan.matrices.indexOf(m)], 0) / threads);
         }
         if (got.received < floats) return;
         if (p.arriving?.version === msg.version && p.arriving.done) {
@@ -327,8 +331,12 @@ export class SyntheticMachine {
     const ms = (recompute ? a.count * this.opts.msPerExample : 0) + p.gpuMs;
     await sleep(ms);
     this.slept.computeMs += ms;
-    await this.awaitThread(); // the hash check's answer, before the factors leave
     const computeMs = performance.now() - t0;
+    // The hash check's answer, before the factors leave: the exact copy's threads' backlog, reported
+    // as the time before sending (encodeMs), so that computeMs stays the GPU's.
+    const t1 = performance.now();
+    await this.awaitThread();
+    const encodeMs = performance.now() - t1;
     let sendMs = 0;
     const frames = p.frames[round - 1];
     for (let i = 0; i < frames.length; i++) {
@@ -343,7 +351,7 @@ export class SyntheticMachine {
       sendMs += performance.now() - t2;
     }
     const stats = recompute ? { lossSum: a.count * Math.LN10, correct: Math.round(a.count / 10), count: a.count } : { lossSum: 0, correct: 0, count: a.count };
-    await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs: 0, sendMs } }));
+    await this.send(encode({ type: MSG.result, task: a.task, step: a.step, shard: a.shard, ...stats, timings: { computeMs, encodeMs, sendMs } }));
     await this.send(encode({ type: MSG.status, tensors: 0, bytes: 0 }));
   }
 

@@ -181,7 +181,8 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     baseDone.catch(() => {}); // awaited below; a failure before then must not go unhandled
     const { coord, http, ws, lines } = await startCoordinator({ minWorkers: 2, maxSteps: steps, compress, verifyEvery: 1 });
     // ?refresh=2: the tab's working weights on the GPU are replaced by its exact copy (a Web Worker) at v2 and v4.
-    const t = await tab('tab', `${http + GPU}&refresh=2`);
+    // ?apply-threads=3: that Web Worker applies each update with 2 helper Web Workers over shared memory (the page is cross-origin isolated).
+    const t = await tab('tab', `${http + GPU}&refresh=2&apply-threads=3`);
     nodeWorker(ws);
     const summary = await coord.train();
     await coord.close();

@@ -104,8 +104,10 @@ describe('golden runs: final weights stay bit-identical', () => {
     // the weights, which takes each update on its backend and is within rounding of the
     // coordinator's between refreshes (exact-replica.ts): --refresh-every 1 replaces it by the
     // exact copy after every update, so the gradients, and this hash, are the coordinator's arithmetic alone.
-    await pinned('powersgd rank 2, vgg11-small, 2 workers', 2, { ...BASE, model: 'vgg11-small', batch: 6, maxSteps: 3, compress: parseCompression('powersgd', 2), verifyEvery }, { ...CPU, refreshEvery: 1 });
-    await pinned('powersgd rank 4, vgg11-small, 2 synthetic workers', 2, { ...BASE, model: 'vgg11-small', compress: parseCompression('powersgd', 4), verifyEvery }, SYNTHETIC);
+    // The coordinator applies each update with 2 helper threads once they have started (--apply-threads;
+    // low-rank-pool.ts), on its own thread before: the same bits either way, so the same hashes.
+    await pinned('powersgd rank 2, vgg11-small, 2 workers', 2, { ...BASE, model: 'vgg11-small', batch: 6, maxSteps: 3, compress: parseCompression('powersgd', 2), verifyEvery, applyThreads: 2 }, { ...CPU, refreshEvery: 1 });
+    await pinned('powersgd rank 4, vgg11-small, 2 synthetic workers', 2, { ...BASE, model: 'vgg11-small', compress: parseCompression('powersgd', 4), verifyEvery, applyThreads: 2 }, SYNTHETIC);
   }, TIMEOUT);
 
   it('two whole epochs with their test evaluations: weights, test accuracy, training loss and accuracy', async () => {

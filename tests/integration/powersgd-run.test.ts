@@ -106,7 +106,7 @@ describe('powersgd in two rounds on real workers', () => {
     // a thread (client/src/exact-replica.ts); every 50 versions the exact copy replaces the working
     // one, and the worker logs the drift it measured and the exact copy's hash.
     const steps = 300, every = 50;
-    const run = await startInProcess({ model: 'alexnet-tiny', batch: 32, maxSteps: steps + 5, seed: 5, minWorkers: 2, compress: parseCompression('powersgd', 2), verifyEvery: 5, verifyShards: 0.2 });
+    const run = await startInProcess({ model: 'alexnet-tiny', batch: 32, maxSteps: steps + 5, seed: 5, minWorkers: 2, compress: parseCompression('powersgd', 2), verifyEvery: 5, verifyShards: 0.2, applyThreads: 2 });
     const { coord, lines } = run;
     const hashes = new Map<number, string>();
     coord.events.on('step', () => {
@@ -114,8 +114,13 @@ describe('powersgd in two rounds on real workers', () => {
       if (version % every === 0) hashes.set(version, replicaHash(coord.weights));
     });
     try {
-      // The exact copy in a worker_threads thread, as `tabtrain worker` keeps it.
-      const workers = await run.add(2, { ...WASM, refreshEvery: every, exactReplica: threadReplica });
+      // The exact copy in a worker_threads thread, as `tabtrain worker` keeps it: one worker's applies
+      // each update alone, the other's with 2 helper threads (--apply-threads 3, low-rank-pool.ts);
+      // the coordinator's with 2 helper threads (--apply-threads 2).
+      const workers = [
+        ...await run.add(1, { ...WASM, refreshEvery: every, exactReplica: threadReplica }),
+        ...await run.add(1, { ...WASM, refreshEvery: every, exactReplica: (plan, lr, corrupt) => threadReplica(plan, lr, corrupt, 3) }),
+      ];
       const summary = await coord.train();
       expect(summary.steps).toBe(steps + 5);
       const { workers: rows, caught } = coord.status();

@@ -64,9 +64,9 @@ describe('the exact copy', () => {
     expect(exact.handle({ op: 'hash', id: 10, version: 5 })!.hash).toBeNull();
   });
 
-  it('in a worker_threads thread gives the same hashes and weights as in this thread', async () => {
+  for (const threads of [1, 3]) it(`in a worker_threads thread, applying with ${threads} thread(s), gives the same hashes and weights as in this thread`, async () => {
     const w0 = uniform(total, 2, 0.1);
-    const local = new LocalReplica(PLAN, LR), thread = threadReplica(PLAN, LR);
+    const local = new LocalReplica(PLAN, LR), thread = threadReplica(PLAN, LR, undefined, threads);
     try {
       for (const h of [local, thread]) h.post({ op: 'weights', version: 4, offset: 0, total, floats: w0 });
       for (let v = 5; v <= 7; v++) for (const f of broadcasts(PLAN, v, v).frames) for (const h of [local, thread]) h.post({ op: 'basis', ...f });

@@ -46,6 +46,8 @@ scaleout options:
                         on this machine's cores (default on loopback)
   --balance B           equal (default): even shards over every worker; cost: the coordinator's cost
                         model picks the workers that make the step shortest (--balance cost of serve)
+  --apply-threads T     powersgd: the coordinator's helper threads for each update (serve
+                        --apply-threads; default: the cores but one, at most 4; 0 = on its event loop)
   --out DIR             results folder (default bench/results)
   --tag NAME            file name stem (default scaleout-<kind>, scaleout-<kind>-link with --link)
 
@@ -78,6 +80,13 @@ const ints = (s: string, name: string) => list(s).map((x) => {
   return n;
 });
 
+/** --apply-threads: 0 (the event loop) or more. */
+function threadCount(s: string): number {
+  const n = Number(s);
+  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`--apply-threads: '${s}' is not 0 or a positive integer`);
+  return n;
+}
+
 export async function bench(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
   if (!what || what === 'help' || rest.includes('--help') || what === '--help') { console.log(asTyped(HELP)); return; }
@@ -103,7 +112,7 @@ export async function bench(argv: string[]): Promise<void> {
         batch: { type: 'string', default: '128' }, 'per-worker-batch': { type: 'string', default: '128' }, 'ms-per-example': { type: 'string', default: '0.25' },
         compress: { type: 'string', default: 'none' }, rank: { type: 'string', default: String(DEFAULT_RANK) }, steps: { type: 'string', default: '5' }, 'burn-in': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' }, out: { type: 'string', default: 'bench/results' }, tag: { type: 'string' },
-        link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' }, balance: { type: 'string', default: 'equal' },
+        link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' }, balance: { type: 'string', default: 'equal' }, 'apply-threads': { type: 'string' },
       },
     });
     const kind = v.kind as ComputeKind;
@@ -138,6 +147,7 @@ export async function bench(argv: string[]): Promise<void> {
       kind, models, workers: ints(v.workers!, 'workers'), scaling, steps: ints(v.steps!, 'steps')[0], burnIn: Number(v['burn-in']),
       msPerExample: ms, batch: ints(v.batch!, 'batch')[0], perWorkerBatch: ints(v['per-worker-batch']!, 'per-worker-batch')[0],
       compress: list(v.compress!).map((m) => parseCompression(m, rank)), backend: v.backend!, workerCpu, links, log, balance: v.balance as 'equal' | 'cost',
+      applyThreads: v['apply-threads'] === undefined ? undefined : threadCount(v['apply-threads']),
     });
     const compute = kind === 'synthetic' ? `synthetic compute, ${ms} ms/example` : 'real compute';
     const json = { bench: 'scaleout', started, machine: machine(), kind, msPerExample: ms, workerCpu, whatIsReal: what, memcpyGBs, links, workerCosts, runs };

@@ -9,6 +9,8 @@ import type { LinkConfig, LinkFigures, ScaleoutOptions, ScaleoutRun, Scaling, St
 export const CPU_BOUND_SHARE = 0.8;
 /** A row whose machine was at least this busy, and whose step was far from its floor, is flagged too. */
 export const MACHINE_BUSY = 0.9;
+/** powersgd: the coordinator's apply of an update (applyMs) at ≥ this share of the step is flagged: the coordinator's machine set the pace. */
+export const APPLY_BOUND_SHARE = 0.8;
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length === 0 ? NaN : s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
@@ -17,8 +19,8 @@ export function linkLine(r: ScaleoutRun): string {
   return `${r.kind} ${r.model} ${r.compress} ${r.scaling} N=${r.workers} @ ${formatRate(k.workerBits)}${k.coordinatorBits !== k.workerBits ? ` (coordinator ${formatRate(k.coordinatorBits)})` : ''}: ` +
     `${r.examplesPerSec.toFixed(1)} examples/s${r.efficiency === null ? '' : `, efficiency ${(100 * r.efficiency).toFixed(0)}%`}; step ${k.stepMs.toFixed(0)} ms (median) against ` +
     `compute ${k.computeMs.toFixed(0)} ms, link ${k.linkBoundMs.toFixed(0)} ms (coordinator in ${k.coordinatorInMs.toFixed(0)} / out ${k.coordinatorOutMs.toFixed(0)}, busiest worker in ${k.workerInMs.toFixed(0)} / out ${k.workerOutMs.toFixed(0)}): ` +
-    `${k.overBound.toFixed(2)}× the bound, ${k.overSerial.toFixed(2)}× compute + in + out${k.workerOwnMs === undefined ? '' : `, ${k.overOwnBound!.toFixed(2)}× max(compute + the worker's own ${k.workerOwnMs.toFixed(0)} ms, link)`}; ${k.sentDuringUpShare === undefined ? '' : `${(100 * k.sentDuringUpShare).toFixed(0)}% of the coordinator's sent bytes went out while gradients came in; `}coordinator CPU ${k.coordinatorCpuMs.toFixed(0)} ms/step (${(100 * k.coordinatorCpuShare).toFixed(0)}%), workers ${k.workersCpuMs.toFixed(0)} ms/step, machine ${(100 * k.machineBusy).toFixed(0)}% busy` +
-    `${k.coordinatorCpuBound ? ' — COORDINATOR CPU-BOUND' : ''}${k.machineCpuBound ? ' — MACHINE CPU-BOUND' : ''}${k.lost?.length ? ` — LOST ${k.lost.length} WORKER(S)` : ''}`;
+    `${k.overBound.toFixed(2)}× the bound, ${k.overSerial.toFixed(2)}× compute + in + out${k.workerOwnMs === undefined ? '' : `, ${k.overOwnBound!.toFixed(2)}× max(compute + the worker's own ${k.workerOwnMs.toFixed(0)} ms${k.workerThreadMs ? `, its exact copy's threads ${k.workerThreadMs.toFixed(0)} ms` : ''}, link)`}; ${k.sentDuringUpShare === undefined ? '' : `${(100 * k.sentDuringUpShare).toFixed(0)}% of the coordinator's sent bytes went out while gradients came in; `}coordinator CPU ${k.coordinatorCpuMs.toFixed(0)} ms/step (${(100 * k.coordinatorCpuShare).toFixed(0)}%), workers ${k.workersCpuMs.toFixed(0)} ms/step, machine ${(100 * k.machineBusy).toFixed(0)}% busy` +
+    `${k.coordinatorCpuBound ? ' — COORDINATOR CPU-BOUND' : ''}${k.machineCpuBound ? ' — MACHINE CPU-BOUND' : ''}${k.coordinatorApplyBound ? ' — COORDINATOR APPLY-BOUND (this machine)' : ''}${k.lost?.length ? ` — LOST ${k.lost.length} WORKER(S)` : ''}`;
 }
 
 /** Figures of one linked run from its step marks; `marks[0]` is the last unmeasured step. */
@@ -69,6 +71,9 @@ export function linkFigures(o: Pick<ScaleoutOptions, 'kind' | 'workerCpu'>, l: L
     ...(measured.every((m) => m.overlap && m.overlap.sentBytes > 0) ? { sentDuringUpShare: median(measured.map((m) => m.overlap!.sentDuringUpBytes / m.overlap!.sentBytes)) } : {}),
   };
   const recs = measured.map((m) => m.rec);
+  // powersgd: the coordinator's own apply of each update (in its helper threads, --apply-threads)
+  // took most of the step: this VM's cores and memory, not the link or the workers, set the pace.
+  if (compress.mode === 'powersgd') link.coordinatorApplyBound = median(recs.map((r) => r.applyMs)) >= APPLY_BOUND_SHARE * stepMs;
   const split: StepSplit = {
     wall: median(recs.map((r) => r.wallMs)),
     compute: computeMs,

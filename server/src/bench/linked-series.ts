@@ -41,7 +41,7 @@ async function runLinked(o: ScaleoutOptions, lab: NetLab, l: LinkConfig, probe: 
   const burnIn = Math.max(1, o.burnIn);
   const host: HostOptions = {
     model, epochs: 1, batch, seed: 42, port: 0, host: lab.coordinator.ip, minWorkers: n, maxSteps: burnIn + o.steps,
-    balance: o.balance, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
+    balance: o.balance, applyThreads: o.applyThreads, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
     // Every shard computed once: no --verify-shards spot checks (a 5% chance per shard of a second copy).
     verifyShards: 0,
   };
@@ -54,8 +54,10 @@ async function runLinked(o: ScaleoutOptions, lab: NetLab, l: LinkConfig, probe: 
   const r = linkFigures(o, l, lab.netem, probe, model, total, scaling, n, batch, marks.slice(burnIn - 1, burnIn + o.steps), compress, load, costs ? 'sleep' : undefined);
   if (costs) {
     const k = r.link!;
-    k.workerOwnMs = workerOwnMs(costs, total, DEFAULTS.verifyEvery);
-    k.overOwnBound = k.stepMs / Math.max(k.computeMs + k.workerOwnMs, k.linkBoundMs);
+    const own = workerOwnMs(costs, DEFAULTS.verifyEvery);
+    k.workerOwnMs = own.pathMs;
+    k.workerThreadMs = own.threadMs;
+    k.overOwnBound = k.stepMs / Math.max(k.computeMs + own.pathMs, own.threadMs, k.linkBoundMs);
   }
   // A worker that closed mid-run makes the row a different run than it says: flagged, with the reason.
   r.link!.lost = log.filter((line) => / closed: /.test(line));

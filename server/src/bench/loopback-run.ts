@@ -45,7 +45,7 @@ export async function runLoopback(o: ScaleoutOptions, data: Dataset, model: stri
   if (freemem() < need) o.log(`warning: ${(freemem() / 2 ** 30).toFixed(1)} GiB free, this run may need ${(need / 2 ** 30).toFixed(1)} GiB`);
   const coord = new Coordinator({
     model, epochs: 1, batch, seed: 42, port: 0, host: '127.0.0.1', minWorkers: n, maxSteps: o.burnIn + o.steps,
-    balance: o.balance, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
+    balance: o.balance, applyThreads: o.applyThreads, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
     log: () => {}, progress: () => {},
   }, data);
   const port = await coord.listen();

@@ -18,7 +18,10 @@ import { Packr } from 'msgpackr';
 import { CHUNK_FLOATS, decodeFrame, encode, getModel, MSG, paramLayout, sgdStep, validate } from '@tabtrain/shared';
 import { COMPRESS_MODES, GradientEncoder, decodeInto, gradientFrame, parseCompression, planBytes, planSegments, roundSegments, uploadBytes, type CompressMode, type Segment } from '@tabtrain/shared/compress';
 import { scalarCodecs } from '@tabtrain/shared/scalar-codecs';
-import { LowRankKernel, applyPowerSgd, powerSgdPlan } from '@tabtrain/shared/powersgd';
+import { availableParallelism } from 'node:os';
+import { LowRankPool } from '@tabtrain/shared/low-rank-pool';
+import { LowRankKernel, applyPowerSgd, powerSgdPlan, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { startShareThread } from '../apply-threads';
 import { orthonormaliseRound1 } from '@tabtrain/shared/powersgd-basis';
 import type { ParamInfo } from '@tabtrain/shared';
 import { fillGradient } from '@tabtrain/shared/synthetic-net';
@@ -300,15 +303,40 @@ function powerSgdStep(params: ParamInfo[], total: number, rank: number, fp32Byte
   const ms = (x: Timing) => 1000 * x.median;
   const orthMs = ms(t.orthonormalise) - ms(t.fold1);
   const applyMs = ms(t.apply) - ms(t.fold2);
+  const threaded = applyThreaded(plan, basis, fold(1));
   const wire = uploadBytes(params, total, { mode: 'powersgd', rank });
   const row = {
     mode: 'powersgd', rank, workers: POWERSGD_WORKERS, bytesPerWorkerPerStep: wire, ratioToFp32: wire / fp32Bytes,
     round1Floats: plan.round1Floats, round2Floats: plan.round2Floats, matrices: plan.matrices.length,
     fold1Ms: ms(t.fold1), orthonormaliseMs: orthMs, fold2Ms: ms(t.fold2), applyMs,
     coordinatorCpuMs: ms(t.fold1) + orthMs + ms(t.fold2), coordinatorCpuWithApplyMs: ms(t.fold1) + orthMs + ms(t.fold2) + applyMs,
+    applyThreadedMs: threaded,
   };
-  log(`  powersgd ${(wire / 1e6).toFixed(3).padStart(7)} MB/worker/step, both rounds (1/${(fp32Bytes / wire).toFixed(0)} of fp32) | coordinator at N = ${POWERSGD_WORKERS}: fold round 1 ${row.fold1Ms.toFixed(1)} ms + orthonormalise ${orthMs.toFixed(1)} ms + fold round 2 ${row.fold2Ms.toFixed(1)} ms = ${row.coordinatorCpuMs.toFixed(1)} ms; apply P̂Qᵀ to ${total.toLocaleString('en-US')} weights ${applyMs.toFixed(1)} ms (every replica does this)`);
+  log(`  powersgd ${(wire / 1e6).toFixed(3).padStart(7)} MB/worker/step, both rounds (1/${(fp32Bytes / wire).toFixed(0)} of fp32) | coordinator at N = ${POWERSGD_WORKERS}: fold round 1 ${row.fold1Ms.toFixed(1)} ms + orthonormalise ${orthMs.toFixed(1)} ms + fold round 2 ${row.fold2Ms.toFixed(1)} ms = ${row.coordinatorCpuMs.toFixed(1)} ms; apply P̂Qᵀ to ${total.toLocaleString('en-US')} weights ${applyMs.toFixed(1)} ms (every replica does this); over threads sharing the weights (low-rank-pool.ts): ${threaded.map((x) => `${x.threads} threads ${x.ms.toFixed(1)} ms`).join(', ')} (this machine has ${availableParallelism()} cores)`);
   return row;
+}
+
+/** The same apply by 1 to 4 threads over one shared memory (LowRankPool.apply: the caller and its helpers, as a worker's exact copy does it); medians of 5. */
+function applyThreaded(plan: PowerSgdPlan, round1: Float32Array, round2: Float32Array): { threads: number; ms: number }[] {
+  return [1, 2, 3].map((helpers) => {
+    const pool = LowRankPool.create(plan, helpers, startShareThread);
+    if (!pool) return { threads: helpers + 1, ms: NaN };
+    try {
+      // Until its helpers have started a pool applies alone: wait for them (their start needs nothing of this thread).
+      const nap = new Int32Array(new SharedArrayBuffer(4));
+      for (let i = 0; !pool.ready; i++) {
+        if (i > 1000) return { threads: helpers + 1, ms: NaN };
+        Atomics.wait(nap, 0, 0, 10);
+      }
+      pool.weights.fill(1e-2);
+      pool.round1.set(round1);
+      pool.round2.set(round2);
+      const all = plan.matrices.length;
+      return { threads: helpers + 1, ms: 1000 * time(5, () => pool.apply(0, all, true, 0.01, 128)).median };
+    } finally {
+      pool.dispose();
+    }
+  });
 }
 
 /** Runs the two ends of one loopback measurement as separate processes. */

@@ -25,6 +25,8 @@ export interface ScaleoutOptions {
   links: LinkConfig[] | null;
   /** How the coordinator splits each step: even shards over every worker, or the cost model's plan (--balance cost). */
   balance: 'equal' | 'cost';
+  /** powersgd: the coordinator's helper threads for each update (CoordinatorOptions.applyThreads); undefined: its default. */
+  applyThreads?: number;
   log: (line: string) => void;
 }
 
@@ -67,8 +69,12 @@ export interface LinkFigures {
   /** max(compute bound, link bound). */
   boundMs: number;
   overBound: number;
-  /** Synthetic machines: their own per-step work, slept (workerOwnMs), and the step ÷ max(compute + it, link). */
+  /**
+   * Synthetic machines: their own per-step work on the step's path, slept (workerOwnMs: pathMs), the
+   * exact copy's threads' work beside it (powersgd; threadMs), and the step ÷ max(compute + path, threads, link).
+   */
   workerOwnMs?: number;
+  workerThreadMs?: number;
   overOwnBound?: number;
   /**
    * compute + the busiest link's bytes in + out ÷ its rate: the floor of a step that overlaps
@@ -88,6 +94,8 @@ export interface LinkFigures {
    * run waited for CPU (this machine's cores are shared with every worker, and with other users).
    */
   machineCpuBound: boolean;
+  /** powersgd: the coordinator's own apply of each update (median applyMs) was ≥ 80% of the step: this machine's cores and memory, not the link or the workers, set the pace. */
+  coordinatorApplyBound?: boolean;
   /** CPU of all worker processes per step, summed (median): their network work, and whatever of theirs is not slept. */
   workersCpuMs: number;
   /**

@@ -1,8 +1,9 @@
 // The workers of a scale-out run: the command each runs, and for synthetic worker machines
 // (--worker-cpu sleep) the CPU work they sleep for, measured once on this machine.
 import { spawn } from 'node:child_process';
-import type { Compression } from '@tabtrain/shared/compress';
-import { PCIE_BYTES_PER_MS } from '@tabtrain/shared/device-costs';
+import { getModel, paramLayout } from '@tabtrain/shared';
+import { powerSgdPlanOf, type Compression } from '@tabtrain/shared/compress';
+import { MACHINE_APPLY_THREADS, PCIE_BYTES_PER_MS, powerSgdMachineMs } from '@tabtrain/shared/device-costs';
 import type { WorkerCosts } from '@tabtrain/shared/worker-costs';
 import { cliWorker, ROOT, tsArgs, type Command } from './linked';
 import type { ScaleoutOptions } from './scaleout-types';
@@ -28,21 +29,30 @@ export function measureWorkerCosts(model: string, c: Compression): Promise<Worke
 export const costKey = (model: string, c: Compression) => `${model}/${c.mode}/${c.rank}`;
 
 /**
- * A synthetic machine's own work per step, slept for its measured time: its CPU work (copying or
- * decoding and applying what came, making the next Q, encoding, hashing every verifyEvery steps)
- * and the upload of the new weights to its GPU. A step waits for it besides the GPU's compute.
+ * A synthetic machine's own work per step, slept for its measured time. `pathMs` is what a step
+ * waits for besides the GPU's compute: fp32, fp16, int8: its CPU work (copying or decoding and
+ * applying what came, encoding, hashing every verifyEvery steps) and the upload of the new weights
+ * to its GPU; powersgd: the next Q, the update on the GPU, the refresh amortised
+ * (powerSgdMachineMs). `threadMs` (powersgd) is the exact copy's threads' work per step (the apply
+ * over MACHINE_APPLY_THREADS threads, the hash): beside the step, it bounds the step only where longer.
  */
-export function workerOwnMs(c: WorkerCosts, total: number, verifyEvery: number): number {
+export function workerOwnMs(c: WorkerCosts, verifyEvery: number): { pathMs: number; threadMs: number } {
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const { params, total } = paramLayout(getModel(c.model));
   const upload = (4 * total) / PCIE_BYTES_PER_MS;
-  if (c.compress.mode === 'none') return c.weightsMsPerFloat * total + sum(c.encodeMs) + upload;
-  return sum(c.encodeMs) + sum(c.decodeMs) + c.applyMs + c.warmStartMs + c.hashMs / verifyEvery + upload;
+  const psgd = powerSgdPlanOf(params, total, c.compress);
+  if (psgd) {
+    const m = powerSgdMachineMs(c, psgd, verifyEvery);
+    return { pathMs: m.criticalMs, threadMs: m.threadMs };
+  }
+  if (c.compress.mode === 'none') return { pathMs: c.weightsMsPerFloat * total + sum(c.encodeMs) + upload, threadMs: 0 };
+  return { pathMs: sum(c.encodeMs) + sum(c.decodeMs) + c.applyMs + c.warmStartMs + c.hashMs / verifyEvery + upload, threadMs: 0 };
 }
 
 export function describeCosts(w: WorkerCosts, total: number): string {
   const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
   const parts = [`weights copy ${(w.weightsMsPerFloat * total).toFixed(1)} ms`, `gradient encode ${sum(w.encodeMs).toFixed(1)} ms`];
-  if (w.compress.mode === 'powersgd') parts.push(`apply P̂Qᵀ ${w.applyMs.toFixed(1)} ms`, `next Q ${w.warmStartMs.toFixed(1)} ms`, `hash ${w.hashMs.toFixed(1)} ms`);
+  if (w.compress.mode === 'powersgd') parts.push(`apply P̂Qᵀ ${w.applyMs.toFixed(1)} ms on one thread (the exact copy's, slept as ${(w.applyMs / MACHINE_APPLY_THREADS).toFixed(1)} ms over ${MACHINE_APPLY_THREADS} threads)`, `next Q ${w.warmStartMs.toFixed(1)} ms`, `hash ${w.hashMs.toFixed(1)} ms`);
   else if (w.compress.mode !== 'none') parts.push(`update decode ${sum(w.decodeMs).toFixed(1)} ms`, `apply ${w.applyMs.toFixed(1)} ms`, `hash ${w.hashMs.toFixed(1)} ms`);
   return `${parts.join(', ')} per step`;
 }
