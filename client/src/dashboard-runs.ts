@@ -1,0 +1,114 @@
+// The dashboard's columns for runs side by side (`tabtrain view`) and for the per-worker charts,
+// and the x-axis choice (step, epoch, wall time) every curve follows. Pure functions, no DOM.
+import type { WorkerSample } from '@tabtrain/shared/dashboard-wire';
+import { runSeconds, smooth, type Column, type RunView } from './dashboard-model';
+
+/** What the curves' x is: the step, the epoch (step ÷ steps per epoch) or seconds of the run. */
+export type XAxis = 'step' | 'epoch' | 'wall';
+export const X_AXES: Record<XAxis, string> = { step: 'step', epoch: 'epoch', wall: 'seconds of the run' };
+
+/**
+ * Where a step lies on the x-axis. Wall time: the step's own end if the run holds it, else
+ * interpolated between the held steps around it (a thinned or restored step).
+ */
+export function xOf(v: RunView, axis: XAxis): (step: number) => number {
+  const per = v.header?.stepsPerEpoch ?? 1;
+  if (axis === 'step') return (s) => s;
+  if (axis === 'epoch') return (s) => s / per;
+  const steps = v.steps.map((p) => p.step);
+  const secs = v.steps.map((p) => runSeconds(v.header, p.at));
+  return (s) => {
+    if (steps.length === 0) return 0;
+    let hi = steps.findIndex((x) => x >= s);
+    if (hi < 0) hi = steps.length - 1;
+    if (steps[hi] === s || hi === 0) return secs[hi];
+    const lo = hi - 1;
+    return secs[lo] + ((secs[hi] - secs[lo]) * (s - steps[lo])) / Math.max(1, steps[hi] - steps[lo]);
+  };
+}
+
+/** Several series, each its own [x, y] points, on one shared x column (uPlot's aligned data), nulls where a series has no point. */
+export function align(series: [number, number | null][][]): [number[], ...Column[]] {
+  const xs = [...new Set(series.flatMap((s) => s.map((p) => p[0])))].sort((a, b) => a - b);
+  const index = new Map(xs.map((x, i) => [x, i]));
+  const cols = series.map((s) => {
+    const col: Column = xs.map(() => null);
+    for (const [x, y] of s) col[index.get(x)!] = y;
+    return col;
+  });
+  return [xs, ...cols];
+}
+
+export interface NamedRun { name: string; view: RunView }
+
+/** Per run: its step loss, smoothed with weight `smoothing` (the raw curves of several runs hide each other). */
+export function lossSeries(runs: NamedRun[], axis: XAxis, smoothing: number): [number, number | null][][] {
+  return runs.map(({ view }) => {
+    const x = xOf(view, axis);
+    const ys = smooth(view.steps.map((p) => p.loss), smoothing);
+    return view.steps.map((p, i) => [x(p.step), ys[i]] as [number, number | null]);
+  });
+}
+
+/** Per run: each epoch's test accuracy where the epoch ended (partial epochs have none). */
+export function testAccSeries(runs: NamedRun[], axis: XAxis): [number, number | null][][] {
+  return runs.map(({ view }) => {
+    const x = xOf(view, axis);
+    const per = view.header?.stepsPerEpoch ?? 1;
+    return view.epochs.filter((e) => e.testAcc !== null).map((e) => [x((e.epoch - 1) * per + e.steps), e.testAcc] as [number, number | null]);
+  });
+}
+
+/**
+ * Per run: examples/s of each step, smoothed, with a gap (null) where an epoch's test evaluation
+ * came between two steps, so that no line is drawn across it.
+ */
+export function speedSeries(runs: NamedRun[], axis: XAxis, smoothing: number): [number, number | null][][] {
+  return runs.map(({ view }) => {
+    const x = xOf(view, axis);
+    const ys = smooth(view.steps.map((p) => p.examplesPerSec), smoothing);
+    const out: [number, number | null][] = [];
+    view.steps.forEach((p, i) => {
+      const prev = view.steps[i - 1];
+      if (prev && prev.epoch !== p.epoch) out.push([(x(prev.step) + x(p.step)) / 2, null]);
+      out.push([x(p.step), ys[i]]);
+    });
+    return out;
+  });
+}
+
+/** The per-worker charts: what each plots of a sample's worker, its unit, and a scale for the axis. */
+export const WORKER_METRICS = {
+  computeMs: { title: 'Compute per shard', unit: 'ms', scale: 1 },
+  upBytesPerSec: { title: 'Measured upload rate (worker → coordinator)', unit: 'MB/s', scale: 1e-6 },
+  downBytesPerSec: { title: 'Measured download rate (coordinator → worker)', unit: 'MB/s', scale: 1e-6 },
+  shardSize: { title: 'Shard size', unit: 'examples', scale: 1 },
+  tensorBytes: { title: 'Memory in tensors on its backend', unit: 'MB', scale: 1e-6 },
+} as const;
+export type WorkerMetric = keyof typeof WORKER_METRICS;
+
+/** A worker's series name: its id and backend (and the run's name when runs are overlaid). */
+export function workerName(w: WorkerSample['workers'][number], run?: string): string {
+  return `${run ? `${run}/` : ''}${w.workerId} (${w.backend})`;
+}
+
+/**
+ * One series per worker (by worker id and backend) of `metric` over the run, from the samples;
+ * a rate not measured yet (0) is a gap, not a fall to zero.
+ */
+export function workerSeries(runs: NamedRun[], metric: WorkerMetric, axis: XAxis): { labels: string[]; points: [number, number | null][][] } {
+  const byName = new Map<string, [number, number | null][]>();
+  const rate = metric === 'upBytesPerSec' || metric === 'downBytesPerSec';
+  for (const { name, view } of runs) {
+    const x = axis === 'wall' ? (s: WorkerSample) => runSeconds(view.header, s.at) : ((f) => (s: WorkerSample) => f(s.step))(xOf(view, axis));
+    for (const s of view.samples) {
+      for (const w of s.workers) {
+        const key = workerName(w, runs.length > 1 ? name : undefined);
+        if (!byName.has(key)) byName.set(key, []);
+        const y = w[metric] * WORKER_METRICS[metric].scale;
+        byName.get(key)!.push([x(s), rate && w[metric] === 0 ? null : y]);
+      }
+    }
+  }
+  return { labels: [...byName.keys()], points: [...byName.values()] };
+}
