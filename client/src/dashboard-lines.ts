@@ -3,8 +3,7 @@
 // log scale makes the chart again; new points only set its data. Until the first point it shows
 // what it is waiting for instead of empty axes.
 import uPlot from 'uplot';
-import { align } from './dashboard-runs';
-import type { Column } from './dashboard-model';
+import { align, type Sparse } from './dashboard-runs';
 
 /** Tableau 10, TensorBoard's and matplotlib's run colours. */
 export const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
@@ -18,6 +17,8 @@ export interface LineOptions {
   points?: boolean;
   /** y from 0 to 1 (accuracies). */
   unit?: boolean;
+  /** y from the data's own range rather than from 0 (a loss: its changes are small beside its size). */
+  fit?: boolean;
   digits?: number;
 }
 
@@ -26,7 +27,7 @@ export class LineChart {
   private shape = '';
   private readonly plot: HTMLElement;
   private readonly note: HTMLElement;
-  private data: [number[], ...Column[]] = [[]];
+  private data: [number[], ...Sparse[]] = [[]];
 
   constructor(private readonly el: HTMLElement, private readonly o: LineOptions) {
     this.plot = el.ownerDocument.createElement('div');
@@ -60,11 +61,11 @@ export class LineChart {
       this.chart = new uPlot({
         ...this.size(),
         // Log scales need y > 0: a loss is; a 0 would vanish, not break the chart.
-        scales: { x: { time: false }, y: this.o.unit ? { range: [0, 1] } : log ? { distr: 3 } : { range: (_u, _min, max) => [0, Math.max(1e-9, max * 1.1)] } },
+        scales: { x: { time: false }, y: this.o.unit ? { range: [0, 1] } : log ? { distr: 3 } : this.o.fit ? { auto: true } : { range: (_u, _min, max) => [0, Math.max(1e-9, max * 1.1)] } },
         axes: [{ label: xLabel, stroke, grid, ticks: grid }, { label: this.o.y, stroke, grid, ticks: grid, size: 60 }],
         // The x series is the axis: its legend entry would only repeat the axis's label.
         series: [{ label: xLabel, value: fixed(2), show: true }, ...labels.map((label, i): uPlot.Series => ({
-          label, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: this.o.points === true,
+          label, stroke: PALETTE[i % PALETTE.length], width: 2,
           points: { show: this.o.points === true, size: 7 }, value: fixed(digits),
         }))],
         legend: { live: true },
@@ -77,6 +78,6 @@ export class LineChart {
   /** What it draws, for tests: the lines' labels and the non-null points of each. */
   describe(): { labels: string[]; points: number[] } {
     const labels = this.chart && !this.plot.hidden ? this.chart.series.slice(1).map((s) => String(s.label ?? '')) : [];
-    return { labels, points: this.data.slice(1, labels.length + 1).map((col) => (col as Column).filter((y) => y !== null).length) };
+    return { labels, points: this.data.slice(1, labels.length + 1).map((col) => col.filter((y) => y !== null && y !== undefined).length) };
   }
 }

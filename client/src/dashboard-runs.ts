@@ -1,7 +1,7 @@
 // The dashboard's columns for runs side by side (`tabtrain view`) and for the per-worker charts,
 // and the x-axis choice (step, epoch, wall time) every curve follows. Pure functions, no DOM.
 import type { WorkerSample } from '@tabtrain/shared/dashboard-wire';
-import { runSeconds, smooth, type Column, type RunView } from './dashboard-model';
+import { runSeconds, smooth, type RunView } from './dashboard-model';
 
 /** What the curves' x is: the step, the epoch (step ÷ steps per epoch) or seconds of the run. */
 export type XAxis = 'step' | 'epoch' | 'wall';
@@ -27,12 +27,19 @@ export function xOf(v: RunView, axis: XAxis): (step: number) => number {
   };
 }
 
-/** Several series, each its own [x, y] points, on one shared x column (uPlot's aligned data), nulls where a series has no point. */
-export function align(series: [number, number | null][][]): [number[], ...Column[]] {
+/** A column of aligned data: undefined where the series has no point (uPlot draws across it), null a gap (it breaks the line). */
+export type Sparse = (number | null | undefined)[];
+
+/**
+ * Several series, each its own [x, y] points, on one shared x column (uPlot's aligned data):
+ * undefined where a series has no point at another series' x, so that its line goes on; its own
+ * nulls stay gaps (an evaluation, a rate not measured).
+ */
+export function align(series: [number, number | null][][]): [number[], ...Sparse[]] {
   const xs = [...new Set(series.flatMap((s) => s.map((p) => p[0])))].sort((a, b) => a - b);
   const index = new Map(xs.map((x, i) => [x, i]));
   const cols = series.map((s) => {
-    const col: Column = xs.map(() => null);
+    const col: Sparse = xs.map(() => undefined);
     for (const [x, y] of s) col[index.get(x)!] = y;
     return col;
   });

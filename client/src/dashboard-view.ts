@@ -25,7 +25,7 @@ export class RunsView {
 
   constructor(private readonly doc: Document, private readonly workers: WorkerCharts, private readonly options: () => { axis: XAxis; log: boolean; smoothing: number }) {
     doc.body.dataset.mode = 'view';
-    this.loss = new LineChart(doc.getElementById('view-loss')!, { y: 'loss', empty: 'no steps in these logs yet' });
+    this.loss = new LineChart(doc.getElementById('view-loss')!, { y: 'loss', empty: 'no steps in these logs yet', fit: true });
     this.acc = new LineChart(doc.getElementById('view-test-acc')!, { y: 'test accuracy', empty: 'no epoch has ended in these logs yet: test accuracy is measured at each epoch\'s end', points: true, unit: true });
     this.speed = new LineChart(doc.getElementById('view-speed')!, { y: 'examples/s', empty: 'no steps in these logs yet', digits: 1 });
   }

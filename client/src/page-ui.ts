@@ -56,7 +56,7 @@ export class PageUi {
   showStatus(s: WorkerStatus): void {
     if (s.run) this.set('run', `${s.run.model}: ${s.run.paramCount.toLocaleString('en-US')} parameters, global batch ${s.run.batch}, lr ${s.run.lr}, seed ${s.run.seed}`);
     this.set('step', shardStep(s));
-    this.set('shard', s.shardSize ? `${s.shardSize} examples` : '–');
+    this.set('shard', s.shardSize ? examples(s.shardSize) : '–');
     this.set('compute', s.computeMs ? `${s.computeMs.toFixed(0)} ms` : '–');
     this.set('upload', s.computeMs ? `${s.uploadMs.toFixed(0)} ms` : '–');
     this.set('speed', s.examplesPerSec ? `${s.examplesPerSec.toFixed(1)} examples/s` : '–');
@@ -69,7 +69,7 @@ export class PageUi {
       Object.assign(this.bar, { max: Math.max(1, p.totalSteps), value: p.step, hidden: false });
       this.set('loss', p.loss === undefined ? '–' : `${p.loss.toFixed(3)} at step ${p.step}${p.acc === undefined ? '' : ` (train accuracy ${p.acc.toFixed(3)})`}`);
       this.set('test-acc', p.testAcc === undefined ? 'after the first epoch' : p.testAcc.toFixed(3));
-      this.set('contributed', `${p.examples.toLocaleString('en-US')} examples computed; ${(100 * p.share).toFixed(0)}% of the last ${p.shareSteps} step${p.shareSteps === 1 ? '' : 's'}' examples`);
+      this.set('contributed', `${examples(p.examples)} computed; ${(100 * p.share).toFixed(0)}% of the last ${p.shareSteps} step${p.shareSteps === 1 ? '' : 's'}' examples`);
       this.doc.title = `tabtrain · step ${p.step} of ${p.totalSteps}`;
     }
     const [text, level] = doing(p, s);
@@ -122,6 +122,8 @@ export function describeAdapter(a: Record<string, unknown> | null): string {
   return JSON.stringify(a);
 }
 
+const examples = (n: number) => `${n.toLocaleString('en-US')} example${n === 1 ? '' : 's'}`;
+
 /** The shard's step as the coordinator numbers it: a train shard at version v makes step v + 1. */
 export function shardStep(s: WorkerStatus): string {
   if (s.step < 0) return '–';
@@ -133,7 +135,7 @@ export function shardStep(s: WorkerStatus): string {
 export function doing(p: Progress | null, s: WorkerStatus | null): [string, Level | undefined] {
   const probation = p?.role === 'probation' ? ` · on probation: ${p.why}` : '';
   if (s?.state === 'working') {
-    const what = s.task === 'eval' ? `computing test-set predictions (evaluation after step ${s.step})` : `computing its shard of step ${s.step + 1} (${s.shardSize} examples)`;
+    const what = s.task === 'eval' ? `computing test-set predictions (evaluation after step ${s.step})` : `computing its shard of step ${s.step + 1} (${examples(s.shardSize)})`;
     return [`${what}${probation}`, probation ? 'warn' : 'ok'];
   }
   if (!p || s?.state !== 'idle') return [s?.state === 'joining' ? 'joining the run' : '–', undefined];

@@ -2,9 +2,7 @@
 // process per worker, against a real in-process coordinator on port 0 with real Fashion-MNIST.
 // WebGPU here is SwiftShader (a software fallback adapter): slow, so the model is vgg11-tiny.
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CLOSE } from '@tabtrain/shared';
 import { parseCompression } from '@tabtrain/shared/compress';
@@ -13,7 +11,7 @@ import { Coordinator, DEFAULTS, type CoordinatorOptions } from '../../server/src
 import { loadFashionMnist, type Dataset } from '../../server/src/data';
 import type { PageSnapshot } from '../../client/src/page';
 import { WITHOUT, openTab, screenshot, waitFor, type Tab } from '../helpers/browser';
-import { ROOT, ensureClientBuilt } from '../helpers/build-client';
+import { ensureClientBuilt } from '../helpers/build-client';
 import { subset } from '../helpers/run';
 
 const RUN = { model: 'vgg11-tiny', batch: 16, seed: 11 };
@@ -292,14 +290,10 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     const training = coord.train();
     const text = (id: string) => t.page.locator(`#${id}`).innerText();
     await waitFor('the tab to hear of step 4', () => t.snapshot(), (x) => (x.progress?.step ?? 0) >= 4, 60_000);
-    // The pictures in the docs (TABTRAIN_DOCS_SCREENSHOT=1): mid-run, desktop and phone.
-    const dir = process.env.TABTRAIN_DOCS_SCREENSHOT ? join(ROOT, 'docs', 'img') : undefined;
-    if (dir) mkdirSync(dir, { recursive: true });
+    // The docs' pictures come from docs-screenshots.test.ts (a longer run); these are for a person checking this test.
     for (const [name, width, height] of [['desktop', 1280, 800], ['phone', 390, 844]] as const) {
       await t.page.setViewportSize({ width, height });
-      const file = `worker-page-${name}.png`;
-      if (dir) await t.page.screenshot({ path: join(dir, file), fullPage: true });
-      else console.log(`(r) screenshot: ${await screenshot(t, file)}`);
+      console.log(`(r) screenshot: ${await screenshot(t, `worker-page-${name}.png`)}`);
     }
     const summary = await training;
     expect(summary.steps).toBe(6);

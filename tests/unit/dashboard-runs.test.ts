@@ -36,7 +36,8 @@ describe('runs side by side', () => {
   });
 
   it('aligns runs on one x column with gaps, and draws a rate not measured yet as a gap', () => {
-    expect(align([[[1, 5], [3, 6]], [[2, 7]]])).toEqual([[1, 2, 3], [5, null, 6], [null, 7, null]]);
+    // No point at another series' x: undefined (the line goes on); a series' own null stays a gap.
+    expect(align([[[1, 5], [3, 6]], [[2, 7], [3, null]]])).toEqual([[1, 2, 3], [5, undefined, 6], [undefined, 7, null]]);
     const up = workerSeries([{ name: 'a', view: run() }], 'upBytesPerSec', 'step');
     expect(up.labels).toEqual(['w1 (webgpu)']);
     expect(up.points[0]).toEqual([[1, null], [4, 2]]);
