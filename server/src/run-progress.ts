@@ -103,7 +103,7 @@ export class RunProgress {
 
   private role(c: Conn): Pick<Progress, 'role' | 'why'> {
     if (typeof c.trust === 'object') {
-      return { role: 'probation', why: clip(`${this.o.members.trustLabel(c)}: this worker's first shards are computed again by an established worker and compared; only those count`) };
+      return { role: 'probation', why: clip(`${this.o.members.trustLabel(c)}: its first shards are also computed by an established worker and compared; until it passes, the run uses that worker's copies`) };
     }
     if (c.benchedByMs !== null) {
       return { role: 'benched', why: clip(`left out of the train shards (--balance cost): adding this worker would lengthen each step by about ${Math.round(c.benchedByMs)} ms; it is measured again now and then`) };

@@ -30,6 +30,8 @@ export interface InProcessWorkerOptions {
   workerId?: string;
   delayMsPerExample?: number;
   corruptVersion?: number;
+  /** Joins without the local key: a stranger, on probation in an --open run. */
+  stranger?: boolean;
   refreshEvery?: number;
   /** powersgd: where the exact copy runs; default this thread (LocalReplica: the same arithmetic as the Node worker's thread). */
   exactReplica?: ReplicaHostFactory;
@@ -113,7 +115,7 @@ export async function trainInProcess(n: number, opts: TestRunOptions, w: InProce
 async function connectWorker(run: InProcessRun, w: InProcessWorkerOptions): Promise<InProcessWorker> {
   const synthetic = w.syntheticMsPerExample !== undefined;
   const backend = synthetic ? 'synthetic' : (await setupNodeBackend(w.backend ?? 'cpu')).backend;
-  const identity: WorkerIdentity = { workerId: w.workerId ?? randomUUID(), kind: 'node', backend, adapter: null, local: LOCAL_KEY };
+  const identity: WorkerIdentity = { workerId: w.workerId ?? randomUUID(), kind: 'node', backend, adapter: null, local: w.stranger ? undefined : LOCAL_KEY };
   const tag = `[worker ${identity.workerId.slice(0, 8)}]`;
   const log: string[] = [];
   const progress: Progress[] = [];

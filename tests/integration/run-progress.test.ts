@@ -50,6 +50,24 @@ describe('progress messages', () => {
     }
   });
 
+  it('tells a stranger in an --open run that it is on probation, and why', async () => {
+    const run = await startInProcess({ model: 'vgg11-tiny', minWorkers: 2, maxSteps: 2, batch: 16, open: true, probation: 2 });
+    try {
+      const [established] = await run.add(1, SYNTHETIC);
+      const [stranger] = await run.add(1, { ...SYNTHETIC, stranger: true });
+      await run.coord.train();
+      await run.close();
+      expect(established.progress.at(-1)!.role).toBe('established');
+      const p = stranger.progress.at(-1)!;
+      expect(p.role).toBe('probation');
+      expect(p.why).toMatch(/^probation \(train \d\/2, eval \d\/2\): its first shards are also computed by an established worker and compared/);
+      // Its shadow copies are not the step's: it has computed nothing the run applied.
+      expect(p.examples).toBe(0);
+    } finally {
+      await run.close();
+    }
+  });
+
   it('is validated like every message: a curve of odd length or a share over 1 is refused', () => {
     const ok: Progress = { type: 'progress', state: 'running', reason: '', step: 3, totalSteps: 9, epoch: 1, epochs: 1, examples: 48, share: 0.5, shareSteps: 3, role: 'established', why: '', loss: 2.3, curve: [1, 2.3, 2, 2.2] };
     expect(validate(ok)).toEqual(ok);
