@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LogRuns, runNames, viewHandler } from '../../server/src/view';
-import { CPU, trainInProcess } from '../helpers/in-process';
+import { WASM, trainInProcess } from '../helpers/in-process';
 import { data, subset } from '../helpers/run';
 import { openTab, screenshot, waitFor, type Tab } from '../helpers/browser';
 import { DIST, ensureClientBuilt } from '../helpers/build-client';
@@ -33,7 +33,7 @@ describe('tabtrain view', () => {
     const files = [join(dir, 'lr-0.05.jsonl'), join(dir, 'lr-0.2.jsonl')];
     // Two epochs of 2 steps each, one worker: the logs of two small real runs.
     const d = subset(data(), 2 * 16, 64);
-    for (const [i, lr] of [0.05, 0.2].entries()) await trainInProcess(1, { model: 'vgg11-tiny', epochs: 2, batch: 16, lr, evalExamples: 64, metricsLog: files[i] }, CPU, d);
+    for (const [i, lr] of [0.05, 0.2].entries()) await trainInProcess(1, { model: 'vgg11-tiny', epochs: 2, batch: 16, lr, evalExamples: 64, metricsLog: files[i] }, WASM, d);
     appendFileSync(files[1], '{"type": "step", "step": oops}\n');
     server = createServer(viewHandler(new LogRuns(runNames(files)), DIST));
     await new Promise<void>((r) => server!.listen(0, '127.0.0.1', () => r()));
@@ -49,7 +49,7 @@ describe('tabtrain view', () => {
     expect(charts!.testAcc).toEqual({ labels: ['lr-0.05', 'lr-0.2'], points: [2, 2] });
     const workers = await tab.page.evaluate(() => (window as unknown as { tabtrainDashboard: Dash }).tabtrainDashboard.workerCharts());
     expect(workers.computeMs.labels).toHaveLength(2);
-    expect(workers.computeMs.labels.every((l) => /^lr-0\.(05|2)\/.+ \(cpu\)$/.test(l))).toBe(true);
+    expect(workers.computeMs.labels.every((l) => /^lr-0\.(05|2)\/.+ \(wasm\)$/.test(l))).toBe(true);
     // The table names the runs; the bad line is listed by file and line.
     expect(await tab.page.locator('#runs tbody tr').allInnerTexts()).toEqual([expect.stringContaining('lr-0.05'), expect.stringContaining('lr-0.2')]);
     expect(await tab.page.locator('#view-problems').innerText()).toMatch(/^lr-0\.2:\d+: not JSON/);
