@@ -101,11 +101,12 @@ export function workerName(w: WorkerSample['workers'][number], run?: string): st
 
 /**
  * One series per worker (by worker id and backend) of `metric` over the run, from the samples;
- * a rate not measured yet (0) is a gap, not a fall to zero.
+ * a rate not measured yet or memory not reported yet (0) is a gap, not a fall to zero.
  */
 export function workerSeries(runs: NamedRun[], metric: WorkerMetric, axis: XAxis): { labels: string[]; points: [number, number | null][][] } {
   const byName = new Map<string, [number, number | null][]>();
-  const rate = metric === 'upBytesPerSec' || metric === 'downBytesPerSec';
+  // 0 is "not yet": a rate not measured, memory not reported (a worker reports it after its first shard).
+  const unknownAtZero = metric === 'upBytesPerSec' || metric === 'downBytesPerSec' || metric === 'tensorBytes';
   for (const { name, view } of runs) {
     const x = axis === 'wall' ? (s: WorkerSample) => runSeconds(view.header, s.at) : ((f) => (s: WorkerSample) => f(s.step))(xOf(view, axis));
     for (const s of view.samples) {
@@ -113,7 +114,7 @@ export function workerSeries(runs: NamedRun[], metric: WorkerMetric, axis: XAxis
         const key = workerName(w, runs.length > 1 ? name : undefined);
         if (!byName.has(key)) byName.set(key, []);
         const y = w[metric] * WORKER_METRICS[metric].scale;
-        byName.get(key)!.push([x(s), rate && w[metric] === 0 ? null : y]);
+        byName.get(key)!.push([x(s), unknownAtZero && w[metric] === 0 ? null : y]);
       }
     }
   }
