@@ -94,9 +94,10 @@ export const WORKER_METRICS = {
 } as const;
 export type WorkerMetric = keyof typeof WORKER_METRICS;
 
-/** A worker's series name: its id and backend (and the run's name when runs are overlaid). */
+/** A worker's series name: its id (a long one cut to 8 characters: a UUID's first 8 are as good as all 36) and backend, and the run's name when runs are overlaid. */
 export function workerName(w: WorkerSample['workers'][number], run?: string): string {
-  return `${run ? `${run}/` : ''}${w.workerId} (${w.backend})`;
+  const id = w.workerId.length > 16 ? `${w.workerId.slice(0, 8)}…` : w.workerId;
+  return `${run ? `${run}/` : ''}${id} (${w.backend})`;
 }
 
 /**
@@ -104,19 +105,21 @@ export function workerName(w: WorkerSample['workers'][number], run?: string): st
  * a rate not measured yet or memory not reported yet (0) is a gap, not a fall to zero.
  */
 export function workerSeries(runs: NamedRun[], metric: WorkerMetric, axis: XAxis): { labels: string[]; points: [number, number | null][][] } {
-  const byName = new Map<string, [number, number | null][]>();
+  // Keyed by the whole identity: two workers whose names cut alike stay two lines.
+  const byWorker = new Map<string, { label: string; points: [number, number | null][] }>();
   // 0 is "not yet": a rate not measured, memory not reported (a worker reports it after its first shard).
   const unknownAtZero = metric === 'upBytesPerSec' || metric === 'downBytesPerSec' || metric === 'tensorBytes';
   for (const { name, view } of runs) {
     const x = axis === 'wall' ? (s: WorkerSample) => runSeconds(view.header, s.at) : ((f) => (s: WorkerSample) => f(s.step))(xOf(view, axis));
     for (const s of view.samples) {
       for (const w of s.workers) {
-        const key = workerName(w, runs.length > 1 ? name : undefined);
-        if (!byName.has(key)) byName.set(key, []);
+        const key = JSON.stringify([name, w.workerId, w.backend]);
+        if (!byWorker.has(key)) byWorker.set(key, { label: workerName(w, runs.length > 1 ? name : undefined), points: [] });
         const y = w[metric] * WORKER_METRICS[metric].scale;
-        byName.get(key)!.push([x(s), unknownAtZero && w[metric] === 0 ? null : y]);
+        byWorker.get(key)!.points.push([x(s), unknownAtZero && w[metric] === 0 ? null : y]);
       }
     }
   }
-  return { labels: [...byName.keys()], points: [...byName.values()] };
+  const lines = [...byWorker.values()];
+  return { labels: lines.map((l) => l.label), points: lines.map((l) => l.points) };
 }

@@ -43,5 +43,9 @@ describe('runs side by side', () => {
     expect(up.points[0]).toEqual([[1, null], [4, 2]]);
     const two = workerSeries([{ name: 'a', view: run() }, { name: 'b', view: run() }], 'tensorBytes', 'step');
     expect(two.labels).toEqual(['a/w1 (webgpu)', 'b/w1 (webgpu)']);
+    // A long id is cut for the legend, yet two ids that cut alike stay two lines.
+    const v = run();
+    v.samples = [{ at: 2000, step: 1, workers: [{ ...worker(1), workerId: 'f9bd7c49-0ef5-aaaa' }, { ...worker(1), id: 2, workerId: 'f9bd7c49-0ef5-bbbb' }] }];
+    expect(workerSeries([{ name: 'a', view: v }], 'computeMs', 'step').labels).toEqual(['f9bd7c49… (webgpu)', 'f9bd7c49… (webgpu)']);
   });
 });
