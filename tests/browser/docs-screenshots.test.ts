@@ -5,7 +5,7 @@
 // Skipped unless asked for, as it takes a few minutes:
 //   TABTRAIN_DOCS_SCREENSHOT=1 npx vitest run tests/browser/docs-screenshots.test.ts
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,5 +76,6 @@ describe.skipIf(!process.env.TABTRAIN_DOCS_SCREENSHOT)('the docs pictures of the
     tabs.push(t);
     await waitFor('both runs', () => t.page.evaluate(() => (window as unknown as { tabtrainDashboard: { runs(): unknown[] | null } }).tabtrainDashboard.runs()), (r) => r?.length === 2, 20_000);
     await shoot(t, 'view-two-runs');
+    rmSync(dir, { recursive: true, force: true });
   }, 12 * 60_000);
 });

@@ -1,7 +1,7 @@
 // `tabtrain view` in real headless Chromium: two --log files of two small real runs (in-process,
 // real Fashion-MNIST, different learning rates) served read-only and drawn side by side, each
 // named by its file; a bad line in one is listed as FILE:LINE and the rest still draws.
-import { appendFileSync, mkdtempSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,9 +14,11 @@ import { DIST, ensureClientBuilt } from '../helpers/build-client';
 
 let server: Server | null = null;
 let tab: Tab | null = null;
+const dir = mkdtempSync(join(tmpdir(), 'tabtrain-view-'));
 afterAll(async () => {
   await tab?.close();
   server?.close();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 interface Drawn { labels: string[]; points: number[] }
@@ -29,7 +31,6 @@ type Dash = {
 describe('tabtrain view', () => {
   it('overlays two runs from their --log files, named by the files', async () => {
     ensureClientBuilt();
-    const dir = mkdtempSync(join(tmpdir(), 'tabtrain-view-'));
     const files = [join(dir, 'lr-0.05.jsonl'), join(dir, 'lr-0.2.jsonl')];
     // Two epochs of 2 steps each, one worker: the logs of two small real runs.
     const d = subset(data(), 2 * 16, 64);

@@ -1,7 +1,7 @@
 // tabtrain view's reading of --log files (server/src/window/log-runs.ts): a real log from a small
 // in-process run read back as the dashboard's snapshot, and hostile lines reported as FILE:LINE
 // and skipped, never a crash.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,9 +12,12 @@ import { SYNTHETIC, trainInProcess } from '../helpers/in-process';
 
 describe('tabtrain view: reading a --log file', () => {
   it('rebuilds the run: header, every step, the epochs, the running train points and the worker samples', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'tabtrain-log-')), 'run.jsonl');
+    const dir = mkdtempSync(join(tmpdir(), 'tabtrain-log-'));
+    const file = join(dir, 'run.jsonl');
     const { summary } = await trainInProcess(2, { model: 'vgg11-tiny', epochs: 2, batch: 16, metricsLog: file, evalExamples: 32 }, SYNTHETIC, subset(data(), 4 * 16, 32));
-    const { snapshot: s, problems } = readLog(readFileSync(file, 'utf8'), 'run');
+    const text = readFileSync(file, 'utf8');
+    rmSync(dir, { recursive: true, force: true });
+    const { snapshot: s, problems } = readLog(text, 'run');
     expect(problems).toEqual([]);
     expect(s.header.model).toBe('vgg11-tiny');
     expect(s.header.state).toBe('finished');
