@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import {
   MSG, PROTOCOL_VERSION, IMAGE_BYTES, asFloat32, decodeFrame, encode, paramLayout, replicaHash, validate, welcomedModel, zooHashes,
-  type Assign, type Basis, type Hello, type RunInfo, type Update, type WorkerKind,
+  type Assign, type Basis, type Hello, type Progress, type RunInfo, type Update, type WorkerKind,
 } from '@tabtrain/shared';
 import { Net, type ShardStats } from '@tabtrain/shared/net';
 import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
@@ -30,7 +30,10 @@ export interface WorkerIdentity {
 export interface WorkerStatus {
   state: 'connecting' | 'joining' | 'idle' | 'working' | 'closed';
   run: RunInfo | null;
+  /** The assign's step: the weights version the shard is computed at (a train shard makes step + 1, as the coordinator numbers it). */
   step: number;
+  /** The kind of the shard in hand or last computed. */
+  task: 'train' | 'eval' | null;
   shardSize: number;
   computeMs: number;
   uploadMs: number;
@@ -73,13 +76,15 @@ export class WorkerCore {
   /** fp16 and int8 runs: the replica and the decoded update (apart from `grad`, which a synthetic net fills only once), side by side for SIMD SGD. */
   private updates: UpdateArena | null = null;
   private queue: Promise<void> = Promise.resolve();
-  readonly status: WorkerStatus = { state: 'connecting', run: null, step: -1, shardSize: 0, computeMs: 0, uploadMs: 0, examplesPerSec: 0, tensors: 0 };
+  readonly status: WorkerStatus = { state: 'connecting', run: null, step: -1, task: null, shardSize: 0, computeMs: 0, uploadMs: 0, examplesPerSec: 0, tensors: 0 };
 
   constructor(
     private readonly id: WorkerIdentity,
     private readonly send: SendFrame,
     private readonly opts: {
       delayMsPerExample?: number; syntheticMsPerExample?: number; onStatus?: (s: WorkerStatus) => void; log?: (line: string) => void;
+      /** Where the run stands and this worker's part in it (the page shows it). */
+      onProgress?: (p: Progress) => void;
       /** Fault injection for tests: perturb the replica after applying this version's update. */
       corruptVersion?: number;
       /** powersgd: refresh the working weights from the exact copy every this many versions (default DEFAULT_REFRESH_EVERY). */
@@ -174,6 +179,9 @@ export class WorkerCore {
       case MSG.notice:
         this.opts.log?.(`coordinator: ${msg.message}`);
         return;
+      case MSG.progress:
+        this.opts.onProgress?.(msg);
+        return;
       default:
         throw new Error(`unexpected ${msg.type} from the coordinator`);
     }
@@ -265,7 +273,7 @@ export class WorkerCore {
     if (!kept && body.byteLength !== a.count * (IMAGE_BYTES + 1)) throw new Error(`shard body ${body.byteLength} bytes, expected ${a.count * (IMAGE_BYTES + 1)}`);
     const images = body.subarray(0, a.count * IMAGE_BYTES);
     const labels = body.subarray(a.count * IMAGE_BYTES);
-    this.update({ state: 'working', step: a.step, shardSize: a.count });
+    this.update({ state: 'working', step: a.step, task: a.task, shardSize: a.count });
     const t0 = performance.now();
     let factors: Float32Array | null = null;
     let stats: ShardStats;

@@ -1,6 +1,9 @@
 // The dashboard's data, without the DOM: merging the event stream into one run view, and the
 // columns the charts plot. Pure functions, so tests can use them too.
-import { MAX_STEP_POINTS, MAX_TRAIN_POINTS, thin, type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type TrainPoint, type Update, type WorkerRow } from '@tabtrain/shared/dashboard-wire';
+import {
+  MAX_STEP_POINTS, MAX_TRAIN_POINTS, MAX_WORKER_SAMPLES, thin,
+  type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type TrainPoint, type Update, type WorkerRow, type WorkerSample,
+} from '@tabtrain/shared/dashboard-wire';
 
 export { MAX_STEP_POINTS };
 
@@ -19,14 +22,16 @@ export interface RunView {
   /** The epochs' running train loss and accuracy (d2l's Animator), in step order. */
   train: TrainPoint[];
   log: string[];
+  /** The workers sampled over the run (the per-worker charts). */
+  samples: WorkerSample[];
 }
 
-export const emptyView = (): RunView => ({ seq: -1, header: null, workers: [], steps: [], epochs: [], train: [], log: [] });
+export const emptyView = (): RunView => ({ seq: -1, header: null, workers: [], steps: [], epochs: [], train: [], log: [], samples: [] });
 
 
 /** A snapshot replaces the view (the page connected or reconnected). */
 export function applySnapshot(s: Snapshot, logLines = 200): RunView {
-  const v: RunView = { seq: s.seq, header: s.header, workers: s.workers, steps: [...s.steps], epochs: [], train: [...(s.train ?? [])], log: s.log.slice(-logLines) };
+  const v: RunView = { seq: s.seq, header: s.header, workers: s.workers, steps: [...s.steps], epochs: [], train: [...(s.train ?? [])], log: s.log.slice(-logLines), samples: [...(s.samples ?? [])] };
   mergeEpochs(v, s.epochs);
   return v;
 }
@@ -42,6 +47,8 @@ export function applyUpdate(v: RunView, u: Update, logLines = 200): void {
   const lastTrain = v.train.at(-1)?.step ?? -Infinity;
   for (const p of u.train ?? []) if (p.step > lastTrain) v.train.push(p);
   while (v.train.length > MAX_TRAIN_POINTS) thin(v.train);
+  v.samples.push(...(u.samples ?? []));
+  while (v.samples.length > MAX_WORKER_SAMPLES) thin(v.samples);
   mergeEpochs(v, u.epochs);
   v.log.push(...u.log);
   if (v.log.length > logLines) v.log.splice(0, v.log.length - logLines);
@@ -119,6 +126,8 @@ export function speedData(v: RunView, smoothing = 0): SpeedData {
   const perEpoch = h?.stepsPerEpoch ?? 1;
   const resumed = h?.resumedFromStep ?? 0;
   const rows: { x: number; raw: number | null; epoch: number | null }[] = v.steps.map((p) => ({ x: runSeconds(h, p.at), raw: p.examplesPerSec, epoch: null }));
+  // An epoch's test evaluation lies between its last step and the next epoch's first: a gap, not a line.
+  const gaps = v.steps.flatMap((p, i) => (i > 0 && v.steps[i - 1].epoch !== p.epoch ? [{ x: (rows[i - 1].x + rows[i].x) / 2, raw: null, epoch: null }] : []));
   const stepIndex = new Map(v.steps.map((p, i) => [p.step, i]));
   let cumulative = 0;
   for (const e of v.epochs) {
@@ -128,6 +137,7 @@ export function speedData(v: RunView, smoothing = 0): SpeedData {
     if (i !== undefined) rows[i].epoch = e.examplesPerSec;
     else if (end <= resumed) rows.push({ x: cumulative, raw: null, epoch: e.examplesPerSec });
   }
+  rows.push(...gaps);
   rows.sort((a, b) => a.x - b.x);
   const raw = rows.map((r) => r.raw);
   return [rows.map((r) => r.x), raw, smooth(raw, smoothing), rows.map((r) => r.epoch)];

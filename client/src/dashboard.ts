@@ -5,6 +5,9 @@
 import { Charts } from './dashboard-charts';
 import { applySnapshot, applyUpdate, downloadName, emptyView, isTerminal, metricsCsv, metricsJsonl, type RunView } from './dashboard-model';
 import { DashboardUi } from './dashboard-ui';
+import { chartOptions } from './dashboard-options';
+import { RunsView, fetchRuns, follow } from './dashboard-view';
+import { WorkerCharts } from './dashboard-workers';
 import type { ControlAction, Snapshot, Update } from '@tabtrain/shared/dashboard-wire';
 
 let view: RunView = emptyView();
@@ -13,15 +16,27 @@ let dirty = false;
 const charts = new Charts(document.getElementById('chart-curves')!, document.getElementById('chart-speed')!, document.getElementById('chart-timeline')!);
 const ui = new DashboardUi(document, {
   control: (action, token) => void control(action, token),
-  smoothing: (w) => charts.setSmoothing(w),
+  smoothing: (w) => { charts.setSmoothing(w); runsView?.draw(); },
   download: (kind) => download(kind),
 });
 charts.smoothing = ui.smoothing;
+const workerCharts = new WorkerCharts(document);
+let runsView: RunsView | null = null;
+const options = chartOptions(document, () => {
+  const o = options.get();
+  charts.setOptions(o.axis, o.log);
+  if (runsView) runsView.draw();
+  else workerCharts.update([{ name: '', view }], o.axis);
+});
+charts.setOptions(options.get().axis, options.get().log);
 
 function render(): void {
   dirty = false;
   ui.render(view);
   charts.update(view);
+  workerCharts.update([{ name: '', view }], options.get().axis);
+  const test = view.epochs.filter((e) => e.testAcc !== null).at(-1);
+  document.getElementById('test-acc-glance')!.textContent = test ? `test accuracy ${test.testAcc!.toFixed(3)} after epoch ${test.epoch}` : '';
 }
 
 /** Draws now, or when the tab is next visible (a hidden tab keeps the data, skips the drawing). */
@@ -83,7 +98,20 @@ function connect(): void {
   });
 }
 
-connect();
+// Served by `tabtrain view` (GET /api/runs answers): runs from --log files, read-only; else a live coordinator.
+void fetchRuns().then((body) => {
+  if (!body) return connect();
+  runsView = new RunsView(document, workerCharts, () => ({ ...options.get(), smoothing: charts.smoothing }));
+  ui.setConnection('ok', 'read-only: --log files');
+  follow(runsView, body, (text) => ui.setConnection('error', text));
+});
 
 /** For tests and the curious, from the console: `tabtrainDashboard.view()`. */
-Object.assign(window, { tabtrainDashboard: { view: () => view, lossPoints: () => charts.lossPoints(), charts: () => charts.describe(), smoothing: () => charts.smoothing } });
+Object.assign(window, {
+  tabtrainDashboard: {
+    view: () => view, lossPoints: () => charts.lossPoints(), charts: () => charts.describe(), smoothing: () => charts.smoothing,
+    runs: () => runsView?.runs.map((r) => ({ name: r.name, steps: r.view.steps.length, epochs: r.view.epochs.length, state: r.view.header?.state })) ?? null,
+    workerCharts: () => workerCharts.describe(),
+    runCharts: () => runsView?.describe() ?? null,
+  },
+});

@@ -1,7 +1,7 @@
 // The browser's side of the socket: where to connect, a stable worker id, capped backoff, and
 // one session = one WebSocket driving one WorkerCore. The arithmetic and the protocol are
 // core.ts's, shared with the Node worker; only this file and page-backend.ts are browser-only.
-import { CLOSE } from '@tabtrain/shared';
+import { CLOSE, type Progress } from '@tabtrain/shared';
 import { WorkerCore, type WorkerIdentity, type WorkerStatus } from './core';
 import { webWorkerReplica } from './exact-replica-webworker';
 import type { PowerSgdPlan } from '@tabtrain/shared/powersgd';
@@ -108,6 +108,7 @@ export interface SessionOptions {
   /** Settles when the GPU device is lost. */
   lost: Promise<DeviceLoss>;
   onStatus: (s: WorkerStatus) => void;
+  onProgress: (p: Progress) => void;
   onOpen: () => void;
   log: (line: string) => void;
   /** powersgd: refresh the working weights from the exact copy (in a Web Worker) every this many versions (?refresh=K). */
@@ -188,7 +189,7 @@ export function runSession(opts: SessionOptions): Promise<SessionOutcome> {
     };
     // The exact copy of the weights in a Web Worker where there are Web Workers, on this thread otherwise.
     const exactReplica = typeof Worker === 'function' ? (plan: PowerSgdPlan, lr: number, corrupt?: number) => webWorkerReplica(plan, lr, corrupt, opts.applyThreads) : undefined;
-    const core = new WorkerCore(opts.identity, send, { onStatus: opts.onStatus, log: opts.log, refreshEvery: opts.refreshEvery, exactReplica });
+    const core = new WorkerCore(opts.identity, send, { onStatus: opts.onStatus, onProgress: opts.onProgress, log: opts.log, refreshEvery: opts.refreshEvery, exactReplica });
 
     const finish = async (code: number, reason: string) => {
       if (over) return;

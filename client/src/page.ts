@@ -7,7 +7,8 @@
 //   ?backend=webgpu|webgl|wasm|cpu   try this backend first
 //   ?token=T                         the coordinator's --token
 import * as tf from '@tensorflow/tfjs-core';
-import { CLOSE, CLOSE_NAMES } from '@tabtrain/shared';
+import { CLOSE, CLOSE_NAMES, PROGRESS_CURVE_POINTS, type Progress } from '@tabtrain/shared';
+import { thin } from '@tabtrain/shared/dashboard-wire';
 import type { WorkerIdentity, WorkerStatus } from './core';
 import { selectBackend, simulateDeviceLoss, type BackendChoice, type DeviceLoss } from './page-backend';
 import { Backoff, FATAL_CODES, coordinatorUrl, rememberIdentity, runSession, stableWorkerId, storedSession } from './page-socket';
@@ -25,9 +26,13 @@ export interface PageSnapshot {
   coordinator: string;
   workerId: string;
   status: WorkerStatus | null;
+  /** The coordinator's latest progress message: the run, and this tab's part in it. */
+  progress: Progress | null;
+  /** The run's loss by step, [step, loss], as the progress messages told it. */
+  curve: [number, number][];
   shards: ShardRecord[];
   deviceLosses: number;
-  memory: { numTensors: number; numBytes: number; numBytesInGPU?: number };
+  memory: { numTensors: number; numBytes: number; numBytesInGPU?: number; numBytesAllocatedInGPU?: number };
   heapBytes: number | null;
   error: string | null;
 }
@@ -51,11 +56,11 @@ async function main(): Promise<void> {
   const ui = new PageUi(document);
   const params = new URLSearchParams(location.search);
   const state: PageSnapshot = {
-    backend: null, adapter: null, notice: '', connection: 'starting', coordinator: '', workerId: '', status: null, shards: [],
+    backend: null, adapter: null, notice: '', connection: 'starting', coordinator: '', workerId: '', status: null, progress: null, curve: [], shards: [],
     deviceLosses: 0, memory: memory(), heapBytes: heap(), error: null,
   };
   window.tabtrain = {
-    snapshot: () => ({ ...state, status: state.status && { ...state.status }, shards: [...state.shards], memory: memory(), heapBytes: heap() }),
+    snapshot: () => ({ ...state, status: state.status && { ...state.status }, curve: [...state.curve], shards: [...state.shards], memory: memory(), heapBytes: heap() }),
     simulateDeviceLoss,
   };
   const connection = (text: string, level?: 'ok' | 'warn' | 'error') => {
@@ -129,6 +134,15 @@ async function main(): Promise<void> {
     if (s.state === 'working') connection('joined: computing a shard', 'ok');
     wasWorking = s.state === 'working';
     ui.showMemory(m, heap());
+    ui.showProgress(state.progress, s, state.curve);
+  };
+  const onProgress = (p: Progress) => {
+    state.progress = p;
+    // The first message after a welcome carries the run's curve so far; later ones add their step.
+    if (p.curve) state.curve = Array.from({ length: p.curve.length / 2 }, (_, i) => [p.curve![2 * i], p.curve![2 * i + 1]] as [number, number]);
+    else if (p.loss !== undefined && p.step > (state.curve.at(-1)?.[0] ?? 0)) state.curve.push([p.step, p.loss]);
+    if (state.curve.length > 2 * PROGRESS_CURVE_POINTS) thin(state.curve);
+    ui.showProgress(p, state.status, state.curve);
   };
 
   const backoff = new Backoff();
@@ -139,6 +153,7 @@ async function main(): Promise<void> {
       identity: Object.assign(identity, { backend: choice!.backend, adapter: choice!.adapter }),
       lost: choice!.lost,
       onStatus,
+      onProgress,
       onOpen: () => connection('connected: saying hello'),
       log,
       refreshEvery,

@@ -36,6 +36,7 @@ Usage:
   tabtrain serve [options]          run a coordinator; open https://HOST:PORT/ in a tab to join
   tabtrain worker --url URL [opts]  join a coordinator as a headless Node worker
   tabtrain bench scaleout|micro     the scale-out and communication benchmarks
+  tabtrain view FILE.jsonl [...]    the dashboard, read-only, of --log files (runs overlaid)
   tabtrain help                     this text
 
 Each command's options: tabtrain serve --help, tabtrain worker --help, tabtrain bench --help.
@@ -405,6 +406,7 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (cmd === 'serve') return serve(rest);
+  if (cmd === 'view') return (await import('./view')).view(rest);
   if (cmd === 'bench') {
     await (await import('./bench/index')).bench(rest);
     return 0;

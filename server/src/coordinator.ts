@@ -26,6 +26,7 @@ import { FullCopies } from './full-copies';
 import { Membership, type Conn } from './membership';
 import { Replicas } from './replicas';
 import { DEFAULTS, type CoordinatorOptions, type EpochMetrics, type StepRecord, type Summary } from './run-options';
+import { RunProgress } from './run-progress';
 import { RunControl, type RunState } from './run-state';
 import { Scheduler } from './scheduler';
 import { RunStopped, Sessions } from './sessions';
@@ -125,6 +126,7 @@ export class Coordinator {
       // A quiet reason reaches the dashboard with its next push ('workers'), without a state change.
       say: (s, why, quiet) => { if (quiet) { this.control.explain(why); this.events.emit('workers'); } else this.control.set(s, why); },
     });
+    new RunProgress({ members: this.members, wire, events: this.events, position: () => this.position() });
   }
 
   /** The only truth: every worker starts from these. */
@@ -280,6 +282,13 @@ export class Coordinator {
     this.events.emit('epoch', m);
     if (!partial) await this.afterStep?.(this);
     return m;
+  }
+
+  /** Where the run stands, as the workers' progress messages say it (run-progress.ts). */
+  private position() {
+    const perEpoch = stepsPerEpoch(this.data.train.count, this.opts.batch);
+    const { epochs } = this.opts;
+    return { state: this.state, reason: this.stateReason, step: this.step, totalSteps: Math.min(this.opts.maxSteps ?? Infinity, epochs * perEpoch), epoch: Math.min(this.epoch + 1, epochs), epochs };
   }
 
   status() {

@@ -34,6 +34,7 @@ import { RunLog } from './window/run-log';
 import { TERMINAL } from './window/settings';
 import { StatusView, perEpoch, runConfig, totalSteps } from './window/status';
 import { TrainCurve } from './window/train-curve';
+import { WorkerSamples } from './window/worker-samples';
 
 export { DASHBOARD } from './window/settings';
 
@@ -48,6 +49,7 @@ export class Dashboard {
   private readonly feed: PageFeed;
   private readonly runControl: RunControl;
   private readonly runLog: RunLog;
+  private readonly samples: WorkerSamples;
   private closed = false;
   private readonly listeners: [string, Parameters<Coordinator['events']['on']>[1]][];
 
@@ -62,6 +64,7 @@ export class Dashboard {
     this.feed = new PageFeed(coord, this.curve, () => this.statusView.view(), limits, (n) => this.metrics.streams(n));
     this.runControl = new RunControl(coord);
     this.runLog = new RunLog(coord);
+    this.samples = new WorkerSamples(coord);
     const r = coord.run;
     this.runLog.write({ type: 'run', model: r.model, modelHash: r.modelHash, paramCount: r.paramCount, config: runConfig(coord), stepsPerEpoch: perEpoch(coord), totalSteps: totalSteps(coord) });
     this.listeners = [
@@ -92,7 +95,16 @@ export class Dashboard {
     this.statusView.stepDone(s.wallMs);
     this.metrics.step(s, p.examplesPerSec);
     this.runLog.write({ type: 'step', ...s });
+    this.sample(s.at);
     this.feed.schedule();
+  }
+
+  /** The workers, for the per-worker charts: to the pages and the --log file (so `view` draws them too). */
+  private sample(at: number, force = false): void {
+    const sample = this.samples.take(at, force);
+    if (!sample) return;
+    this.feed.addSample(sample);
+    this.runLog.write({ type: 'workers', at: sample.at, workers: sample.workers });
   }
 
   private onEpoch(e: EpochMetrics): void {
@@ -109,6 +121,8 @@ export class Dashboard {
 
   private onState(state: RunState): void {
     if (!this.curve.origin) this.fix(this.coord.step);
+    // The run's last word on its workers: a short run still has a sample to draw.
+    if (TERMINAL.includes(state)) this.sample(Date.now(), true);
     this.runLog.write({ type: 'state', state, reason: this.coord.stateReason });
     // The final state goes out at once: the coordinator may close right after it.
     this.feed.schedule(TERMINAL.includes(state));

@@ -167,6 +167,34 @@ export interface RunHeader {
   now: number;
 }
 
+/**
+ * The workers as they were at one moment of the run (taken at a step, at most every
+ * DASHBOARD.workerSampleMs): the per-worker charts (compute time, link rates, shard size, memory).
+ */
+export interface WorkerSample {
+  /** Wall clock (ms since 1970) of the sample. */
+  at: number;
+  /** The run's step when it was taken. */
+  step: number;
+  workers: {
+    id: number;
+    workerId: string;
+    backend: string;
+    shardSize: number;
+    /** Its last shard's compute, as it measured it. */
+    computeMs: number;
+    /** Measured rates of its gradient uploads and of the coordinator's sends to it, bytes/s (0 = not measured yet). */
+    upBytesPerSec: number;
+    downBytesPerSec: number;
+    /** Bytes of live tensors on its backend, as it last reported. */
+    tensorBytes: number;
+    examplesPerSec: number;
+  }[];
+}
+
+/** Worker samples kept (by the coordinator and the page); past this thinned like the steps. */
+export const MAX_WORKER_SAMPLES = 2000;
+
 export interface Update {
   /** Increases by one per update; a snapshot carries the seq of the update it reflects. */
   seq: number;
@@ -180,6 +208,8 @@ export interface Update {
   train: TrainPoint[];
   /** Coordinator log lines since the previous update (a snapshot: the latest few). */
   log: string[];
+  /** Worker samples since the previous update (a snapshot: every one kept). */
+  samples?: WorkerSample[];
 }
 
 export type Snapshot = Update;

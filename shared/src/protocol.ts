@@ -8,7 +8,7 @@ import { Packr } from 'msgpackr';
 import type { Codec, Compression } from './codec-types';
 import { hasControl, printable } from './text';
 
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** Tensors larger than this travel as several frames, each a slice of the flat vector. */
 export const CHUNK_FLOATS = 2 * 1024 * 1024; // 8 MiB of fp32: far under ws's payload limit, big enough that framing costs nothing
@@ -46,6 +46,11 @@ export const MSG = {
    * ΣQ_i; with round 1's it turns weights `version − 1` into `version`, and it warm-starts the next Q.
    */
   basis: 'basis',
+  /**
+   * coordinator: where the run stands and what you did for it, after each step, epoch and change
+   * of the run's state (the worker page shows it; the Node worker ignores it).
+   */
+  progress: 'progress',
 } as const;
 export type MsgType = (typeof MSG)[keyof typeof MSG];
 
@@ -223,7 +228,41 @@ export interface Status {
 }
 export interface Resync { type: typeof MSG.resync; version: number }
 
-export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice | Status | Update | Resync | Basis;
+/** Steps a progress message's share counts: this worker's part of the last PROGRESS_SHARE_STEPS steps' examples. */
+export const PROGRESS_SHARE_STEPS = 20;
+/** Points of the loss curve the first progress after a welcome carries (the run so far, thinned). */
+export const PROGRESS_CURVE_POINTS = 200;
+/** What a worker is to the run: computing shards, left out by --balance cost, or on probation (its results checked). */
+export type ProgressRole = 'established' | 'benched' | 'probation';
+export interface Progress {
+  type: typeof MSG.progress;
+  /** The run's state (running, paused, evaluating, waiting, finished, stopped, failed) and why, '' when no reason. */
+  state: string;
+  reason: string;
+  /** Steps applied so far (the coordinator's numbering: step n is the n-th applied), of totalSteps. */
+  step: number;
+  totalSteps: number;
+  /** 1-based epoch in progress, of epochs. */
+  epoch: number;
+  epochs: number;
+  /** The latest step's mean loss and train accuracy (absent when not finite, or before the first step). */
+  loss?: number;
+  acc?: number;
+  /** The latest epoch's test accuracy. */
+  testAcc?: number;
+  /** Train examples this worker identity computed and the run applied. */
+  examples: number;
+  /** Its fraction of the examples of the last `shareSteps` steps (0..1). */
+  share: number;
+  shareSteps: number;
+  role: ProgressRole;
+  /** Why it has that role, in words ('' for established). */
+  why: string;
+  /** First progress after a welcome: the run's loss so far as [step, loss, step, loss, …], at most PROGRESS_CURVE_POINTS pairs. */
+  curve?: number[];
+}
+
+export type Message = Hello | Welcome | Weights | Assign | Gradient | Result | Notice | Status | Update | Resync | Basis | Progress;
 
 const packr = new Packr({ useRecords: false });
 
@@ -270,7 +309,7 @@ function align4(n: number): number { return (n + 3) & ~3; }
 
 // ---- validation: everything that arrives is untrusted ----
 
-type Check = 'int' | 'positive' | 'num' | 'str' | 'obj' | 'bool' | 'task' | 'nonneg' | 'round';
+type Check = 'int' | 'positive' | 'num' | 'str' | 'obj' | 'bool' | 'task' | 'nonneg' | 'round' | 'fraction' | 'role' | 'curve';
 const SCHEMA: Record<MsgType, Record<string, Check>> = {
   hello: { protocol: 'int', workerId: 'str', kind: 'str', backend: 'str', modelHashes: 'obj' },
   welcome: { workerId: 'str', run: 'obj' },
@@ -284,12 +323,17 @@ const SCHEMA: Record<MsgType, Record<string, Check>> = {
   update: { version: 'int', offset: 'int', total: 'int', batch: 'positive' },
   resync: { version: 'int' },
   basis: { version: 'int', round: 'round', offset: 'int', total: 'int', batch: 'positive' },
+  progress: {
+    state: 'str', reason: 'str', step: 'int', totalSteps: 'int', epoch: 'int', epochs: 'int', examples: 'int',
+    share: 'fraction', shareSteps: 'int', role: 'role', why: 'str',
+  },
 };
 /** Optional fields: checked when present. */
 const OPTIONAL: Partial<Record<MsgType, Record<string, Check>>> = {
   assign: { round: 'round', fp32: 'bool' },
   gradient: { round: 'round' },
   status: { drift: 'nonneg' },
+  progress: { loss: 'nonneg', acc: 'fraction', testAcc: 'fraction', curve: 'curve' },
 };
 const MSG_TYPES = new Set<string>(Object.values(MSG));
 
@@ -304,6 +348,11 @@ function ok(v: unknown, c: Check): boolean {
     case 'bool': return typeof v === 'boolean';
     case 'task': return v === 'train' || v === 'eval';
     case 'round': return v === 1 || v === 2;
+    case 'fraction': return typeof v === 'number' && v >= 0 && v <= 1;
+    case 'role': return v === 'established' || v === 'benched' || v === 'probation';
+    // [step, loss, …] pairs: steps whole, losses finite and ≥ 0.
+    case 'curve': return Array.isArray(v) && v.length % 2 === 0 && v.length <= 2 * PROGRESS_CURVE_POINTS
+      && v.every((x, i) => (i % 2 === 0 ? Number.isSafeInteger(x) && x >= 0 : typeof x === 'number' && Number.isFinite(x) && x >= 0));
   }
 }
 

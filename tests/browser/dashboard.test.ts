@@ -208,6 +208,13 @@ describe('dashboard during a run with 2 Node workers', () => {
     // The timeline's stacks: six phases, one bar per recent step.
     const timeline = await t.page.evaluate(() => document.querySelectorAll('#chart-timeline .u-legend .u-series').length);
     expect(timeline).toBe(7);
+    // Per worker, over the run (issue 22): a line per worker, named with its backend, in the compute chart.
+    const perWorker = await t.page.evaluate(() => (window as unknown as { tabtrainDashboard: { workerCharts(): Record<string, { labels: string[]; points: number[] }> } }).tabtrainDashboard.workerCharts());
+    expect(perWorker.computeMs.labels).toHaveLength(2);
+    expect(perWorker.computeMs.labels.every((l) => l.endsWith('(wasm)'))).toBe(true);
+    expect(Math.min(...perWorker.computeMs.points)).toBeGreaterThan(0);
+    // The latest test accuracy, at a glance beside the chart's title.
+    expect(await text(t, '#test-acc-glance')).toMatch(/^test accuracy \d\.\d{3} after epoch \d+$/);
     await screenshot(t, 'dashboard-desktop.png');
   });
 

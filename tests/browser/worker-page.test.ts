@@ -12,6 +12,7 @@ import { loadFashionMnist, type Dataset } from '../../server/src/data';
 import type { PageSnapshot } from '../../client/src/page';
 import { WITHOUT, openTab, screenshot, waitFor, type Tab } from '../helpers/browser';
 import { ensureClientBuilt } from '../helpers/build-client';
+import { subset } from '../helpers/run';
 
 const RUN = { model: 'vgg11-tiny', batch: 16, seed: 11 };
 /** SwiftShader's WebGPU adapter is a fallback one: the page takes wasm over it unless told. */
@@ -27,7 +28,7 @@ const REFERENCE_STEPS = 6;
 
 interface Started { coord: Coordinator; port: number; http: string; ws: string; lines: string[] }
 
-async function startCoordinator(opts: Partial<CoordinatorOptions>): Promise<Started> {
+async function startCoordinator(opts: Partial<CoordinatorOptions>, d?: Dataset): Promise<Started> {
   const lines: string[] = [];
   const coord = new Coordinator({
     // --open with probation 0: these tabs (no token in their address) are the workers under test,
@@ -35,7 +36,7 @@ async function startCoordinator(opts: Partial<CoordinatorOptions>): Promise<Star
     // tests/integration/byzantine.test.ts covers that).
     ...RUN, epochs: 1, port: 0, host: '127.0.0.1', minWorkers: 1, balance: 'equal', evalExamples: 100, probation: 0, open: true,
     helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {}, ...opts,
-  } as CoordinatorOptions, data);
+  } as CoordinatorOptions, d ?? data);
   coords.push(coord);
   const port = await coord.listen();
   const host = opts.host ?? '127.0.0.1';
@@ -281,6 +282,35 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     const again = await waitFor('tab1 to rejoin under a new id', () => t1.snapshot(), (x) => x.connection.startsWith('joined') && x.workerId !== first.workerId, 30_000);
     const live = coord.status().workers.filter((w) => w.state !== 'lost');
     expect(live.map((w) => w.workerId).sort()).toEqual([first.workerId, again.workerId].sort());
+  });
+
+  it('(r) shows the run it helps: the coordinator\'s step numbers, the loss, the test accuracy and this tab\'s share', async () => {
+    // Three steps an epoch, two epochs: the page sees an epoch's test accuracy and the run's end.
+    const { coord, http } = await startCoordinator({ minWorkers: 1, epochs: 2 }, subset(data, 3 * RUN.batch, 100));
+    const t = await tab('tab', `${http}?backend=wasm`);
+    const training = coord.train();
+    const text = (id: string) => t.page.locator(`#${id}`).innerText();
+    await waitFor('the tab to hear of step 4', () => t.snapshot(), (x) => (x.progress?.step ?? 0) >= 4, 60_000);
+    // The docs' pictures come from docs-screenshots.test.ts (a longer run); these are for a person checking this test.
+    for (const [name, width, height] of [['desktop', 1280, 800], ['phone', 390, 844]] as const) {
+      await t.page.setViewportSize({ width, height });
+      console.log(`(r) screenshot: ${await screenshot(t, `worker-page-${name}.png`)}`);
+    }
+    const summary = await training;
+    expect(summary.steps).toBe(6);
+    const s = await waitFor('the tab to hear of the end', () => t.snapshot(), (x) => x.progress?.state === 'finished' || x.connection.includes('finished'), 15_000);
+    const last = coord.lastStep!;
+    expect(s.progress!.step).toBe(6);
+    // Numbered as the coordinator numbers its steps (from 1): the last shard was the test evaluation after step 6.
+    expect(await text('step')).toBe('test evaluation after step 6');
+    expect(await text('progress')).toContain('step 6 of 6 · epoch 2 of 2');
+    expect(await text('loss')).toContain(`${last.loss.toFixed(3)} at step 6`);
+    expect(await text('test-acc')).toBe(coord.history[1].testAcc!.toFixed(3));
+    expect(await text('contributed')).toContain(`${(6 * RUN.batch).toLocaleString('en-US')} examples computed; 100% of the last`);
+    expect(s.curve.map((p) => p[0])).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(s.curve.at(-1)![1]).toBeCloseTo(last.loss, 5);
+    // No GPU figure on a backend that has none (wasm).
+    expect(await text('memory')).not.toContain('GPU');
   });
 
   it('memory stays flat over 20 steps (tf.memory and the JS heap)', async () => {

@@ -9,7 +9,7 @@
 // JavaScript, the golden runs' bits), or `wasm`. Tests in a file run one at a time, so a run may
 // set another backend than the last.
 import { randomUUID } from 'node:crypto';
-import { CLOSE } from '@tabtrain/shared';
+import { CLOSE, type Progress } from '@tabtrain/shared';
 import { Coordinator, DEFAULTS, type Summary } from '../../server/src/coordinator';
 import { Dashboard } from '../../server/src/dashboard';
 import type { Dataset } from '../../server/src/data';
@@ -30,6 +30,8 @@ export interface InProcessWorkerOptions {
   workerId?: string;
   delayMsPerExample?: number;
   corruptVersion?: number;
+  /** Joins without the local key: a stranger, on probation in an --open run. */
+  stranger?: boolean;
   refreshEvery?: number;
   /** powersgd: where the exact copy runs; default this thread (LocalReplica: the same arithmetic as the Node worker's thread). */
   exactReplica?: ReplicaHostFactory;
@@ -46,6 +48,8 @@ export interface InProcessWorker {
   readonly core: WorkerCore;
   /** What the worker logged (a Node worker's stdout): joins, refreshes, resync requests. */
   readonly log: string[];
+  /** The progress messages it was sent (the worker page shows them). */
+  readonly progress: Progress[];
   /** Resolves with the close code and reason once its connection is closed, by either side. */
   readonly closed: Promise<{ code: number; reason: string }>;
   /** Closes its connection from the worker's side, as a worker that leaves or dies does (default 1006: gone without a close frame). */
@@ -111,13 +115,14 @@ export async function trainInProcess(n: number, opts: TestRunOptions, w: InProce
 async function connectWorker(run: InProcessRun, w: InProcessWorkerOptions): Promise<InProcessWorker> {
   const synthetic = w.syntheticMsPerExample !== undefined;
   const backend = synthetic ? 'synthetic' : (await setupNodeBackend(w.backend ?? 'cpu')).backend;
-  const identity: WorkerIdentity = { workerId: w.workerId ?? randomUUID(), kind: 'node', backend, adapter: null, local: LOCAL_KEY };
+  const identity: WorkerIdentity = { workerId: w.workerId ?? randomUUID(), kind: 'node', backend, adapter: null, local: w.stranger ? undefined : LOCAL_KEY };
   const tag = `[worker ${identity.workerId.slice(0, 8)}]`;
   const log: string[] = [];
+  const progress: Progress[] = [];
   const endpoint: Endpoint = run.wire.connect();
   const core = new WorkerCore(identity, (frame) => endpoint.send(frame), {
     delayMsPerExample: w.delayMsPerExample, corruptVersion: w.corruptVersion, syntheticMsPerExample: w.syntheticMsPerExample,
-    refreshEvery: w.refreshEvery, exactReplica: w.exactReplica, log: (l) => log.push(l),
+    refreshEvery: w.refreshEvery, exactReplica: w.exactReplica, log: (l) => log.push(l), onProgress: (p) => progress.push(p),
   });
   let handled: Promise<void> = Promise.resolve();
   let failed: unknown = null;
@@ -138,7 +143,7 @@ async function connectWorker(run: InProcessRun, w: InProcessWorkerOptions): Prom
       void handled.finally(() => { core.dispose(); resolve({ code, reason }); });
     };
   });
-  const worker: InProcessWorker = { workerId: identity.workerId, core, log, closed, leave: (code = 1006, reason = '') => endpoint.close(code, reason) };
+  const worker: InProcessWorker = { workerId: identity.workerId, core, log, progress, closed, leave: (code = 1006, reason = '') => endpoint.close(code, reason) };
   run.workers.push(worker);
   await endpoint.send(core.hello());
   return worker;

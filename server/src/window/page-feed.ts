@@ -4,8 +4,8 @@
 // serialised once and written to every page. The streams' caps are event-streams.ts's.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
-  MAX_TRAIN_POINTS, thin,
-  type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type TrainPoint, type Update, type WorkerRow,
+  MAX_TRAIN_POINTS, MAX_WORKER_SAMPLES, thin,
+  type EpochPoint, type RunHeader, type Snapshot, type StepPoint, type TrainPoint, type Update, type WorkerRow, type WorkerSample,
 } from '@tabtrain/shared/dashboard-wire';
 import type { Coordinator, EpochMetrics, StepRecord } from '../coordinator';
 import { EventStreams, STREAM_LIMITS, type StreamLimits } from '../event-streams';
@@ -32,7 +32,8 @@ export class PageFeed {
   private readonly steps: StepPoint[] = [];
   private readonly train: TrainPoint[] = [];
   private readonly logTail: string[] = [];
-  private pending = { steps: [] as StepPoint[], epochs: [] as EpochPoint[], train: [] as TrainPoint[], log: [] as string[] };
+  private readonly samples: WorkerSample[] = [];
+  private pending = { steps: [] as StepPoint[], epochs: [] as EpochPoint[], train: [] as TrainPoint[], log: [] as string[], samples: [] as WorkerSample[] };
   private seq = 0;
   private snapshotFrame: { seq: number; frame: Buffer } | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -55,6 +56,10 @@ export class PageFeed {
 
   addStep(p: StepPoint): void {
     this.pending.steps.push(p);
+  }
+
+  addSample(s: WorkerSample | null): void {
+    if (s) this.pending.samples.push(s);
   }
 
   addTrain(p: TrainPoint | null): void {
@@ -98,8 +103,10 @@ export class PageFeed {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.lastFlush = performance.now();
-    const { steps, epochs, train, log } = this.pending;
-    this.pending = { steps: [], epochs: [], train: [], log: [] };
+    const { steps, epochs, train, log, samples } = this.pending;
+    this.pending = { steps: [], epochs: [], train: [], log: [], samples: [] };
+    this.samples.push(...samples);
+    if (this.samples.length > MAX_WORKER_SAMPLES) thin(this.samples);
     this.steps.push(...steps);
     if (this.steps.length > DASHBOARD.maxStepPoints) thin(this.steps);
     this.train.push(...train);
@@ -109,7 +116,7 @@ export class PageFeed {
     this.seq++;
     if (this.streams.size === 0) return;
     const { header, workers } = this.view();
-    const update: Update = { seq: this.seq, header, workers, steps, epochs, train, log };
+    const update: Update = { seq: this.seq, header, workers, steps, epochs, train, log, samples };
     this.serialisations++;
     this.streams.send(Buffer.from(`event: update\ndata: ${JSON.stringify(update)}\n\n`));
   }
@@ -121,7 +128,7 @@ export class PageFeed {
       // Epochs from the coordinator's history, which a resumed run restores from its checkpoint.
       // Before training starts, a resumed run's restored points are read off the coordinator.
       const train = this.curve.origin ? this.train : this.curve.restored();
-      const s: Snapshot = { seq: this.seq, header, workers, steps: this.steps, epochs: this.coord.history, train, log: this.logTail };
+      const s: Snapshot = { seq: this.seq, header, workers, steps: this.steps, epochs: this.coord.history, train, log: this.logTail, samples: this.samples };
       this.snapshotFrame = { seq: this.seq, frame: Buffer.from(`event: snapshot\ndata: ${JSON.stringify(s)}\n\n`) };
     }
     return this.snapshotFrame.frame;

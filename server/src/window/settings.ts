@@ -11,6 +11,8 @@ export const DASHBOARD = {
   logLines: 60,
   /** Steps averaged for the ETA. */
   etaWindow: 50,
+  /** A sample of the workers (per-worker charts, the --log file) at most this often: 1,800 an hour. */
+  workerSampleMs: 2000,
   /** POST /api/control bodies are tiny JSON. */
   maxControlBytes: 1024,
 } as const;
