@@ -13,8 +13,10 @@ const ONE_THREAD = [
   'tests/integration/compression.test.ts',
   'tests/integration/equivalence.test.ts',
   'tests/integration/load.test.ts',
+  'tests/integration/log-runs.test.ts',
   'tests/integration/pipeline.test.ts',
   'tests/integration/powersgd-trust.test.ts',
+  'tests/integration/run-progress.test.ts',
   'tests/integration/trust.test.ts',
 ];
 
