@@ -7,7 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { basename, dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { parseArgsMessage } from '@tabtrain/shared/cli-args';
+import { asTyped, parseArgsMessage } from '@tabtrain/shared/cli-args';
 import { printable } from '@tabtrain/shared/text';
 import { ensurePageBuilt } from './page-build';
 import { DEFAULT_STATIC_DIR, serveStatic } from './static';
@@ -119,7 +119,7 @@ export async function view(args: string[], log: (line: string) => void = (l) => 
   }
   const { values: v, positionals: files } = parsed;
   if (v.help) {
-    log(VIEW_HELP);
+    log(asTyped(VIEW_HELP));
     return 0;
   }
   if (files.length === 0) throw new UsageError('view: name at least one --log file: tabtrain view runs/a.jsonl [runs/b.jsonl …] (tabtrain view --help)');
