@@ -8,9 +8,13 @@
 // directly so that no intermediate becomes a tracked tf.Tensor. We don't use wasm's
 // Conv3DBackpropFilterV2: it is wrong for strides > 1.
 //
+// The step's other slow kernels (BatchMatMul with a transpose, MaxPoolGrad) are in
+// wasm-step-kernels.ts, registered from here too.
+//
 // Call registerWasmKernels() after importing '@tensorflow/tfjs-backend-wasm' and before
 // tf.setBackend('wasm') (or any time after; both work).
 import * as tf from '@tensorflow/tfjs-core';
+import { registerWasmStepKernels } from './wasm-step-kernels';
 import type {
   Conv2DBackpropFilterAttrs,
   Conv2DBackpropInputAttrs,
@@ -120,6 +124,7 @@ export function registerWasmKernels(): void {
   // tf.setBackend only runs setupFuncs of kernels registered at that moment.
   const replacement: KernelConfig = { ...original, kernelFunc: backpropInput };
   tf.registerKernel(replacement);
+  registerWasmStepKernels();
   registered = true;
 }
 

@@ -1,0 +1,55 @@
+// Issue 23's table: PyTorch (one thread) beside tabtrain's wasm worker (one thread), batch 16,
+// interleaved model by model so that both see the same load on a shared machine, `--rounds` times.
+//   node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps 5] [--profile] [--tag NAME] [MODEL...]
+// Writes bench/results/cpu-compare[-TAG].json (and -profile with --profile: both profilers' tables
+// for one step of each model). Needs Debian's python3-torch (`apt-get install python3-torch`).
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { parseArgs } from 'node:util';
+
+const { values: v, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    rounds: { type: 'string', default: '2' }, steps: { type: 'string', default: '5' }, batch: { type: 'string', default: '16' },
+    profile: { type: 'boolean', default: false }, tag: { type: 'string' }, help: { type: 'boolean', default: false },
+  },
+});
+if (v.help) {
+  console.log('node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps 5] [--batch 16] [--profile] [--tag NAME] [MODEL...]\n' +
+    'PyTorch vs tabtrain wasm, one thread each, interleaved; JSON in bench/results/. Default models: alexnet-small vgg11-small.');
+  process.exit(0);
+}
+const models = positionals.length ? positionals : ['alexnet-small', 'vgg11-small'];
+const common = ['--batch', v.batch!, '--steps', v.steps!];
+const PYTHON = '/usr/bin/python3';
+
+function torch(mode: 'speed' | 'profile', model: string): Record<string, unknown> {
+  try {
+    return JSON.parse(execFileSync(PYTHON, ['bench/torch-step.py', mode, ...common, model], { encoding: 'utf8' }));
+  } catch (e) {
+    throw new Error(`PyTorch run failed (${(e as Error).message.split('\n')[0]}): install it with \`apt-get install python3-torch\``);
+  }
+}
+
+function wasm(script: 'worker-speed' | 'worker-profile', model: string, extra: string[] = []): Record<string, unknown> {
+  const out = `/tmp/tabtrain-cpu-compare-${process.pid}.json`;
+  execFileSync(process.execPath, ['--import', 'tsx', `bench/${script}.ts`, ...common, ...extra, '--out', out, model], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return JSON.parse(execFileSync('cat', [out], { encoding: 'utf8' })).results[0];
+}
+
+const rows = [];
+for (let round = 1; round <= Number(v.rounds); round++) {
+  for (const model of models) {
+    const load = loadavg()[0];
+    const pt = v.profile ? torch('profile', model) : torch('speed', model);
+    const tj = v.profile ? wasm('worker-profile', model) : wasm('worker-speed', model);
+    const ptRate = v.profile ? (1000 * Number(v.batch)) / Number(pt.stepMs) : Number(pt.examplesPerSec);
+    const tjRate = Number(tj.examplesPerSec);
+    rows.push({ round, model, load1: load, pytorch: pt, wasm: tj, ratio: tjRate / ptRate });
+    console.log(`round ${round} ${model.padEnd(14)} pytorch ${ptRate.toFixed(0).padStart(6)} ex/s  wasm ${tjRate.toFixed(0).padStart(6)} ex/s  ratio ${(100 * tjRate / ptRate).toFixed(1)}%  (load ${load.toFixed(2)})`);
+  }
+}
+const name = `bench/results/cpu-compare${v.profile ? '-profile' : ''}${v.tag ? `-${v.tag}` : ''}.json`;
+writeFileSync(name, JSON.stringify({ machine: '2-core Intel Xeon (AVX-512), shared', date: new Date().toISOString(), batch: Number(v.batch), threads: 1, rows }, null, 2) + '\n');
+console.log(`wrote ${name}`);
