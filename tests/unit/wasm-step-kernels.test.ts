@@ -53,7 +53,12 @@ function expectClose(expected: Float32Array, actual: Float32Array, rel: number):
 // their geometry and lose width: a dense layer's input is capped at MAX_INPUTS (its units, and so
 // which operand the kernel transposes and packs, are kept), a pool's channels at MAX_CHANNELS
 // beyond MAX_POOL_FLOATS (its height, width, window and stride are kept).
-const MAX_INPUTS = 1024, MAX_POOL_FLOATS = 40_000, MAX_CHANNELS = 4;
+const MAX_INPUTS = 512, MAX_POOL_FLOATS = 40_000, MAX_CHANNELS = 2;
+// A full-size model's conv layer keeps its input size, kernel, stride and padding; its channels are
+// halved until one example's forward pass is within MAX_CONV_MACS multiply-adds (the small and
+// tiny models' layers, the ones the tests and the CPU demo train, are checked whole).
+const MAX_CONV_MACS = 400_000;
+const convs = new Map<string, { input: [number, number, number]; filters: number; kernel: number; stride: number; pad: number }>();
 const dense = new Map<string, [number, number]>();
 const pools = new Map<string, { input: [number, number, number]; size: number; stride: number; pad: 'valid' | 'same' | number }>();
 for (const spec of Object.values(MODELS)) {
@@ -62,12 +67,20 @@ for (const spec of Object.values(MODELS)) {
     const prev = i === 0 ? [spec.input, spec.input, 1] : shapes[i - 1].shape;
     if (l.kind === 'dense') {
       const inputs = Math.min(prev[0], MAX_INPUTS);
-      dense.set(`${inputs}x${l.units}${inputs < prev[0] ? ` (${prev[0]} capped)` : ''}`, [inputs, l.units]);
+      dense.set(`${inputs}x${l.units}${inputs < prev[0] ? ' (capped)' : ''}`, [inputs, l.units]);
+    }
+    if (l.kind === 'conv') {
+      const [h, w] = prev;
+      let [ci, co] = [prev[2], l.filters];
+      const macs = () => shapes[i].shape[0] * shapes[i].shape[1] * ci * co * l.kernel * l.kernel;
+      while (spec.input > 100 && macs() > MAX_CONV_MACS && ci * co > 1) { ci = Math.max(1, ci >> 1); co = Math.max(1, co >> 1); }
+      const capped = ci < prev[2] || co < l.filters ? ` (${prev[2]}→${l.filters} capped)` : '';
+      convs.set(`${h}x${w}x${ci}→${co}${capped} k${l.kernel} s${l.stride} p${l.pad}`, { input: [h, w, ci], filters: co, kernel: l.kernel, stride: l.stride, pad: l.pad });
     }
     if (l.kind === 'pool') {
       const [h, w, c] = prev;
       const channels = h * w * c > MAX_POOL_FLOATS ? Math.min(c, MAX_CHANNELS) : c;
-      pools.set(`${h}x${w}x${channels}${channels < c ? ` (${c} capped)` : ''} pool ${l.size}/${l.stride}`, { input: [h, w, channels], size: l.size, stride: l.stride, pad: 'valid' });
+      pools.set(`${h}x${w}x${channels}${channels < c ? ' (capped)' : ''} pool ${l.size}/${l.stride}`, { input: [h, w, channels], size: l.size, stride: l.stride, pad: 'valid' });
     }
   });
 }
@@ -96,6 +109,31 @@ describe('wasm BatchMatMul with transposes (the dense layers)', () => {
         const actual = await on('wasm', f);
         expect(actual.shape).toEqual(expected.shape);
         expectClose(expected.values, actual.values, 1e-5);
+      }
+    });
+  }
+});
+
+// Strides 1 and 4 with padding beyond the zoo's (AlexNet's conv1 is stride 4, pad 1).
+convs.set('stride 4, pad 3, k5', { input: [19, 17, 3], filters: 5, kernel: 5, stride: 4, pad: 3 });
+convs.set('stride 1, pad 2, k3 (pad > kernel - 1 - pad)', { input: [6, 7, 2], filters: 3, kernel: 3, stride: 1, pad: 2 });
+
+describe('wasm convolution gradients (input: the flipped filter on the heap; filter)', () => {
+  for (const [name, c] of convs) {
+    it(`matches cpu at ${name}`, async () => {
+      const xShape: [number, number, number, number] = [2, ...c.input];
+      const wShape: [number, number, number, number] = [c.kernel, c.kernel, c.input[2], c.filters];
+      const x = random(size(xShape), 6), w = random(size(wShape), 7);
+      await tf.setBackend('cpu');
+      const outShape = tf.tidy(() => tf.conv2d(tf.zeros(xShape) as tf.Tensor4D, tf.zeros(wShape) as tf.Tensor4D, c.stride, c.pad).shape);
+      const r = random(size(outShape), 8);
+      const loss = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.stride, c.pad), tf.tensor(r, outShape)));
+      for (const which of [0, 1]) {
+        const f = () => tf.grads(loss)([tf.tensor(x, xShape), tf.tensor(w, wShape)])[which];
+        const expected = await on('cpu', f);
+        const actual = await on('wasm', f);
+        expect(actual.shape).toEqual(expected.shape);
+        expectClose(expected.values, actual.values, 1e-4);
       }
     });
   }
