@@ -44,10 +44,14 @@ for (let round = 1; round <= Number(v.rounds); round++) {
     const load = loadavg()[0];
     const pt = v.profile ? torch('profile', model) : torch('speed', model);
     const tj = v.profile ? wasm('worker-profile', model) : wasm('worker-speed', model);
-    const ptRate = v.profile ? (1000 * Number(v.batch)) / Number(pt.stepMs) : Number(pt.examplesPerSec);
-    const tjRate = Number(tj.examplesPerSec);
-    rows.push({ round, model, load1: load, pytorch: pt, wasm: tj, ratio: tjRate / ptRate });
-    console.log(`round ${round} ${model.padEnd(14)} pytorch ${ptRate.toFixed(0).padStart(6)} ex/s  wasm ${tjRate.toFixed(0).padStart(6)} ex/s  ratio ${(100 * tjRate / ptRate).toFixed(1)}%  (load ${load.toFixed(2)})`);
+    // Examples per CPU second: both run one thread, and CPU time barely moves with the machine's
+    // load where wall time does (another process holding the core counts in the wall clock only).
+    const ptRate = v.profile ? (1000 * Number(v.batch)) / Number(pt.cpuMsPerStep) : Number(pt.examplesPerCpuSec);
+    const tjRate = v.profile ? Number(tj.examplesPerSec) : Number(tj.examplesPerCpuSec);
+    const wall = v.profile ? null : Number(tj.examplesPerSec) / Number(pt.examplesPerSec);
+    rows.push({ round, model, load1: load, pytorch: pt, wasm: tj, ratio: tjRate / ptRate, wallRatio: wall });
+    console.log(`round ${round} ${model.padEnd(14)} pytorch ${ptRate.toFixed(0).padStart(6)} ex/CPU s  wasm ${tjRate.toFixed(0).padStart(6)} ex/CPU s  ratio ${(100 * tjRate / ptRate).toFixed(1)}%` +
+      `${wall === null ? '' : `  (wall-clock ratio ${(100 * wall).toFixed(1)}%)`}  (load ${load.toFixed(2)})`);
   }
 }
 const name = `bench/results/cpu-compare${v.profile ? '-profile' : ''}${v.tag ? `-${v.tag}` : ''}.json`;
