@@ -1,6 +1,8 @@
 // Issue 23's table: PyTorch (one thread) beside tabtrain's wasm worker (one thread), batch 16,
 // interleaved model by model so that both see the same load on a shared machine, `--rounds` times.
-//   node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps 5] [--profile] [--tag NAME] [MODEL...]
+//   node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps 5] [--profile] [--baseline DIR] [--tag NAME] [MODEL...]
+// --baseline DIR also runs DIR's bench/worker-speed.ts (another checkout, e.g. before a change) in
+// the same interleaving, so that before and after see the same load.
 // Writes bench/results/cpu-compare[-TAG].json (and -profile with --profile: both profilers' tables
 // for one step of each model). Needs Debian's python3-torch (`apt-get install python3-torch`).
 import { execFileSync } from 'node:child_process';
@@ -12,12 +14,13 @@ const { values: v, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     rounds: { type: 'string', default: '2' }, steps: { type: 'string', default: '5' }, batch: { type: 'string', default: '16' },
-    profile: { type: 'boolean', default: false }, tag: { type: 'string' }, help: { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false }, baseline: { type: 'string' }, tag: { type: 'string' }, help: { type: 'boolean', default: false },
   },
 });
 if (v.help) {
   console.log('node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps 5] [--batch 16] [--profile] [--tag NAME] [MODEL...]\n' +
-    'PyTorch vs tabtrain wasm, one thread each, interleaved; JSON in bench/results/. Default models: alexnet-small vgg11-small.');
+    'PyTorch vs tabtrain wasm, one thread each, interleaved; JSON in bench/results/. Default models: alexnet-small vgg11-small.\n' +
+    '--baseline DIR: also time DIR\'s worker (another checkout) in the same interleaving.');
   process.exit(0);
 }
 const models = positionals.length ? positionals : ['alexnet-small', 'vgg11-small'];
@@ -32,9 +35,9 @@ function torch(mode: 'speed' | 'profile', model: string): Record<string, unknown
   }
 }
 
-function wasm(script: 'worker-speed' | 'worker-profile', model: string, extra: string[] = []): Record<string, unknown> {
+function wasm(script: 'worker-speed' | 'worker-profile', model: string, cwd = process.cwd()): Record<string, unknown> {
   const out = `/tmp/tabtrain-cpu-compare-${process.pid}.json`;
-  execFileSync(process.execPath, ['--import', 'tsx', `bench/${script}.ts`, ...common, ...extra, '--out', out, model], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(process.execPath, ['--import', 'tsx', `bench/${script}.ts`, ...common, '--out', out, model], { cwd, stdio: ['ignore', 'ignore', 'inherit'] });
   return JSON.parse(execFileSync('cat', [out], { encoding: 'utf8' })).results[0];
 }
 
@@ -43,15 +46,18 @@ for (let round = 1; round <= Number(v.rounds); round++) {
   for (const model of models) {
     const load = loadavg()[0];
     const pt = v.profile ? torch('profile', model) : torch('speed', model);
+    const base = v.baseline && !v.profile ? wasm('worker-speed', model, v.baseline) : null;
     const tj = v.profile ? wasm('worker-profile', model) : wasm('worker-speed', model);
     // Examples per CPU second: both run one thread, and CPU time barely moves with the machine's
     // load where wall time does (another process holding the core counts in the wall clock only).
     const ptRate = v.profile ? (1000 * Number(v.batch)) / Number(pt.cpuMsPerStep) : Number(pt.examplesPerCpuSec);
     const tjRate = v.profile ? Number(tj.examplesPerSec) : Number(tj.examplesPerCpuSec);
     const wall = v.profile ? null : Number(tj.examplesPerSec) / Number(pt.examplesPerSec);
-    rows.push({ round, model, load1: load, pytorch: pt, wasm: tj, ratio: tjRate / ptRate, wallRatio: wall });
+    const baseRatio = base ? Number(base.examplesPerCpuSec) / ptRate : null;
+    rows.push({ round, model, load1: load, pytorch: pt, wasm: tj, ratio: tjRate / ptRate, wallRatio: wall, ...(base ? { baseline: base, baselineRatio: baseRatio } : {}) });
     console.log(`round ${round} ${model.padEnd(14)} pytorch ${ptRate.toFixed(0).padStart(6)} ex/CPU s  wasm ${tjRate.toFixed(0).padStart(6)} ex/CPU s  ratio ${(100 * tjRate / ptRate).toFixed(1)}%` +
-      `${wall === null ? '' : `  (wall-clock ratio ${(100 * wall).toFixed(1)}%)`}  (load ${load.toFixed(2)})`);
+      `${wall === null ? '' : `  (wall-clock ratio ${(100 * wall).toFixed(1)}%)`}` +
+      `${baseRatio === null ? '' : `  baseline ${Number(base!.examplesPerCpuSec).toFixed(0)} ex/CPU s = ${(100 * baseRatio).toFixed(1)}%`}  (load ${load.toFixed(2)})`);
   }
 }
 const name = `bench/results/cpu-compare${v.profile ? '-profile' : ''}${v.tag ? `-${v.tag}` : ''}.json`;

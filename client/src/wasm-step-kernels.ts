@@ -82,7 +82,14 @@ export function registerWasmStepKernels(): void {
     const out = backend.makeOutput(input.shape, 'float32');
     // Views after the allocation: makeOutput may grow (and so detach) the heap.
     const dx = backend.typedArrayFromHeap(out);
-    // Sums in float64, rounded once, as the cpu backend does: the two agree bit for bit.
+    dx.fill(0);
+    // Windows that never overlap (VGG's 2/2) give each input at most one term: straight into dx.
+    if (info.strideHeight >= info.filterHeight && info.strideWidth >= info.filterWidth) {
+      maxPoolBackprop(backend.typedArrayFromHeap(input), backend.typedArrayFromHeap(dy), dx, info);
+      return out;
+    }
+    // Overlapping windows (AlexNet's 3/2) sum in float64, rounded once, as the cpu backend does:
+    // the two agree bit for bit.
     if (sums.length < dx.length) sums = new Float64Array(dx.length);
     const acc = sums.subarray(0, dx.length);
     acc.fill(0);
@@ -123,7 +130,7 @@ let sums = new Float64Array(0);
  * row-major order, as the cpu backend picks it (a window of NaN or -Infinity passes nothing on);
  * padding is never a maximum.
  */
-function maxPoolBackprop(x: Float32Array, dy: Float32Array, dx: Float64Array, info: tf.backend_util.Conv2DInfo): void {
+function maxPoolBackprop(x: Float32Array, dy: Float32Array, dx: Float32Array | Float64Array, info: tf.backend_util.Conv2DInfo): void {
   const { batchSize, inHeight, inWidth, inChannels: c, outHeight, outWidth, strideHeight, strideWidth, filterHeight, filterWidth, padInfo } = info;
   const rowStride = inWidth * c;
   let o = 0;
