@@ -8,10 +8,9 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { getModel, initParams } from '@tabtrain/shared';
 import { Net } from '@tabtrain/shared/net';
 import { setupNodeBackend } from '../client/src/node-worker';
-import { loadFashionMnist } from '../server/src/data';
+import { benchNet } from './bench-step';
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -52,24 +51,20 @@ function cpuNow(): number {
   return (u.user + u.system) / 1000;
 }
 
-const data = loadFashionMnist().train;
 const results = [];
 for (const name of models) {
-  const net = new Net(getModel(name));
-  net.setWeights(initParams(net.spec, 1));
-  const grad = new Float32Array(net.total);
+  const { net, step: runStep } = benchNet(name, batch);
   const perStep: Map<string, [number, number]>[] = [];
   const stepTimes: number[] = [], readTimes: number[] = [];
   let readMs = 0;
   const realRead = Net.io.read;
   Net.io = { ...Net.io, read: async (ts, params, out) => { const t = cpuNow(); await realRead(ts, params, out); readMs += cpuNow() - t; } };
   for (let s = 0; s <= steps; s++) {
-    const o = (s * batch) % 50000;
     recording = s > 0; // step 0 is burn-in (kernel setup, XNNPACK packing)
     spent = new Map();
     readMs = 0;
     const t0 = cpuNow();
-    await net.gradient(data.images.subarray(o * 784, (o + batch) * 784), data.labels.subarray(o, o + batch), batch, 1, s, 0, grad);
+    await runStep(s);
     if (s === 0) continue;
     stepTimes.push(cpuNow() - t0);
     readTimes.push(readMs);

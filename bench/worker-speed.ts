@@ -5,10 +5,8 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { getModel, initParams } from '@tabtrain/shared';
-import { Net } from '@tabtrain/shared/net';
 import { setupNodeBackend } from '../client/src/node-worker';
-import { loadFashionMnist } from '../server/src/data';
+import { benchNet } from './bench-step';
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -17,17 +15,13 @@ const { values: v, positionals } = parseArgs({
 const models = positionals.length ? positionals : ['alexnet-small', 'vgg11-small', 'alexnet', 'vgg11'];
 const batch = Number(v.batch), steps = Number(v.steps);
 await setupNodeBackend(v.backend as 'wasm' | 'cpu');
-const data = loadFashionMnist().train;
 const results = [];
 for (const name of models) {
-  const net = new Net(getModel(name));
-  net.setWeights(initParams(net.spec, 1));
-  const grad = new Float32Array(net.total);
+  const { net, step } = benchNet(name, batch);
   const times: number[] = [], cpu: number[] = [];
   for (let s = 0; s <= steps; s++) {
-    const o = s * batch;
     const t0 = performance.now(), c0 = process.cpuUsage();
-    await net.gradient(data.images.subarray(o * 784, (o + batch) * 784), data.labels.subarray(o, o + batch), batch, 1, s, 0, grad);
+    await step(s);
     const c = process.cpuUsage(c0);
     if (s > 0) { times.push(performance.now() - t0); cpu.push((c.user + c.system) / 1000); } // step 0 is burn-in
   }
