@@ -1,14 +1,12 @@
 // Forward+backward examples/s of one Node worker (the same Net.gradient a run calls), per model.
 //   node --import tsx bench/worker-speed.ts [--backend wasm|cpu] [--batch 16] [--steps 3] [--out FILE] MODEL...
 // Burns in one step (kernel setup, XNNPACK packing), then times --steps steps; prints one line per
-// model and writes JSON. One wasm worker uses one core (tfjs disables wasm threads in Node).
+// model and writes JSON. CPU time beside wall time: on a shared machine the CPU time is the steadier. One wasm worker uses one core (tfjs disables wasm threads in Node).
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs';
-import { getModel, initParams } from '@tabtrain/shared';
-import { Net } from '@tabtrain/shared/net';
 import { setupNodeBackend } from '../client/src/node-worker';
-import { loadFashionMnist } from '../server/src/data';
+import { benchNet } from './bench-step';
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -17,23 +15,21 @@ const { values: v, positionals } = parseArgs({
 const models = positionals.length ? positionals : ['alexnet-small', 'vgg11-small', 'alexnet', 'vgg11'];
 const batch = Number(v.batch), steps = Number(v.steps);
 await setupNodeBackend(v.backend as 'wasm' | 'cpu');
-const data = loadFashionMnist().train;
 const results = [];
 for (const name of models) {
-  const net = new Net(getModel(name));
-  net.setWeights(initParams(net.spec, 1));
-  const grad = new Float32Array(net.total);
-  const times: number[] = [];
+  const { net, step } = benchNet(name, batch);
+  const times: number[] = [], cpu: number[] = [];
   for (let s = 0; s <= steps; s++) {
-    const o = s * batch;
-    const t0 = performance.now();
-    await net.gradient(data.images.subarray(o * 784, (o + batch) * 784), data.labels.subarray(o, o + batch), batch, 1, s, 0, grad);
-    if (s > 0) times.push(performance.now() - t0); // step 0 is burn-in
+    const t0 = performance.now(), c0 = process.cpuUsage();
+    await step(s);
+    const c = process.cpuUsage(c0);
+    if (s > 0) { times.push(performance.now() - t0); cpu.push((c.user + c.system) / 1000); } // step 0 is burn-in
   }
   net.dispose();
-  const median = [...times].sort((a, b) => a - b)[Math.floor(times.length / 2)];
-  const r = { model: name, backend: tf.getBackend(), batch, steps, medianStepMs: median, msPerExample: median / batch, examplesPerSec: (1000 * batch) / median, tensorsLeft: tf.memory().numTensors };
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const median = med(times), cpuMedian = med(cpu);
+  const r = { model: name, backend: tf.getBackend(), batch, steps, medianStepMs: median, msPerExample: median / batch, examplesPerSec: (1000 * batch) / median, medianCpuMs: cpuMedian, examplesPerCpuSec: (1000 * batch) / cpuMedian, tensorsLeft: tf.memory().numTensors };
   results.push(r);
-  console.log(`${name.padEnd(14)} ${r.backend} batch ${batch}: ${r.examplesPerSec.toFixed(1)} examples/s (${r.msPerExample.toFixed(1)} ms/example, median of ${steps} steps)`);
+  console.log(`${name.padEnd(14)} ${r.backend} batch ${batch}: ${r.examplesPerSec.toFixed(1)} examples/s (${r.msPerExample.toFixed(1)} ms/example, median of ${steps} steps); ${r.examplesPerCpuSec.toFixed(1)} per CPU second`);
 }
 if (v.out) writeFileSync(v.out, JSON.stringify({ machine: '2-core CPU, no GPU', date: new Date().toISOString(), results }, null, 2) + '\n');

@@ -4,13 +4,17 @@
 // - wasm's Conv2DBackpropInput is a naive C loop (most of an AlexNet step). For stride 1 we
 //   replace it with one XNNPACK Conv2D.
 //
-// Both are built only from kernels wasm already has (Transpose, Reverse, Slice, Conv2D), called
+// Both are built from kernels wasm already has (Transpose, Slice, Conv2D) and one flip on the heap, called
 // directly so that no intermediate becomes a tracked tf.Tensor. We don't use wasm's
 // Conv3DBackpropFilterV2: it is wrong for strides > 1.
+//
+// The step's other slow kernels (BatchMatMul with a transpose, MaxPoolGrad) are in
+// wasm-step-kernels.ts, registered from here too.
 //
 // Call registerWasmKernels() after importing '@tensorflow/tfjs-backend-wasm' and before
 // tf.setBackend('wasm') (or any time after; both work).
 import * as tf from '@tensorflow/tfjs-core';
+import { flippedFilter, registerWasmStepKernels } from './wasm-step-kernels';
 import type {
   Conv2DBackpropFilterAttrs,
   Conv2DBackpropInputAttrs,
@@ -30,7 +34,6 @@ export function registerWasmKernels(): void {
   if (registered) return;
   const conv2d = wasmKernel('Conv2D');
   const transpose = wasmKernel('Transpose');
-  const reverse = wasmKernel('Reverse');
   const slice = wasmKernel('Slice');
   const original = tf.getKernel(tf.Conv2DBackpropInput, 'wasm');
   if (!original) throw new Error('wasm Conv2DBackpropInput kernel missing');
@@ -104,9 +107,7 @@ export function registerWasmKernels(): void {
     if (strideHeight !== 1 || strideWidth !== 1 || paddings.flat().some((p) => p < 0)) {
       return original.kernelFunc(args);
     }
-    const flipped = run(reverse, backend, { x: filter }, { dims: [0, 1] });
-    const wT = run(transpose, backend, { x: flipped }, { perm: [0, 1, 3, 2] });
-    free(backend, flipped);
+    const wT = flippedFilter(backend, filter);
     const dx = run(conv2d, backend, { x: dy, filter: wT }, {
       strides: [1, 1], dilations: [1, 1], pad: paddings, dataFormat: 'NHWC',
     });
@@ -120,6 +121,7 @@ export function registerWasmKernels(): void {
   // tf.setBackend only runs setupFuncs of kernels registered at that moment.
   const replacement: KernelConfig = { ...original, kernelFunc: backpropInput };
   tf.registerKernel(replacement);
+  registerWasmStepKernels();
   registered = true;
 }
 

@@ -4,7 +4,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { availableParallelism, networkInterfaces } from 'node:os';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -119,7 +119,8 @@ ${admissionHelp(admissionLimits(), DEFAULTS.helloTimeoutMs)}
   --admin-token T     pause/resume/stop from the dashboard need this token (without it: read-only)
 
 workers on this machine:
-  --local-workers N   also start N Node workers on this machine (default 0)
+  --local-workers N   also start N Node workers on this machine (default 0); 'cores': one per core
+                      (${availableParallelism()} here): tfjs gives Node no wasm threads, so each is a process
   --local-backend B   backend of the local workers: wasm | cpu | webgpu (default wasm)
 
 output (each is checked before the first step; missing folders on the way are created):
@@ -154,6 +155,13 @@ function int(v: string | undefined, name: string, min = 0, max = Number.MAX_SAFE
     throw new UsageError(max < Number.MAX_SAFE_INTEGER ? `--${name} must be an integer from ${min} to ${max}, got '${v}'` : `--${name} must be an integer ≥ ${min}, got '${v}'`);
   }
   return n;
+}
+
+/** --local-workers: a count, or 'cores' for one worker process per core (one wasm thread each). */
+export function localWorkerCount(v: string | undefined): number {
+  if (v === 'cores') return availableParallelism();
+  if (v !== undefined && !/^\s*\d+\s*$/.test(v)) throw new UsageError(`--local-workers must be a count ≥ 0 or 'cores' (one per core, ${availableParallelism()} here), got '${v}'`);
+  return int(v, 'local-workers') ?? 0;
 }
 
 function fraction(v: string | undefined, name: string): number | undefined {
@@ -282,7 +290,7 @@ export async function serve(argv: string[]): Promise<number> {
   if (v.balance !== 'speed' && v.balance !== 'equal' && v.balance !== 'cost') throw new UsageError(`--balance must be speed, equal or cost, got '${v.balance}'`);
   const lr = positive(v.lr, 'lr');
   const seed = int(v.seed, 'seed') ?? DEFAULTS.seed;
-  const localWorkers = int(v['local-workers'], 'local-workers') ?? 0;
+  const localWorkers = localWorkerCount(v['local-workers']);
   const maxSteps = int(v['max-steps'], 'max-steps', 1);
   const numbers = {
     minWorkers: int(v['min-workers'], 'min-workers', 1) ?? Math.max(DEFAULTS.minWorkers, localWorkers),
