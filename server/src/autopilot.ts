@@ -1,0 +1,243 @@
+// --compress auto (issue 21): the coordinator picks the compression from what it measures. At each
+// step boundary it prices every mode (none, fp16, int8, powersgd at the run's rank) with the cost
+// model (cost-model.ts) over the fleet in hand: each worker's measured compute and link rates, the
+// coordinator's link, the workers the run's --balance would use for that mode, and each mode's
+// bytes a worker moves per step. It runs the fastest, preferring exact fp32 within PREFER_EXACT.
+//
+// The model knows bytes and compute, not each codec's CPU work (the workers' encodes, PowerSGD's
+// power iteration, the coordinator's decode and orthonormalisation). So a mode that has run
+// carries what its steps took beyond its prediction (an EMA, `overheadMs`): a mode that looked
+// fast on paper and was not is priced as it ran. A mode never run is priced by the model plus
+// the mode in hand's overhead (what is not the codec: the step's own machinery).
+//
+// A switch needs a clear gain: the new mode's price under (1 − HYSTERESIS) of the mode in hand's,
+// and SETTLE_STEPS steady steps since the last switch or change of fleet, so that a run does not
+// flap on noise. Until a worker is measured (the run's first step), the run stays in fp32.
+//
+// Pure: it decides, the coordinator switches (Step.switchTo, Replicas.restart, Sessions.rewelcome).
+import { NO_COMPRESSION, uploadBytes, type Compression } from '@tabtrain/shared/compress';
+import type { ParamInfo, RunInfo } from '@tabtrain/shared';
+import { isMeasured, planStep, predictStep, type CoordinatorCost, type RunCost, type WorkerCost } from './cost-model';
+import { plural } from './format';
+
+/** Within this fraction of the fastest mode's price, exact fp32 is chosen. */
+export const PREFER_EXACT = 0.1;
+/** A switch must cut the predicted step by this fraction. */
+export const HYSTERESIS = 0.2;
+/** Steady steps (no switch, no join or leave) before a mode's cost is learnt, or the next switch is considered. */
+export const SETTLE_STEPS = 2;
+/** A switch's target must win at this many boundaries in a row (the first choice excepted). */
+export const STREAK = 3;
+/** Exact fp32 is also chosen when it is within this many ms of the fastest: a few ms are step noise. */
+export const EXACT_SLACK_MS = 5;
+/** A mode's overhead is the median of its last this many steady steps' (wall − model): one slow step moves nothing. */
+const SAMPLES = 5;
+
+/** What the autopilot is shown at a step boundary. */
+export interface Fleet {
+  /** The workers the step may use (behind is ignored: a steady step, everyone one version behind). */
+  workers: WorkerCost[];
+  /** Bytes/s of the coordinator's link each way (Infinity: no limit seen). */
+  link: { up: number; down: number };
+  batch: number;
+  /** --balance speed or equal: each worker's shard size (same order); null with cost: the planner picks them, per mode. */
+  counts: number[] | null;
+}
+
+/** One mode's price at this boundary. */
+export interface ModePrice {
+  compress: Compression;
+  /** The cost model's step, ms. */
+  modelMs: number;
+  /** modelMs plus what this mode's steps took beyond it so far. */
+  ms: number;
+  /** Workers computing in the plan priced. */
+  workers: number;
+}
+
+/** What the autopilot chose, and why: logged, in /api/status, /metrics and the dashboard's header. */
+export interface Choice {
+  compress: Compression;
+  step: number;
+  switched: boolean;
+  prices: ModePrice[];
+  /** One line: the mode, its predicted step against fp32's, the workers, the slowest link. */
+  why: string;
+}
+
+export interface ModelSizes {
+  params: ParamInfo[];
+  total: number;
+  /** fp32 steps stream the next weights out segment by segment (--pipeline). */
+  pipeline: boolean;
+  exampleBytes: number;
+}
+
+export const label = (c: Compression): string => (c.mode === 'powersgd' ? `powersgd r${c.rank}` : c.mode === 'none' ? 'fp32' : c.mode);
+
+export class Autopilot {
+  /** The mode the next step runs in. */
+  current: Compression = NO_COMPRESSION;
+  /** The last decision (null until a worker is measured). */
+  last: Choice | null = null;
+  private readonly modes: Compression[];
+  /** Per mode, its last steady steps' wall time beyond the model's price, ms. */
+  private readonly extraMs = new Map<string, number[]>();
+  private steady = 0;
+  /** The mode that would be switched to, and at how many boundaries in a row it has won. */
+  private streak = { mode: '', count: 0 };
+  private fleetKey = '';
+  /** The model's price of the step in hand in the mode it runs in (learnt against its wall time). */
+  private expected: number | null = null;
+  /** The last rates timed by large transfers, per worker id ('coordinator': its link): PowerSGD's small frames do not time a link. */
+  private readonly timedRates = new Map<number | 'coordinator', { up: number; down: number }>();
+
+  constructor(private readonly sizes: ModelSizes, rank: number) {
+    this.modes = [NO_COMPRESSION, { mode: 'fp16', rank: 0 }, { mode: 'int8', rank: 0 }, { mode: 'powersgd', rank }];
+  }
+
+  /** Every mode's price over `fleet`; empty while no worker is measured. */
+  price(fleet: Fleet): ModePrice[] {
+    if (!fleet.workers.some(isMeasured)) return [];
+    const W = 4 * this.sizes.total;
+    const workers = fleet.workers.map((w) => ({ ...w, behind: 1 }));
+    // The codecs' CPU work is learnt per mode (overheadMs), not modelled: the coordinator's rates are not limits here.
+    const coord: CoordinatorCost = { upRate: fleet.link.up, downRate: fleet.link.down, foldRate: Infinity, sgdRate: Infinity, encodeRate: Infinity };
+    return this.modes.map((compress) => {
+      const bytes = uploadBytes(this.sizes.params, this.sizes.total, compress);
+      const run: RunCost = {
+        batch: fleet.batch, gradientBytes: bytes, updateBytes: compress.mode === 'none' ? W : bytes, weightsBytes: W,
+        exampleBytes: this.sizes.exampleBytes, pipelined: compress.mode === 'none' && this.sizes.pipeline,
+      };
+      let modelMs: number, used: number;
+      if (fleet.counts) {
+        const assignment = workers.map((worker, i) => ({ worker, count: fleet.counts![i] })).filter((a) => a.count > 0);
+        modelMs = predictStep(assignment, run, coord).stepMs;
+        used = assignment.length;
+      } else {
+        const plan = planStep(workers, run, coord);
+        modelMs = plan.predictedMs ?? NaN;
+        used = plan.participants.length + plan.probes.length;
+      }
+      // A mode never run is taken to cost what the mode in hand costs beyond the model: noise in
+      // the mode in hand's steps must not make an untried mode look faster than the model says.
+      const extra = this.overheadMs(compress) ?? this.overheadMs(this.current) ?? 0;
+      return { compress, modelMs, ms: modelMs + extra, workers: used };
+    });
+  }
+
+  /**
+   * At a step boundary (`step` steps applied): the mode to run the next step in. A new choice
+   * (the first one, a switch, or the fleet changed) is returned with `switched` set if the mode
+   * changed; a boundary that changes nothing returns null.
+   */
+  decide(given: Fleet & { timed?: boolean }, step: number): Choice | null {
+    const fleet = this.withTimedRates(given);
+    const key = fleet.workers.map((w) => w.id).join(',');
+    const fleetChanged = key !== this.fleetKey;
+    if (fleetChanged) { this.fleetKey = key; this.steady = 0; }
+    const prices = this.price(fleet).filter((p) => Number.isFinite(p.ms));
+    const now = prices.find((p) => p.compress.mode === this.current.mode);
+    this.expected = now ? now.modelMs : null;
+    if (!now) return null;
+    const fastest = prices.reduce((a, b) => (b.ms < a.ms ? b : a));
+    const exact = prices.find((p) => p.compress.mode === 'none')!;
+    const target = exact.ms <= fastest.ms * (1 + PREFER_EXACT) + EXACT_SLACK_MS ? exact : fastest;
+    const first = this.last === null;
+    if (process.env.AUTODEBUG) console.log(step, this.current.mode, this.steady, prices.map((p) => `${p.compress.mode} ${p.modelMs.toFixed(0)}+${(p.ms - p.modelMs).toFixed(0)}`).join(', '));
+    // Toward exact fp32, within PREFER_EXACT of the mode in hand is enough; away from it, or
+    // between codecs, the gain must be HYSTERESIS: the band between the two keeps a run from flapping.
+    const gain = target.compress.mode !== this.current.mode && (target === exact ? target.ms <= now.ms * (1 + PREFER_EXACT) + EXACT_SLACK_MS : target.ms < now.ms * (1 - HYSTERESIS));
+    this.streak = gain ? { mode: target.compress.mode, count: this.streak.mode === target.compress.mode ? this.streak.count + 1 : 1 } : { mode: '', count: 0 };
+    const move = gain && (first || (this.steady >= SETTLE_STEPS && this.streak.count >= STREAK));
+    if (!move && !first && !fleetChanged) return null;
+    const chosen = move ? target : now;
+    if (move) { this.current = chosen.compress; this.steady = 0; this.expected = chosen.modelMs; this.streak = { mode: '', count: 0 }; }
+    this.last = { compress: chosen.compress, step, switched: move, prices, why: this.why(chosen, exact, fleet, move ? now : null) };
+    return this.last;
+  }
+
+  /** The step just run took `wallMs`: what it took beyond the model's price is learnt for its mode, once the run is steady. */
+  observed(wallMs: number): void {
+    if (this.expected !== null && this.steady >= SETTLE_STEPS) {
+      const k = label(this.current);
+      const xs = this.extraMs.get(k) ?? [];
+      xs.push(wallMs - this.expected);
+      if (xs.length > SAMPLES) xs.shift();
+      this.extraMs.set(k, xs);
+    }
+    this.steady++;
+  }
+
+  /** What a mode's steady steps took beyond the model's price (the median of the last SAMPLES); undefined if it has none. */
+  private overheadMs(c: Compression): number | undefined {
+    const xs = this.extraMs.get(label(c));
+    if (!xs?.length) return undefined;
+    const sorted = [...xs].sort((a, b) => a - b);
+    const mid = sorted.length >> 1;
+    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  }
+
+  /** Rates timed now are kept; rates from small transfers give way to the last timed ones. */
+  private withTimedRates(f: Fleet & { timed?: boolean }): Fleet {
+    const kept = this.timedRates;
+    if (f.timed !== false) {
+      kept.set('coordinator', { ...f.link });
+      for (const w of f.workers) if (w.upRate > 0 && w.downRate > 0) kept.set(w.id, { up: w.upRate, down: w.downRate });
+      return f;
+    }
+    const workers = f.workers.map((w) => { const k = kept.get(w.id); return k ? { ...w, upRate: k.up, downRate: k.down } : w; });
+    return { ...f, workers, link: kept.get('coordinator') ?? f.link };
+  }
+
+  private why(chosen: ModePrice, exact: ModePrice, fleet: Fleet, from: ModePrice | null): string {
+    const ms = (x: number) => `${Math.round(x).toLocaleString('en-US')} ms`;
+    const rates = [fleet.link.up, fleet.link.down, ...fleet.workers.flatMap((w) => [w.upRate, w.downRate])].filter((r) => r > 0 && Number.isFinite(r));
+    const link = rates.length ? `slowest link ${(Math.min(...rates) / 1e6).toFixed(1)} MB/s` : 'no link limit measured';
+    const against = chosen === exact ? (from ? `against ${label(from.compress)}'s ${ms(from.ms)}` : 'exact, within reach of the fastest') : `against fp32's ${ms(exact.ms)}`;
+    return `compression ${label(chosen.compress)}: predicted ${ms(chosen.ms)} a step ${against} with ${plural(chosen.workers, 'worker')}; ${link}`;
+  }
+}
+
+/** What a switch changes around the Step, each in the room that owns it. */
+export interface Switchboard {
+  step: { switchTo(c: Compression): void; readonly powerSgd: boolean };
+  /** What a welcome says of the run (shared with membership and sessions). */
+  run: RunInfo;
+  replicas: { restart(fromPowerSgd: boolean): void };
+  sessions: { rewelcome(): void };
+  /** No worker holds a copy of a task: nothing still computing was begun in the old mode. */
+  idle: () => boolean;
+  log: (line: string) => void;
+}
+
+/**
+ * --compress auto in a run: at each step boundary the autopilot decides and, on a switch, the
+ * Step goes on in the new mode from the same weights and version, every worker is welcomed again
+ * into it (core.ts keeps its weights, except out of powersgd), and the choice is logged.
+ */
+export class AutoCompression {
+  constructor(readonly pilot: Autopilot, private readonly s: Switchboard) {}
+
+  boundary(fleet: Fleet & { timed?: boolean }, step: number): void {
+    // A copy still out (a spot check, a shadow) would send its gradient in the old mode's frames.
+    if (!this.s.idle()) return;
+    const choice = this.pilot.decide(fleet, step);
+    if (!choice) return;
+    const fromPowerSgd = this.s.step.powerSgd;
+    if (choice.switched) {
+      this.s.step.switchTo(choice.compress);
+      if (choice.compress.mode === 'none') delete this.s.run.compress;
+      else this.s.run.compress = choice.compress;
+      this.s.replicas.restart(fromPowerSgd);
+      this.s.sessions.rewelcome();
+    }
+    const cost = fromPowerSgd ? 'every worker is sent the full weights' : 'the workers keep their weights';
+    this.s.log(`${choice.why}${choice.switched ? `. Switched after step ${step}: error feedback starts from zero, ${cost}` : ''}`);
+  }
+
+  /** The step just run took `wallMs`. */
+  observed(wallMs: number): void {
+    this.pilot.observed(wallMs);
+  }
+}
