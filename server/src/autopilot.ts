@@ -30,6 +30,8 @@ export const SETTLE_STEPS = 2;
 export const STREAK = 3;
 /** Exact fp32 is also chosen when it is within this many ms of the fastest: a few ms are step noise. */
 export const EXACT_SLACK_MS = 5;
+/** A switch away from exact fp32 or between codecs must beat this many times the steps' spread (median absolute deviation). */
+export const NOISE_FACTOR = 2;
 /** A mode's overhead is the median of its last this many steady steps' (wall − model): one slow step moves nothing. */
 const SAMPLES = 5;
 
@@ -144,10 +146,11 @@ export class Autopilot {
     const exact = prices.find((p) => p.compress.mode === 'none')!;
     const target = exact.ms <= fastest.ms * (1 + PREFER_EXACT) + EXACT_SLACK_MS ? exact : fastest;
     const first = this.last === null;
-    if (process.env.AUTODEBUG) console.log(step, this.current.mode, this.steady, prices.map((p) => `${p.compress.mode} ${p.modelMs.toFixed(0)}+${(p.ms - p.modelMs).toFixed(0)}`).join(', '));
     // Toward exact fp32, within PREFER_EXACT of the mode in hand is enough; away from it, or
     // between codecs, the gain must be HYSTERESIS: the band between the two keeps a run from flapping.
-    const gain = target.compress.mode !== this.current.mode && (target === exact ? target.ms <= now.ms * (1 + PREFER_EXACT) + EXACT_SLACK_MS : target.ms < now.ms * (1 - HYSTERESIS));
+    // The gain must also stand out of the step times' own noise (NOISE_FACTOR × their spread).
+    const noise = NOISE_FACTOR * (this.spreadMs(now.compress) + this.spreadMs(target.compress));
+    const gain = target.compress.mode !== this.current.mode && (target === exact ? target.ms <= now.ms * (1 + PREFER_EXACT) + EXACT_SLACK_MS : target.ms + noise < now.ms * (1 - HYSTERESIS));
     this.streak = gain ? { mode: target.compress.mode, count: this.streak.mode === target.compress.mode ? this.streak.count + 1 : 1 } : { mode: '', count: 0 };
     const move = gain && (first || (this.steady >= SETTLE_STEPS && this.streak.count >= STREAK));
     if (!move && !first && !fleetChanged) return null;
@@ -172,10 +175,15 @@ export class Autopilot {
   /** What a mode's steady steps took beyond the model's price (the median of the last SAMPLES); undefined if it has none. */
   private overheadMs(c: Compression): number | undefined {
     const xs = this.extraMs.get(label(c));
-    if (!xs?.length) return undefined;
-    const sorted = [...xs].sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    return xs?.length ? median(xs) : undefined;
+  }
+
+  /** How much a mode's steps vary: the median absolute deviation of its samples (0 with fewer than 3). */
+  private spreadMs(c: Compression): number {
+    const xs = this.extraMs.get(label(c)) ?? [];
+    if (xs.length < 3) return 0;
+    const m = median(xs);
+    return median(xs.map((x) => Math.abs(x - m)));
   }
 
   /** Rates timed now are kept; rates from small transfers give way to the last timed ones. */
@@ -240,4 +248,10 @@ export class AutoCompression {
   observed(wallMs: number): void {
     this.pilot.observed(wallMs);
   }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }

@@ -23,17 +23,26 @@ function modes(run: InProcessRun): string[] {
   return seen;
 }
 
-/** Each worker that holds the coordinator's version holds its weights, bit for bit (fp32 and coded modes keep a whole replica). */
-function replicasEqual(run: InProcessRun): number {
-  const hash = replicaHash(run.coord.weights);
-  let equal = 0;
-  for (const w of run.workers) {
-    const core = w.core as unknown as { version: number; replica: Float32Array | null };
-    if (core.version !== run.coord.version || !core.replica) continue;
-    expect(replicaHash(core.replica)).toBe(hash);
-    equal++;
-  }
-  return equal;
+/**
+ * The coordinator's weights' hash at every version (taken as each step ends), and a check of every
+ * worker's whole replica against the hash of the version it holds, once the frames in flight are
+ * in (fp32 and coded modes keep a whole replica; powersgd's is its exact copy, hash-checked by the
+ * assigns). Returns how many replicas were compared.
+ */
+function versionHashes(run: InProcessRun): () => Promise<number> {
+  const hashes = new Map<number, string>();
+  run.coord.events.on('step', () => hashes.set(run.coord.version, replicaHash(run.coord.weights)));
+  return async () => {
+    await new Promise((r) => setTimeout(r, 200));
+    let compared = 0;
+    for (const w of run.workers) {
+      const core = w.core as unknown as { version: number; replica: Float32Array | null; rounds: unknown };
+      if (w.core.status.state === 'closed' || core.version < 1 || !core.replica || core.rounds) continue;
+      expect(replicaHash(core.replica), `worker ${w.workerId.slice(0, 8)} at v${core.version}`).toBe(hashes.get(core.version));
+      compared++;
+    }
+    return compared;
+  };
 }
 
 describe('--compress auto', () => {
@@ -41,6 +50,7 @@ describe('--compress auto', () => {
     let links = FAST;
     const run = await startInProcess({ model: MODEL, batch: 32, maxSteps: 26, seed: 5, minWorkers: 3, autoRank: 4, verifyEvery: 1, links: () => links });
     const seen = modes(run);
+    const replicasEqual = versionHashes(run);
     run.coord.events.on('step', (r: { step: number }) => { links = r.step >= 14 ? FAST : r.step >= 5 ? SLOW : FAST; });
     try {
       await run.add(3, WORKER);
@@ -64,7 +74,52 @@ describe('--compress auto', () => {
       expect(run.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
       expect(run.coord.status().workers.map((w) => w.resyncs)).toEqual([0, 0, 0]);
       expect(run.coord.status().workers.filter((w) => w.state === 'lost')).toEqual([]);
-      expect(replicasEqual(run)).toBeGreaterThan(0);
+      expect(await replicasEqual()).toBeGreaterThanOrEqual(3);
+    } finally {
+      await run.close();
+    }
+  }, 120_000);
+});
+
+describe('--compress auto with workers coming and going', () => {
+  it('a worker lost mid-step and late joiners on both sides of a switch: the run goes on, replicas bit-equal', async () => {
+    let links = SLOW;
+    const run = await startInProcess({ model: MODEL, batch: 32, maxSteps: 26, seed: 9, minWorkers: 3, autoRank: 4, verifyEvery: 1, links: () => links });
+    const seen = modes(run);
+    const replicasEqual = versionHashes(run);
+    const joins: Promise<unknown>[] = [];
+    let lostInRound2 = false, lostInFp32 = false;
+    // powersgd from the first choice (slow links): a worker is lost as a round 2 begins, one joins.
+    run.coord.events.on('round', (r: { step: number }) => {
+      if (r.step < 4 || lostInRound2) return;
+      lostInRound2 = true;
+      run.workers[0].leave();
+      joins.push(run.add(1, WORKER));
+    });
+    run.coord.events.on('step', (r: { step: number }) => {
+      if (r.step === 8) links = FAST;
+      // Joins right after the switch back to fp32, and a worker lost while the next step's weights stream out.
+      if (seen.length > 1 && seen[seen.length - 1] === 'none' && seen[seen.length - 2] === 'powersgd') joins.push(run.add(1, WORKER));
+    });
+    run.coord.events.on('segment', () => {
+      if (lostInFp32 || run.coord.auto!.pilot.current.mode !== 'none' || !seen.includes('powersgd')) return;
+      lostInFp32 = true;
+      run.workers[1].leave();
+    });
+    try {
+      await run.add(3, WORKER);
+      const summary = await run.coord.train();
+      await Promise.all(joins);
+      expect(summary.steps).toBe(26);
+      console.log(run.lines.filter((l) => l.startsWith('compression ') || l.includes(' left') || l.includes('joined')).join('\n'));
+      console.log(seen.join(' '));
+      expect(lostInRound2 && lostInFp32).toBe(true);
+      expect(seen.filter((m, i) => i === 0 || seen[i - 1] !== m)).toEqual(['none', 'powersgd', 'none']);
+      expect(run.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
+      const live = run.coord.status().workers.filter((w) => w.state !== 'lost');
+      expect(live).toHaveLength(3);
+      expect(live.map((w) => w.resyncs)).toEqual([0, 0, 0]);
+      expect(await replicasEqual()).toBeGreaterThanOrEqual(3);
     } finally {
       await run.close();
     }
