@@ -8,7 +8,7 @@
 // power iteration, the coordinator's decode and orthonormalisation). So a mode that has run
 // carries what its steps took beyond its prediction (an EMA, `overheadMs`): a mode that looked
 // fast on paper and was not is priced as it ran. A mode never run is priced by the model plus
-// the mode in hand's overhead (what is not the codec: the step's own machinery).
+// the least overhead of the modes run (what is not a codec's: the step's own machinery).
 //
 // A switch needs a clear gain: the new mode's price under (1 − HYSTERESIS) of the mode in hand's,
 // and SETTLE_STEPS steady steps since the last switch or change of fleet, so that a run does not
@@ -32,6 +32,8 @@ export const STREAK = 3;
 export const EXACT_SLACK_MS = 5;
 /** A switch away from exact fp32 or between codecs must beat this many times the steps' spread (median absolute deviation). */
 export const NOISE_FACTOR = 2;
+/** A link rate that moves by more than this factor makes the modes' learnt overheads stale. */
+export const RATE_MOVE = 2;
 /** A mode's overhead is the median of its last this many steady steps' (wall − model): one slow step moves nothing. */
 const SAMPLES = 5;
 
@@ -85,12 +87,18 @@ export class Autopilot {
   private readonly modes: Compression[];
   /** Per mode, its last steady steps' wall time beyond the model's price, ms. */
   private readonly extraMs = new Map<string, number[]>();
+  /** Modes whose one sample is of an unsteady step (its first after a switch): replaced by the first steady one. */
+  private readonly provisional = new Set<string>();
   private steady = 0;
   /** The mode that would be switched to, and at how many boundaries in a row it has won. */
   private streak = { mode: '', count: 0 };
   private fleetKey = '';
   /** The model's price of the step in hand in the mode it runs in (learnt against its wall time). */
   private expected: number | null = null;
+  /** The link rates (bytes/s) the learnt overheads were measured at, by 'up', 'down' and '<worker id> up|down'. */
+  private ratesAt = new Map<string, number>();
+  /** The wall time of a step run before any price could be made (priced at the next boundary). */
+  private unpriced: number | null = null;
   /** The last rates timed by large transfers, per worker id ('coordinator': its link): PowerSGD's small frames do not time a link. */
   private readonly timedRates = new Map<number | 'coordinator', { up: number; down: number }>();
 
@@ -105,6 +113,8 @@ export class Autopilot {
     const workers = fleet.workers.map((w) => ({ ...w, behind: 1 }));
     // The codecs' CPU work is learnt per mode (overheadMs), not modelled: the coordinator's rates are not limits here.
     const coord: CoordinatorCost = { upRate: fleet.link.up, downRate: fleet.link.down, foldRate: Infinity, sgdRate: Infinity, encodeRate: Infinity };
+    const learnt = this.modes.map((c) => this.overheadMs(c)).filter((x): x is number => x !== undefined);
+    const untried = learnt.length ? Math.min(...learnt) : 0;
     return this.modes.map((compress) => {
       const bytes = uploadBytes(this.sizes.params, this.sizes.total, compress);
       const run: RunCost = {
@@ -121,9 +131,10 @@ export class Autopilot {
         modelMs = plan.predictedMs ?? NaN;
         used = plan.participants.length + plan.probes.length;
       }
-      // A mode never run is taken to cost what the mode in hand costs beyond the model: noise in
-      // the mode in hand's steps must not make an untried mode look faster than the model says.
-      const extra = this.overheadMs(compress) ?? this.overheadMs(this.current) ?? 0;
+      // A mode never run is taken to cost beyond the model what the least such mode run so far
+      // did: noise in the mode in hand's steps must not make an untried mode look faster than the
+      // model says, nor one slow codec make every untried mode look slow.
+      const extra = this.overheadMs(compress) ?? untried;
       return { compress, modelMs, ms: modelMs + extra, workers: used };
     });
   }
@@ -138,10 +149,15 @@ export class Autopilot {
     const key = fleet.workers.map((w) => w.id).join(',');
     const fleetChanged = key !== this.fleetKey;
     if (fleetChanged) { this.fleetKey = key; this.steady = 0; }
+    // What the modes took beyond the model was learnt at other rates: it does not carry over.
+    if (this.ratesMoved(fleet)) { this.extraMs.clear(); this.provisional.clear(); this.steady = 0; }
     const prices = this.price(fleet).filter((p) => Number.isFinite(p.ms));
     const now = prices.find((p) => p.compress.mode === this.current.mode);
     this.expected = now ? now.modelMs : null;
     if (!now) return null;
+    // The step before the first price (the run's first: it measured the workers) is this mode's first sample.
+    if (this.unpriced !== null && !this.extraMs.has(label(this.current))) { this.extraMs.set(label(this.current), [this.unpriced - now.modelMs]); this.provisional.add(label(this.current)); }
+    this.unpriced = null;
     const fastest = prices.reduce((a, b) => (b.ms < a.ms ? b : a));
     const exact = prices.find((p) => p.compress.mode === 'none')!;
     const target = exact.ms <= fastest.ms * (1 + PREFER_EXACT) + EXACT_SLACK_MS ? exact : fastest;
@@ -160,16 +176,42 @@ export class Autopilot {
     return this.last;
   }
 
-  /** The step just run took `wallMs`: what it took beyond the model's price is learnt for its mode, once the run is steady. */
+  /** The step just run took `wallMs`: what it took beyond the model's price is learnt for its mode (its first step, then steady ones). */
   observed(wallMs: number): void {
-    if (this.expected !== null && this.steady >= SETTLE_STEPS) {
-      const k = label(this.current);
+    const k = label(this.current);
+    if (this.expected === null) this.unpriced = wallMs;
+    // A mode's first step counts even if not steady (one sample of it beats borrowing another
+    // mode's) until its first steady step replaces it.
+    const steady = this.steady >= SETTLE_STEPS;
+    if (this.expected !== null && (steady || !this.extraMs.has(k))) {
+      if (steady && this.provisional.delete(k)) this.extraMs.delete(k);
+      else if (!steady) this.provisional.add(k);
       const xs = this.extraMs.get(k) ?? [];
       xs.push(wallMs - this.expected);
       if (xs.length > SAMPLES) xs.shift();
       this.extraMs.set(k, xs);
     }
     this.steady++;
+  }
+
+  /**
+   * True when a link rate moved by more than RATE_MOVE times since the rates the learnt overheads
+   * were measured at (a worker new to the fleet brings its own: it moves nothing).
+   */
+  private ratesMoved(f: Fleet): boolean {
+    const now = new Map<string, number>([['up', f.link.up], ['down', f.link.down]]);
+    for (const w of f.workers) { now.set(`${w.id} up`, w.upRate); now.set(`${w.id} down`, w.downRate); }
+    // Both measured (> 0): a limit that appeared or went (Infinity), or a finite rate's factor.
+    const moved = (a: number, b: number) => (a === Infinity) !== (b === Infinity) || Math.max(a / b, b / a) > RATE_MOVE;
+    let any = false;
+    for (const [k, v] of now) {
+      const was = this.ratesAt.get(k);
+      if (!(v > 0)) continue;
+      if (!(was! > 0)) this.ratesAt.set(k, v);
+      else if (moved(was!, v)) any = true;
+    }
+    if (any) this.ratesAt = now;
+    return any;
   }
 
   /** What a mode's steady steps took beyond the model's price (the median of the last SAMPLES); undefined if it has none. */
