@@ -297,3 +297,11 @@ function median(xs: number[]): number {
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
+
+/** What /api/status, /metrics and the dashboard say of the compression: the mode in use and, with auto, the last choice and every mode's price. */
+export function describeCompression(compress: Compression, auto: AutoCompression | null): { text: string; auto: boolean; mode: string; prices: { mode: string; ms: number }[]; why: string | null; chosenAtStep: number | null } {
+  const last = auto?.pilot.last ?? null;
+  const prices = last ? last.prices.map((p) => ({ mode: label(p.compress), ms: Math.round(p.ms) })) : [];
+  const text = !auto ? label(compress) : last ? `${label(compress)} (auto: ${last.why.replace(/^compression [^:]+: /, '')})` : `${label(compress)} (auto: until the first step has measured the workers)`;
+  return { text, auto: auto !== null, mode: label(compress), prices, why: last?.why ?? null, chosenAtStep: last?.step ?? null };
+}

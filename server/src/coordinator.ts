@@ -18,7 +18,7 @@ import { EventEmitter } from 'node:events';
 import { CLOSE, IMAGE_BYTES, epochOrder, getModel, modelHash, paramLayout, stepsPerEpoch, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import { printable } from '@tabtrain/shared/text';
 import { NO_COMPRESSION } from '@tabtrain/shared/compress';
-import { AutoCompression, Autopilot } from './autopilot';
+import { AutoCompression, Autopilot, describeCompression } from './autopilot';
 import type { Dataset } from './data';
 import { weightsSha256 } from './files';
 import { formatSeconds, plural } from './format';
@@ -302,6 +302,7 @@ export class Coordinator {
       history: this.history,
       workers: this.members.rows().map((r) => ({ ...r, waiting: this.copies.reason(r.id) })),
       caught: this.members.caught,
+      compression: describeCompression(this.model.compress, this.auto),
     };
   }
 

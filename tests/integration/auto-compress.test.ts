@@ -77,6 +77,13 @@ describe('--compress auto', () => {
       expect(run.coord.status().workers.map((w) => w.resyncs)).toEqual([0, 0, 0]);
       expect(run.coord.status().workers.filter((w) => w.state === 'lost')).toEqual([]);
       expect(await replicasEqual()).toBeGreaterThanOrEqual(3);
+      // What it chose and why, as /api/status and the dashboard's header say it.
+      const status = run.dashboard.status();
+      expect(status.compression).toMatchObject({ auto: true, mode: 'fp32' });
+      expect(status.compression.prices.map((p) => p.mode)).toEqual(['fp32', 'fp16', 'int8', 'powersgd r4']);
+      expect(status.header.compression).toMatch(/^fp32 \(auto: predicted \d+ ms a step /);
+      expect(status.header.commShare).toBeGreaterThanOrEqual(0);
+      expect(status.header.commShare).toBeLessThanOrEqual(1);
     } finally {
       await run.close();
     }
