@@ -135,7 +135,8 @@ export class Autopilot {
       // did: noise in the mode in hand's steps must not make an untried mode look faster than the
       // model says, nor one slow codec make every untried mode look slow.
       const extra = this.overheadMs(compress) ?? untried;
-      return { compress, modelMs, ms: modelMs + extra, workers: used };
+      // A step takes some time: a model far off the other way (a negative overhead) prices no mode below zero.
+      return { compress, modelMs, ms: Math.max(0, modelMs + extra), workers: used };
     });
   }
 
@@ -243,7 +244,8 @@ export class Autopilot {
   private why(chosen: ModePrice, exact: ModePrice, fleet: Fleet, from: ModePrice | null): string {
     const ms = (x: number) => `${Math.round(x).toLocaleString('en-US')} ms`;
     const rates = [fleet.link.up, fleet.link.down, ...fleet.workers.flatMap((w) => [w.upRate, w.downRate])].filter((r) => r > 0 && Number.isFinite(r));
-    const link = rates.length ? `slowest link ${(Math.min(...rates) / 1e6).toFixed(1)} MB/s` : 'no link limit measured';
+    const slowest = Math.min(...rates);
+    const link = !rates.length ? 'no link limit measured' : `slowest link ${slowest >= 1e9 ? `${(slowest / 1e9).toFixed(1)} GB/s` : `${(slowest / 1e6).toFixed(1)} MB/s`}`;
     const against = chosen === exact ? (from ? `against ${label(from.compress)}'s ${ms(from.ms)}` : 'exact, within reach of the fastest') : `against fp32's ${ms(exact.ms)}`;
     return `compression ${label(chosen.compress)}: predicted ${ms(chosen.ms)} a step ${against} with ${plural(chosen.workers, 'worker')}; ${link}`;
   }

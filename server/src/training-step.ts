@@ -167,6 +167,11 @@ export class TrainingStep {
     const links = this.opts.links?.();
     const counts = this.opts.balance === 'cost' || !pool.length ? null : planShards(batch, this.shares(pool)).map((p) => p.count);
     const link = links ? { up: links.coordinator, down: links.coordinator } : { up: this.link.up || Infinity, down: this.link.down || Infinity };
+    // A model whose weights fit under LARGE_FRAME moves no bytes worth pricing in any mode; its frames time round trips, not links.
+    if (!links && 4 * this.run.paramCount < LARGE_FRAME) {
+      const free = pool.map((c) => ({ id: c.id, computeRate: c.computeRate, upRate: Infinity, downRate: Infinity, behind: 1 }));
+      return { workers: free, link: { up: Infinity, down: Infinity }, batch, counts, timed: true };
+    }
     return { workers: this.costs(pool), link, batch, counts, timed: !!links || this.model.gradientBytes >= LARGE_FRAME };
   }
 
