@@ -28,6 +28,8 @@ export const HYSTERESIS = 0.2;
 export const SETTLE_STEPS = 2;
 /** A switch's target must win at this many boundaries in a row (the first choice excepted). */
 export const STREAK = 3;
+/** The run's first choice of a mode other than fp32 must win at this many boundaries in a row. */
+export const FIRST_STREAK = 2;
 /** Exact fp32 is also chosen when it is within this many ms of the fastest: a few ms are step noise. */
 export const EXACT_SLACK_MS = 5;
 /** A switch away from exact fp32 or between codecs must beat this many times the steps' spread (median absolute deviation). */
@@ -77,6 +79,9 @@ export interface ModelSizes {
   exampleBytes: number;
 }
 
+/** A mode as the step records and benchmark rows name it: none, fp16, int8, powersgd-r4. */
+export const modeName = (c: Compression): string => (c.mode === 'powersgd' ? `powersgd-r${c.rank}` : c.mode);
+
 export const label = (c: Compression): string => (c.mode === 'powersgd' ? `powersgd r${c.rank}` : c.mode === 'none' ? 'fp32' : c.mode);
 
 export class Autopilot {
@@ -97,6 +102,10 @@ export class Autopilot {
   private expected: number | null = null;
   /** The link rates (bytes/s) the learnt overheads were measured at, by 'up', 'down' and '<worker id> up|down'. */
   private ratesAt = new Map<string, number>();
+  /** The mode whose samples the last step added to (taken back if the fleet changed under it). */
+  private lastSample: string | null = null;
+  /** The run's first choice is made (until then a switch needs FIRST_STREAK, not STREAK and a steady run). */
+  private settled = false;
   /** The wall time of a step run before any price could be made (priced at the next boundary). */
   private unpriced: number | null = null;
   /** The last rates timed by large transfers, per worker id ('coordinator': its link): PowerSGD's small frames do not time a link. */
@@ -149,7 +158,15 @@ export class Autopilot {
     const fleet = this.withTimedRates(given);
     const key = fleet.workers.map((w) => w.id).join(',');
     const fleetChanged = key !== this.fleetKey;
-    if (fleetChanged) { this.fleetKey = key; this.steady = 0; }
+    if (fleetChanged) {
+      this.fleetKey = key;
+      this.steady = 0;
+      // The last step saw the change (a worker lost mid-step, a newcomer's first shard): not a sample of its mode.
+      const xs = this.lastSample ? this.extraMs.get(this.lastSample) : undefined;
+      xs?.pop();
+      if (xs && !xs.length) this.extraMs.delete(this.lastSample!);
+    }
+    this.lastSample = null;
     // What the modes took beyond the model was learnt at other rates: it does not carry over.
     if (this.ratesMoved(fleet)) { this.extraMs.clear(); this.provisional.clear(); this.steady = 0; }
     const prices = this.price(fleet).filter((p) => Number.isFinite(p.ms));
@@ -162,15 +179,20 @@ export class Autopilot {
     const fastest = prices.reduce((a, b) => (b.ms < a.ms ? b : a));
     const exact = prices.find((p) => p.compress.mode === 'none')!;
     const target = exact.ms <= fastest.ms * (1 + PREFER_EXACT) + EXACT_SLACK_MS ? exact : fastest;
-    const first = this.last === null;
+    const first = !this.settled;
     // Toward exact fp32, within PREFER_EXACT of the mode in hand is enough; away from it, or
     // between codecs, the gain must be HYSTERESIS: the band between the two keeps a run from flapping.
     // The gain must also stand out of the step times' own noise (NOISE_FACTOR × their spread).
     const noise = NOISE_FACTOR * (this.spreadMs(now.compress) + this.spreadMs(target.compress));
     const gain = target.compress.mode !== this.current.mode && (target === exact ? target.ms <= now.ms * (1 + PREFER_EXACT) + EXACT_SLACK_MS : target.ms + noise < now.ms * (1 - HYSTERESIS));
     this.streak = gain ? { mode: target.compress.mode, count: this.streak.mode === target.compress.mode ? this.streak.count + 1 : 1 } : { mode: '', count: 0 };
-    const move = gain && (first || (this.steady >= SETTLE_STEPS && this.streak.count >= STREAK));
-    if (!move && !first && !fleetChanged) return null;
+    // The first choice waits for FIRST_STREAK boundaries (a run's first step measures a worker
+    // still warming up), later ones for STREAK and a steady run whose mode has a steady sample.
+    const steadyNow = this.steady >= SETTLE_STEPS && !this.provisional.has(label(this.current));
+    const move = gain && (first ? this.streak.count >= FIRST_STREAK : steadyNow && this.streak.count >= STREAK);
+    // The first choice is made once the gain failed (fp32 it is) or held FIRST_STREAK times.
+    if (first && (move || this.streak.count === 0)) this.settled = true;
+    if (!move && !(first && this.settled) && !fleetChanged) return null;
     const chosen = move ? target : now;
     if (move) { this.current = chosen.compress; this.steady = 0; this.expected = chosen.modelMs; this.streak = { mode: '', count: 0 }; }
     this.last = { compress: chosen.compress, step, switched: move, prices, why: this.why(chosen, exact, fleet, move ? now : null) };
@@ -189,6 +211,7 @@ export class Autopilot {
       else if (!steady) this.provisional.add(k);
       const xs = this.extraMs.get(k) ?? [];
       xs.push(wallMs - this.expected);
+      this.lastSample = k;
       if (xs.length > SAMPLES) xs.shift();
       this.extraMs.set(k, xs);
     }

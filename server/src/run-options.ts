@@ -134,6 +134,8 @@ export interface StepRecord {
   earlySegments: number;
   shards: { shard: number; worker: number | null; count: number; computeMs: number; uploadMs: number }[];
   at: number;
+  /** How gradients travelled in this step: none, fp16, int8 or powersgd-rR (with --compress auto, what it chose). */
+  mode?: string;
 }
 
 export interface Summary {

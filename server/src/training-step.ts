@@ -6,7 +6,7 @@ import type { EventEmitter } from 'node:events';
 import { IMAGE_BYTES, planShards, type Result, type RunInfo } from '@tabtrain/shared';
 import type { Dataset } from './data';
 import { planStep, type WorkerCost } from './cost-model';
-import type { Fleet } from './autopilot';
+import { modeName, type Fleet } from './autopilot';
 import { guarded } from './guard';
 import { LARGE_FRAME, LinkMeter } from './link-meter';
 import type { Conn, Membership } from './membership';
@@ -82,7 +82,7 @@ export class TrainingStep {
       uploadMs: Math.max(...tasks.map((t) => upload(t.result!, t.shard))), aggregateMs, foldMs: this.model.foldMs, applyMs, broadcastMs,
       straggler: tasks.length > 1 ? last.doneBy : null, earlySegments: this.replicas.earlySegments,
       shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!, t.shard) })),
-      at: Date.now(),
+      at: Date.now(), mode: modeName(this.model.compress),
     };
     this.link.end(t1 - t0, t4 - t0);
     this.events.emit('step', this.last);
