@@ -115,32 +115,41 @@ export class WorkerCore {
     switch (msg.type) {
       case MSG.welcome: {
         const spec = welcomedModel(msg.run.model, msg.run.modelHash);
-        this.net?.dispose();
-        // Synthetic: the benchmark's stand-in GPU (synthetic-net.ts); same protocol, no tfjs compute.
-        this.net = this.opts.syntheticMsPerExample !== undefined ? new SyntheticNet(spec, this.opts.syntheticMsPerExample) : new Net(spec);
+        // A second welcome of the same run changes its compression (--compress auto): the net stays,
+        // and so do whole weights held outside powersgd (its exact copy is in another thread).
+        const again = this.net !== null && this.run?.modelHash === msg.run.modelHash;
+        const kept = again && this.version >= 0 && !this.rounds && this.replica ? { version: this.version, weights: this.replica } : null;
+        if (!again) {
+          this.net?.dispose();
+          // Synthetic: the benchmark's stand-in GPU (synthetic-net.ts); same protocol, no tfjs compute.
+          this.net = this.opts.syntheticMsPerExample !== undefined ? new SyntheticNet(spec, this.opts.syntheticMsPerExample) : new Net(spec);
+        }
+        const net = this.net!;
         this.run = msg.run;
         this.version = -1;
         this.replica = null;
         this.updates = null;
         this.parked = null;
-        this.grad = new Float32Array(this.net.total);
+        this.grad = new Float32Array(net.total);
         const compress = checkCompression(msg.run.compress);
         const { params } = paramLayout(spec);
-        const psgd = powerSgdPlanOf(params, this.net.total, compress);
+        const psgd = powerSgdPlanOf(params, net.total, compress);
         this.rounds?.dispose();
         // A real net keeps the gradient and PowerSGD's state on its backend; the synthetic one has arrays.
-        this.rounds = psgd ? new WorkerRounds(psgd, msg.run.seed, this.net instanceof Net) : null;
+        this.rounds = psgd ? new WorkerRounds(psgd, msg.run.seed, net instanceof Net) : null;
         this.exact?.dispose();
         this.exact = psgd ? (this.opts.exactReplica ?? ((p, lr, c) => new LocalReplica(p, lr, c)))(psgd, msg.run.lr, this.opts.corruptVersion) : null;
         this.drift = undefined;
-        this.encoder = psgd ? null : new GradientEncoder(planSegments(params, this.net.total, compress), this.net.total);
-        this.fp32 = new GradientEncoder(planSegments(params, this.net.total, NO_COMPRESSION), this.net.total);
+        this.encoder = psgd ? null : new GradientEncoder(planSegments(params, net.total, compress), net.total);
+        this.fp32 = new GradientEncoder(planSegments(params, net.total, NO_COMPRESSION), net.total);
+        // Error feedback starts from zero in the new mode (fresh encoders); the weights go on, as the coordinator's do.
+        if (kept) this.keepWeights(kept.version, kept.weights);
         // Our identity from now on (the identity object outlives this connection): the coordinator
         // gives a new id when ours was taken, and a secret that makes a reconnect us again.
         this.id.workerId = msg.workerId;
         if (msg.session) this.id.session = msg.session;
         this.update({ state: 'idle', run: msg.run });
-        this.opts.log?.(`joined as ${msg.workerId}: ${spec.name}, ${this.net.total.toLocaleString('en-US')} parameters`);
+        this.opts.log?.(again ? `compression is now ${compress.mode}${kept ? `; weights of v${kept.version} kept` : ''}` : `joined as ${msg.workerId}: ${spec.name}, ${net.total.toLocaleString('en-US')} parameters`);
         return;
       }
       case MSG.weights: {
@@ -185,6 +194,15 @@ export class WorkerCore {
       default:
         throw new Error(`unexpected ${msg.type} from the coordinator`);
     }
+  }
+
+  /** After a change of compression: the replica (and a powersgd run's exact copy) holds `weights` at `version`, as before it. */
+  private keepWeights(version: number, weights: Float32Array): void {
+    this.replica = this.updateArena()?.replica ?? new Float32Array(weights.length);
+    this.replica.set(weights);
+    this.exact?.post({ op: 'weights', version, offset: 0, total: weights.length, floats: this.replica });
+    this.version = version;
+    this.refreshedAt = version;
   }
 
   /**

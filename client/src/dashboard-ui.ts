@@ -51,7 +51,7 @@ export class DashboardUi {
 
   constructor(private readonly doc: Document, handlers: UiHandlers) {
     this.onControl = handlers.control;
-    const ids = ['title', 'state', 'mode', 'connection', 'config', 'reason', 'checkpoint-problem', 'step', 'epoch', 'elapsed', 'eta', 'bytes', 'workers-count', 'd2l',
+    const ids = ['title', 'state', 'mode', 'connection', 'config', 'reason', 'checkpoint-problem', 'compression', 'comm-share', 'step', 'epoch', 'elapsed', 'eta', 'bytes', 'workers-count', 'd2l',
       'token', 'pause', 'resume', 'stop', 'export', 'control-message', 'control-note', 'log',
       'smoothing', 'smoothing-value', 'download-csv', 'download-jsonl', 'download-log', 'download-note'] as const;
     this.e = Object.fromEntries(ids.map((id) => [id, get(doc, id)])) as Record<(typeof ids)[number], HTMLElement>;
@@ -132,6 +132,8 @@ export class DashboardUi {
     e.reason.textContent = h.reason || (isTerminal(h.state) ? h.state : '');
     e.reason.dataset.state = h.state;
     e['checkpoint-problem'].textContent = h.checkpointProblem ?? '';
+    e.compression.textContent = h.compression ? `compression ${h.compression}` : '';
+    e['comm-share'].textContent = h.commShare === undefined || h.commShare === null ? '' : `· latest step: ${Math.round(100 * h.commShare)}% not computing (moving bytes, summing)`;
     e.step.textContent = `${h.step.toLocaleString('en-US')} / ${h.totalSteps.toLocaleString('en-US')}`;
     e.epoch.textContent = `${h.epoch} / ${c.epochs}`;
     e.eta.textContent = isTerminal(h.state) ? 'done' : formatSeconds(h.etaSec);

@@ -18,7 +18,7 @@ export interface Checkpoint {
    * compress: how gradients and updates travel. Its error-feedback residuals are not saved (they
    * live on every worker), so a resumed compressed run is close to, not bit-equal with, an unbroken one.
    */
-  config: { epochs: number; batch: number; lr: number; seed: number; balance: string; compress?: Compression };
+  config: { epochs: number; batch: number; lr: number; seed: number; balance: string; compress?: Compression; autoRank?: number };
   /** Plain SGD without momentum keeps no state beyond the learning rate. */
   optimizer: { kind: 'sgd'; lr: number };
   step: number;
@@ -106,12 +106,14 @@ export function checkCheckpoint(raw: unknown, path: string, version: number): Ch
   const params = paramLayout(spec).total;
   if (o.paramCount !== params) f.fail('paramCount', `${params}, the parameter count of ${spec.name}`, o.paramCount);
 
-  const c = f.object(o.config, 'config', { required: ['epochs', 'batch', 'lr', 'seed', 'balance'], optional: ['compress'] });
+  const c = f.object(o.config, 'config', { required: ['epochs', 'batch', 'lr', 'seed', 'balance'], optional: ['compress', 'autoRank'] });
   f.int(c.epochs, 'config.epochs', 1);
   f.int(c.batch, 'config.batch', 1);
   const lr = f.num(c.lr, 'config.lr', 0, Infinity, true);
   const seed = f.int(c.seed, 'config.seed', 0);
   if (c.balance !== 'speed' && c.balance !== 'equal' && c.balance !== 'cost') f.fail('config.balance', '"speed", "equal" or "cost"', c.balance);
+  // --compress auto: the rank it may choose powersgd at; compress is then the mode it was in.
+  if (c.autoRank !== undefined) f.int(c.autoRank, 'config.autoRank', 1, 64);
   let compress: Compression = NO_COMPRESSION;
   if (c.compress !== undefined) {
     const k = f.object(c.compress, 'config.compress', { required: ['mode', 'rank'] });

@@ -76,9 +76,13 @@ the run:
   --eval-examples N   test images evaluated per epoch (default all ${DEFAULTS.evalExamples.toLocaleString('en-US')})
   --deadline-ms N     a shard not returned in N ms goes to another worker (default: 5× the worker's
                       measured time, at least 120 s)
-  --compress MODE     how workers send gradients: none (fp32, default) | fp16 | int8 (per-chunk
+  --compress MODE     how workers send gradients: auto (default) | none (fp32) | fp16 | int8 (per-chunk
                       scales, error feedback) | powersgd (two rounds of rank-R factors of every
                       weight kernel, biases in fp32: ~1/300 of fp32 for AlexNet at rank 4)
+                      auto: from the measured compute and link rates, the coordinator predicts each
+                      mode's step and runs the fastest, exact fp32 when within 10% of it (loopback,
+                      one worker, a fast link); it starts in fp32 (the first step measures), changes
+                      mode only between steps, on a gain of 20% or more, and logs each choice and why
   --rank R            powersgd's rank (default ${DEFAULT_RANK})
                       fp16/int8 runs broadcast each step's update in the same codec (with the
                       coordinator's own error feedback), powersgd its two small broadcasts, instead
@@ -171,12 +175,15 @@ function fraction(v: string | undefined, name: string): number | undefined {
   return n;
 }
 
-function compression(mode: string, rank: string | undefined): Compression {
+function compression(mode: string, rank: string | undefined): { compress: Compression; autoRank?: number } {
   try {
-    return parseCompression(mode, int(rank, 'rank', 1) ?? DEFAULT_RANK);
+    const r = int(rank, 'rank', 1) ?? DEFAULT_RANK;
+    if (mode !== 'auto') return { compress: parseCompression(mode, r) };
+    parseCompression('powersgd', r); // the rank auto may choose powersgd at: checked now
+    return { compress: NO_COMPRESSION, autoRank: r };
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    throw new UsageError(`--compress/--rank: ${(e as Error).message}`);
+    throw new UsageError(`--compress/--rank: ${(e as Error).message}${mode === 'auto' ? '' : ', or auto (the default)'}`);
   }
 }
 
@@ -248,7 +255,7 @@ const SERVE_OPTIONS = {
   'admin-token': { type: 'string' }, open: { type: 'boolean', default: false }, log: { type: 'string' },
   summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
   checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
-  export: { type: 'string' }, compress: { type: 'string', default: 'none' }, rank: { type: 'string' }, 'verify-every': { type: 'string' }, 'apply-threads': { type: 'string' }, probation: { type: 'string' }, 'verify-shards': { type: 'string' },
+  export: { type: 'string' }, compress: { type: 'string', default: 'auto' }, rank: { type: 'string' }, 'verify-every': { type: 'string' }, 'apply-threads': { type: 'string' }, probation: { type: 'string' }, 'verify-shards': { type: 'string' },
   'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'no-tls': { type: 'boolean', default: false }, 'state-dir': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
@@ -275,8 +282,9 @@ export async function serve(argv: string[]): Promise<number> {
     v.balance ??= c.config.balance;
     // Older checkpoints carry no compression: they were fp32 runs.
     const saved = c.config.compress ?? NO_COMPRESSION;
-    if (argv.includes('--compress') && (v.compress !== saved.mode || (v.rank !== undefined && Number(v.rank) !== saved.rank))) throw new UsageError(`--compress ${v.compress} conflicts with the checkpoint's ${saved.mode}; a resumed run keeps its compression`);
-    v.compress = saved.mode; if (saved.mode === 'powersgd') v.rank = String(saved.rank);
+    const was = c.config.autoRank !== undefined ? { mode: 'auto', rank: c.config.autoRank } : saved;
+    if (argv.includes('--compress') && (v.compress !== was.mode || (v.rank !== undefined && Number(v.rank) !== was.rank))) throw new UsageError(`--compress ${v.compress} conflicts with the checkpoint's ${was.mode}; a resumed run keeps its compression`);
+    v.compress = was.mode; if (was.rank > 0) v.rank = String(was.rank);
     v.checkpoint ??= v.resume;
   }
   v.balance ??= DEFAULTS.balance;
@@ -301,7 +309,7 @@ export async function serve(argv: string[]): Promise<number> {
     verifyShards: fraction(v['verify-shards'], 'verify-shards'),
     applyThreads: int(v['apply-threads'], 'apply-threads', 0),
   };
-  const compress = compression(v.compress!, v.rank);
+  const { compress, autoRank } = compression(v.compress!, v.rank);
   if (v['no-tls'] && (v['tls-cert'] || v['tls-key'])) throw new UsageError('--no-tls and --tls-cert/--tls-key contradict each other: give one or the other');
 
   // Every output is checked now, not after hours of training.
@@ -336,7 +344,7 @@ export async function serve(argv: string[]): Promise<number> {
   await ensurePageBuilt(log);
 
   const coord = new Coordinator({
-    model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, tls: cert ?? undefined,
+    model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, autoRank, tls: cert ?? undefined,
     minWorkers: numbers.minWorkers, evalExamples: numbers.evalExamples, verifyEvery: numbers.verifyEvery, deadlineMs: numbers.deadlineMs,
     probation: numbers.probation, verifyShards: numbers.verifyShards, applyThreads: numbers.applyThreads,
     exportDir: v.export, balance: v.balance as 'speed' | 'equal' | 'cost', token, open: v.open, adminToken: v['admin-token'], metricsLog: v.log,

@@ -15,10 +15,11 @@
 // Shards wait in a queue, so a shard whose worker vanishes goes to the next idle one and the
 // step's gradient stays the exact gradient of the whole batch.
 import { EventEmitter } from 'node:events';
-import { CLOSE, epochOrder, getModel, modelHash, paramLayout, stepsPerEpoch, type ModelSpec, type RunInfo } from '@tabtrain/shared';
+import { CLOSE, IMAGE_BYTES, epochOrder, getModel, modelHash, paramLayout, stepsPerEpoch, type ModelSpec, type RunInfo } from '@tabtrain/shared';
 import { printable } from '@tabtrain/shared/text';
 import { NO_COMPRESSION } from '@tabtrain/shared/compress';
 import { applyThreadsFor } from './apply-threads';
+import { AutoCompression, Autopilot, describeCompression } from './autopilot';
 import type { Dataset } from './data';
 import { weightsSha256 } from './files';
 import { formatSeconds, plural } from './format';
@@ -67,6 +68,8 @@ export class Coordinator {
   private readonly control: RunControl;
   private readonly copies: FullCopies;
   private readonly stalls: StallWatch; // why a step waits, in the run's state (waiting.ts)
+  /** --compress auto: the compression chosen at each step boundary (autopilot.ts); null for a fixed --compress. */
+  readonly auto: AutoCompression | null;
   private waitingSince = 0;
   private closed = false;
 
@@ -77,10 +80,11 @@ export class Coordinator {
     const o = this.opts;
     this.spec = getModel(opts.model);
     this.run = { model: this.spec.name, modelHash: modelHash(this.spec), seed: opts.seed, batch: opts.batch, lr: opts.lr ?? this.spec.lr, paramCount: paramLayout(this.spec).total };
-    const compress = opts.compress ?? NO_COMPRESSION;
+    // --compress auto starts in fp32 and changes mode at step boundaries (autopilot.ts).
+    const compress = opts.autoRank !== undefined ? NO_COMPRESSION : opts.compress ?? NO_COMPRESSION;
     if (compress.mode !== 'none') this.run.compress = compress;
-    const fp32 = compress.mode === 'none';
-    const powerSgd = compress.mode === 'powersgd';
+    // What the rooms ask of the compression is asked of the Step each time: an auto run changes it.
+    const step = () => this.model;
     const probation = o.probation ?? DEFAULTS.probation;
     const wire = () => this.transport;
     this.control = new RunControl({ log: o.log, changed: (s) => this.events.emit('state', s), stopping: () => this.sessions.abandonIfStopped() });
@@ -92,24 +96,28 @@ export class Coordinator {
     });
     this.copies = new FullCopies({ token: o.token, probation, retry: () => this.sessions.dispatch(), log: o.log });
     this.scheduler = new Scheduler({
-      fp32, verifyShards: o.verifyShards ?? DEFAULTS.verifyShards, probation, deadlineMs: o.deadlineMs,
+      get fp32() { return step().fp32; }, verifyShards: o.verifyShards ?? DEFAULTS.verifyShards, probation, deadlineMs: o.deadlineMs,
       minDeadlineMs: o.minDeadlineMs ?? DEFAULTS.minDeadlineMs, firstDeadlineMs: o.firstDeadlineMs ?? DEFAULTS.firstDeadlineMs,
       newcomerDeadlineMs: o.newcomerDeadlineMs ?? DEFAULTS.newcomerDeadlineMs, log: o.log,
       fold: (t, c) => {
         if (t.inReducer) this.model.revoke(t.shard);
         for (const f of c.frames) this.model.accept(t.shard, f.g, f.body);
       },
-      decode: (c) => (c.fp32Check ? null : this.model.decodeCopy(c.frames)), codedCompare: !powerSgd,
+      decode: (c) => (c.fp32Check ? null : this.model.decodeCopy(c.frames)), get codedCompare() { return !step().powerSgd; },
     }, this.members);
     const replicas = new Replicas(this.model, wire, this.members, this.scheduler, this.events);
     this.sessions = new Sessions({
-      run: this.run, log: o.log, verifyEvery: o.verifyEvery ?? DEFAULTS.verifyEvery, fp32, powerSgd,
+      run: this.run, log: o.log, verifyEvery: o.verifyEvery ?? DEFAULTS.verifyEvery, get fp32() { return step().fp32; }, get powerSgd() { return step().powerSgd; },
       closed: () => this.closed, changed: () => this.events.emit('workers'), stopping: () => this.control.stopRequested,
       empty: () => this.noteWaiting(),
       // A worker came back to a run that waited mid-run for one: it goes on (or stays paused).
       joined: () => { if (this.control.state === 'waiting' && this.step > 0) this.control.carryOn(); },
     }, this.members, this.scheduler, this.model, replicas, this.copies, wire);
     this.training = new TrainingStep(o, this.run, data, this.model, this.scheduler, this.sessions, replicas, this.members, this.events, wire);
+    this.auto = opts.autoRank === undefined ? null : new AutoCompression(new Autopilot({ params: paramLayout(this.spec).params, total: this.run.paramCount, pipeline: o.pipeline ?? true, exampleBytes: IMAGE_BYTES + 1 }, opts.autoRank), {
+      step: this.model, run: this.run, replicas, sessions: this.sessions, log: o.log,
+      idle: () => this.members.workers().every((c) => this.scheduler.copyOf(c) === null),
+    });
     const socket = (handler: Parameters<NonNullable<CoordinatorOptions['wire']>>[0]) => new Transport<Conn>({
       port: o.port, host: o.host, tls: o.tls, staticDir: o.staticDir, helloTimeoutMs: o.helloTimeoutMs,
       heartbeatMs: o.heartbeatMs ?? DEFAULTS.heartbeatMs, slowReaderMs: o.slowReaderMs ?? DEFAULTS.slowReaderMs, log: o.log,
@@ -233,10 +241,12 @@ export class Coordinator {
         const order = epochOrder(n, seed, this.epoch);
         await this.control.whilePaused(() => this.closed);
         if (this.control.stopRequested || this.closed) break;
+        this.auto?.boundary(this.training.fleet(), this.step);
         const s0 = performance.now();
         const r = await this.training.train(order.subarray(s * batch, Math.min(n, (s + 1) * batch)), this.epoch);
         const acc = this.epochAcc;
         acc.seconds += (performance.now() - s0) / 1000;
+        this.auto?.observed(performance.now() - s0);
         acc.lossSum += r.lossSum; acc.correct += r.correct; acc.examples += r.count; acc.steps++;
         const epochEnd = s === perEpoch - 1;
         if (performance.now() - lastProgress > 1000 || epochEnd) {
@@ -302,6 +312,7 @@ export class Coordinator {
       history: this.history,
       workers: this.members.rows().map((r) => ({ ...r, waiting: this.copies.reason(r.id) })),
       caught: this.members.caught,
+      compression: describeCompression(this.model.compress, this.auto),
     };
   }
 

@@ -14,7 +14,16 @@ import { CLOSE, MAX_CLOSE_REASON_BYTES, ProtocolError, closeReason, printable } 
 import { guarded } from './guard';
 import { closedLine, newPeer, receive, type Peer, type PeerHandler, type Route, type Wire } from './wire';
 
-export interface MemoryWireOptions { helloTimeoutMs: number; log: (line: string) => void }
+export interface MemoryWireOptions {
+  helloTimeoutMs: number;
+  log: (line: string) => void;
+  /**
+   * An emulated link for every connection, each direction on its own (bytes/s, asked per frame;
+   * absent or Infinity: memory speed): a frame arrives its size ÷ the rate after the one before it
+   * did, or after it was sent. Tests of --compress auto make the steps as slow as the rates they give the cost model.
+   */
+  linkRate?: () => number;
+}
 
 /** The worker's side of one in-memory connection (what a WebSocket client is to a Node worker). */
 export interface Endpoint {
@@ -36,14 +45,16 @@ const CLOSED = 'the connection is closed';
 
 /** One direction of a connection: frames in order, one per macrotask, then the close if any. */
 class Pipe {
-  private frames: { data: Buffer; sentAt: number; taken: () => void; lost: (e: Error) => void }[] = [];
+  private frames: { data: Buffer; sentAt: number; taken: () => void; lost: (e: Error) => void; due?: number }[] = [];
+  /** An emulated link: when the last frame finished arriving. */
+  private freeAt = 0;
   /** Bytes sent and not yet delivered. */
   bytes = 0;
   private ending: { code: number; reason: string } | null = null;
   private done = false;
   private scheduled = false;
 
-  constructor(private readonly deliver: (data: Buffer, sentAt: number) => void, private readonly ended: (code: number, reason: string) => void) {}
+  constructor(private readonly deliver: (data: Buffer, sentAt: number) => void, private readonly ended: (code: number, reason: string) => void, private readonly rate: () => number = () => Infinity) {}
 
   /** Queues a copy of the frame; resolves once it is delivered, rejects if it never will be. */
   push(frame: Uint8Array): Promise<void> {
@@ -77,6 +88,14 @@ class Pipe {
   private flow(): void {
     this.scheduled = false;
     if (this.done) return;
+    const head = this.frames[0];
+    const rate = head ? this.rate() : Infinity;
+    if (head && rate < Infinity) {
+      head.due ??= Math.max(head.sentAt, this.freeAt) + (1000 * head.data.byteLength) / rate;
+      const wait = head.due - performance.now();
+      if (wait > 0) { this.scheduled = true; setTimeout(() => this.flow(), wait); return; }
+      this.freeAt = head.due;
+    }
     const f = this.frames.shift();
     if (f) {
       this.bytes -= f.data.byteLength;
@@ -126,9 +145,9 @@ export class MemoryWire<P extends Peer> implements Wire<P> {
       },
     };
     const conn: Connection = {
-      down: new Pipe((data) => { if (!closed) endpoint.onFrame(data); }, (code, reason) => conn.hangUp(code, reason)),
+      down: new Pipe((data) => { if (!closed) endpoint.onFrame(data); }, (code, reason) => conn.hangUp(code, reason), this.opts.linkRate),
       // The peer's words: escaped and cut before any log line or status shows them (text.ts).
-      up: new Pipe((data, sentAt) => this.deliver(p, data, sentAt, fail), guarded(log, `worker #${p.id} close`, (code: number, reason: string) => this.gone(p, code, printable(reason, MAX_CLOSE_REASON_BYTES), false))),
+      up: new Pipe((data, sentAt) => this.deliver(p, data, sentAt, fail), guarded(log, `worker #${p.id} close`, (code: number, reason: string) => this.gone(p, code, printable(reason, MAX_CLOSE_REASON_BYTES), false)), this.opts.linkRate),
       hangUp: (code, reason) => { if (!closed) setImmediate(() => endpoint.onClose(code, reason)); closed = true; },
       helloTimer: setTimeout(guarded(log, `worker #${p.id} hello timer`, () => {
         if (!this.handler.joined(p)) this.drop(p, CLOSE.helloTimeout, `no hello within ${this.opts.helloTimeoutMs} ms`);

@@ -48,6 +48,21 @@ export class Replicas {
     conn.version = this.model.version;
   }
 
+  /**
+   * The run changed its compression between steps (Step.switchTo). Out of powersgd every worker
+   * needs the full weights again (its whole weights live in its exact copy's thread, and the
+   * coordinator cannot know them to be current); out of fp32, fp16 or int8 it keeps the version it
+   * holds, as the worker keeps its replica (core.ts, a second welcome). No round is held any more.
+   */
+  restart(fromPowerSgd: boolean): void {
+    for (const conn of this.members.workers()) {
+      if (fromPowerSgd) conn.version = -1;
+      conn.basis = -1;
+    }
+    this.pushed.clear();
+    this.roundPushed.clear();
+  }
+
   /** powersgd round 2: the worker needs this step's P̂ (the round-1 broadcast) unless it has it. */
   sendBasis(conn: Conn): void {
     if (conn.basis !== this.model.version + 1) for (const f of this.model.basisFrames) this.wire().send(conn, f);

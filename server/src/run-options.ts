@@ -24,6 +24,17 @@ export interface CoordinatorOptions {
    */
   compress?: Compression;
   /**
+   * --compress auto: the coordinator picks the compression at each step boundary from what it
+   * measures (autopilot.ts), among none, fp16, int8 and powersgd at this rank; it starts in fp32
+   * and `compress` is ignored. Absent: `compress` is fixed for the run.
+   */
+  autoRank?: number;
+  /**
+   * Emulated links for in-process tests (the memory wire times nothing): bytes/s each way of every
+   * worker's link and of the coordinator's, in place of the measured rates, asked at each step.
+   */
+  links?: () => { worker: number; coordinator: number } | null;
+  /**
    * Compressed runs: every this many versions an assign carries the weights' replicaHash, and a
    * worker whose replica differs asks for the full weights before computing. Default 10.
    */
@@ -125,6 +136,8 @@ export interface StepRecord {
   earlySegments: number;
   shards: { shard: number; worker: number | null; count: number; computeMs: number; uploadMs: number }[];
   at: number;
+  /** How gradients travelled in this step: none, fp16, int8 or powersgd-rR (with --compress auto, what it chose). */
+  mode?: string;
 }
 
 export interface Summary {

@@ -111,6 +111,11 @@ export class Sessions {
     this.dispatch();
   }
 
+  /** The run's compression changed (run.compress): every joined worker is welcomed again into it, its identity and secret unchanged. */
+  rewelcome(): void {
+    for (const conn of this.members.workers()) this.wire().send(conn, encode({ type: MSG.welcome, workerId: conn.workerId, run: this.host.run, session: conn.session }));
+  }
+
   private onGradient(conn: Conn, g: Gradient, body: Uint8Array): void {
     const c = this.scheduler.owned(conn, g.step, g.shard, 'train');
     const round = this.host.powerSgd && !c.fp32Check ? c.task.round : undefined;

@@ -31,20 +31,19 @@ export class Step {
   /** Number of SGD steps applied to the weights. */
   version = 0;
   /** The run's algorithm: it owns the weights' memory and the reducer (the step's alone), and makes the update. */
-  private readonly mode: StepMode;
+  private mode: StepMode;
+  /** How gradients and updates travel now: the run's --compress, or what --compress auto chose last (switchTo). */
+  private current: Compression;
   private readonly weightFrames = new VersionFrames();
   private hashCache: { version: number; hash: string } | null = null;
-  private readonly compressed: boolean;
-  private readonly uploadBytes: number;
+  private uploadBytes: number;
   private readonly layout: ReturnType<typeof paramLayout>;
+  private readonly context: StepContext;
 
   /** `applyThreads`: powersgd's update applied by that many helper threads (0: on this thread). */
-  constructor(spec: ModelSpec, seed: number, compress: Compression, onBadShard: (shard: number, why: string) => void, pipeline = true, applyThreads = 0) {
+  constructor(spec: ModelSpec, seed: number, compress: Compression, private readonly onBadShard: (shard: number, why: string) => void, private readonly pipeline = true, private readonly applyThreads = 0) {
     this.layout = paramLayout(spec);
-    const { params, total } = this.layout;
-    this.compressed = compress.mode !== 'none';
-    this.uploadBytes = uploadBytes(params, total, compress);
-    const context: StepContext = {
+    this.context = {
       version: () => this.version,
       seed,
       staged: (frame, index) => this.onStaged?.(frame, index),
@@ -55,12 +54,42 @@ export class Step {
       },
       encodedWeights: () => this.encodedWeights(),
     };
+    this.current = compress;
+    this.uploadBytes = uploadBytes(this.layout.params, this.layout.total, compress);
+    this.mode = this.build(compress);
+    this.mode.weights.set(initParams(spec, seed));
+  }
+
+  /** The mode of `compress`, with fresh state: an empty sum, no error feedback, no broadcast frames. */
+  private build(compress: Compression): StepMode {
+    const { params, total } = this.layout;
     const psgd = powerSgdPlanOf(params, total, compress);
     const plan = psgd ? [] : planSegments(params, total, compress);
-    this.mode = psgd ? new PowerSgdStep(psgd, context, onBadShard, applyThreads > 0 ? { count: applyThreads, start: startShareThread } : undefined)
-      : this.compressed ? new CodedStep(plan, total, context, onBadShard)
-        : new Fp32Step(plan, total, context, onBadShard, pipeline);
-    this.mode.weights.set(initParams(spec, seed));
+    return psgd ? new PowerSgdStep(psgd, this.context, this.onBadShard, this.applyThreads > 0 ? { count: this.applyThreads, start: startShareThread } : undefined)
+      : compress.mode !== 'none' ? new CodedStep(plan, total, this.context, this.onBadShard)
+        : new Fp32Step(plan, total, this.context, this.onBadShard, this.pipeline);
+  }
+
+  /** How gradients and updates travel now. */
+  get compress(): Compression { return this.current; }
+  /** No compression: the broadcast is the weights, train copies compare float by float. */
+  get fp32(): boolean { return this.current.mode === 'none'; }
+  get powerSgd(): boolean { return this.current.mode === 'powersgd'; }
+
+  /**
+   * Between steps only (--compress auto, autopilot.ts): the run goes on in `compress`, from the
+   * same weights (a pending powersgd update applied first) at the same version. The new mode
+   * starts from zero: its error feedback (the coordinator's downlink encoder) and every broadcast
+   * of the old one are gone, so each worker needs the full weights again (Replicas.restart).
+   */
+  switchTo(compress: Compression): void {
+    const weights = this.weights.slice();
+    this.mode.dispose(); // its helper threads, if any: the weights are copied out, the update applied
+    this.mode = this.build(compress);
+    this.mode.weights.set(weights);
+    this.current = compress;
+    this.uploadBytes = uploadBytes(this.layout.params, this.layout.total, compress);
+    this.hashCache = null;
   }
 
   /** Starts step number `step`, summed over `shards` shards, of `batch` examples at learning rate `lr`. */
@@ -202,7 +231,7 @@ export class Step {
 
   /** The weights' replicaHash on every `every`-th version of a compressed run (computed once per version). */
   checkHash(every: number): string | undefined {
-    if (!this.compressed || every <= 0 || this.version === 0 || this.version % every !== 0) return undefined;
+    if (this.fp32 || every <= 0 || this.version === 0 || this.version % every !== 0) return undefined;
     if (this.hashCache?.version !== this.version) this.hashCache = { version: this.version, hash: replicaHash(this.weights) };
     return this.hashCache.hash;
   }

@@ -5,16 +5,16 @@
 import type { EventEmitter } from 'node:events';
 import { IMAGE_BYTES, planShards, type Result, type RunInfo } from '@tabtrain/shared';
 import type { Dataset } from './data';
-import { planStep } from './cost-model';
+import { planStep, type WorkerCost } from './cost-model';
+import { modeName, type Fleet } from './autopilot';
 import { guarded } from './guard';
-import { LinkMeter } from './link-meter';
+import { LARGE_FRAME, LinkMeter } from './link-meter';
 import type { Conn, Membership } from './membership';
 import type { Replicas } from './replicas';
 import type { CoordinatorOptions, StepRecord } from './run-options';
 import type { Scheduler, Task } from './scheduler';
 import type { Sessions } from './sessions';
 import type { Step } from './step';
-import { LARGE_FRAME } from './link-meter';
 import type { Wire } from './wire';
 
 export interface StepStats { lossSum: number; correct: number; count: number }
@@ -23,9 +23,6 @@ export class TrainingStep {
   /** The last step's record (the 'step' event's). */
   last: StepRecord | null = null;
   private readonly link: LinkMeter;
-  private readonly powerSgd: boolean;
-  /** No --compress: the broadcast is the weights, not an encoded update. */
-  private readonly fp32: boolean;
 
   constructor(
     private readonly opts: CoordinatorOptions,
@@ -40,8 +37,6 @@ export class TrainingStep {
     wire: () => Wire<Conn>,
   ) {
     this.link = new LinkMeter(wire);
-    this.powerSgd = opts.compress?.mode === 'powersgd';
-    this.fp32 = (opts.compress?.mode ?? 'none') === 'none';
   }
 
   /** One synchronous step over `indices` (positions in the training set), in epoch `epoch` (0-based). */
@@ -68,14 +63,14 @@ export class TrainingStep {
       await this.sessions.execute(tasks);
     }
     for (const t of tasks) this.scheduler.norms.accept(t.trusted!.normSq, t.count);
-    const round2 = this.powerSgd ? await this.secondRound(tasks) : null;
+    const round2 = this.model.powerSgd ? await this.secondRound(tasks) : null;
     const t1 = performance.now();
     const { aggregateMs, applyMs: applied, broadcastMs } = this.model.apply(this.run.lr, indices.length);
     // powersgd: the update reaches the weights once the next step's assigns are out (step.ts,
     // Rounds.pending): setImmediate runs after this step's promise chain has dispatched them. With
     // --apply-threads it is applied beside the event loop, which goes on receiving the next step.
-    if (this.powerSgd) setImmediate(guarded(this.opts.log, 'applying the update', () => this.model.release()));
-    const applyMs = this.powerSgd ? this.model.flushedMs : applied;
+    if (this.model.powerSgd) setImmediate(guarded(this.opts.log, 'applying the update', () => this.model.release()));
+    const applyMs = this.model.powerSgd ? this.model.flushedMs : applied;
     this.replicas.settle();
     const t4 = performance.now();
     const sum = (f: (r: Result) => number) => tasks.reduce((a, t) => a + f(t.result!), 0);
@@ -88,7 +83,7 @@ export class TrainingStep {
       uploadMs: Math.max(...tasks.map((t) => upload(t.result!, t.shard))), aggregateMs, foldMs: this.model.foldMs, applyMs, broadcastMs,
       straggler: tasks.length > 1 ? last.doneBy : null, earlySegments: this.replicas.earlySegments,
       shards: tasks.map((t) => ({ shard: t.shard, worker: t.doneBy, count: t.count, computeMs: t.result!.timings.computeMs, uploadMs: upload(t.result!, t.shard) })),
-      at: Date.now(),
+      at: Date.now(), mode: modeName(this.model.compress),
     };
     this.link.end(t1 - t0, t4 - t0);
     this.events.emit('step', this.last);
@@ -124,21 +119,15 @@ export class TrainingStep {
     const pool = this.members.pool('train');
     if (this.opts.balance !== 'cost' || !pool.length) {
       for (const c of pool) c.benchedByMs = null;
-      const weights = pool.length ? pool.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)) : [1];
-      return planShards(batch, weights).map((p) => ({ position: p.position, count: p.count, pin: null }));
+      return planShards(batch, this.shares(pool)).map((p) => ({ position: p.position, count: p.count, pin: null }));
     }
     const weightsBytes = 4 * this.run.paramCount;
     const version = this.model.version;
-    // Weights under a frame that can time the link (transport.ts) cost no link time worth pricing.
-    const small = weightsBytes < LARGE_FRAME;
-    const workers = [...pool].sort((a, b) => a.id - b.id).map((c) => ({
-      id: c.id, computeRate: c.computeRate, upRate: c.upRate || (small ? Infinity : 0), downRate: c.downRate || (small ? Infinity : 0),
-      behind: Math.min(2, version - Math.max(0, c.version)),
-    }));
+    const workers = this.costs([...pool].sort((a, b) => a.id - b.id));
     const last = this.last;
     const rate = (bytes: number, ms: number | undefined) => (ms && ms > 0 ? (bytes * 1000) / ms : Infinity);
     const plan = planStep(workers, {
-      batch, gradientBytes: this.model.gradientBytes, updateBytes: this.fp32 ? weightsBytes : this.model.gradientBytes, weightsBytes,
+      batch, gradientBytes: this.model.gradientBytes, updateBytes: this.model.fp32 ? weightsBytes : this.model.gradientBytes, weightsBytes,
       exampleBytes: IMAGE_BYTES + 1, pipelined: this.model.pipelined,
     }, {
       upRate: this.link.up || Infinity, downRate: this.link.down || Infinity, foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
@@ -148,6 +137,43 @@ export class TrainingStep {
     // Infinity (no example left for it) shows as null in JSON, still benched.
     for (const c of pool) c.benchedByMs = benched.has(c.id) ? Math.round(benched.get(c.id)!) : null;
     return plan.shards.map((s) => ({ position: s.position, count: s.count, pin: s.worker }));
+  }
+
+  /** --balance speed or equal: each worker's share of the batch; nobody joined yet: one shard for whoever comes first. */
+  private shares(pool: Conn[]): number[] {
+    return pool.length ? pool.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)) : [1];
+  }
+
+  /** The workers as the cost model prices them, in the order given. */
+  private costs(pool: Conn[]): WorkerCost[] {
+    const version = this.model.version;
+    // Weights under a frame that can time the link (transport.ts) cost no link time worth pricing.
+    const small = 4 * this.run.paramCount < LARGE_FRAME;
+    const links = this.opts.links?.();
+    return pool.map((c) => ({
+      id: c.id, computeRate: c.computeRate, upRate: links?.worker ?? (c.upRate || (small ? Infinity : 0)), downRate: links?.worker ?? (c.downRate || (small ? Infinity : 0)),
+      behind: Math.min(2, version - Math.max(0, c.version)),
+    }));
+  }
+
+  /**
+   * The fleet the next step may use, for --compress auto (autopilot.ts): the pool's costs, the
+   * coordinator's link, and with --balance speed or equal the shards each worker would get.
+   * `timed`: this mode's transfers time the links (its uploads are LARGE_FRAME or more), so the
+   * rates are fresh; PowerSGD's few hundred KB a step do not, and its rates are the last timed.
+   */
+  fleet(): Fleet & { timed: boolean } {
+    const pool = this.members.pool('train');
+    const batch = this.opts.batch;
+    const links = this.opts.links?.();
+    const counts = this.opts.balance === 'cost' || !pool.length ? null : planShards(batch, this.shares(pool)).map((p) => p.count);
+    const link = links ? { up: links.coordinator, down: links.coordinator } : { up: this.link.up || Infinity, down: this.link.down || Infinity };
+    // A model whose weights fit under LARGE_FRAME moves no bytes worth pricing in any mode; its frames time round trips, not links.
+    if (!links && 4 * this.run.paramCount < LARGE_FRAME) {
+      const free = pool.map((c) => ({ id: c.id, computeRate: c.computeRate, upRate: Infinity, downRate: Infinity, behind: 1 }));
+      return { workers: free, link: { up: Infinity, down: Infinity }, batch, counts, timed: true };
+    }
+    return { workers: this.costs(pool), link, batch, counts, timed: !!links || this.model.gradientBytes >= LARGE_FRAME };
   }
 
   /** Test accuracy at the current weights, forward only, split over the workers. */

@@ -44,6 +44,8 @@ export interface MachineOptions {
    * Blocked for (blockFor): the event loop stops for that long, as it does while the CPU works.
    */
   costs: WorkerCosts | null;
+  /** --compress auto: the costs of every mode the coordinator may choose; the machine uses those of the mode each welcome names. */
+  costsByMode?: WorkerCosts[];
   /** The key of workers started by the coordinator's own process tree (TABTRAIN_LOCAL_KEY), if any. */
   local?: string;
   /** powersgd: versions between refreshes of the working copy from the exact copy (default DEFAULT_REFRESH_EVERY). */
@@ -86,7 +88,12 @@ export class SyntheticMachine {
   /** Milliseconds spent standing in for CPU work, and for the GPU, so far (the benchmark reports them). */
   readonly slept = { cpuMs: 0, computeMs: 0 };
 
-  constructor(private readonly workerId: string, private readonly send: (frame: Uint8Array) => Promise<void>, private readonly opts: MachineOptions, private readonly token?: string) {}
+  /** The CPU work of the mode in use (MachineOptions.costs, or of costsByMode the welcomed mode's). */
+  private costs: WorkerCosts | null;
+
+  constructor(private readonly workerId: string, private readonly send: (frame: Uint8Array) => Promise<void>, private readonly opts: MachineOptions, private readonly token?: string) {
+    this.costs = opts.costs;
+  }
 
   hello(): Uint8Array {
     return encode({ type: MSG.hello, protocol: PROTOCOL_VERSION, workerId: this.workerId, kind: 'node', backend: 'synthetic', adapter: null, modelHashes: zooHashes(), ...(this.token ? { token: this.token } : {}), ...(this.opts.local ? { local: this.opts.local } : {}) });
@@ -99,14 +106,14 @@ export class SyntheticMachine {
   }
 
   private block(ms: number): void {
-    if (!this.opts.costs) return;
+    if (!this.costs) return;
     blockFor(ms);
     this.slept.cpuMs += ms;
   }
 
   /** The new weights go to the GPU (PCIE_BYTES_PER_MS), slept; skipped with the CPU work (costs null). */
   private async upload(): Promise<void> {
-    if (!this.opts.costs) return;
+    if (!this.costs) return;
     const ms = (4 * this.need().paramCount) / PCIE_BYTES_PER_MS;
     await sleep(ms);
     this.slept.computeMs += ms;
@@ -115,7 +122,7 @@ export class SyntheticMachine {
   /** Work for the exact copy's thread, `ms` long, after what it was given before. */
   private onThread(ms: number): void {
     const p = this.psgd!;
-    if (this.opts.costs) p.threadFreeAt = Math.max(performance.now(), p.threadFreeAt) + ms;
+    if (this.costs) p.threadFreeAt = Math.max(performance.now(), p.threadFreeAt) + ms;
   }
 
   /** Waits for the exact copy's thread to finish what it was given (its answer is needed now). */
@@ -131,7 +138,7 @@ export class SyntheticMachine {
    * go up (PCIe), then passes over the weights at the GPU's memory bandwidth (device-costs.ts).
    */
   private async deviceUpdate(): Promise<void> {
-    if (!this.opts.costs) return;
+    if (!this.costs) return;
     const { plan } = this.psgd!;
     const ms = deviceUpdateMs(plan);
     await sleep(ms);
@@ -142,7 +149,7 @@ export class SyntheticMachine {
   private async refresh(version: number): Promise<void> {
     const p = this.psgd!;
     p.refreshedAt = version;
-    if (!this.opts.costs) return;
+    if (!this.costs) return;
     await this.awaitThread();
     const ms = refreshMs(p.plan.total);
     await sleep(ms);
@@ -156,7 +163,10 @@ export class SyntheticMachine {
       case MSG.welcome: {
         const spec = welcomedModel(msg.run.model, msg.run.modelHash);
         const compress = checkCompression(msg.run.compress);
-        const c = this.opts.costs;
+        // A second welcome changes the compression (--compress auto): the version held stays, except out of powersgd (as core.ts).
+        const kept = this.run?.modelHash === msg.run.modelHash && !this.psgd ? this.version : -1;
+        if (this.opts.costsByMode) this.costs = this.opts.costsByMode.find((x) => x.compress.mode === compress.mode) ?? null;
+        const c = this.costs;
         if (c && (c.model !== spec.name || c.compress.mode !== compress.mode || (compress.mode === 'powersgd' && c.compress.rank !== compress.rank))) {
           throw new Error(`costs were measured for ${c.model}/${c.compress.mode}, the run is ${spec.name}/${compress.mode}`);
         }
@@ -181,7 +191,7 @@ export class SyntheticMachine {
           const encoder = new GradientEncoder(this.plan, total);
           this.frames = this.plan.map((s) => { const { frame: f, body: b } = gradientFrame(s, 0, 0, total); encoder.encode(s, grad, b); return f; });
         }
-        this.version = -1;
+        this.version = kept;
         this.parked = null;
         this.fp32Frames = [];
         this.opts.log?.(`joined as ${msg.workerId}: ${spec.name}, ${total.toLocaleString('en-US')} parameters, synthetic machine`);
@@ -197,7 +207,7 @@ export class SyntheticMachine {
           this.received = 0;
           if (this.psgd) this.psgd.arriving = null; // the replica is replaced: no update is half applied to it
         }
-        this.block(floats * (this.opts.costs?.weightsMsPerFloat ?? 0));
+        this.block(floats * (this.costs?.weightsMsPerFloat ?? 0));
         this.received += floats;
         if (this.received === total) {
           await this.upload();
@@ -214,11 +224,11 @@ export class SyntheticMachine {
         if (!s || (msg.codec ?? 'fp32') !== s.codec || msg.total !== run.paramCount || body.byteLength !== s.bytes) throw new Error(`update segment at ${msg.offset} (${msg.codec ?? 'fp32'}) is not in this run's plan`);
         if (msg.offset === 0) { this.updateVersion = msg.version; this.updateReceived = 0; }
         if (msg.version !== this.updateVersion || msg.offset !== this.updateReceived) throw new Error(`update v${msg.version} segment at ${msg.offset} arrived out of order`);
-        this.block(this.opts.costs?.decodeMs[s.index] ?? 0);
+        this.block(this.costs?.decodeMs[s.index] ?? 0);
         this.updateReceived += s.count;
         if (this.updateReceived < run.paramCount) return;
         if (this.version !== msg.version - 1) { this.version = -1; return; }
-        this.block(this.opts.costs?.applyMs ?? 0);
+        this.block(this.costs?.applyMs ?? 0);
         await this.upload();
         this.version = msg.version;
         return;
@@ -242,7 +252,7 @@ export class SyntheticMachine {
         }
         if (p.arriving?.version === msg.version) {
           const part = p.arriving.due(got.received);
-          const costs = this.opts.costs?.applyPartMs ?? [];
+          const costs = this.costs?.applyPartMs ?? [];
           // Split by rows over the threads (low-rank-pool.ts): each takes 1/T of the part; the fp32 tensors are one thread's.
           const threads = this.opts.applyThreads ?? MACHINE_APPLY_THREADS;
           this.onThread((part.dense.length ? costs[0] : 0) + part.matrices.reduce((a, m) => a + costs[1 + p.plan.matrices.indexOf(m)], 0) / threads);
@@ -253,7 +263,7 @@ export class SyntheticMachine {
           this.version = msg.version;
         }
         if (this.version !== msg.version) { this.version = -1; return; }
-        this.block(this.opts.costs?.warmStartMs ?? 0);
+        this.block(this.costs?.warmStartMs ?? 0);
         if (msg.version - p.refreshedAt >= (this.opts.refreshEvery ?? DEFAULT_REFRESH_EVERY)) await this.refresh(msg.version);
         return;
       }
@@ -278,8 +288,8 @@ export class SyntheticMachine {
     }
     // powersgd: the exact copy hashes in its thread while the shard computes; elsewhere, on the main thread.
     if (a.hash !== undefined) {
-      if (this.psgd) this.onThread(this.opts.costs?.hashMs ?? 0);
-      else this.block(this.opts.costs?.hashMs ?? 0);
+      if (this.psgd) this.onThread(this.costs?.hashMs ?? 0);
+      else this.block(this.costs?.hashMs ?? 0);
     }
     if (this.psgd && a.task === 'train' && !a.fp32) return this.powerRound(a, body);
     if (this.psgd) await this.awaitThread();
@@ -309,7 +319,7 @@ export class SyntheticMachine {
         const { frame, body: b } = gradientFrame(seg, a.step, a.shard, run.paramCount, old);
         if (frame !== old) b.set(old.subarray(old.byteLength - seg.bytes)); // the header's length changed (rare)
         frames[seg.index] = frame;
-        if (!a.fp32) this.block(this.opts.costs?.encodeMs[seg.index] ?? 0);
+        if (!a.fp32) this.block(this.costs?.encodeMs[seg.index] ?? 0);
         const t2 = performance.now();
         await this.send(frame);
         encodeMs += t2 - t1;

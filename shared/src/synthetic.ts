@@ -14,6 +14,8 @@ export interface MachineEntryOptions {
   msPerExample: number;
   /** null: the worker's CPU work is skipped rather than slept (costs nothing). */
   costs: WorkerCosts | null;
+  /** --compress auto: every mode's costs (SyntheticMachine picks the welcomed mode's). */
+  costsByMode?: WorkerCosts[];
   token?: string;
   /** powersgd: threads the machine's exact copy applies each update with (default MACHINE_APPLY_THREADS). */
   applyThreads?: number;
@@ -47,7 +49,7 @@ async function nodeMain(proc: NodeProcess): Promise<void> {
   const id = `synthetic-${Math.random().toString(16).slice(2, 10)}`;
   const ws = new WebSocket(o.url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
   const send = (frame: Uint8Array) => new Promise<void>((res, rej) => ws.send(frame, (err?: Error) => (err ? rej(err) : res())));
-  const machine = new SyntheticMachine(id, send, { msPerExample: o.msPerExample, costs: o.costs, applyThreads: o.applyThreads, local: proc.env.TABTRAIN_LOCAL_KEY }, o.token);
+  const machine = new SyntheticMachine(id, send, { msPerExample: o.msPerExample, costs: o.costs, costsByMode: o.costsByMode, applyThreads: o.applyThreads, local: proc.env.TABTRAIN_LOCAL_KEY }, o.token);
   ws.on('open', () => ws.send(machine.hello()));
   ws.on('message', (data: Uint8Array) => {
     machine.receive(data).catch((e) => {

@@ -78,7 +78,8 @@ export async function startInProcess(opts: TestRunOptions, d: Dataset = data()):
     helloTimeoutMs: DEFAULTS.helloTimeoutMs, log: (l) => lines.push(l), progress: () => {}, ...opts,
     // The coordinator's own log (printable, 'log' events), as the transport gets it; asked for
     // only once the constructor that calls this factory has returned.
-    wire: (handler) => (wire = new MemoryWire({ helloTimeoutMs: opts.helloTimeoutMs ?? DEFAULTS.helloTimeoutMs, log: (l) => coord.opts.log(l) }, handler)),
+    // Emulated links (opts.links) slow the memory wire's frames as they say, not only the cost model's prices.
+    wire: (handler) => (wire = new MemoryWire({ helloTimeoutMs: opts.helloTimeoutMs ?? DEFAULTS.helloTimeoutMs, log: (l) => coord.opts.log(l), linkRate: () => opts.links?.()?.worker ?? Infinity }, handler)),
   }, d);
   // As the CLI does: the dashboard's listeners run on the training path (its routes are not served).
   const dashboard = new Dashboard(coord);

@@ -9,7 +9,7 @@ import { asTyped } from '@tabtrain/shared/cli-args';
 import { MODELS } from '@tabtrain/shared';
 import { UsageError } from '../usage';
 import { micro } from './micro';
-import { scaleout, type ComputeKind, type LinkConfig, type Scaling, type WorkerCpu } from './scaleout';
+import { scaleout, type BenchCompression, type ComputeKind, type LinkConfig, type Scaling, type WorkerCpu } from './scaleout';
 import { linkMarkdown, linkSvg, scaleoutMarkdown, scaleoutSvg } from './report';
 import { formatRate, parseRate, whyNoNamespaces } from './netns';
 
@@ -28,7 +28,9 @@ scaleout options:
   --batch N             strong scaling's global batch (default 128, d2l's)
   --per-worker-batch N  weak scaling's batch per worker (default 128)
   --ms-per-example X    synthetic compute time per example (default 0.25: d2l's V100, ~4,000 examples/s)
-  --compress M[,M]      gradient compression: none, fp16, int8, powersgd (default none)
+  --compress M[,M]      gradient compression: auto (default: the coordinator chooses from what it
+                        measures, as serve's default does), none, fp16, int8, powersgd; each row of an
+                        auto series says the mode its measured steps ran in
   --rank R              powersgd rank (default ${DEFAULT_RANK})
   --steps N             measured steps per run (default 5)
   --burn-in N           unmeasured steps first (default 2)
@@ -110,7 +112,7 @@ export async function bench(argv: string[]): Promise<void> {
       options: {
         kind: { type: 'string', default: 'synthetic' }, models: { type: 'string' }, workers: { type: 'string', default: '1,2,4,8' }, scaling: { type: 'string', default: 'both' },
         batch: { type: 'string', default: '128' }, 'per-worker-batch': { type: 'string', default: '128' }, 'ms-per-example': { type: 'string', default: '0.25' },
-        compress: { type: 'string', default: 'none' }, rank: { type: 'string', default: String(DEFAULT_RANK) }, steps: { type: 'string', default: '5' }, 'burn-in': { type: 'string', default: '2' },
+        compress: { type: 'string', default: 'auto' }, rank: { type: 'string', default: String(DEFAULT_RANK) }, steps: { type: 'string', default: '5' }, 'burn-in': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' }, out: { type: 'string', default: 'bench/results' }, tag: { type: 'string' },
         link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' }, balance: { type: 'string', default: 'equal' }, 'apply-threads': { type: 'string' },
       },
@@ -146,7 +148,7 @@ export async function bench(argv: string[]): Promise<void> {
     const { runs, memcpyGBs, workerCosts } = await scaleout({
       kind, models, workers: ints(v.workers!, 'workers'), scaling, steps: ints(v.steps!, 'steps')[0], burnIn: Number(v['burn-in']),
       msPerExample: ms, batch: ints(v.batch!, 'batch')[0], perWorkerBatch: ints(v['per-worker-batch']!, 'per-worker-batch')[0],
-      compress: list(v.compress!).map((m) => parseCompression(m, rank)), backend: v.backend!, workerCpu, links, log, balance: v.balance as 'equal' | 'cost',
+      compress: list(v.compress!).map((m): BenchCompression => (m === 'auto' ? { mode: 'auto', rank: parseCompression('powersgd', rank).rank } : parseCompression(m, rank))), backend: v.backend!, workerCpu, links, log, balance: v.balance as 'equal' | 'cost',
       applyThreads: v['apply-threads'] === undefined ? undefined : threadCount(v['apply-threads']),
     });
     const compute = kind === 'synthetic' ? `synthetic compute, ${ms} ms/example` : 'real compute';

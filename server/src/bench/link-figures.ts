@@ -1,6 +1,5 @@
 // The figures of one run through emulated links (bench scaleout --link): its step against the
 // compute and link bounds, from the coordinator's step marks, and the line it prints.
-import type { Compression } from '@tabtrain/shared/compress';
 import { formatRate, payloadBytesPerSec } from './netns';
 import type { Probe, StepMark } from './linked';
 import type { LinkConfig, LinkFigures, ScaleoutOptions, ScaleoutRun, Scaling, StepSplit, WorkerCpu } from './scaleout-types';
@@ -16,7 +15,7 @@ const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); cons
 
 export function linkLine(r: ScaleoutRun): string {
   const k = r.link!;
-  return `${r.kind} ${r.model} ${r.compress} ${r.scaling} N=${r.workers} @ ${formatRate(k.workerBits)}${k.coordinatorBits !== k.workerBits ? ` (coordinator ${formatRate(k.coordinatorBits)})` : ''}: ` +
+  return `${r.kind} ${r.model} ${r.compress}${r.chose !== undefined ? ` (chose ${r.chose})` : ''} ${r.scaling} N=${r.workers} @ ${formatRate(k.workerBits)}${k.coordinatorBits !== k.workerBits ? ` (coordinator ${formatRate(k.coordinatorBits)})` : ''}: ` +
     `${r.examplesPerSec.toFixed(1)} examples/s${r.efficiency === null ? '' : `, efficiency ${(100 * r.efficiency).toFixed(0)}%`}; step ${k.stepMs.toFixed(0)} ms (median) against ` +
     `compute ${k.computeMs.toFixed(0)} ms, link ${k.linkBoundMs.toFixed(0)} ms (coordinator in ${k.coordinatorInMs.toFixed(0)} / out ${k.coordinatorOutMs.toFixed(0)}, busiest worker in ${k.workerInMs.toFixed(0)} / out ${k.workerOutMs.toFixed(0)}): ` +
     `${k.overBound.toFixed(2)}× the bound, ${k.overSerial.toFixed(2)}× compute + in + out${k.workerOwnMs === undefined ? '' : `, ${k.overOwnBound!.toFixed(2)}× max(compute + the worker's own ${k.workerOwnMs.toFixed(0)} ms${k.workerThreadMs ? `, its exact copy's threads ${k.workerThreadMs.toFixed(0)} ms` : ''}, link)`}; ${k.sentDuringUpShare === undefined ? '' : `${(100 * k.sentDuringUpShare).toFixed(0)}% of the coordinator's sent bytes went out while gradients came in; `}coordinator CPU ${k.coordinatorCpuMs.toFixed(0)} ms/step (${(100 * k.coordinatorCpuShare).toFixed(0)}%), workers ${k.workersCpuMs.toFixed(0)} ms/step, machine ${(100 * k.machineBusy).toFixed(0)}% busy` +
@@ -24,7 +23,7 @@ export function linkLine(r: ScaleoutRun): string {
 }
 
 /** Figures of one linked run from its step marks; `marks[0]` is the last unmeasured step. */
-export function linkFigures(o: Pick<ScaleoutOptions, 'kind' | 'workerCpu'>, l: LinkConfig, rttApplied: boolean, probe: Probe, model: string, params: number, scaling: Scaling, n: number, batch: number, marks: StepMark[], compress: Compression, load: number, workerCpu?: WorkerCpu): ScaleoutRun {
+export function linkFigures(o: Pick<ScaleoutOptions, 'kind' | 'workerCpu'>, l: LinkConfig, rttApplied: boolean, probe: Probe, model: string, params: number, scaling: Scaling, n: number, batch: number, marks: StepMark[], compress: string, load: number, workerCpu?: WorkerCpu): ScaleoutRun {
   const first = marks[0], last = marks[marks.length - 1];
   const measured = marks.slice(1);
   const steps = measured.length;
@@ -73,7 +72,7 @@ export function linkFigures(o: Pick<ScaleoutOptions, 'kind' | 'workerCpu'>, l: L
   const recs = measured.map((m) => m.rec);
   // powersgd: the coordinator's own apply of each update (in its helper threads, --apply-threads)
   // took most of the step: this VM's cores and memory, not the link or the workers, set the pace.
-  if (compress.mode === 'powersgd') link.coordinatorApplyBound = median(recs.map((r) => r.applyMs)) >= APPLY_BOUND_SHARE * stepMs;
+  if (recs.every((r) => (r.mode ?? compress).startsWith('powersgd'))) link.coordinatorApplyBound = median(recs.map((r) => r.applyMs)) >= APPLY_BOUND_SHARE * stepMs;
   const split: StepSplit = {
     wall: median(recs.map((r) => r.wallMs)),
     compute: computeMs,
@@ -83,7 +82,7 @@ export function linkFigures(o: Pick<ScaleoutOptions, 'kind' | 'workerCpu'>, l: L
     broadcast: median(recs.map((r) => r.broadcastMs + Math.max(0, r.collectMs - r.computeMs - r.uploadMs))),
   };
   return {
-    kind: o.kind, model, params, scaling, compress: compress.mode === 'powersgd' ? `powersgd-r${compress.rank}` : compress.mode, workers: n, batch, steps,
+    kind: o.kind, model, params, scaling, compress, workers: n, batch, steps,
     examplesPerSec: (batch * 1000) / stepMs, efficiency: null, split, bytesPerStep: coordIn + coordOut, uploadBytesPerWorker: coordIn / n,
     commMs: stepMs - computeMs, boundMs, commOverBound: stepMs / boundMs, coordinatorCpuMs, loadAvg: load, link, workerCpu,
   };

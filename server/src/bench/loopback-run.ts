@@ -10,7 +10,8 @@ import { Coordinator, type StepRecord } from '../coordinator';
 import type { Dataset } from '../data';
 import { spawnWorker } from '../spawn-worker';
 import { ROOT } from './linked';
-import type { ScaleoutOptions, ScaleoutRun, Scaling, StepSplit } from './scaleout-types';
+import { benchName, chosenModes, coordinatorCompression } from './scaleout-matrix';
+import type { BenchCompression, ScaleoutOptions, ScaleoutRun, Scaling, StepSplit } from './scaleout-types';
 import { workerCommand } from './worker-costs';
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
@@ -30,14 +31,14 @@ export function memcpyGBs(floats: number): number {
 
 export function summaryLine(r: ScaleoutRun): string {
   const s = r.split;
-  return `${r.kind} ${r.model} ${r.compress} ${r.scaling} N=${r.workers}: ${r.examplesPerSec.toFixed(1)} examples/s` +
+  return `${r.kind} ${r.model} ${r.compress}${r.chose !== undefined ? ` (chose ${r.chose})` : ''} ${r.scaling} N=${r.workers}: ${r.examplesPerSec.toFixed(1)} examples/s` +
     `${r.efficiency === null ? '' : `, efficiency ${(100 * r.efficiency).toFixed(0)}%`}, batch ${r.batch}, step ${s.wall.toFixed(0)} ms = ` +
     `compute ${s.compute.toFixed(0)} + upload ${s.upload.toFixed(0)} + broadcast ${s.broadcast.toFixed(0)} + aggregate ${s.aggregate.toFixed(0)} + apply ${s.apply.toFixed(0)}; ` +
     `coordinator moved ${(r.bytesPerStep / 1e6).toFixed(0)} MB/step using ${r.coordinatorCpuMs.toFixed(0)} ms of CPU, comm ${r.commMs.toFixed(0)} ms = ${r.commOverBound.toFixed(1)}× the memory-copy bound`;
 }
 
 /** One loopback run: N worker processes on a coordinator in this process, burn-in, then the measured steps. */
-export async function runLoopback(o: ScaleoutOptions, data: Dataset, model: string, compress: Compression, scaling: Scaling, n: number, copyRate: number, costs: WorkerCosts | null): Promise<ScaleoutRun> {
+export async function runLoopback(o: ScaleoutOptions, data: Dataset, model: string, compress: BenchCompression, scaling: Scaling, n: number, copyRate: number, costs: WorkerCosts[] | null): Promise<ScaleoutRun> {
   const spec = getModel(model);
   const { params, total } = paramLayout(spec);
   const batch = scaling === 'strong' ? o.batch : o.perWorkerBatch * n;
@@ -45,8 +46,9 @@ export async function runLoopback(o: ScaleoutOptions, data: Dataset, model: stri
   if (freemem() < need) o.log(`warning: ${(freemem() / 2 ** 30).toFixed(1)} GiB free, this run may need ${(need / 2 ** 30).toFixed(1)} GiB`);
   const coord = new Coordinator({
     model, epochs: 1, batch, seed: 42, port: 0, host: '127.0.0.1', minWorkers: n, maxSteps: o.burnIn + o.steps,
-    balance: o.balance, applyThreads: o.applyThreads, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, compress,
-    log: () => {}, progress: () => {},
+    balance: o.balance, applyThreads: o.applyThreads, evalExamples: 1, helloTimeoutMs: 120_000, minDeadlineMs: 600_000, ...coordinatorCompression(compress),
+    // --compress auto's choices are the one thing of the coordinator's log a row needs to be read.
+    log: (line) => { if (line.startsWith('compression ')) o.log(`  ${model} N=${n}: ${line}`); }, progress: () => {},
   }, data);
   const port = await coord.listen();
   const url = `ws://127.0.0.1:${port}/ws`;
@@ -85,7 +87,7 @@ export async function runLoopback(o: ScaleoutOptions, data: Dataset, model: stri
   const commMs = (seconds * 1000) / measured.length - split.compute;
   const boundMs = (bytesPerStep / (copyRate * 1e9)) * 1000;
   return {
-    kind: o.kind, model, params: total, scaling, compress: compress.mode === 'powersgd' ? `powersgd-r${compress.rank}` : compress.mode, workers: n, batch,
+    kind: o.kind, model, params: total, scaling, compress: benchName(compress), ...(compress.mode === 'auto' ? { chose: chosenModes(measured.map((m) => m.rec.mode)) } : {}), workers: n, batch,
     steps: measured.length, examplesPerSec: examples / seconds, efficiency: null, split, bytesPerStep,
     uploadBytesPerWorker: (end.up - start.up) / measured.length / n, commMs, boundMs, commOverBound: commMs / boundMs,
     coordinatorCpuMs: (end.cpu - start.cpu) / measured.length, loadAvg: load, workerCpu: o.kind === 'synthetic' ? o.workerCpu : undefined,

@@ -14,7 +14,7 @@ export function scaleoutMarkdown(runs: ScaleoutRun[], memcpy: number, machine: s
   ];
   for (const r of runs) {
     const s = r.split;
-    lines.push(`| ${r.kind} | ${r.model} | ${r.compress} | ${r.scaling} | ${r.workers} | ${r.batch} | ${f1(r.examplesPerSec)} | ${r.efficiency === null ? '–' : `${f0(100 * r.efficiency)}%`} | ${f0(s.wall)} | ${f1(s.compute)} | ${f0(s.upload)} | ${f0(s.broadcast)} | ${f0(s.aggregate)} | ${f0(s.apply)} | ${f0(r.bytesPerStep / 1e6)} | ${f1(r.uploadBytesPerWorker / 1e6)} | ${f0(r.commMs)} | ${f1(r.commOverBound)}× | ${r.coordinatorCpuMs === undefined ? '–' : f0(r.coordinatorCpuMs)} | ${r.loadAvg.toFixed(1)} |`);
+    lines.push(`| ${r.kind} | ${r.model} | ${compressCell(r)} | ${r.scaling} | ${r.workers} | ${r.batch} | ${f1(r.examplesPerSec)} | ${r.efficiency === null ? '–' : `${f0(100 * r.efficiency)}%`} | ${f0(s.wall)} | ${f1(s.compute)} | ${f0(s.upload)} | ${f0(s.broadcast)} | ${f0(s.aggregate)} | ${f0(s.apply)} | ${f0(r.bytesPerStep / 1e6)} | ${f1(r.uploadBytesPerWorker / 1e6)} | ${f0(r.commMs)} | ${f1(r.commOverBound)}× | ${r.coordinatorCpuMs === undefined ? '–' : f0(r.coordinatorCpuMs)} | ${r.loadAvg.toFixed(1)} |`);
   }
   return lines.join('\n') + '\n';
 }
@@ -95,7 +95,7 @@ export function linkMarkdown(runs: ScaleoutRun[], machine: string, whatIsReal: s
   for (const r of runs) {
     const k = r.link;
     if (!k) continue;
-    lines.push(`| ${r.model} | ${r.compress} | ${r.scaling} | ${formatRate(k.workerBits)} | ${formatRate(k.coordinatorBits)} | ${r.workers} | ${r.batch} | ${f1(r.examplesPerSec)} | ${r.efficiency === null ? '–' : `${f0(100 * r.efficiency)}%`} | ${f0(k.stepMs)} | ${f0(r.split.upload)} | ${f0(r.split.broadcast)} | ${f0(r.split.aggregate + r.split.apply)} | ${f0(k.computeMs)} | ${f0(k.coordinatorInBytes / 1e6)} / ${f0(k.coordinatorOutBytes / 1e6)} | ${f0(k.coordinatorInMs)} / ${f0(k.coordinatorOutMs)} | ${f0(k.workerInMs)} / ${f0(k.workerOutMs)} | ${f0(k.linkBoundMs)} | **${k.overBound.toFixed(2)}×** | ${k.workerOwnMs === undefined ? '–' : f0(k.workerOwnMs)} | ${k.workerThreadMs ? f0(k.workerThreadMs) : '–'} | ${k.overOwnBound === undefined ? '–' : `${k.overOwnBound.toFixed(2)}×`} | ${k.overSerial.toFixed(2)}× | ${k.sentDuringUpShare === undefined ? '–' : `${f0(100 * k.sentDuringUpShare)}%`} | ${f0(k.coordinatorCpuMs)} (${f0(100 * k.coordinatorCpuShare)}%) | ${f0(k.workersCpuMs)} | ${Number.isFinite(k.machineBusy) ? `${f0(100 * k.machineBusy)}%` : '–'} | ${r.loadAvg.toFixed(1)} | ${[k.coordinatorCpuBound ? 'CPU' : '', k.machineCpuBound ? 'machine CPU' : '', k.coordinatorApplyBound ? 'coordinator apply' : '', k.lost?.length ? `lost ${k.lost.length} worker(s)` : ''].filter(Boolean).join(', ')} |`);
+    lines.push(`| ${r.model} | ${compressCell(r)} | ${r.scaling} | ${formatRate(k.workerBits)} | ${formatRate(k.coordinatorBits)} | ${r.workers} | ${r.batch} | ${f1(r.examplesPerSec)} | ${r.efficiency === null ? '–' : `${f0(100 * r.efficiency)}%`} | ${f0(k.stepMs)} | ${f0(r.split.upload)} | ${f0(r.split.broadcast)} | ${f0(r.split.aggregate + r.split.apply)} | ${f0(k.computeMs)} | ${f0(k.coordinatorInBytes / 1e6)} / ${f0(k.coordinatorOutBytes / 1e6)} | ${f0(k.coordinatorInMs)} / ${f0(k.coordinatorOutMs)} | ${f0(k.workerInMs)} / ${f0(k.workerOutMs)} | ${f0(k.linkBoundMs)} | **${k.overBound.toFixed(2)}×** | ${k.workerOwnMs === undefined ? '–' : f0(k.workerOwnMs)} | ${k.workerThreadMs ? f0(k.workerThreadMs) : '–'} | ${k.overOwnBound === undefined ? '–' : `${k.overOwnBound.toFixed(2)}×`} | ${k.overSerial.toFixed(2)}× | ${k.sentDuringUpShare === undefined ? '–' : `${f0(100 * k.sentDuringUpShare)}%`} | ${f0(k.coordinatorCpuMs)} (${f0(100 * k.coordinatorCpuShare)}%) | ${f0(k.workersCpuMs)} | ${Number.isFinite(k.machineBusy) ? `${f0(100 * k.machineBusy)}%` : '–'} | ${r.loadAvg.toFixed(1)} | ${[k.coordinatorCpuBound ? 'CPU' : '', k.machineCpuBound ? 'machine CPU' : '', k.coordinatorApplyBound ? 'coordinator apply' : '', k.lost?.length ? `lost ${k.lost.length} worker(s)` : ''].filter(Boolean).join(', ')} |`);
   }
   const probes = new Map<string, ScaleoutRun['link']>();
   for (const r of runs) if (r.link) probes.set(`${r.link.workerBits}/${r.link.coordinatorBits}`, r.link);
@@ -120,4 +120,9 @@ function fmt(v: number): string {
 
 function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+}
+
+/** A row's compression: fixed, or auto and the mode(s) its measured steps ran in. */
+function compressCell(r: ScaleoutRun): string {
+  return r.chose === undefined ? r.compress : `auto → ${r.chose || '?'}`;
 }

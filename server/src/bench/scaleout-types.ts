@@ -5,6 +5,8 @@ import type { WorkerCosts } from '@tabtrain/shared/worker-costs';
 import type { Probe } from './linked';
 
 export type Scaling = 'strong' | 'weak';
+/** A fixed compression, or --compress auto (the coordinator chooses at each step, PowerSGD at `rank`). */
+export type BenchCompression = Compression | { mode: 'auto'; rank: number };
 export type ComputeKind = 'synthetic' | 'real';
 
 export interface ScaleoutOptions {
@@ -17,7 +19,7 @@ export interface ScaleoutOptions {
   msPerExample: number;
   batch: number;
   perWorkerBatch: number;
-  compress: Compression[];
+  compress: BenchCompression[];
   backend: string;
   /** Synthetic workers: their CPU work done for real ('real') or slept for its measured time ('sleep'). */
   workerCpu: WorkerCpu;
@@ -131,6 +133,8 @@ export interface ScaleoutRun {
   params: number;
   scaling: Scaling;
   compress: string;
+  /** --compress auto: the modes its measured steps ran in, in order ('powersgd-r4', or 'none, powersgd-r4' across a switch). */
+  chose?: string;
   workers: number;
   batch: number;
   steps: number;

@@ -26,11 +26,11 @@ import { DEFAULTS } from '../coordinator';
 import { loadFashionMnist, type Dataset } from '../data';
 import { linkedSeries } from './linked-series';
 import { memcpyGBs, runLoopback, summaryLine } from './loopback-run';
-import { runMatrix } from './scaleout-matrix';
+import { modesOf, runMatrix } from './scaleout-matrix';
 import type { ScaleoutOptions, ScaleoutResult } from './scaleout-types';
-import { costKey, describeCosts, measureWorkerCosts } from './worker-costs';
+import { costKey, costsOf, describeCosts, measureWorkerCosts } from './worker-costs';
 
-export type { ComputeKind, LinkConfig, LinkFigures, ScaleoutOptions, ScaleoutResult, ScaleoutRun, Scaling, StepSplit, WorkerCpu } from './scaleout-types';
+export type { BenchCompression, ComputeKind, LinkConfig, LinkFigures, ScaleoutOptions, ScaleoutResult, ScaleoutRun, Scaling, StepSplit, WorkerCpu } from './scaleout-types';
 export { CPU_BOUND_SHARE, MACHINE_BUSY, linkFigures, linkLine } from './link-figures';
 export { memcpyGBs, planBytesTable, summaryLine } from './loopback-run';
 export { describeCosts, workerOwnMs } from './worker-costs';
@@ -40,14 +40,15 @@ export async function scaleout(o: ScaleoutOptions, data: Dataset = loadFashionMn
   o.log(`memory copy (same run): ${copyRate.toFixed(2)} GB/s`);
   const costs = new Map<string, WorkerCosts>();
   if (o.kind === 'synthetic' && o.workerCpu === 'sleep') {
-    for (const model of o.models) for (const c of o.compress) {
+    for (const model of o.models) for (const c of o.compress.flatMap(modesOf)) {
+      if (costs.has(costKey(model, c))) continue;
       const w = await measureWorkerCosts(model, c);
       costs.set(costKey(model, c), w);
       o.log(`worker CPU work measured on this machine (${model}, ${c.mode}), slept by each synthetic worker: ${describeCosts(w, paramLayout(getModel(model)).total)}`);
     }
   }
   if (o.links) return { runs: await linkedSeries(o, costs), memcpyGBs: copyRate, workerCosts: [...costs.values()] };
-  const runs = await runMatrix(o, (model, compress, scaling, n) => runLoopback(o, data, model, compress, scaling, n, copyRate, costs.get(costKey(model, compress)) ?? null), summaryLine);
+  const runs = await runMatrix(o, (model, compress, scaling, n) => runLoopback(o, data, model, compress, scaling, n, copyRate, costsOf(costs, model, compress)), summaryLine);
   return { runs, memcpyGBs: copyRate, workerCosts: [...costs.values()] };
 }
 

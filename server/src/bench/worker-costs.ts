@@ -6,7 +6,8 @@ import { powerSgdPlanOf, type Compression } from '@tabtrain/shared/compress';
 import { MACHINE_APPLY_THREADS, PCIE_BYTES_PER_MS, powerSgdMachineMs } from '@tabtrain/shared/device-costs';
 import type { WorkerCosts } from '@tabtrain/shared/worker-costs';
 import { cliWorker, ROOT, tsArgs, type Command } from './linked';
-import type { ScaleoutOptions } from './scaleout-types';
+import { modesOf } from './scaleout-matrix';
+import type { BenchCompression, ScaleoutOptions } from './scaleout-types';
 
 /** The synthetic worker machine: shared/src/synthetic.ts run as a program. */
 const SYNTHETIC = 'shared/src/synthetic.ts';
@@ -27,6 +28,12 @@ export function measureWorkerCosts(model: string, c: Compression): Promise<Worke
 
 /** The key of one (model, compression) configuration in the map of measured worker costs. */
 export const costKey = (model: string, c: Compression) => `${model}/${c.mode}/${c.rank}`;
+
+/** The measured costs a run's synthetic machines sleep for: its mode's, or with --compress auto every mode's; null: none measured (CPU work done for real). */
+export function costsOf(costs: Map<string, WorkerCosts>, model: string, c: BenchCompression): WorkerCosts[] | null {
+  const list = modesOf(c).map((m) => costs.get(costKey(model, m)));
+  return list.every((x) => x !== undefined) ? list as WorkerCosts[] : null;
+}
 
 /**
  * A synthetic machine's own work per step, slept for its measured time. `pathMs` is what a step
@@ -57,9 +64,10 @@ export function describeCosts(w: WorkerCosts, total: number): string {
   return `${parts.join(', ')} per step`;
 }
 
-/** The command of a worker on `url`: `tabtrain worker`, or a synthetic machine when --worker-cpu is sleep. */
-export function workerCommand(o: ScaleoutOptions, url: string, costs: WorkerCosts | null): Command {
+/** The command of a worker on `url`: `tabtrain worker`, or a synthetic machine when --worker-cpu is sleep (one mode's costs, or every mode's for auto). */
+export function workerCommand(o: ScaleoutOptions, url: string, costs: WorkerCosts[] | null): Command {
   if (o.kind === 'real') return cliWorker(url, ['--backend', o.backend, '--quiet']);
   if (!costs) return cliWorker(url, ['--synthetic-ms-per-example', String(o.msPerExample), '--quiet']);
-  return { cmd: process.execPath, args: tsArgs(SYNTHETIC, ['machine', JSON.stringify({ url, msPerExample: o.msPerExample, costs })]) };
+  const which = costs.length === 1 ? { costs: costs[0] } : { costs: null, costsByMode: costs };
+  return { cmd: process.execPath, args: tsArgs(SYNTHETIC, ['machine', JSON.stringify({ url, msPerExample: o.msPerExample, ...which })]) };
 }

@@ -59,6 +59,11 @@ export class RunMetrics {
     m.bytes.set({ direction: 'in' }, workers.reduce((a, w) => a + w.bytesIn, 0));
     m.bytes.set({ direction: 'out' }, workers.reduce((a, w) => a + w.bytesOut, 0));
     m.bytes.set({ direction: 'total' }, header.totalBytes);
+    m.compressionPredicted.reset();
+    for (const p of header.compressionPrices ?? []) m.compressionPredicted.set({ mode: p.mode }, p.ms / 1000);
+    m.compression.reset();
+    if (header.compression) m.compression.set({ mode: header.compression.split(' (')[0] }, 1);
+    if (header.commShare !== undefined && header.commShare !== null) m.commShare.set(header.commShare);
     const per = [m.wExamplesPerSec, m.wComputeSec, m.wUploadSec, m.wShard, m.wBytesIn, m.wBytesOut, m.wShards, m.wStraggler];
     // Lost workers leave the per-worker series: tabs come and go, series must not pile up.
     for (const g of per) g.reset();
@@ -99,6 +104,9 @@ function makeMetrics(registry: Registry) {
     state: new Gauge({ name: 'tabtrain_run_state', help: 'Run state: 1 for the current one', labelNames: ['state'] as const, registers }),
     workers: new Gauge({ name: 'tabtrain_workers', help: 'Workers by state', labelNames: ['state'] as const, registers }),
     bytes: new Gauge({ name: 'tabtrain_bytes', help: 'Bytes moved to and from every worker that ever joined', labelNames: ['direction'] as const, registers }),
+    compression: new Gauge({ name: 'tabtrain_compression', help: 'How gradients travel now: 1 for the mode in use (fp32, fp16, int8, powersgd rR)', labelNames: ['mode'] as const, registers }),
+    compressionPredicted: new Gauge({ name: 'tabtrain_compression_predicted_step_seconds', help: "--compress auto: each mode's predicted step at the last choice (cost model plus what the mode's steps took beyond it)", labelNames: ['mode'] as const, registers }),
+    commShare: new Gauge({ name: 'tabtrain_step_comm_share', help: 'Share of the latest step not spent computing (moving bytes, the coordinator\'s arithmetic): 1 - compute / wall', registers }),
     streams: new Gauge({ name: 'tabtrain_dashboard_streams', help: 'Dashboard pages connected to /api/events', registers }),
     wExamplesPerSec: new Gauge({ name: 'tabtrain_worker_examples_per_second', help: "A worker's measured training examples per second (EMA; sizes its shards)", labelNames: workerLabels, registers }),
     wComputeSec: new Gauge({ name: 'tabtrain_worker_compute_seconds', help: "A worker's compute time on its latest shard", labelNames: workerLabels, registers }),

@@ -68,6 +68,7 @@ export class StatusView {
       etaSec: moving && Number.isFinite(meanWall) ? (left * meanWall) / 1000 : null,
       totalBytes: this.bytesForgotten + [...seen.values()].reduce((a, b) => a + b, 0),
       line: this.d2lLine(live), control: this.from.control, now, checkpointProblem: this.from.checkpoint()?.problem() ?? '',
+      compression: status.compression.text, compressionPrices: status.compression.prices, commShare: commShare(c.lastStep),
     };
     return { header, workers };
   }
@@ -110,6 +111,11 @@ export class StatusView {
     if (!e) return '';
     return `epoch ${e.epoch}: loss ${e.loss.toFixed(3)}, train acc ${e.trainAcc.toFixed(3)}, test acc ${e.testAcc === null ? 'n/a' : e.testAcc.toFixed(3)}, ${e.examplesPerSec.toFixed(1)} examples/sec ${on}`;
   }
+}
+
+/** Share of a step not spent computing: 1 − the slowest shard's compute ÷ the step's wall time. */
+function commShare(s: { wallMs: number; computeMs: number } | null): number | null {
+  return s && s.wallMs > 0 ? round(Math.min(1, Math.max(0, 1 - s.computeMs / s.wallMs))) : null;
 }
 
 function adapterName(a: Record<string, unknown> | null): string {
