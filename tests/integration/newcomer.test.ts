@@ -28,8 +28,10 @@ function tabtrain(args: string[], opts: { timeoutMs?: number; until?: RegExp; th
     const t0 = Date.now();
     // A person at a terminal: not a worker this test process's coordinators started, so without the
     // local key that this process exports to the workers it spawns (secrets.ts).
+    // And one who has tabtrain on PATH: the commands it prints say `tabtrain …` (how they name a
+    // path that was typed instead is tests/unit/cli-args.test.ts).
     const { TABTRAIN_LOCAL_KEY: _local, ...env } = process.env;
-    const p = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const p = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, TABTRAIN_COMMAND: 'tabtrain' } });
     let out = '';
     let err = '';
     let fired = false;
