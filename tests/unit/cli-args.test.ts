@@ -62,3 +62,11 @@ describe('printed commands name tabtrain as it was typed', () => {
     }
   });
 });
+
+describe('bench and ports', () => {
+  it('bench --port is refused with why: its coordinators listen on free ports they pick', async () => {
+    const { bench } = await import('../../server/src/bench/index');
+    await expect(bench(['scaleout', '--port', '9000'])).rejects.toThrow(/bench takes no --port: each coordinator it starts listens on a free port it picks \(port 0\).*drop --port/);
+    await expect(bench(['micro', '--port=1'])).rejects.toThrow(/drop --port=1$/);
+  });
+});

@@ -18,6 +18,10 @@ export const HELP = `tabtrain bench: communication benchmarks on this machine (l
   tabtrain bench scaleout [options]   coordinator + N worker processes, N = 1, 2, 4, 8
   tabtrain bench micro [options]      aggregation vs memory copy, codecs, framing, loopback WebSocket
 
+Every coordinator and server a benchmark starts listens on a free port it picks itself (port 0), on
+loopback or inside its own network namespaces, so there is no --port, and a serve on 8080 is never
+disturbed.
+
 scaleout options:
   --kind K              synthetic (default): full-size messages, compute = a sleep per example
                         (sleeping, not spinning: the cores stay free for communication);
@@ -92,6 +96,8 @@ function threadCount(s: string): number {
 export async function bench(argv: string[]): Promise<void> {
   const [what, ...rest] = argv;
   if (!what || what === 'help' || rest.includes('--help') || what === '--help') { console.log(asTyped(HELP)); return; }
+  const port = rest.find((x) => x === '--port' || x.startsWith('--port='));
+  if (port) throw new UsageError(`bench takes no --port: each coordinator it starts listens on a free port it picks (port 0), on loopback or in its own network namespaces; drop ${port}`);
   const log = (line: string) => console.log(line);
   const started = new Date().toISOString();
   if (what === 'micro') {
