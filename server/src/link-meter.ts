@@ -43,3 +43,14 @@ export class LinkMeter {
     this.down = Math.max(DECAY * this.down, rate(c.bytesOut - this.at.out, wallMs));
   }
 }
+
+/**
+ * A peer on this machine's loopback (127.0.0.0/8, ::1, or IPv4-mapped): between it and the
+ * coordinator there is no wire, only memory copies. What its "link rate" measures is the CPU both
+ * share, which compressing the bytes does not relieve (compression costs CPU too), so the
+ * autopilot prices such a link as free: a fleet all on loopback stays exact fp32.
+ */
+export function onLoopback(remote: string): boolean {
+  const host = remote.replace(/^::ffff:/i, '');
+  return host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}

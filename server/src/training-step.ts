@@ -8,7 +8,7 @@ import type { Dataset } from './data';
 import { planStep, type WorkerCost } from './cost-model';
 import { modeName, type Fleet } from './autopilot';
 import { guarded } from './guard';
-import { LARGE_FRAME, LinkMeter } from './link-meter';
+import { LARGE_FRAME, LinkMeter, onLoopback } from './link-meter';
 import type { Conn, Membership } from './membership';
 import type { Replicas } from './replicas';
 import type { CoordinatorOptions, StepRecord } from './run-options';
@@ -173,7 +173,10 @@ export class TrainingStep {
       const free = pool.map((c) => ({ id: c.id, computeRate: c.computeRate, upRate: Infinity, downRate: Infinity, behind: 1 }));
       return { workers: free, link: { up: Infinity, down: Infinity }, batch, counts, timed: true };
     }
-    return { workers: this.costs(pool), link, batch, counts, timed: !!links || this.model.gradientBytes >= LARGE_FRAME };
+    // Workers on this machine's loopback have no wire to save bytes on (link-meter.ts onLoopback).
+    const workers = this.costs(pool).map((w, i) => (!links && onLoopback(pool[i].remote) ? { ...w, upRate: Infinity, downRate: Infinity } : w));
+    const wired = links || pool.some((c) => !onLoopback(c.remote));
+    return { workers, link: wired ? link : { up: Infinity, down: Infinity }, batch, counts, timed: !!links || this.model.gradientBytes >= LARGE_FRAME };
   }
 
   /** Test accuracy at the current weights, forward only, split over the workers. */
