@@ -177,8 +177,11 @@ export class Membership {
     }
   }
 
-  /** Who vouched for each worker's probation shards so far ("id/kind" → voucher id → its trust then), for the log. */
-  private readonly vouchers = new Map<string, Map<number, string>>();
+  /**
+   * Who vouched for each worker's probation shards so far (kind → voucher id → its trust then), for
+   * the log. Weakly held: it goes with the worker's record, so strangers who never pass leave nothing.
+   */
+  private readonly vouchers = new WeakMap<Conn, Partial<Record<TaskKind, Map<number, string>>>>();
 
   /** Joined workers with an open connection. */
   workers(): Conn[] {
@@ -207,12 +210,12 @@ export class Membership {
     if (typeof conn.trust !== 'object') return;
     const k = this.opts.probation;
     conn.trust[kind]++;
-    const key = `${conn.id}/${kind}`;
-    const vouchers = this.vouchers.get(key) ?? new Map<number, string>();
+    const byKind = this.vouchers.get(conn) ?? {};
+    const vouchers = (byKind[kind] ??= new Map<number, string>());
     vouchers.set(by.id, by.trust === 'established' ? (by.vouched ? 'trusted' : 'established') : 'on probation');
-    this.vouchers.set(key, vouchers);
+    this.vouchers.set(conn, byKind);
     if (conn.trust[kind] === k) {
-      this.vouchers.delete(key);
+      delete byKind[kind];
       const who = [...vouchers].map(([id, how]) => `#${id} (${how})`).join(', ');
       this.opts.log(`worker #${conn.id} passed probation for ${kind} shards: ${k} agreed with the copies of ${who}`);
     }
