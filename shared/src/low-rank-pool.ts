@@ -124,7 +124,13 @@ export function serveShare(init: ShareInit): void {
   for (;;) {
     if (Atomics.load(s.ctl, STOP)) return;
     Atomics.wait(s.ctl, GEN, seen);
-    seen = Atomics.load(s.ctl, GEN);
+    // Woken is not a new job: the poster may be descheduled between moving GEN and its notify
+    // while this thread does that job and comes back to wait, and the late notify then wakes it
+    // with GEN unmoved. Doing the job again would apply the update twice to these rows and end it
+    // twice (LEFT below zero: the caller waits for ever). Only a moved counter is a job.
+    const now = Atomics.load(s.ctl, GEN);
+    if (now === seen) continue;
+    seen = now;
     if (Atomics.load(s.ctl, STOP)) return;
     s.run();
     s.end();
@@ -239,7 +245,11 @@ export class LowRankPool {
   /** Blocks until the job in hand (if any) is done; returns its ms. */
   wait(): number {
     if (!this.running) return 0;
-    for (let left = Atomics.load(this.ctl, LEFT); left !== 0; left = Atomics.load(this.ctl, LEFT)) Atomics.wait(this.ctl, LEFT, left);
+    for (let left = Atomics.load(this.ctl, LEFT); left !== 0; left = Atomics.load(this.ctl, LEFT)) {
+      // A share ended twice: fail loudly rather than wait for ever on weights no longer known to be right.
+      if (left < 0) throw new Error(`apply threads: ${-left} share(s) of a job ended more than once; the weights cannot be trusted`);
+      Atomics.wait(this.ctl, LEFT, left);
+    }
     this.finished();
     return this.lastMs;
   }

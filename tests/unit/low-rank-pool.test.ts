@@ -70,6 +70,29 @@ describe('LowRankPool', () => {
     expect(bits(pool.weights).equals(bits(want))).toBe(true);
   });
 
+  it('a notify that comes after its job was done wakes the helpers with no new job: they do nothing (the run hung, 1 in 7)', async () => {
+    // The poster moves GEN, then notifies; descheduled between the two while a helper does the
+    // whole job and waits again, its late notify wakes that helper with GEN unmoved. Helpers used
+    // to take that for a job: the update applied twice to their rows and LEFT at −1, so the next
+    // wait never returned (tests/integration/powersgd-run.test.ts hung so). Stray notifies here.
+    const pool = await started(LowRankPool.create(plan, 2, startShareThread)!);
+    pools.push(pool);
+    pool.weights.set(initParams(spec, 42));
+    const ctl = new Int32Array(pool.weights.buffer, 0, 8); // the control words: GEN at 0, LEFT at 1
+    for (const [r1, r2] of steps) {
+      pool.round1.set(r1);
+      pool.round2.set(r2);
+      pool.start(0, plan.matrices.length, true, 0.01, 128);
+      pool.wait();
+      for (let i = 0; i < 3; i++) {
+        Atomics.notify(ctl, 0);
+        await new Promise((r) => setTimeout(r, 20)); // time for a woken helper to do a job again
+      }
+      expect(Atomics.load(ctl, 1)).toBe(0);
+    }
+    expect(bits(pool.weights).equals(bits(want))).toBe(true);
+  });
+
   it('a wrong update gives other bits (the comparisons above can fail)', () => {
     const w = initParams(spec, 42);
     for (const [r1, r2] of steps) applyPart(plan, w, { dense: plan.dense, matrices: plan.matrices.slice(1) }, r1, r2, 0.01, 128);
