@@ -187,12 +187,7 @@ export class ThreadReplica implements ReplicaHost {
 
   /** The thread's messages: answers, or `{ error }`. */
   onMessage(m: ReplicaReply | { error: string }): void {
-    if ('error' in m) {
-      this.error = new Error(`exact replica thread: ${m.error}`);
-      for (const f of this.waiting.values()) f({ id: -1 });
-      this.waiting.clear();
-      return;
-    }
+    if ('error' in m) { this.fail(new Error(`exact replica thread: ${m.error}`)); return; }
     const f = this.waiting.get(m.id);
     this.waiting.delete(m.id);
     f?.(m);
@@ -216,7 +211,18 @@ export class ThreadReplica implements ReplicaHost {
 
   async hash(version: number): Promise<string | null> { return (await this.ask({ op: 'hash', version })).hash ?? null; }
   async snapshot(version: number): Promise<Snapshot | null> { return snapshotOf(await this.ask({ op: 'snapshot', version })); }
-  dispose(): void { this.stop(); }
+
+  /** Ends the thread; a question still unanswered is refused, so that no shard waits for ever on a thread that is gone. */
+  dispose(): void {
+    this.fail(this.error ?? new Error('exact replica thread: disposed before it answered'));
+    this.stop();
+  }
+
+  private fail(e: Error): void {
+    this.error = e;
+    for (const f of this.waiting.values()) f({ id: -1 });
+    this.waiting.clear();
+  }
 }
 
 /**

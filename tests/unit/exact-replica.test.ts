@@ -79,6 +79,15 @@ describe('the exact copy', () => {
       thread.dispose();
     }
   });
+
+  it('a question still unanswered when the thread is disposed is refused, not left waiting for ever', async () => {
+    const thread = threadReplica(PLAN, LR);
+    thread.post({ op: 'weights', version: 4, offset: 0, total, floats: uniform(total, 3, 0.1) });
+    const asked = thread.hash(4); // the thread is still starting: no answer can have come yet
+    thread.dispose();
+    await expect(asked).rejects.toThrow(/disposed before it answered/);
+    await expect(thread.hash(4)).rejects.toThrow(/disposed/);
+  });
 });
 
 describe('the working copy on the backend', () => {
