@@ -11,7 +11,7 @@
 # shaped with tc at RATE each way (server/src/bench/lab-serve.ts, netns.ts), and removes them on
 # exit and Ctrl-C. It needs root and iproute2. Without LINK the workers are on loopback, which
 # auto prices as link-free: it stays in fp32 there. Each LINK run's log, without its progress
-# lines and with the run's token redacted, goes beside its summary (.log): the coordinator's
+# lines and with the run's token redacted, goes beside its summary (.txt): the coordinator's
 # "compression …" choices are in it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ for mode in $modes; do
     bin/tabtrain serve "${serve[@]}" --local-workers 2 --port 0
   else
     node --import ./node_modules/tsx/dist/loader.mjs server/src/bench/lab-serve.ts --link "$link" --workers 2 -- "${serve[@]}" \
-      | tee >(grep -v ' epoch [0-9]*/[0-9]* step ' | sed -E 's/(token[= ])[A-Za-z0-9_-]{8,}/\1<redacted>/g' > "$name.log")
+      | tee >(grep -v ' epoch [0-9]*/[0-9]* step ' | sed -E 's/(token[= ])[A-Za-z0-9_-]{8,}/\1<redacted>/g' > "$name.txt")
   fi
 done
 node -e '
