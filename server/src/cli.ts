@@ -128,7 +128,8 @@ workers on this machine:
 
 output (each is checked before the first step; missing folders on the way are created):
   --log FILE          append a JSONL metrics log: one line per step, per epoch and per state change
-  --summary FILE      write a JSON summary: config, per-epoch metrics, examples/s, SHA-256 of the weights
+  --summary FILE      write a JSON summary: config, per-epoch metrics, examples/s, SHA-256 of the weights,
+                      and which compression ran at which steps (modes: what --compress auto chose)
   --weights-out FILE  write the final weights: raw little-endian fp32 in parameter order (see README)
   --checkpoint DIR    save weights, step, data-order seed and metrics to DIR atomically, every
                       --checkpoint-every N steps (default 100), at each epoch's end and on exit

@@ -26,6 +26,7 @@ import { formatSeconds, plural } from './format';
 import { FullCopies } from './full-copies';
 import { Membership, type Conn } from './membership';
 import { Replicas } from './replicas';
+import { ModeSpans } from './mode-spans';
 import { DEFAULTS, type CoordinatorOptions, type EpochMetrics, type StepRecord, type Summary } from './run-options';
 import { RunProgress } from './run-progress';
 import { RunControl, type RunState } from './run-state';
@@ -72,6 +73,8 @@ export class Coordinator {
   readonly auto: AutoCompression | null;
   private waitingSince = 0;
   private closed = false;
+  /** Which compression ran at which steps, for the summary (auto switches between modes). */
+  private readonly modes = new ModeSpans();
 
   constructor(opts: CoordinatorOptions, readonly data: Dataset) {
     const log = opts.log;
@@ -118,6 +121,7 @@ export class Coordinator {
       step: this.model, run: this.run, replicas, sessions: this.sessions, log: o.log,
       idle: () => this.members.workers().every((c) => this.scheduler.copyOf(c) === null),
     });
+    this.events.on('step', (s: StepRecord) => this.modes.add(s.step, s.mode ?? 'none'));
     const socket = (handler: Parameters<NonNullable<CoordinatorOptions['wire']>>[0]) => new Transport<Conn>({
       port: o.port, host: o.host, tls: o.tls, staticDir: o.staticDir, helloTimeoutMs: o.helloTimeoutMs,
       heartbeatMs: o.heartbeatMs ?? DEFAULTS.heartbeatMs, slowReaderMs: o.slowReaderMs ?? DEFAULTS.slowReaderMs, log: o.log,
@@ -269,7 +273,8 @@ export class Coordinator {
     const trainSeconds = epochsDone.reduce((a, m) => a + m.examples / m.examplesPerSec, 0);
     return {
       model: this.spec.name, modelHash: this.run.modelHash, paramCount: this.run.paramCount,
-      config: { epochs, batch, lr: this.run.lr, seed, minWorkers: this.opts.minWorkers, maxSteps: this.opts.maxSteps ?? null, evalExamples: this.opts.evalExamples, compress: this.run.compress ?? NO_COMPRESSION },
+      config: { epochs, batch, lr: this.run.lr, seed, minWorkers: this.opts.minWorkers, maxSteps: this.opts.maxSteps ?? null, evalExamples: this.opts.evalExamples, compress: this.run.compress ?? NO_COMPRESSION, auto: this.auto !== null },
+      modes: this.modes.spans,
       steps: this.step, examples, epochs: epochsDone, examplesPerSec: examples / Math.max(trainSeconds, 1e-9),
       seconds: (performance.now() - t0) / 1000, workersSeen: this.transport.opened,
       weightsSha256: weightsSha256(this.weights), stoppedBy: this.step >= epochs * perEpoch ? 'epochs' : this.control.stopRequested ? 'stop' : 'max-steps',

@@ -1,6 +1,7 @@
 // What a run is given (CoordinatorOptions, with DEFAULTS) and what it reports: each step's
 // record (the 'step' event), each epoch's figures, and the summary train() returns.
 import type { Compression } from '@tabtrain/shared/compress';
+import type { ModeSpan } from './mode-spans';
 import type { EpochPoint } from '@tabtrain/shared/dashboard-wire';
 import type { ListenerTls } from './listener';
 import type { Conn } from './membership';
@@ -144,7 +145,9 @@ export interface Summary {
   model: string;
   modelHash: string;
   paramCount: number;
-  config: { epochs: number; batch: number; lr: number; seed: number; minWorkers: number; maxSteps: number | null; evalExamples: number; compress: Compression };
+  config: { epochs: number; batch: number; lr: number; seed: number; minWorkers: number; maxSteps: number | null; evalExamples: number; compress: Compression; auto: boolean };
+  /** Which compression ran at which steps; with --compress auto (config.auto) config.compress is only the last mode. */
+  modes: ModeSpan[];
   steps: number;
   examples: number;
   epochs: EpochMetrics[];

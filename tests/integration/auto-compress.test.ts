@@ -68,6 +68,11 @@ describe('--compress auto', () => {
       // What each switch cost in steps: from the links' change to the step run in the new mode.
       const into = seen.indexOf('powersgd'), back = seen.lastIndexOf('powersgd') + 1;
       console.log(`switch costs: powersgd from step ${into + 1} (links slow from step 6), fp32 from step ${back + 1} (links fast from step 15)`);
+      // The summary says which modes ran at which steps: three spans covering steps 1..26 in order.
+      expect(summary.config.auto).toBe(true);
+      expect(summary.modes.map((m) => m.mode)).toEqual(['none', 'powersgd-r4', 'none']);
+      expect(summary.modes.map((m) => [m.firstStep, m.lastStep])).toEqual([[1, into], [into + 1, back], [back + 1, 26]]);
+      expect(summary.modes.reduce((a, m) => a + m.steps, 0)).toBe(26);
       // In: the slow links' first step is priced at once, and the gain must hold at STREAK boundaries.
       expect(into).toBeLessThanOrEqual(5 + STREAK + 1);
       // Back: powersgd's price also carries its measured overhead, the median of its last steady steps.

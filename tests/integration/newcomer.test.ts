@@ -195,7 +195,12 @@ describe.concurrent('each command shows its own help', () => {
     expect(bench.out).toMatch(/^tabtrain bench:/);
     expect(bench.out).toContain('scaleout options');
     expect(scaleout.out).toContain('scaleout options');
+    // --balance offers serve's three ways to split a step (cost against speed is the lead's comparison).
+    expect(scaleout.out).toMatch(/--balance B .*equal \(default\)[^]*cost: the cost model[^]*speed \(serve's default\)/);
     for (const r of [serve, worker, bench, scaleout]) expect(r.out).not.toBe(general.out);
+    const badBalance = await tabtrain(['bench', 'scaleout', '--balance', 'fast']);
+    expect(badBalance.code).toBe(2);
+    expect(badBalance.err).toMatch(/--balance must be equal, cost or speed, got 'fast'/);
     expect(general.out).toContain('tabtrain serve --help, tabtrain worker --help, tabtrain bench --help');
   });
 });

@@ -10,6 +10,7 @@ import { MODELS } from '@tabtrain/shared';
 import { UsageError } from '../usage';
 import { micro } from './micro';
 import { scaleout, type BenchCompression, type ComputeKind, type LinkConfig, type Scaling, type WorkerCpu } from './scaleout';
+import { BALANCES, type Balance } from './scaleout-types';
 import { linkMarkdown, linkSvg, scaleoutMarkdown, scaleoutSvg } from './report';
 import { formatRate, parseRate, whyNoNamespaces } from './netns';
 
@@ -50,12 +51,16 @@ scaleout options:
                         sleep = slept for the time it took when measured once on this machine (each
                         worker stands for its own machine; default with --link), real = done for real
                         on this machine's cores (default on loopback)
-  --balance B           equal (default): even shards over every worker; cost: the coordinator's cost
-                        model picks the workers that make the step shortest (--balance cost of serve)
+  --balance B           how the coordinator splits each step, as serve's --balance: equal (default):
+                        even shards over every worker; cost: the cost model (measured compute and link
+                        rates) picks the workers that make the step shortest and sizes their shards;
+                        speed (serve's default): every worker computes, shards sized by its measured
+                        examples/s. Runs of each land in their own files (--tag below), side by side
   --apply-threads T     powersgd: the coordinator's helper threads for each update (serve
                         --apply-threads; default: the cores but one, at most 4; 0 = on its event loop)
   --out DIR             results folder (default bench/results)
-  --tag NAME            file name stem (default scaleout-<kind>, scaleout-<kind>-link with --link)
+  --tag NAME            file name stem (default scaleout-<kind>, scaleout-<kind>-link with --link;
+                        -<balance> added for --balance cost or speed)
 
   Linked runs show, beside each step time, the compute bound, the link bound (bytes through the
   coordinator's link each way ÷ its TCP payload rate, and the same for the busiest worker link) and
@@ -141,24 +146,25 @@ export async function bench(argv: string[]): Promise<void> {
     if (!links && v['coordinator-link']) throw new UsageError('--coordinator-link needs --link');
     const workerCpu = (v['worker-cpu'] ?? (links ? 'sleep' : 'real')) as WorkerCpu;
     if (workerCpu !== 'sleep' && workerCpu !== 'real') throw new UsageError(`--worker-cpu must be sleep or real, got '${v['worker-cpu']}'`);
-    if (v.balance !== 'equal' && v.balance !== 'cost') throw new UsageError(`--balance must be equal or cost, got '${v.balance}'`);
+    if (!BALANCES.includes(v.balance as Balance)) throw new UsageError(`--balance must be ${BALANCES.join(', ').replace(/, (?=[^,]*$)/, ' or ')}, got '${v.balance}' (see tabtrain bench --help)`);
+    const balance = v.balance as Balance;
     if (links) {
       const why = whyNoNamespaces();
       if (why) throw new UsageError(`--link: ${why}.\n  For example: sudo bin/tabtrain bench scaleout --link ${v.link} --rtt ${rtt}`);
     }
-    const tag = v.tag ?? `scaleout-${kind}${links ? '-link' : ''}`;
-    log(`tabtrain bench scaleout (${kind}) on ${machine()}; load average ${loadavg()[0].toFixed(2)}`);
+    const tag = v.tag ?? `scaleout-${kind}${links ? '-link' : ''}${balance === 'equal' ? '' : `-${balance}`}`;
+    log(`tabtrain bench scaleout (${kind}, --balance ${balance}) on ${machine()}; load average ${loadavg()[0].toFixed(2)}`);
     if (kind === 'synthetic') log(`synthetic compute: ${ms} ms per example (${ms > 0 ? (1000 / ms).toFixed(0) : '∞'} examples/s per worker), slept, not spun`);
     const what = realAndSlept(kind, workerCpu, !!links);
     log(what);
     const { runs, memcpyGBs, workerCosts } = await scaleout({
       kind, models, workers: ints(v.workers!, 'workers'), scaling, steps: ints(v.steps!, 'steps')[0], burnIn: Number(v['burn-in']),
       msPerExample: ms, batch: ints(v.batch!, 'batch')[0], perWorkerBatch: ints(v['per-worker-batch']!, 'per-worker-batch')[0],
-      compress: list(v.compress!).map((m): BenchCompression => (m === 'auto' ? { mode: 'auto', rank: parseCompression('powersgd', rank).rank } : parseCompression(m, rank))), backend: v.backend!, workerCpu, links, log, balance: v.balance as 'equal' | 'cost',
+      compress: list(v.compress!).map((m): BenchCompression => (m === 'auto' ? { mode: 'auto', rank: parseCompression('powersgd', rank).rank } : parseCompression(m, rank))), backend: v.backend!, workerCpu, links, log, balance,
       applyThreads: v['apply-threads'] === undefined ? undefined : threadCount(v['apply-threads']),
     });
     const compute = kind === 'synthetic' ? `synthetic compute, ${ms} ms/example` : 'real compute';
-    const json = { bench: 'scaleout', started, machine: machine(), kind, msPerExample: ms, workerCpu, whatIsReal: what, memcpyGBs, links, workerCosts, runs };
+    const json = { bench: 'scaleout', started, machine: machine(), kind, balance, msPerExample: ms, workerCpu, whatIsReal: what, memcpyGBs, links, workerCosts, runs };
     if (links) {
       const title = `tabtrain scale-out through emulated links (${compute}), ${links.map((l) => formatRate(l.workerBits)).join(', ')}, ${machine().split(',')[0]}`;
       write(v.out!, tag, json, linkMarkdown(runs, machine(), what), linkSvg(runs, title));

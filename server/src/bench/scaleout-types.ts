@@ -25,14 +25,18 @@ export interface ScaleoutOptions {
   workerCpu: WorkerCpu;
   /** Emulated links, one series of runs each; null: loopback. */
   links: LinkConfig[] | null;
-  /** How the coordinator splits each step: even shards over every worker, or the cost model's plan (--balance cost). */
-  balance: 'equal' | 'cost';
+  /** How the coordinator splits each step (serve's --balance): even shards, the cost model's plan, or shards by measured speed. */
+  balance: Balance;
   /** powersgd: the coordinator's helper threads for each update (CoordinatorOptions.applyThreads); undefined: its default. */
   applyThreads?: number;
   log: (line: string) => void;
 }
 
 export type WorkerCpu = 'real' | 'sleep';
+
+/** bench scaleout's --balance choices (serve's). */
+export const BALANCES = ['equal', 'cost', 'speed'] as const;
+export type Balance = (typeof BALANCES)[number];
 
 export interface LinkConfig {
   /** Each worker's link, bits/s. */
