@@ -18,8 +18,8 @@ export interface StepTimes {
   stepMs: number[];
   /** Median wall ms of a profiled step. */
   profiledStepMs: number;
-  /** Kernel (or 'Outer > Inner') → median ms and calls per profiled step. */
-  kernels: { kernel: string; ms: number; calls: number }[];
+  /** Kernel (or 'Outer > Inner') → median and least ms, and calls, per profiled step. */
+  kernels: { kernel: string; ms: number; minMs: number; calls: number }[];
 }
 
 const kit = {
@@ -64,7 +64,7 @@ const kit = {
     net.dispose();
     const names = [...new Set(profiles.flatMap((p) => [...p.keys()]))];
     const kernels = names.map((kernel) => ({
-      kernel, ms: median(profiles.map((p) => p.get(kernel)?.[0] ?? 0)), calls: profiles[0].get(kernel)?.[1] ?? 0,
+      kernel, ms: median(profiles.map((p) => p.get(kernel)?.[0] ?? 0)), minMs: Math.min(...profiles.map((p) => p.get(kernel)?.[0] ?? 0)), calls: profiles[0].get(kernel)?.[1] ?? 0,
     })).sort((a, b) => b.ms - a.ms);
     return { stepMs, profiledStepMs: median(profiledMs), kernels };
   },
