@@ -117,5 +117,8 @@ for (const model of models) {
   }
 }
 mkdirSync(dirname(v.out), { recursive: true });
-writeFileSync(v.out, JSON.stringify({ machine: `${cpus().length}-core CPU (${cpus()[0]?.model}), no GPU`, date: new Date().toISOString(), chromium: version, page: info, batch, warmup, steps, rounds, summary, rows }, null, 2) + '\n');
+// One line per summary entry and per row (a row's kernels make it long): the file stays readable.
+const meta = { machine: `${cpus().length}-core CPU (${cpus()[0]?.model}), no GPU`, date: new Date().toISOString(), chromium: version, page: info, batch, warmup, steps, rounds };
+const list = (xs: unknown[]) => `[\n${xs.map((x) => `    ${JSON.stringify(x)}`).join(',\n')}\n  ]`;
+writeFileSync(v.out, `${JSON.stringify(meta, null, 2).slice(0, -2)},\n  "summary": ${list(summary)},\n  "rows": ${list(rows)}\n}\n`);
 console.log(`\nwrote ${v.out}`);
