@@ -7,10 +7,10 @@
 // readback into the flat vector is timed apart. One thread (tfjs gives Node no wasm threads).
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import * as tf from '@tensorflow/tfjs';
 import { Net } from '@tabtrain/shared/net';
 import { setupNodeBackend } from '../client/src/node-worker';
 import { benchNet } from './bench-step';
+import { KernelTimer, median } from './kernel-timer';
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -20,30 +20,13 @@ const models = positionals.length ? positionals : ['alexnet-small', 'vgg11-small
 const batch = Number(v.batch), steps = Number(v.steps);
 await setupNodeBackend('wasm');
 
-// Kernel name → [ms, calls] in the step being recorded; nested kernels (ours call wasm's Conv2D
-// directly, not through the registry) are counted inside their caller only.
-let spent = new Map<string, [number, number]>();
-let recording = false;
-let depth = 0;
-for (const k of tf.getKernelsForBackend('wasm')) {
-  const inner = k.kernelFunc;
-  tf.unregisterKernel(k.kernelName, 'wasm');
-  tf.registerKernel({
-    ...k,
-    kernelFunc: (args) => {
-      if (!recording || depth > 0) return inner(args);
-      depth++;
-      const t0 = cpuNow();
-      try { return inner(args); } finally {
-        depth--;
-        const key = v.shapes ? `${k.kernelName} ${Object.values(args.inputs).map((t) => JSON.stringify(t?.shape)).join(' ')}` : k.kernelName;
-        const e = spent.get(key) ?? [0, 0];
-        e[0] += cpuNow() - t0; e[1]++;
-        spent.set(key, e);
-      }
-    },
-  });
-}
+// Kernels that ours call directly (wasm's Conv2D inside our filter gradient) are counted inside
+// their caller only: the timer is installed after our kernels took their references.
+const timer = new KernelTimer({
+  now: cpuNow,
+  key: (kernel, inputs) => v.shapes ? `${kernel} ${Object.values(inputs).map((t) => JSON.stringify(t?.shape)).join(' ')}` : kernel,
+});
+timer.install('wasm');
 
 /** CPU milliseconds (user + system) of this process: tfjs computes on this one thread. */
 function cpuNow(): number {
@@ -60,17 +43,17 @@ for (const name of models) {
   const realRead = Net.io.read;
   Net.io = { ...Net.io, read: async (ts, params, out) => { const t = cpuNow(); await realRead(ts, params, out); readMs += cpuNow() - t; } };
   for (let s = 0; s <= steps; s++) {
-    recording = s > 0; // step 0 is burn-in (kernel setup, XNNPACK packing)
-    spent = new Map();
+    timer.recording = s > 0; // step 0 is burn-in (kernel setup, XNNPACK packing)
+    timer.take();
     readMs = 0;
     const t0 = cpuNow();
     await runStep(s);
     if (s === 0) continue;
     stepTimes.push(cpuNow() - t0);
     readTimes.push(readMs);
-    perStep.push(spent);
+    perStep.push(timer.take());
   }
-  recording = false;
+  timer.recording = false;
   Net.io = { ...Net.io, read: realRead };
   net.dispose();
   // Medians over the steps: the machine is shared, and a median shrugs off a step that lost the core.
@@ -83,9 +66,6 @@ for (const name of models) {
   results.push(r);
   console.log(`\n${name}, batch ${batch}: ${step.toFixed(1)} CPU ms/step (${r.examplesPerSec.toFixed(0)} ex per CPU s), kernels ${kernelMs.toFixed(1)} ms, readback ${read.toFixed(1)} ms, tfjs other ${r.otherMs.toFixed(1)} ms`);
   for (const k of kernels) console.log(`  ${k.kernel.padEnd(v.shapes ? 56 : 24)} ${k.msPerStep.toFixed(2).padStart(8)} ms ${(100 * k.msPerStep / step).toFixed(1).padStart(5)}%  ${k.callsPerStep} calls`);
-}
-function median(xs: number[]): number {
-  return [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 }
 
 if (v.out) writeFileSync(v.out, JSON.stringify({ machine: '2-core CPU, no GPU', date: new Date().toISOString(), results }, null, 2) + '\n');

@@ -13,6 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // too; this keeps the page's own dependency visible).
 import '@tensorflow/tfjs-backend-webgl';
 import '@tensorflow/tfjs-backend-cpu';
+import { startWasmThreads, threadsShortfall } from './page-threads';
 
 export type BackendName = 'webgpu' | 'webgl' | 'wasm' | 'cpu';
 export const BACKEND_ORDER: readonly BackendName[] = ['webgpu', 'webgl', 'wasm', 'cpu'];
@@ -76,11 +77,13 @@ export interface SelectOptions {
   prefix?: string;
   /** A backend that has not started after this long is passed over. */
   timeoutMs?: number;
+  /** Threads for the wasm backend (?threads=, checked by parseWasmThreads); tfjs's choice when absent. */
+  threads?: number;
 }
 
 /** Picks the first backend that works, in BACKEND_ORDER (or `forced` first). */
 export async function selectBackend(opts: SelectOptions = {}): Promise<BackendChoice> {
-  const { forced = null, prefix = '', timeoutMs = 30_000 } = opts;
+  const { forced = null, prefix = '', timeoutMs = 30_000, threads } = opts;
   const skipped: BackendChoice['skipped'] = [];
   let order = [...BACKEND_ORDER];
   if (forced) {
@@ -96,7 +99,7 @@ export async function selectBackend(opts: SelectOptions = {}): Promise<BackendCh
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Unavailable(`it did not start within ${timeoutMs / 1000} s`)), timeoutMs);
       });
-      const { adapter, lost } = await Promise.race([init(backend, forced === backend), timeout]);
+      const { adapter, lost } = await Promise.race([init(backend, forced === backend, threads), timeout]);
       await Promise.race([smokeTest(backend), timeout]);
       return describe(backend, adapter, lost, skipped, forced, prefix);
     } catch (e) {
@@ -114,11 +117,11 @@ export async function selectBackend(opts: SelectOptions = {}): Promise<BackendCh
   throw new Error(`no TensorFlow.js backend works in this browser: ${skipped.map((s) => `${s.backend}: ${s.why}`).join('; ')}`);
 }
 
-async function init(backend: BackendName, forced: boolean): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {
+async function init(backend: BackendName, forced: boolean, threads: number | undefined): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {
   switch (backend) {
     case 'webgpu': return initWebGPU(forced);
     case 'webgl': return initWebGL(forced);
-    case 'wasm': return initWasm();
+    case 'wasm': return initWasm(threads);
     case 'cpu':
       if (!(await tf.setBackend('cpu'))) throw new Unavailable('the cpu backend did not start');
       return { adapter: null, lost: never };
@@ -220,21 +223,23 @@ function webglRenderer(): string {
   }
 }
 
-async function initWasm(): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {
+async function initWasm(threads: number | undefined): Promise<{ adapter: Record<string, unknown> | null; lost: Promise<DeviceLoss> }> {
   if (typeof WebAssembly !== 'object') throw new Unavailable('this browser has no WebAssembly');
   const wasm = await import('@tensorflow/tfjs-backend-wasm');
   const { WASM_PATHS } = await import('./page-wasm-paths');
   // tfjs uses threads when the page is cross-origin isolated (the coordinator sends COOP/COEP for
-  // it) and picks their number itself. The build keeps the wasm glue unminified for them.
+  // it), max(1, cores / 2) of them unless ?threads= says (page-threads.ts). The build keeps the
+  // wasm glue unminified for them.
   try {
     wasm.setWasmPaths(WASM_PATHS);
   } catch { /* already set on an earlier attempt */ }
   const { registerWasmKernels } = await import('./wasm-kernels');
   registerWasmKernels();
-  if (!(await tf.setBackend('wasm'))) throw new Unavailable('the wasm backend did not start');
+  // The count is read when the backend starts: after a device loss, wasm keeps the first one.
+  if (!(await startWasmThreads(wasm.setThreadsCount, threads, () => tf.setBackend('wasm')))) throw new Unavailable('the wasm backend did not start');
   return {
     adapter: {
-      api: 'wasm', threads: wasm.getThreadsCount(), simd: await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'),
+      api: 'wasm', threads: wasm.getThreadsCount(), threadsAsked: threads ?? null, simd: await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT'),
       multithread: await tf.env().getAsync('WASM_HAS_MULTITHREAD_SUPPORT'), crossOriginIsolated: globalThis.crossOriginIsolated === true,
     },
     lost: never,
@@ -269,9 +274,12 @@ function describe(backend: BackendName, adapter: Record<string, unknown> | null,
     level = 'warn';
     hint = ' WebGL works but is slower than WebGPU.';
   } else if (backend === 'wasm') {
-    what += `, ${adapter?.threads ?? 1} thread${adapter?.threads === 1 ? '' : 's'}`;
+    const threads = Number(adapter?.threads ?? 1);
+    what += `, ${threads} thread${threads === 1 ? '' : 's'}`;
+    if (adapter?.threadsAsked === threads) what += ` (?threads=${threads})`;
     level = 'warn';
-    hint = ' No GPU is in use: this tab helps only a little.';
+    hint = ' No GPU is in use: this tab helps only a little.' +
+      threadsShortfall((adapter?.threadsAsked ?? undefined) as number | undefined, threads, adapter?.crossOriginIsolated === true);
   } else {
     level = 'warn';
     hint = ' No GPU and no WebAssembly: very slow, useful only for tiny models.';

@@ -6,11 +6,13 @@
 //   ?coordinator=ws://HOST:PORT/ws   join another coordinator than the one that served the page
 //   ?backend=webgpu|webgl|wasm|cpu   try this backend first
 //   ?token=T                         the coordinator's --token
+//   ?threads=N                       WebAssembly backend: run XNNPACK's ops on N threads (1-8)
 import * as tf from '@tensorflow/tfjs-core';
 import { CLOSE, CLOSE_NAMES, PROGRESS_CURVE_POINTS, type Progress } from '@tabtrain/shared';
 import { thin } from '@tabtrain/shared/dashboard-wire';
 import type { WorkerIdentity, WorkerStatus } from './core';
 import { selectBackend, simulateDeviceLoss, type BackendChoice, type DeviceLoss } from './page-backend';
+import { parseWasmThreads } from './page-threads';
 import { Backoff, FATAL_CODES, coordinatorUrl, rememberIdentity, runSession, stableWorkerId, storedSession } from './page-socket';
 import { PageUi } from './page-ui';
 
@@ -94,6 +96,13 @@ async function main(): Promise<void> {
   tf.env().set('PROD', true);
 
   const forced = params.get('backend');
+  let threads: number | undefined;
+  try {
+    threads = parseWasmThreads(params.get('threads'));
+  } catch (e) {
+    fail((e as Error).message);
+    return;
+  }
   // powersgd: versions between refreshes of the working weights from the exact copy (default DEFAULT_REFRESH_EVERY).
   const refreshParam = params.get('refresh');
   const refreshEvery = refreshParam !== null && /^[1-9]\d{0,8}$/.test(refreshParam) ? Number(refreshParam) : undefined;
@@ -114,7 +123,7 @@ async function main(): Promise<void> {
   };
   connection('choosing a backend…');
   try {
-    adopt(await selectBackend({ forced }));
+    adopt(await selectBackend({ forced, threads }));
   } catch (e) {
     fail((e as Error).message);
     return;
@@ -170,7 +179,7 @@ async function main(): Promise<void> {
       log(`GPU device lost (${gone.reason}); re-initialising the backend`);
       if (state.deviceLosses > 1) await sleep(backoff.next());
       try {
-        adopt(await selectBackend({ forced, prefix: `The GPU device was lost (${gone.reason}) and this tab started again. ` }));
+        adopt(await selectBackend({ forced, threads, prefix: `The GPU device was lost (${gone.reason}) and this tab started again. ` }));
       } catch (e) {
         fail(`the GPU device was lost and no backend could be restarted: ${(e as Error).message}`);
         return;

@@ -343,13 +343,14 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
     // SwiftShader's WebGPU adapter and WebGL are software: passed over for wasm, taken when wasm is
     // missing. Then each browser lacks one more thing, as real machines do: no WebGPU adapter (most
     // Linux desktops today), then no WebGL either, then no WebAssembly either. ?backend= overrides.
-    const cases: { name: string; query: string; webgpu: boolean; initScript?: string; backend: string; notice: RegExp }[] = [
+    const cases: { name: string; query: string; webgpu: boolean; initScript?: string; backend: string; threads?: number; notice: RegExp }[] = [
       { name: 'a fallback WebGPU adapter and a software WebGL', query: '', webgpu: true, backend: 'wasm', notice: /^Computing with WebAssembly \(CPU\), \d+ threads?\..*Passed over: WebGPU: its only adapter is a fallback \(software\) one.*\?backend=webgpu forces it\. WebGL: its renderer is software \(.*SwiftShader.*\?backend=webgl forces it/ },
       { name: 'no WebAssembly: the fallback adapter beats plain JavaScript', query: '', webgpu: true, initScript: WITHOUT.wasm, backend: 'webgpu', notice: /^Computing with WebGPU.*fallback \(software\) adapter/ },
       { name: '?backend=webgl without a WebGPU adapter', query: '?backend=webgl', webgpu: false, backend: 'webgl', notice: /^Computing with WebGL.*\(chosen by \?backend=webgl\)/ },
       { name: 'no WebGPU, no WebGL', query: '', webgpu: false, initScript: WITHOUT.webgl, backend: 'wasm', notice: /^Computing with WebAssembly \(CPU\), \d+ threads?\..*Passed over: WebGPU: .*WebGL: / },
       { name: 'no WebGPU, WebGL or WebAssembly', query: '', webgpu: false, initScript: WITHOUT.webgl + WITHOUT.wasm, backend: 'cpu', notice: /^Computing with plain JavaScript.*Passed over: WebGPU: .*WebGL: .*WebAssembly \(CPU\): this browser has no WebAssembly/ },
-      { name: '?backend=wasm on a WebGPU browser', query: '?backend=wasm', webgpu: true, backend: 'wasm', notice: /^Computing with WebAssembly \(CPU\), \d+ threads? \(chosen by \?backend=wasm\)/ },
+      // ?threads=2 on this 2-core machine: tfjs alone would cap it at hardwareConcurrency / 2 = 1 (page-threads.ts).
+      { name: '?backend=wasm&threads=2 on a WebGPU browser', query: '?backend=wasm&threads=2', webgpu: true, backend: 'wasm', threads: 2, notice: /^Computing with WebAssembly \(CPU\), 2 threads \(\?threads=2\) \(chosen by \?backend=wasm\)\. No GPU/ },
     ];
     const speeds: Record<string, number> = {};
     for (const c of cases) {
@@ -366,10 +367,17 @@ describe('browser worker page (headless Chromium, WebGPU on SwiftShader)', () =>
       speeds[`${c.backend} (${c.name})`] = speedOf(s);
       // The threaded wasm build loads: the page is cross-origin isolated (COOP/COEP).
       if (c.backend === 'wasm') expect(s.adapter).toMatchObject({ api: 'wasm', crossOriginIsolated: true, multithread: true });
+      if (c.threads) expect(s.adapter, c.name).toMatchObject({ threads: c.threads, threadsAsked: c.threads });
       await screenshot(t, `browser-worker-${c.backend}${c.query ? "-forced" : ""}.png`);
       await t.close();
       await coord.close();
     }
+    // A ?threads= the page cannot take stops it with a message naming the value and the fix.
+    const { http } = await startCoordinator({ minWorkers: 1 });
+    const bad = await tab('bad-threads', `${http}?backend=wasm&threads=0`);
+    const b = await waitFor('the page to refuse ?threads=0', () => bad.snapshot(), (x) => x.error !== null, 15_000);
+    expect(b.error).toMatch(/\?threads=0 is not a whole number from 1 to 8: .*e\.g\. \?threads=2/);
+    expect(b.backend).toBeNull();
     console.log(`examples/s by backend (${RUN.model}, batch ${RUN.batch}, one tab, median after the first shard): ${Object.entries(speeds).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
   });
 });
