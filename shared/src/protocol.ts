@@ -207,6 +207,8 @@ export interface Basis {
   type: typeof MSG.basis; version: number; round: 1 | 2; offset: number; total: number;
   /** Examples in the step: the update divides by it. */
   batch: number;
+  /** The body's encoding when not raw fp32 (fp16 factors: compress.factors); must match the run's round segments. */
+  codec?: Codec;
 }
 export interface Timings { computeMs: number; encodeMs: number; sendMs: number }
 export interface Result {
