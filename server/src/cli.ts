@@ -83,13 +83,13 @@ the run:
                       one worker, a fast link); it starts in fp32 (the first step measures), changes
                       mode only between steps, on a gain of 20% or more, and logs each choice and why
   --rank R            powersgd's rank (default ${DEFAULT_RANK})
-  --factors P         powersgd's factors on the wire, both ways: fp32 (default) | fp16 (half the bytes
-                      of every round, ~0.31 MB instead of 0.61 MB per worker per step for AlexNet at
-                      rank 4; costs each factor's rounding to 11 bits, which the workers' error
-                      feedback carries to the next step; values past ±65504 saturate, as in fp16 mode)
                       fp16/int8 runs broadcast each step's update in the same codec (with the
                       coordinator's own error feedback), powersgd its two small broadcasts, instead
                       of the fp32 weights
+  --factors P         powersgd's factors on the wire, both ways: fp32 (default) | fp16 (2 bytes a factor,
+                      biases' sums still fp32: 0.33 MB instead of 0.61 MB per worker per step each way
+                      for AlexNet at rank 4; costs each factor's rounding to 11 bits, which a worker's
+                      error feedback carries to its next step; past ±65504 saturates, as in fp16 mode)
   --probation K       --open runs: a worker that is neither started here (--local-workers) nor holding
                       the token computes its first K train and K eval shards as shadow copies,
                       compared with an established worker's (never another stranger's), before its
@@ -186,7 +186,8 @@ function compression(mode: string, rank: string | undefined, factors = 'fp32'): 
     return { compress: NO_COMPRESSION, autoRank: r, ...(p.factors ? { autoFactors: p.factors } : {}) };
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    throw new UsageError(`--compress/--rank${factors === 'fp32' ? '' : '/--factors'}: ${(e as Error).message}${mode === 'auto' ? '' : ', or auto (the default)'}`);
+    const why = (e as Error).message;
+    throw new UsageError(`--compress/--rank${factors === 'fp32' ? '' : '/--factors'}: ${why}${mode === 'auto' || !why.startsWith('compression must') ? '' : ', or auto (the default)'}`);
   }
 }
 
