@@ -107,14 +107,7 @@ describe('PowerSGD on tfjs ops, cpu and wasm backends', () => {
 
   it('synthetic gradients: the ops on cpu and on wasm and the Float32Array reference end 5 steps within 1e-4', async () => {
     // Odd shapes: a conv kernel, dense kernels with cols not a multiple of 4, a tiny kernel sent dense.
-    const shapes = [[3, 3, 4, 16], [16], [40, 13], [13], [13, 3], [3], [64, 30], [30]];
-    let offset = 0;
-    const params: ParamInfo[] = shapes.map((shape, i) => {
-      const size = shape.reduce((a, b) => a * b, 1);
-      const p: ParamInfo = { name: `p${i}`, shape, size, offset, layer: i, role: shape.length > 1 ? 'kernel' : 'bias', fanIn: 1, fanOut: 1 };
-      offset += size;
-      return p;
-    });
+    const { params, offset } = layoutOf([[3, 3, 4, 16], [16], [40, 13], [13], [13, 3], [3], [64, 30], [30]]);
     const plan = powerSgdPlan(params, offset, 2);
     expect(plan.matrices).toHaveLength(3);
     const w0 = random(offset, 1);
@@ -132,14 +125,7 @@ describe('PowerSGD on tfjs ops, cpu and wasm backends', () => {
   });
 
   it('fp16 factors: the ops (cpu, wasm) and the reference send Q_i as halves and keep e = M − P̂ Q_iᵀ with the Q_i they sent', async () => {
-    const shapes = [[3, 3, 4, 16], [16], [40, 13], [13], [64, 30], [30]];
-    let offset = 0;
-    const params: ParamInfo[] = shapes.map((shape, i) => {
-      const size = shape.reduce((a, b) => a * b, 1);
-      const p: ParamInfo = { name: `p${i}`, shape, size, offset, layer: i, role: shape.length > 1 ? 'kernel' : 'bias', fanIn: 1, fanOut: 1 };
-      offset += size;
-      return p;
-    });
+    const { params, offset } = layoutOf([[3, 3, 4, 16], [16], [40, 13], [13], [64, 30], [30]]);
     const plan = powerSgdPlan(params, offset, 2, 'fp16');
     const grad = random(offset, 3);
     const check = async (r: Rounds) => {
@@ -207,6 +193,18 @@ describe('PowerSGD on tfjs ops, cpu and wasm backends', () => {
     expect(maxAbsDiff(cpu.w, ref.w)).toBeLessThan(1e-4);
   });
 });
+
+/** A flat layout of tensors of these shapes (kernels: more than one dimension), and its floats. */
+function layoutOf(shapes: number[][]): { params: ParamInfo[]; offset: number } {
+  let offset = 0;
+  const params = shapes.map((shape, i): ParamInfo => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const p: ParamInfo = { name: `p${i}`, shape, size, offset, layer: i, role: shape.length > 1 ? 'kernel' : 'bias', fanIn: 1, fanOut: 1 };
+    offset += size;
+    return p;
+  });
+  return { params, offset };
+}
 
 /** Seeded uniform [-1, 1) floats. */
 function random(n: number, seed: number): Float32Array {
