@@ -15,6 +15,7 @@ const ONE_THREAD = [
   'tests/integration/load.test.ts',
   'tests/integration/log-runs.test.ts',
   'tests/integration/pipeline.test.ts',
+  'tests/integration/powersgd-fp16.test.ts',
   'tests/integration/powersgd-trust.test.ts',
   'tests/integration/run-progress.test.ts',
   'tests/integration/trust.test.ts',

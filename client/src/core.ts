@@ -6,7 +6,7 @@ import {
   type Assign, type Basis, type Hello, type Progress, type RunInfo, type Update, type WorkerKind,
 } from '@tabtrain/shared';
 import { Net, type ShardStats } from '@tabtrain/shared/net';
-import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
+import { GradientEncoder, NO_COMPRESSION, checkBody, checkCompression, decodeInto, encodeFactors, gradientFrame, planSegments, powerSgdPlanOf, roundSegments } from '@tabtrain/shared/compress';
 import { SyntheticNet, type Trainable } from '@tabtrain/shared/synthetic-net';
 import { UpdateArena } from '@tabtrain/shared/simd';
 import { WorkerRounds, type ShardGradient } from './powersgd-rounds';
@@ -242,7 +242,7 @@ export class WorkerCore {
     const net = this.need();
     const rounds = this.rounds;
     if (!rounds) throw new Error('basis in a run without powersgd');
-    const floats = asFloat32(body);
+    const floats = rounds.decode(b, body);
     const whole = rounds.take(b, floats);
     this.exact!.post({ op: 'basis', basis: b, floats });
     if (b.round === 1 || !whole) return;
@@ -310,12 +310,12 @@ export class WorkerCore {
     let encodeMs = 0;
     let sendMs = 0;
     if (factors) {
-      // The round's factor vector, as plain fp32 slices (the coordinator sums it, nothing to decode).
+      // The round's factor vector, as fp32 slices or (--factors fp16) halves: the coordinator sums them.
       const round = a.round ?? 1;
       for (const seg of roundSegments(this.rounds!.plan, round)) {
         const t1 = performance.now();
         const { frame, body: b } = gradientFrame(seg, a.step, a.shard, factors.length, null, round);
-        b.set(new Uint8Array(factors.buffer, 4 * seg.offset, 4 * seg.count));
+        encodeFactors(seg, factors, b);
         const t2 = performance.now();
         await this.send(frame);
         encodeMs += t2 - t1;

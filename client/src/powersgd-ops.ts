@@ -9,6 +9,7 @@
 // is the broadcast, through applyPowerSgd.
 import * as tf from '@tensorflow/tfjs-core';
 import type { PowerSgdPlan } from '@tabtrain/shared/powersgd';
+import { roundToHalf } from '@tabtrain/shared/scalar-codecs';
 
 export class PowerSgdOps {
   /** e per matrix [rows, cols], resident on the backend. */
@@ -66,22 +67,33 @@ export class PowerSgdOps {
     const { plan } = this;
     if (round1.length !== plan.round1Floats) throw new Error(`PowerSGD: round-1 broadcast of ${round1.length} floats, the plan needs ${plan.round1Floats}`);
     if (out.length !== plan.round2Floats) throw new Error(`PowerSGD: round-2 vector of ${out.length} floats, the plan needs ${plan.round2Floats}`);
-    let Ms = this.held.get(shard);
-    if (!Ms && !grads) throw new Error(`PowerSGD: round 2 of shard ${shard} without its round 1 or its gradient`);
-    Ms ??= tf.tidy(() => plan.matrices.map((m) => tf.reshape(grads![m.param], [m.rows, m.cols]) as tf.Tensor2D));
+    if (!this.held.has(shard) && !grads) throw new Error(`PowerSGD: round 2 of shard ${shard} without its round 1 or its gradient`);
+    const Ms: tf.Tensor2D[] = this.held.get(shard) ?? tf.tidy(() => plan.matrices.map((m) => tf.reshape(grads![m.param], [m.rows, m.cols]) as tf.Tensor2D));
     this.held.delete(shard);
     const { rank } = plan;
     const pHat = plan.matrices.map((m) => tf.tensor2d(round1.slice(m.pAt, m.pAt + rank * m.rows), [rank, m.rows]));
     // P̂ᵀ M = (Mᵀ P̂)ᵀ, [rank, cols].
-    const qs = tf.tidy(() => Ms.map((M, i) => tf.matMul(pHat[i], M)));
+    const qs = tf.tidy(() => Ms.map((M, i) => tf.matMul(pHat[i], M) as tf.Tensor2D));
     const carried = this.carried;
-    tf.tidy(() => Ms.forEach((M, i) => {
-      const residual = tf.sub(M, tf.matMul(pHat[i], qs[i], true, false));
-      this.error[i].assign(carried ? tf.add(this.error[i], residual) : residual);
-    }));
-    this.carried = true;
+    const feedback = (q: tf.Tensor2D[]) => {
+      tf.tidy(() => Ms.forEach((M, i) => {
+        const residual = tf.sub(M, tf.matMul(pHat[i], q[i], true, false));
+        this.error[i].assign(carried ? tf.add(this.error[i], residual) : residual);
+      }));
+      this.carried = true;
+    };
     try {
-      await readInto(() => qs, out);
+      if (plan.factors === 'fp16') {
+        // The error is what the coordinator will not get: Q_i as it travels, read back, rounded to fp16, put back.
+        await readInto(() => qs, out);
+        roundToHalf(out, 0, out.length);
+        const sent: tf.Tensor2D[] = plan.matrices.map((m) => tf.tensor2d(out.slice(m.qAt, m.qAt + rank * m.cols), [rank, m.cols]));
+        feedback(sent);
+        tf.dispose(sent);
+      } else {
+        feedback(qs);
+        await readInto(() => qs, out);
+      }
     } finally {
       tf.dispose([...qs, ...pHat, ...Ms]);
     }

@@ -5,7 +5,8 @@
 // (PowerSgdOps, for a real Net: only the factors are read back) or on Float32Arrays
 // (PowerSgdWorker, for the synthetic net, whose gradient is an array already).
 import type * as tf from '@tensorflow/tfjs-core';
-import type { Basis } from '@tabtrain/shared';
+import { asFloat32, type Basis } from '@tabtrain/shared';
+import { checkBody, decodeInto, roundSegments, type Segment } from '@tabtrain/shared/compress';
 import type { PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { PowerSgdWorker } from '@tabtrain/shared/powersgd-worker';
 import { initialQ, nextQ } from '@tabtrain/shared/powersgd-basis';
@@ -20,6 +21,8 @@ export class WorkerRounds {
   private readonly side: PowerSgdOps | PowerSgdWorker;
   private readonly round1: Incoming;
   private readonly round2: Incoming;
+  /** Each round's frames as the plan cuts them (their codecs: fp32, or fp16 factors). */
+  private readonly segments: [Segment[], Segment[]];
   /** Shards whose M is held between the rounds, and their step: a new step forgets the old ones. */
   private held = new Set<number>();
   private heldStep = -1;
@@ -28,7 +31,25 @@ export class WorkerRounds {
     this.q0 = initialQ(plan, seed);
     this.round1 = new Incoming(plan.round1Floats);
     this.round2 = new Incoming(plan.round2Floats);
+    this.segments = [roundSegments(plan, 1), roundSegments(plan, 2)];
     this.side = onBackend ? new PowerSgdOps(plan, this.q0) : new PowerSgdWorker(plan, this.q0);
+  }
+
+  /**
+   * A broadcast slice's body as floats: fp32 viewed, fp16 (--factors fp16) decoded. Its codec must
+   * be the run's for that slice, and an fp16 one must decode to finite values.
+   */
+  decode(b: Basis, body: Uint8Array): Float32Array {
+    const seg = this.segments[b.round - 1].find((s) => s.offset === b.offset);
+    const codec = b.codec ?? 'fp32';
+    if (seg && codec !== seg.codec) throw new Error(`basis round ${b.round} slice at ${b.offset} is ${String(codec).slice(0, 16)}, this run's factors are ${seg.codec}`);
+    if (codec === 'fp32') return asFloat32(body);
+    if (!seg) throw new Error(`basis round ${b.round} ${String(codec).slice(0, 16)} slice at ${b.offset} is not in this run's plan`);
+    const aligned = body.byteOffset % 4 === 0 ? body : new Uint8Array(body);
+    const out = new Float32Array(seg.count);
+    const why = checkBody(seg, aligned);
+    if (why || !decodeInto(seg, aligned, out, 0)) throw new Error(`basis round ${b.round} v${b.version} slice at ${b.offset}: ${why ?? 'decodes to NaN/Inf'}`);
+    return out;
   }
 
   /** A slice of a broadcast; true once the round-2 broadcast of b.version is whole. */

@@ -1,5 +1,5 @@
 // --compress auto (issue 21): the coordinator picks the compression from what it measures. At each
-// step boundary it prices every mode (none, fp16, int8, powersgd at the run's rank) with the cost
+// step boundary it prices every mode (none, fp16, int8, powersgd at the run's rank and --factors) with the cost
 // model (cost-model.ts) over the fleet in hand: each worker's measured compute and link rates, the
 // coordinator's link, the workers the run's --balance would use for that mode, and each mode's
 // bytes a worker moves per step. It runs the fastest, preferring exact fp32 within PREFER_EXACT.
@@ -15,7 +15,7 @@
 // flap on noise. Until a worker is measured (the run's first step), the run stays in fp32.
 //
 // Pure: it decides, the coordinator switches (Step.switchTo, Replicas.restart, Sessions.rewelcome).
-import { NO_COMPRESSION, uploadBytes, type Compression } from '@tabtrain/shared/compress';
+import { NO_COMPRESSION, parseCompression, uploadBytes, type Compression, type FactorCodec } from '@tabtrain/shared/compress';
 import type { ParamInfo, RunInfo } from '@tabtrain/shared';
 import { isMeasured, planStep, predictStep, type CoordinatorCost, type RunCost, type WorkerCost } from './cost-model';
 import { plural } from './format';
@@ -80,9 +80,9 @@ export interface ModelSizes {
 }
 
 /** A mode as the step records and benchmark rows name it: none, fp16, int8, powersgd-r4. */
-export const modeName = (c: Compression): string => (c.mode === 'powersgd' ? `powersgd-r${c.rank}` : c.mode);
+export const modeName = (c: Compression): string => (c.mode === 'powersgd' ? `powersgd-r${c.rank}${c.factors === 'fp16' ? '-fp16' : ''}` : c.mode);
 
-export const label = (c: Compression): string => (c.mode === 'powersgd' ? `powersgd r${c.rank}` : c.mode === 'none' ? 'fp32' : c.mode);
+export const label = (c: Compression): string => (c.mode === 'powersgd' ? `powersgd r${c.rank}${c.factors === 'fp16' ? ' fp16' : ''}` : c.mode === 'none' ? 'fp32' : c.mode);
 
 export class Autopilot {
   /** The mode the next step runs in. */
@@ -111,8 +111,9 @@ export class Autopilot {
   /** The last rates timed by large transfers, per worker id ('coordinator': its link): PowerSGD's small frames do not time a link. */
   private readonly timedRates = new Map<number | 'coordinator', { up: number; down: number }>();
 
-  constructor(private readonly sizes: ModelSizes, rank: number) {
-    this.modes = [NO_COMPRESSION, { mode: 'fp16', rank: 0 }, { mode: 'int8', rank: 0 }, { mode: 'powersgd', rank }];
+  /** `factors`: how powersgd's factors would travel (--factors), so that its price counts the bytes it would send. */
+  constructor(private readonly sizes: ModelSizes, rank: number, factors: FactorCodec = 'fp32') {
+    this.modes = [NO_COMPRESSION, { mode: 'fp16', rank: 0 }, { mode: 'int8', rank: 0 }, parseCompression('powersgd', rank, factors)];
   }
 
   /** Every mode's price over `fleet`; empty while no worker is measured. */

@@ -3,7 +3,7 @@
 // bad one is refused with one line that names the field, what it holds and what it must hold.
 // Two stages: checkCheckpoint needs only the file; checkPosition needs the data set (steps per epoch).
 import { MODELS, modelHash, paramLayout } from '@tabtrain/shared';
-import { COMPRESS_MODES, NO_COMPRESSION, parseCompression, type Compression } from '@tabtrain/shared/compress';
+import { COMPRESS_MODES, NO_COMPRESSION, parseCompression, type Compression, type FactorCodec } from '@tabtrain/shared/compress';
 import type { Coordinator, EpochMetrics } from './coordinator';
 
 export const CHECKPOINT_VERSION = 1;
@@ -18,7 +18,7 @@ export interface Checkpoint {
    * compress: how gradients and updates travel. Its error-feedback residuals are not saved (they
    * live on every worker), so a resumed compressed run is close to, not bit-equal with, an unbroken one.
    */
-  config: { epochs: number; batch: number; lr: number; seed: number; balance: string; compress?: Compression; autoRank?: number };
+  config: { epochs: number; batch: number; lr: number; seed: number; balance: string; compress?: Compression; autoRank?: number; autoFactors?: FactorCodec };
   /** Plain SGD without momentum keeps no state beyond the learning rate. */
   optimizer: { kind: 'sgd'; lr: number };
   step: number;
@@ -106,7 +106,7 @@ export function checkCheckpoint(raw: unknown, path: string, version: number): Ch
   const params = paramLayout(spec).total;
   if (o.paramCount !== params) f.fail('paramCount', `${params}, the parameter count of ${spec.name}`, o.paramCount);
 
-  const c = f.object(o.config, 'config', { required: ['epochs', 'batch', 'lr', 'seed', 'balance'], optional: ['compress', 'autoRank'] });
+  const c = f.object(o.config, 'config', { required: ['epochs', 'batch', 'lr', 'seed', 'balance'], optional: ['compress', 'autoRank', 'autoFactors'] });
   f.int(c.epochs, 'config.epochs', 1);
   f.int(c.batch, 'config.batch', 1);
   const lr = f.num(c.lr, 'config.lr', 0, Infinity, true);
@@ -114,13 +114,15 @@ export function checkCheckpoint(raw: unknown, path: string, version: number): Ch
   if (c.balance !== 'speed' && c.balance !== 'equal' && c.balance !== 'cost') f.fail('config.balance', '"speed", "equal" or "cost"', c.balance);
   // --compress auto: the rank it may choose powersgd at; compress is then the mode it was in.
   if (c.autoRank !== undefined) f.int(c.autoRank, 'config.autoRank', 1, 64);
+  if (c.autoFactors !== undefined && c.autoFactors !== 'fp16') f.fail('config.autoFactors', '"fp16" or absent', c.autoFactors);
   let compress: Compression = NO_COMPRESSION;
   if (c.compress !== undefined) {
-    const k = f.object(c.compress, 'config.compress', { required: ['mode', 'rank'] });
+    const k = f.object(c.compress, 'config.compress', { required: ['mode', 'rank'], optional: ['factors'] });
     if (typeof k.mode !== 'string' || !(COMPRESS_MODES as readonly string[]).includes(k.mode)) f.fail('config.compress.mode', `one of ${COMPRESS_MODES.map((m) => `"${m}"`).join(', ')}`, k.mode);
     if (k.mode === 'powersgd') f.int(k.rank, 'config.compress.rank', 1, 64);
     else if (k.rank !== 0) f.fail('config.compress.rank', `0 for mode "${k.mode}"`, k.rank);
-    compress = parseCompression(k.mode, k.mode === 'powersgd' ? (k.rank as number) : undefined);
+    if (k.factors !== undefined && !(k.mode === 'powersgd' && k.factors === 'fp16')) f.fail('config.compress.factors', '"fp16" (powersgd only) or absent', k.factors);
+    compress = parseCompression(k.mode, k.mode === 'powersgd' ? (k.rank as number) : undefined, k.factors === undefined ? 'fp32' : 'fp16');
   }
 
   const opt = f.object(o.optimizer, 'optimizer', { required: ['kind', 'lr'] });

@@ -27,7 +27,7 @@ export function saveCheckpoint(dir: string, c: Coordinator): Checkpoint {
   const ckpt: Checkpoint = {
     format: 'tabtrain-checkpoint', version: CHECKPOINT_VERSION,
     model: c.run.model, modelHash: c.run.modelHash, paramCount: c.run.paramCount,
-    config: { epochs: c.opts.epochs, batch: c.opts.batch, lr: c.run.lr, seed: c.opts.seed, balance: c.opts.balance, compress: c.run.compress ?? NO_COMPRESSION, ...(c.auto ? { autoRank: c.opts.autoRank } : {}) },
+    config: { epochs: c.opts.epochs, batch: c.opts.batch, lr: c.run.lr, seed: c.opts.seed, balance: c.opts.balance, compress: c.run.compress ?? NO_COMPRESSION, ...(c.auto ? { autoRank: c.opts.autoRank, ...(c.opts.autoFactors ? { autoFactors: c.opts.autoFactors } : {}) } : {}) },
     optimizer: { kind: 'sgd', lr: c.run.lr },
     step: c.step, epoch: Math.floor(c.step / stepsPerEpoch(c.data.train.count, c.opts.batch)), dataOrderSeed: c.opts.seed,
     epochAcc: { ...c.epochAcc }, history: [...c.history],

@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { IMAGE_BYTES, MAX_FRAME_BYTES, MODELS, paramLayout, stepsPerEpoch } from '@tabtrain/shared';
-import { DEFAULT_RANK, NO_COMPRESSION, parseCompression, type Compression } from '@tabtrain/shared/compress';
+import { DEFAULT_RANK, NO_COMPRESSION, parseCompression, type Compression, type FactorCodec } from '@tabtrain/shared/compress';
 import { Dashboard } from './dashboard';
 import { Coordinator, DEFAULTS, type Summary } from './coordinator';
 import { DataError, DEFAULT_DATA_DIR, loadFashionMnist } from './data';
@@ -86,6 +86,10 @@ the run:
                       fp16/int8 runs broadcast each step's update in the same codec (with the
                       coordinator's own error feedback), powersgd its two small broadcasts, instead
                       of the fp32 weights
+  --factors P         powersgd's factors on the wire, both ways: fp32 (default) | fp16 (2 bytes a factor,
+                      biases' sums still fp32: 0.33 MB instead of 0.61 MB per worker per step each way
+                      for AlexNet at rank 4; costs each factor's rounding to 11 bits, which a worker's
+                      error feedback carries to its next step; past ±65504 saturates, as in fp16 mode)
   --probation K       --open runs: a worker that is neither started here (--local-workers) nor holding
                       the token computes its first K train and K eval shards as shadow copies,
                       compared with an established worker's (never another stranger's), before its
@@ -175,15 +179,16 @@ function fraction(v: string | undefined, name: string): number | undefined {
   return n;
 }
 
-function compression(mode: string, rank: string | undefined): { compress: Compression; autoRank?: number } {
+function compression(mode: string, rank: string | undefined, factors = 'fp32'): { compress: Compression; autoRank?: number; autoFactors?: FactorCodec } {
   try {
     const r = int(rank, 'rank', 1) ?? DEFAULT_RANK;
-    if (mode !== 'auto') return { compress: parseCompression(mode, r) };
-    parseCompression('powersgd', r); // the rank auto may choose powersgd at: checked now
-    return { compress: NO_COMPRESSION, autoRank: r };
+    if (mode !== 'auto') return { compress: parseCompression(mode, r, factors) };
+    const p = parseCompression('powersgd', r, factors); // the rank and factors auto may choose powersgd at: checked now
+    return { compress: NO_COMPRESSION, autoRank: r, ...(p.factors ? { autoFactors: p.factors } : {}) };
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    throw new UsageError(`--compress/--rank: ${(e as Error).message}${mode === 'auto' ? '' : ', or auto (the default)'}`);
+    const why = (e as Error).message;
+    throw new UsageError(`--compress/--rank${factors === 'fp32' ? '' : '/--factors'}: ${why}${mode === 'auto' || !why.startsWith('compression must') ? '' : ', or auto (the default)'}`);
   }
 }
 
@@ -211,7 +216,7 @@ const SERVE_OPTIONS = {
   'admin-token': { type: 'string' }, open: { type: 'boolean', default: false }, log: { type: 'string' },
   summary: { type: 'string' }, 'weights-out': { type: 'string' }, balance: { type: 'string' },
   checkpoint: { type: 'string' }, 'checkpoint-every': { type: 'string' }, resume: { type: 'string' }, 'deadline-ms': { type: 'string' },
-  export: { type: 'string' }, compress: { type: 'string', default: 'auto' }, rank: { type: 'string' }, 'verify-every': { type: 'string' }, 'apply-threads': { type: 'string' }, probation: { type: 'string' }, 'verify-shards': { type: 'string' },
+  export: { type: 'string' }, compress: { type: 'string', default: 'auto' }, rank: { type: 'string' }, factors: { type: 'string' }, 'verify-every': { type: 'string' }, 'apply-threads': { type: 'string' }, probation: { type: 'string' }, 'verify-shards': { type: 'string' },
   'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'no-tls': { type: 'boolean', default: false }, 'state-dir': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
@@ -241,6 +246,9 @@ export async function serve(argv: string[]): Promise<number> {
     const was = c.config.autoRank !== undefined ? { mode: 'auto', rank: c.config.autoRank } : saved;
     if (argv.includes('--compress') && (v.compress !== was.mode || (v.rank !== undefined && Number(v.rank) !== was.rank))) throw new UsageError(`--compress ${v.compress} conflicts with the checkpoint's ${was.mode}; a resumed run keeps its compression`);
     v.compress = was.mode; if (was.rank > 0) v.rank = String(was.rank);
+    const factors = saved.factors ?? c.config.autoFactors ?? 'fp32';
+    if (v.factors !== undefined && v.factors !== factors) throw new UsageError(`--factors ${v.factors} conflicts with the checkpoint's ${factors}; a resumed run keeps its compression`);
+    v.factors = factors;
     v.checkpoint ??= v.resume;
   }
   v.balance ??= DEFAULTS.balance;
@@ -265,7 +273,7 @@ export async function serve(argv: string[]): Promise<number> {
     verifyShards: fraction(v['verify-shards'], 'verify-shards'),
     applyThreads: int(v['apply-threads'], 'apply-threads', 0),
   };
-  const { compress, autoRank } = compression(v.compress!, v.rank);
+  const { compress, autoRank, autoFactors } = compression(v.compress!, v.rank, v.factors);
   if (v['no-tls'] && (v['tls-cert'] || v['tls-key'])) throw new UsageError('--no-tls and --tls-cert/--tls-key contradict each other: give one or the other');
 
   // Every output is checked now, not after hours of training.
@@ -300,7 +308,7 @@ export async function serve(argv: string[]): Promise<number> {
   await ensurePageBuilt(log);
 
   const coord = new Coordinator({
-    model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, autoRank, tls: cert ?? undefined,
+    model: v.model!, epochs, batch, lr, seed, port, host, maxSteps, compress, autoRank, autoFactors, tls: cert ?? undefined,
     minWorkers: numbers.minWorkers, evalExamples: numbers.evalExamples, verifyEvery: numbers.verifyEvery, deadlineMs: numbers.deadlineMs,
     probation: numbers.probation, verifyShards: numbers.verifyShards, applyThreads: numbers.applyThreads,
     exportDir: v.export, balance: v.balance as 'speed' | 'equal' | 'cost', token, open: v.open, adminToken: v['admin-token'], metricsLog: v.log,

@@ -117,7 +117,7 @@ export class Coordinator {
       joined: () => { if (this.control.state === 'waiting' && this.step > 0) this.control.carryOn(); },
     }, this.members, this.scheduler, this.model, replicas, this.copies, wire);
     this.training = new TrainingStep(o, this.run, data, this.model, this.scheduler, this.sessions, replicas, this.members, this.events, wire);
-    this.auto = opts.autoRank === undefined ? null : new AutoCompression(new Autopilot({ params: paramLayout(this.spec).params, total: this.run.paramCount, pipeline: o.pipeline ?? true, exampleBytes: IMAGE_BYTES + 1 }, opts.autoRank), {
+    this.auto = opts.autoRank === undefined ? null : new AutoCompression(new Autopilot({ params: paramLayout(this.spec).params, total: this.run.paramCount, pipeline: o.pipeline ?? true, exampleBytes: IMAGE_BYTES + 1 }, opts.autoRank, opts.autoFactors), {
       step: this.model, run: this.run, replicas, sessions: this.sessions, log: o.log,
       idle: () => this.members.workers().every((c) => this.scheduler.copyOf(c) === null),
     });

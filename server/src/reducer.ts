@@ -30,7 +30,7 @@ export class FrameCheck {
     const s = this.byOffset.get(g.offset);
     if (g.total !== this.total || !s) throw new ProtocolError(CLOSE.badGradient, `gradient segment at ${g.offset} of ${g.total} is not in this run's plan of ${this.plan.length} segments over ${this.total} parameters`);
     const codec = (g.codec ?? 'fp32') as Codec;
-    if (codec !== s.codec) throw new ProtocolError(CLOSE.badGradient, `segment at ${g.offset} must be ${s.codec}, got ${String(codec).slice(0, 16)}; this run uses another --compress`);
+    if (codec !== s.codec) throw new ProtocolError(CLOSE.badGradient, `segment at ${g.offset} must be ${s.codec}, got ${String(codec).slice(0, 16)}; this run uses another --compress (or --factors)`);
     if (body.byteOffset % 4 !== 0) body = new Uint8Array(body); // a copy (Buffer#slice would be a view)
     const why = checkBody(s, body);
     if (why) throw new ProtocolError(CLOSE.badGradient, why);

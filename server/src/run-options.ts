@@ -1,6 +1,6 @@
 // What a run is given (CoordinatorOptions, with DEFAULTS) and what it reports: each step's
 // record (the 'step' event), each epoch's figures, and the summary train() returns.
-import type { Compression } from '@tabtrain/shared/compress';
+import type { Compression, FactorCodec } from '@tabtrain/shared/compress';
 import type { ModeSpan } from './mode-spans';
 import type { EpochPoint } from '@tabtrain/shared/dashboard-wire';
 import type { ListenerTls } from './listener';
@@ -30,6 +30,8 @@ export interface CoordinatorOptions {
    * and `compress` is ignored. Absent: `compress` is fixed for the run.
    */
   autoRank?: number;
+  /** --compress auto with --factors fp16: powersgd, if chosen, sends its factors as fp16 (and is priced so). */
+  autoFactors?: FactorCodec;
   /**
    * Emulated links for in-process tests (the memory wire times nothing): bytes/s each way of every
    * worker's link and of the coordinator's, in place of the measured rates, asked at each step.

@@ -129,7 +129,8 @@ export class Sessions {
     // Compressed train frames of trusted workers: a plausible size before they are summed (verify.ts, FrameNorms).
     if (!this.host.fp32 && !c.fp32Check) {
       const s = checked.segment;
-      const normSq = round !== undefined ? sumSquares([f32(checked.body)]) : codedNormSq(s, checked.body);
+      // Round frames are fp32, or fp16 factors (--factors fp16) measured as the fp16 mode's are.
+      const normSq = round !== undefined && s.codec === 'fp32' ? sumSquares([f32(checked.body)]) : codedNormSq(s, checked.body);
       const why = normSq === null ? null : this.scheduler.frameNorms.check(round !== undefined ? `round-${round} factor frame ${s.index}` : `${s.codec} segment ${s.index}`, normSq, t.count, conn.vouched);
       if (why && !this.scheduler.suspectFrame(c, `shard ${g.step}/${g.shard}: ${why}`)) return this.members.punish(conn, `shard ${g.step}/${g.shard}: ${why}`, this.model.version);
       if (why) this.model.revoke(t.shard);
@@ -142,9 +143,12 @@ export class Sessions {
     // Folded after the bookkeeping: the segment this frame completes is applied and pushed at once
     // (step.ts, replicas.ts), and the push must see this copy as uploading (received > 0). Folded
     // before it, a worker's first segment found received = 0, so it was sent none of the new weights.
+    // The copy is the task's in the sum before its frame is folded: a body that folds to NaN/Inf
+    // reports its shard at once (badShard), and the culprit must be known then. Marked after, a
+    // copy's first frame going bad dropped nobody, its result still counted, and the step threw.
     if (c.streamed) {
-      this.model.hold(t.shard, checked.segment, checked.body);
       this.scheduler.streamedInto(c);
+      this.model.hold(t.shard, checked.segment, checked.body);
     }
   }
 

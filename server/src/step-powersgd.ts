@@ -11,8 +11,8 @@
 //                   receiving while the weights are updated; whatever reads the weights waits
 // A sent part is frozen in its sum: a shard redone after its worker was lost (or lied with a
 // non-finite factor) skips it, as a pipelined fp32 step does, so every replica applies what it was sent.
-import { MSG, encode } from '@tabtrain/shared';
-import { roundSegments, type Segment } from '@tabtrain/shared/compress';
+import { MSG, encode, type Basis } from '@tabtrain/shared';
+import { encodeFactors, roundSegments, type Segment } from '@tabtrain/shared/compress';
 import { LowRankPool, type StartShare } from '@tabtrain/shared/low-rank-pool';
 import { LowRankKernel, applyPowerSgd, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { orthonormaliseP } from '@tabtrain/shared/powersgd-basis';
@@ -110,11 +110,29 @@ export class PowerSgdStep implements StepMode {
       }
       for (const s of u.segs) {
         this.reducer.freeze(s);
-        const frame = encode({ type: MSG.basis, version: this.ctx.version() + 1, round: this.round, offset: s.offset, total: v.length, batch: this.batch }, v.subarray(s.offset, s.offset + s.count));
+        const frame = encode(this.basisHeader(s, v.length), this.basisBody(s, v));
         this.frames.push(frame);
         this.ctx.roundStaged(frame, this.round, this.frames.length - 1);
       }
     }
+  }
+
+  private basisHeader(s: Segment, total: number): Basis {
+    const h: Basis = { type: MSG.basis, version: this.ctx.version() + 1, round: this.round, offset: s.offset, total, batch: this.batch };
+    if (s.codec !== 'fp32') h.codec = s.codec;
+    return h;
+  }
+
+  /**
+   * A broadcast segment's body. fp16 factors: encoded, and `v` (P̂, or ΣQ_i in the reducer's sum,
+   * frozen) left holding the decoded halves, so that this coordinator applies the very values every
+   * worker decodes (encodeFactors; saturating at ±65504 like the fp16 mode, never Inf).
+   */
+  private basisBody(s: Segment, v: Float32Array): Uint8Array | Float32Array {
+    if (s.codec === 'fp32') return v.subarray(s.offset, s.offset + s.count);
+    const body = new Uint8Array(s.bytes);
+    encodeFactors(s, v, body);
+    return body;
   }
 
   /**
@@ -140,9 +158,9 @@ export class PowerSgdStep implements StepMode {
   apply(lr: number, batch: number): StepTimes {
     const { sum, aggregateMs } = finishTimed(this.reducer);
     const applyMs = this.flush(); // the step before's, if nothing has applied it yet
-    this.pending = { basis: this.basis.slice(), update: sum.slice(), lr, batch };
     const t0 = performance.now();
-    this.stageRound();
+    this.stageRound(); // before the update is kept: with fp16 factors it rounds the sum to what the workers decode
+    this.pending = { basis: this.basis.slice(), update: sum.slice(), lr, batch };
     this.ctx.advance();
     this.update.keep(this.ctx.version(), this.frames);
     return { aggregateMs, applyMs, broadcastMs: performance.now() - t0 };

@@ -14,10 +14,11 @@
 // SIMD kernels, where they exist; the same bits). This module is their one door: the run's
 // compression, the frames, the worker's encoder and the coordinator's check and decode.
 // powersgd is not a codec of segments: it sends small factors in two rounds (powersgd.ts), each
-// round's vector as plain fp32 frames (`roundSegments`).
+// round's vector as frames cut by matrix (`roundSegments`): fp32, or with `--factors fp16` the
+// factors as fp16 (the fp32 tensors' sums stay fp32), encoded by `encodeFactors`.
 //
 // Pure code: no Node or DOM imports, so the page and the Node worker run the same encoder.
-import { COMPRESS_MODES, type CompressMode, type Compression } from './codec-types';
+import { COMPRESS_MODES, FACTOR_CODECS, type CompressMode, type Compression, type FactorCodec } from './codec-types';
 import type { ParamInfo } from './models';
 import { encode, type Gradient, type Update } from './protocol';
 import { powerSgdPlan, type PowerSgdPlan } from './powersgd';
@@ -25,7 +26,7 @@ import { decodeHalf, decodeInt8, encodeHalf, encodeInt8 } from './scalar-codecs'
 import { planSegments, roundSegments, type Segment } from './segment-plan';
 import { codecMemory, decodeHalfSimd, decodeInt8Simd, decodeMemory, encodeHalfSimd, encodeInt8Simd, type CodecMemory } from './simd-codecs';
 
-export { CODECS, COMPRESS_MODES, type Codec, type CompressMode, type Compression } from './codec-types';
+export { CODECS, COMPRESS_MODES, FACTOR_CODECS, type Codec, type CompressMode, type Compression, type FactorCodec } from './codec-types';
 // The plan has many callers; they keep reaching it here.
 export { planSegments, roundSegments, type Segment } from './segment-plan';
 
@@ -33,22 +34,30 @@ export const NO_COMPRESSION: Compression = { mode: 'none', rank: 0 };
 /** PowerSGD's paper reaches full accuracy on its benchmarks at rank 2–4; 4 costs AlexNet ~0.3 MB. */
 export const DEFAULT_RANK = 4;
 
-export function parseCompression(mode: string, rank = DEFAULT_RANK): Compression {
+/**
+ * A run's compression from its names. `factors` is powersgd's factor precision: fp32 (the default,
+ * left out of the result so that fp32 runs look as they always did) or fp16.
+ */
+export function parseCompression(mode: string, rank = DEFAULT_RANK, factors: string = 'fp32'): Compression {
   if (!(COMPRESS_MODES as readonly string[]).includes(mode)) throw new Error(`compression must be one of ${COMPRESS_MODES.join(', ')}, got '${mode}'`);
   if (!Number.isSafeInteger(rank) || rank < 1 || rank > 64) throw new Error(`rank must be an integer in 1..64, got ${rank}`);
-  return { mode: mode as CompressMode, rank: mode === 'powersgd' ? rank : 0 };
+  if (!(FACTOR_CODECS as readonly string[]).includes(factors)) throw new Error(`factors must be one of ${FACTOR_CODECS.join(', ')}, got '${String(factors).slice(0, 16)}'`);
+  if (factors !== 'fp32' && mode !== 'powersgd') throw new Error(`factors ${factors} is for powersgd's factors; compression ${mode} has none`);
+  const c: Compression = { mode: mode as CompressMode, rank: mode === 'powersgd' ? rank : 0 };
+  if (factors !== 'fp32') c.factors = factors as FactorCodec;
+  return c;
 }
 
 /** Checks a run's compression as it arrives in a welcome (untrusted like everything else). */
 export function checkCompression(c: unknown): Compression {
   if (c === undefined || c === null) return NO_COMPRESSION;
-  const { mode, rank } = c as Partial<Compression>;
-  return parseCompression(String(mode), mode === 'powersgd' ? Number(rank) : DEFAULT_RANK);
+  const { mode, rank, factors } = c as Partial<Compression>;
+  return parseCompression(String(mode), mode === 'powersgd' ? Number(rank) : DEFAULT_RANK, factors === undefined ? 'fp32' : String(factors));
 }
 
 /** The PowerSGD plan of a run, or null when it is not a powersgd run. */
 export function powerSgdPlanOf(params: ParamInfo[], total: number, c: Compression): PowerSgdPlan | null {
-  return c.mode === 'powersgd' ? powerSgdPlan(params, total, c.rank) : null;
+  return c.mode === 'powersgd' ? powerSgdPlan(params, total, c.rank, c.factors ?? 'fp32') : null;
 }
 
 /**
@@ -80,6 +89,21 @@ function gradientHeader(s: Segment, step: number, shard: number, total: number, 
  */
 export function gradientFrame(s: Segment, step: number, shard: number, total: number, reuse?: Uint8Array | null, round?: 1 | 2): { frame: Uint8Array; body: Uint8Array } {
   return frameWithBody(gradientHeader(s, step, shard, total, round), s.bytes, reuse);
+}
+
+/**
+ * Writes segment `s` of a PowerSGD round's vector `v` into `body` in the segment's codec, and
+ * leaves in `v` exactly what every receiver decodes from it: the coordinator applies, and a worker
+ * feeds back into its error, the very values the replicas decode, so they stay bit-equal. fp16 is
+ * the fp16 mode's codec and rule: round to nearest even, saturating at ±65504, so a finite factor
+ * never turns into Inf; a NaN stays NaN and the receiver's decode refuses it (badGradient).
+ */
+export function encodeFactors(s: Segment, v: Float32Array, body: Uint8Array): void {
+  if (body.byteLength !== s.bytes) throw new Error(`factor segment ${s.index}: body of ${body.byteLength} bytes, plan says ${s.bytes}`);
+  if (s.codec === 'fp32') { body.set(new Uint8Array(v.buffer, v.byteOffset + 4 * s.offset, 4 * s.count)); return; }
+  if (s.codec !== 'fp16') throw new Error(`PowerSGD factors do not travel as ${s.codec}`);
+  encodeHalf(v, s.offset, s.count, body);
+  decodeHalf(body, s.count, v, s.offset);
 }
 
 /** The coordinator's update frame for segment `s` (compressed runs broadcast these instead of weights). */

@@ -4,6 +4,7 @@
 //
 // Pure code (no tfjs, no Node or DOM).
 import { checkLength, type PowerSgdPlan } from './powersgd';
+import { roundToHalf } from './scalar-codecs';
 
 /**
  * One worker's PowerSGD state: the step's Q, its error feedback e, and the matrices M of the
@@ -60,7 +61,7 @@ export class PowerSgdWorker {
 
   /**
    * Round 2 of `shard`: writes Q_iᵀ = (Mᵀ P̂)ᵀ into out and adds M − P̂ Q_iᵀ to e. `round1` is the
-   * round-1 broadcast. `grad` is for a shard whose round 1 this worker did not run.
+   * round-1 broadcast. With fp16 factors Q_i is rounded as it will travel before e takes it. `grad` is for a shard whose round 1 this worker did not run.
    */
   round2(shard: number, round1: Float32Array, out: Float32Array, grad?: Float32Array): void {
     const { plan } = this;
@@ -80,6 +81,8 @@ export class PowerSgdWorker {
         }
         out.set(d, qAt + k * cols);
       }
+      // fp16 factors: the error is what the coordinator will not get, so Q_i as it travels.
+      if (plan.factors === 'fp16') roundToHalf(out, qAt, plan.rank * cols);
       for (let i = 0; i < rows; i++) {
         const row = offset + i * cols;
         for (let j = 0; j < cols; j++) {

@@ -27,6 +27,7 @@
 // Pure code (no tfjs, no Node or DOM): the coordinator, the page and the Node worker run it.
 // client/src/powersgd-ops.ts is the worker's side on tfjs ops; PowerSgdWorker (powersgd-worker.ts)
 // is the same on Float32Arrays, the reference the tests hold it to.
+import type { FactorCodec } from './codec-types';
 import type { ParamInfo } from './models';
 import { instantiateKernels, kernelMemory, simdAvailable, type Kernels } from './simd';
 
@@ -54,6 +55,8 @@ export interface DenseTensor {
 
 export interface PowerSgdPlan {
   rank: number;
+  /** How the factors (every Pᵀ and Qᵀ, not the fp32 tensors' sums) travel, both ways (roundSegments); absent = fp32. */
+  factors?: FactorCodec;
   /** Floats in the flat parameter vector. */
   total: number;
   matrices: LowRankMatrix[];
@@ -71,7 +74,7 @@ export interface PowerSgdPlan {
 const MIN_COMPRESSION = 2;
 
 /** The plan of a run: every replica derives the same one from the model's layout and the rank. */
-export function powerSgdPlan(params: ParamInfo[], total: number, rank: number): PowerSgdPlan {
+export function powerSgdPlan(params: ParamInfo[], total: number, rank: number, factors: FactorCodec = 'fp32'): PowerSgdPlan {
   if (!Number.isSafeInteger(rank) || rank < 1) throw new Error(`PowerSGD rank must be a positive integer, got ${rank}`);
   const matrices: LowRankMatrix[] = [];
   const kept: number[] = [];
@@ -90,12 +93,14 @@ export function powerSgdPlan(params: ParamInfo[], total: number, rank: number): 
     at += d.count;
     return d;
   });
-  return { rank, total, matrices, dense, round1Floats: at, round2Floats: qAt };
+  return { rank, ...(factors === 'fp32' ? {} : { factors }), total, matrices, dense, round1Floats: at, round2Floats: qAt };
 }
 
 /** Bodies per worker per step, in bytes: what goes up and comes down in each round. */
 export function powerSgdBytes(plan: PowerSgdPlan): { round1: number; round2: number; perStep: number } {
-  const round1 = 4 * plan.round1Floats, round2 = 4 * plan.round2Floats;
+  const f = plan.factors === 'fp16' ? 2 : 4;
+  const pFloats = plan.dense.length ? plan.dense[0].at : plan.round1Floats;
+  const round1 = f * pFloats + 4 * (plan.round1Floats - pFloats), round2 = f * plan.round2Floats;
   return { round1, round2, perStep: round1 + round2 };
 }
 

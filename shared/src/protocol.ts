@@ -8,7 +8,9 @@ import { Packr } from 'msgpackr';
 import type { Codec, Compression } from './codec-types';
 import { hasControl, printable } from './text';
 
-export const PROTOCOL_VERSION = 4;
+// 5: powersgd's factors may travel as fp16 (run.compress.factors, basis.codec), which a version-4
+// worker would misread rather than ignore.
+export const PROTOCOL_VERSION = 5;
 
 /** Tensors larger than this travel as several frames, each a slice of the flat vector. */
 export const CHUNK_FLOATS = 2 * 1024 * 1024; // 8 MiB of fp32: far under ws's payload limit, big enough that framing costs nothing
@@ -207,6 +209,8 @@ export interface Basis {
   type: typeof MSG.basis; version: number; round: 1 | 2; offset: number; total: number;
   /** Examples in the step: the update divides by it. */
   batch: number;
+  /** The body's encoding when not raw fp32 (fp16 factors: compress.factors); must match the run's round segments. */
+  codec?: Codec;
 }
 export interface Timings { computeMs: number; encodeMs: number; sendMs: number }
 export interface Result {

@@ -115,6 +115,17 @@ export function decodeHalf(body: Uint8Array, n: number, out: Float32Array, at: n
   return bad === 0;
 }
 
+/**
+ * v[from, from + count) rounded in place to what an fp16 body of it decodes to (encodeHalf, then
+ * decodeHalf): PowerSGD's fp16 factors, where the sender must use what the receivers get.
+ * Saturates at ±65504 like encodeHalf; a NaN stays NaN (false), which every receiver refuses.
+ */
+export function roundToHalf(v: Float32Array, from: number, count: number): boolean {
+  const body = new Uint8Array(2 * count);
+  encodeHalf(v, from, count, body);
+  return decodeHalf(body, count, v, from);
+}
+
 export function decodeInt8(s: Segment, body: Uint8Array, out: Float32Array, at: number): void {
   const scales = new Float32Array(body.buffer, body.byteOffset, s.pieces.length);
   const codes = new Int8Array(body.buffer, body.byteOffset + 4 * s.pieces.length, s.count);

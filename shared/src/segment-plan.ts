@@ -1,7 +1,8 @@
 // The segment plan of a run's gradient. Both ends derive the same plan from the run (model layout
 // + compression): the flat gradient is cut into segments, each travelling as one `gradient` frame
 // whose body is encoded by the segment's codec (compress.ts). powersgd's two rounds of factors
-// travel as plain fp32 frames, cut where each matrix's factors start (`roundSegments`).
+// travel as frames cut where each matrix's factors start (`roundSegments`), in the plan's factor
+// codec (fp32 or fp16); round 1's fp32 tensors' sums always as fp32.
 //
 // Pure code: no Node or DOM imports.
 import type { Codec, Compression } from './codec-types';
@@ -54,7 +55,7 @@ export function planSegments(params: ParamInfo[], total: number, c: Compression,
 }
 
 /**
- * A PowerSGD round's vector as fp32 frames (offsets into that vector), cut where its matrices'
+ * A PowerSGD round's vector as frames (offsets into that vector), cut where its matrices'
  * factors start (round 1: each Pᵀ, then the fp32 tensors' sums together; round 2: each Qᵀ). The
  * coordinator can then orthonormalise and broadcast a matrix's P̂ as soon as every shard's P of it
  * is summed, while later matrices are still arriving (step.ts), so the two directions overlap.
@@ -66,9 +67,11 @@ export function roundSegments(plan: PowerSgdPlan, round: 1 | 2): Segment[] {
   const segs: Segment[] = [];
   starts.forEach((from, i) => {
     const to = i + 1 < starts.length ? starts[i + 1] : floats;
+    // The same cuts whatever the codec: an fp16 frame is then half an fp32 one (≤ 4 MiB).
+    const codec: Codec = i < plan.matrices.length ? plan.factors ?? 'fp32' : 'fp32';
     for (let o = from; o < to; o += CHUNK_FLOATS) {
       const count = Math.min(to, o + CHUNK_FLOATS) - o;
-      segs.push({ index: segs.length, codec: 'fp32', offset: o, count, pieces: [], bytes: 4 * count });
+      segs.push({ index: segs.length, codec, offset: o, count, pieces: [], bytes: (codec === 'fp16' ? 2 : 4) * count });
     }
   });
   return segs.length ? segs : [{ index: 0, codec: 'fp32', offset: 0, count: 0, pieces: [], bytes: 0 }];

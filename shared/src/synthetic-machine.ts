@@ -14,7 +14,7 @@
 //
 // Browser-safe: no Node imports.
 import { IMAGE_BYTES, MSG, PROTOCOL_VERSION, decodeFrame, encode, paramLayout, validate, welcomedModel, zooHashes, type Assign, type ModelSpec, type RunInfo } from '@tabtrain/shared';
-import { GradientEncoder, NO_COMPRESSION, checkCompression, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Segment } from '@tabtrain/shared/compress';
+import { GradientEncoder, NO_COMPRESSION, checkCompression, encodeFactors, gradientFrame, planSegments, powerSgdPlanOf, roundSegments, type Segment } from '@tabtrain/shared/compress';
 import { ArrivingUpdate, DEFAULT_REFRESH_EVERY, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { MACHINE_APPLY_THREADS, PCIE_BYTES_PER_MS, V100_BYTES_PER_MS, deviceUpdateMs, refreshMs } from '@tabtrain/shared/device-costs';
 import { fillGradient, sleep } from '@tabtrain/shared/synthetic-net';
@@ -177,7 +177,7 @@ export class SyntheticMachine {
         if (psgd) {
           const frames = syntheticFactors(psgd, msg.run.seed).map((v, i) => roundSegments(psgd, (i + 1) as 1 | 2).map((s) => {
             const { frame: f, body: b } = gradientFrame(s, 0, 0, v.length, null, (i + 1) as 1 | 2);
-            b.set(new Uint8Array(v.buffer, 4 * s.offset, 4 * s.count));
+            encodeFactors(s, v, b); // fp32, or --factors fp16: real halves, which the coordinator decodes
             return f;
           }));
           this.psgd = { plan: psgd, frames: frames as [Uint8Array[], Uint8Array[]], gpuMs: powerSgdGpuMs(psgd), basis: { 1: { version: -1, received: 0 }, 2: { version: -1, received: 0 } }, arriving: null, threadFreeAt: 0, refreshedAt: -1 };
@@ -238,10 +238,12 @@ export class SyntheticMachine {
         if (!p) throw new Error('basis in a run without powersgd');
         const floats = msg.round === 1 ? p.plan.round1Floats : p.plan.round2Floats;
         const got = p.basis[msg.round];
-        if (msg.total !== floats || msg.offset + body.byteLength / 4 > floats) throw new Error(`basis round ${msg.round} slice does not fit its ${floats} floats`);
+        // fp16 factors (--factors fp16) come as halves: 2 bytes a float.
+        const count = body.byteLength / ((msg.codec ?? 'fp32') === 'fp16' ? 2 : 4);
+        if (msg.total !== floats || msg.offset + count > floats) throw new Error(`basis round ${msg.round} slice does not fit its ${floats} floats`);
         if (msg.offset === 0) { got.version = msg.version; got.received = 0; }
         if (msg.version !== got.version || msg.offset !== got.received) throw new Error(`basis round ${msg.round} v${msg.version} slice at ${msg.offset} arrived out of order`);
-        got.received += body.byteLength / 4;
+        got.received += count;
         if (msg.round === 1) return;
         // As WorkerCore: the exact copy (a thread: its time is its own) takes each part of the
         // update as it arrives; the working copy on the GPU takes the whole update once it is here.

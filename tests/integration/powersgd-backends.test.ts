@@ -9,6 +9,7 @@ import { getModel, initParams, paramLayout, type ParamInfo } from '@tabtrain/sha
 import { Net } from '@tabtrain/shared/net';
 import { applyPowerSgd, powerSgdPlan, type PowerSgdPlan } from '@tabtrain/shared/powersgd';
 import { PowerSgdWorker } from '@tabtrain/shared/powersgd-worker';
+import { roundToHalf } from '@tabtrain/shared/scalar-codecs';
 import { initialQ, nextQ, orthonormaliseRound1 } from '@tabtrain/shared/powersgd-basis';
 import { PowerSgdOps } from '../../client/src/powersgd-ops';
 import { registerWasmKernels } from '../../client/src/wasm-kernels';
@@ -106,14 +107,7 @@ describe('PowerSGD on tfjs ops, cpu and wasm backends', () => {
 
   it('synthetic gradients: the ops on cpu and on wasm and the Float32Array reference end 5 steps within 1e-4', async () => {
     // Odd shapes: a conv kernel, dense kernels with cols not a multiple of 4, a tiny kernel sent dense.
-    const shapes = [[3, 3, 4, 16], [16], [40, 13], [13], [13, 3], [3], [64, 30], [30]];
-    let offset = 0;
-    const params: ParamInfo[] = shapes.map((shape, i) => {
-      const size = shape.reduce((a, b) => a * b, 1);
-      const p: ParamInfo = { name: `p${i}`, shape, size, offset, layer: i, role: shape.length > 1 ? 'kernel' : 'bias', fanIn: 1, fanOut: 1 };
-      offset += size;
-      return p;
-    });
+    const { params, offset } = layoutOf([[3, 3, 4, 16], [16], [40, 13], [13], [13, 3], [3], [64, 30], [30]]);
     const plan = powerSgdPlan(params, offset, 2);
     expect(plan.matrices).toHaveLength(3);
     const w0 = random(offset, 1);
@@ -128,6 +122,41 @@ describe('PowerSGD on tfjs ops, cpu and wasm backends', () => {
       other.errors.forEach((e, i) => expect(maxAbsDiff(e, ref.errors[i]) / maxAbs(ref.errors[i])).toBeLessThan(1e-4));
     }
     expect(maxAbsDiff(cpu.w, wasm.w)).toBeLessThan(1e-4);
+  });
+
+  it('fp16 factors: the ops (cpu, wasm) and the reference send Q_i as halves and keep e = M − P̂ Q_iᵀ with the Q_i they sent', async () => {
+    const { params, offset } = layoutOf([[3, 3, 4, 16], [16], [40, 13], [13], [64, 30], [30]]);
+    const plan = powerSgdPlan(params, offset, 2, 'fp16');
+    const grad = random(offset, 3);
+    const check = async (r: Rounds) => {
+      try {
+        const p = new Float32Array(plan.round1Floats);
+        await r.round1(0, grad, p);
+        orthonormaliseRound1(plan, p, SEED, 0);
+        roundToHalf(p, 0, plan.round1Floats); // P̂ as the fp16 broadcast carries it
+        const q = new Float32Array(plan.round2Floats);
+        await r.round2(0, p, q);
+        const rounded = q.slice();
+        roundToHalf(rounded, 0, rounded.length);
+        expect(q).toEqual(rounded);
+        const e = await r.error();
+        let worst = 0;
+        for (const m of plan.matrices) {
+          for (let i = 0; i < m.rows; i++) for (let j = 0; j < m.cols; j++) {
+            let a = 0;
+            for (let k = 0; k < plan.rank; k++) a += p[m.pAt + k * m.rows + i] * q[m.qAt + k * m.cols + j];
+            const x = m.offset + i * m.cols + j;
+            worst = Math.max(worst, Math.abs(e[x] - (grad[x] - a)));
+          }
+        }
+        return worst;
+      } finally {
+        r.dispose();
+      }
+    };
+    const worst = [await check(reference(plan)), await onBackend('cpu', () => check(ops(plan, params))), await onBackend('wasm', () => check(ops(plan, params)))];
+    console.log(`fp16 factors: max |e − (M − P̂ Q_iᵀ)| reference ${worst[0].toExponential(2)}, cpu ${worst[1].toExponential(2)}, wasm ${worst[2].toExponential(2)} (|M| ≤ 1)`);
+    for (const w of worst) expect(w).toBeLessThan(1e-5);
   });
 
   it('alexnet-tiny trained 5 steps at rank 2, gradients from the model on each backend: cpu and wasm end within 1e-4', async () => {
@@ -164,6 +193,18 @@ describe('PowerSGD on tfjs ops, cpu and wasm backends', () => {
     expect(maxAbsDiff(cpu.w, ref.w)).toBeLessThan(1e-4);
   });
 });
+
+/** A flat layout of tensors of these shapes (kernels: more than one dimension), and its floats. */
+function layoutOf(shapes: number[][]): { params: ParamInfo[]; offset: number } {
+  let offset = 0;
+  const params = shapes.map((shape, i): ParamInfo => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const p: ParamInfo = { name: `p${i}`, shape, size, offset, layer: i, role: shape.length > 1 ? 'kernel' : 'bias', fanIn: 1, fanOut: 1 };
+    offset += size;
+    return p;
+  });
+  return { params, offset };
+}
 
 /** Seeded uniform [-1, 1) floats. */
 function random(n: number, seed: number): Float32Array {

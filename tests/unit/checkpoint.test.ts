@@ -59,6 +59,9 @@ const BAD: [string, (c: Record<string, any>) => void, string][] = [
   ['an unknown balance', (c) => { c.config.balance = 'fast'; }, 'config.balance'],
   ['an unknown compression', (c) => { c.config.compress = { mode: 'zip', rank: 0 }; }, 'config.compress.mode'],
   ['a powersgd rank of 0', (c) => { c.config.compress = { mode: 'powersgd', rank: 0 }; }, 'config.compress.rank'],
+  ['fp16 factors on a run without factors', (c) => { c.config.compress = { mode: 'int8', rank: 0, factors: 'fp16' }; }, 'config.compress.factors'],
+  ['unknown powersgd factors', (c) => { c.config.compress = { mode: 'powersgd', rank: 4, factors: 'bf16' }; }, 'config.compress.factors'],
+  ['unknown auto factors', (c) => { c.config.autoRank = 4; c.config.autoFactors = 'fp8'; }, 'config.autoFactors'],
   ['an unknown config field', (c) => { c.config.momentum = 0.9; }, 'config.momentum'],
   ['another optimizer', (c) => { c.optimizer.kind = 'adam'; }, 'optimizer.kind'],
   ["an optimizer lr unlike config's", (c) => { c.optimizer.lr = 0.1; }, 'optimizer.lr'],
@@ -90,6 +93,12 @@ describe('checkpoint.json validation', () => {
     const old = valid();
     delete old.config.compress; // before compression existed: an fp32 run
     expect(check(old).config.compress).toEqual({ mode: 'none', rank: 0 });
+    // --factors fp16 (a fixed powersgd run, or auto's powersgd): kept for the resumed run.
+    const half = valid();
+    half.config.compress = { mode: 'powersgd', rank: 4, factors: 'fp16' };
+    expect(check(half).config.compress).toEqual({ mode: 'powersgd', rank: 4, factors: 'fp16' });
+    Object.assign(half.config, { compress: { mode: 'none', rank: 0 }, autoRank: 4, autoFactors: 'fp16' });
+    expect(check(half).config.autoFactors).toBe('fp16');
   });
 
   it.each(BAD)('refuses %s with one line naming the field', (_what, change, field) => {

@@ -14,6 +14,19 @@ import { BALANCES, type Balance } from './scaleout-types';
 import { linkMarkdown, linkSvg, scaleoutMarkdown, scaleoutSvg } from './report';
 import { formatRate, parseRate, whyNoNamespaces } from './netns';
 
+/** Each --compress mode at --rank; powersgd and auto once per --factors precision (the others have no factors). */
+function benchCompressions(modes: string[], rank: number, factors: string[]): BenchCompression[] {
+  try {
+    return modes.flatMap((m) => (m === 'auto' || m === 'powersgd' ? factors : ['fp32']).map((f): BenchCompression => {
+      if (m !== 'auto') return parseCompression(m, rank, f);
+      const p = parseCompression('powersgd', rank, f);
+      return { mode: 'auto', rank: p.rank, ...(p.factors ? { factors: p.factors } : {}) };
+    }));
+  } catch (e) {
+    throw new UsageError(`--compress/--rank/--factors: ${(e as Error).message}`);
+  }
+}
+
 export const HELP = `tabtrain bench: communication benchmarks on this machine (loopback, or emulated links).
 
   tabtrain bench scaleout [options]   coordinator + N worker processes, N = 1, 2, 4, 8
@@ -37,6 +50,9 @@ scaleout options:
                         measures, as serve's default does), none, fp16, int8, powersgd; each row of an
                         auto series says the mode its measured steps ran in
   --rank R              powersgd rank (default ${DEFAULT_RANK})
+  --factors P[,P]       powersgd's factors on the wire (serve --factors): fp32 (default) and/or fp16
+                        (half the bytes each way, each factor rounded to 11 bits); with both, every
+                        powersgd and auto series runs once per precision, in this one run
   --steps N             measured steps per run (default 5)
   --burn-in N           unmeasured steps first (default 2)
   --backend B           real compute's worker backend (default wasm)
@@ -123,7 +139,7 @@ export async function bench(argv: string[]): Promise<void> {
       options: {
         kind: { type: 'string', default: 'synthetic' }, models: { type: 'string' }, workers: { type: 'string', default: '1,2,4,8' }, scaling: { type: 'string', default: 'both' },
         batch: { type: 'string', default: '128' }, 'per-worker-batch': { type: 'string', default: '128' }, 'ms-per-example': { type: 'string', default: '0.25' },
-        compress: { type: 'string', default: 'auto' }, rank: { type: 'string', default: String(DEFAULT_RANK) }, steps: { type: 'string', default: '5' }, 'burn-in': { type: 'string', default: '2' },
+        compress: { type: 'string', default: 'auto' }, rank: { type: 'string', default: String(DEFAULT_RANK) }, factors: { type: 'string', default: 'fp32' }, steps: { type: 'string', default: '5' }, 'burn-in': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' }, out: { type: 'string', default: 'bench/results' }, tag: { type: 'string' },
         link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' }, balance: { type: 'string', default: 'equal' }, 'apply-threads': { type: 'string' },
       },
@@ -160,7 +176,7 @@ export async function bench(argv: string[]): Promise<void> {
     const { runs, memcpyGBs, workerCosts } = await scaleout({
       kind, models, workers: ints(v.workers!, 'workers'), scaling, steps: ints(v.steps!, 'steps')[0], burnIn: Number(v['burn-in']),
       msPerExample: ms, batch: ints(v.batch!, 'batch')[0], perWorkerBatch: ints(v['per-worker-batch']!, 'per-worker-batch')[0],
-      compress: list(v.compress!).map((m): BenchCompression => (m === 'auto' ? { mode: 'auto', rank: parseCompression('powersgd', rank).rank } : parseCompression(m, rank))), backend: v.backend!, workerCpu, links, log, balance,
+      compress: benchCompressions(list(v.compress!), rank, list(v.factors!)), backend: v.backend!, workerCpu, links, log, balance,
       applyThreads: v['apply-threads'] === undefined ? undefined : threadCount(v['apply-threads']),
     });
     const compute = kind === 'synthetic' ? `synthetic compute, ${ms} ms/example` : 'real compute';

@@ -1,12 +1,12 @@
 // What `tabtrain bench scaleout` is asked (ScaleoutOptions) and what each of its runs reports: a
 // row (ScaleoutRun) with its step split, and through emulated links its LinkFigures.
-import type { Compression } from '@tabtrain/shared/compress';
+import type { Compression, FactorCodec } from '@tabtrain/shared/compress';
 import type { WorkerCosts } from '@tabtrain/shared/worker-costs';
 import type { Probe } from './linked';
 
 export type Scaling = 'strong' | 'weak';
-/** A fixed compression, or --compress auto (the coordinator chooses at each step, PowerSGD at `rank`). */
-export type BenchCompression = Compression | { mode: 'auto'; rank: number };
+/** A fixed compression, or --compress auto (the coordinator chooses at each step, PowerSGD at `rank`, its factors in `factors`). */
+export type BenchCompression = Compression | { mode: 'auto'; rank: number; factors?: FactorCodec };
 export type ComputeKind = 'synthetic' | 'real';
 
 export interface ScaleoutOptions {
