@@ -27,7 +27,7 @@
 // so that it is measured; it is never benched unmeasured. A benched worker is re-measured by
 // probeDue: every `probeEvery` steps one of them, in turn, is added to the step (with the shard
 // the model gives it, so a probe costs exactly its reported penalty).
-import { downloadBytes, isMeasured, perSec, sharedBytes, sideFlows, terms, workerTerms, type CoordinatorCost, type RunCost, type WorkerCost } from './cost-step';
+import { downloadBytes, isMeasured, perSec, sharedBytes, sideFlows, stepSeconds, terms, workerTerms, type CoordinatorCost, type RunCost, type WorkerCost } from './cost-step';
 import { probeDue } from './cost-measure';
 
 export interface PlannedShard {
@@ -113,8 +113,7 @@ function bestFor(set: WorkerCost[], probes: { worker: WorkerCost; count: number 
   if (!counts) return null;
   let t = 0;
   each.forEach((e, i) => { t = Math.max(t, e.a + counts[i] * e.r); });
-  t = run.pipelined ? Math.max(t, fold + tail) : t + tail;
-  return { counts, seconds: t };
+  return { counts, seconds: stepSeconds(t, fold, tail, run) };
 }
 
 /**

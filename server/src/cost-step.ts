@@ -75,6 +75,13 @@ export interface RunCost {
   exampleBytes: number;
   /** The step overlaps the next step's download with this step's upload (issue 13, part 2). */
   pipelined: boolean;
+  /**
+   * The coordinator applies a step's update once the next step's assigns are out, while the
+   * workers compute (powersgd: step-powersgd.ts release/flush): its SGD bounds the step instead of
+   * adding to it. Without this, more workers always looked faster to the planner, since each
+   * shortens the compute while the apply, the same for any fleet, was added on top.
+   */
+  overlappedApply?: boolean;
   /** Other traffic on the coordinator's link the step does not wait for (probation shadows), bytes each way. */
   sideFlows?: { downBytes: number; upBytes: number }[];
 }
@@ -193,9 +200,20 @@ export function predictStep(assignment: { worker: WorkerCost; count: number }[],
   let longest = 0;
   for (const w of workers) if (limitedBy === null || w.pathMs > longest) { longest = w.pathMs; limitedBy = w.worker; }
   const cpu = 1000 * (fold + tail);
-  let stepMs = longest + (run.pipelined ? 0 : 1000 * tail);
-  if (run.pipelined && cpu > stepMs) { stepMs = cpu; limitedBy = 'coordinator'; }
+  const stepMs = 1000 * stepSeconds(longest / 1000, fold, tail, run);
+  if (stepMs > longest + (run.pipelined || run.overlappedApply ? 0 : 1000 * tail)) limitedBy = 'coordinator';
   return { stepMs, workers, tailMs: 1000 * tail, coordinatorCpuMs: cpu, limitedBy };
+}
+
+/**
+ * A step's seconds from its longest worker path and the coordinator's once-a-step work: after the
+ * path (sequential), or as a floor where that work runs while the workers compute (pipelined fp32:
+ * the folds, SGD and encode; an overlapped apply: the SGD alone, beside the folds).
+ */
+export function stepSeconds(path: number, fold: number, tail: number, run: RunCost): number {
+  if (run.pipelined) return Math.max(path, fold + tail);
+  if (run.overlappedApply) return Math.max(path, tail);
+  return path + tail;
 }
 
 /** Traffic the step does not wait for: benched workers kept current, and the run's side flows. */

@@ -128,7 +128,7 @@ export class TrainingStep {
     const rate = (bytes: number, ms: number | undefined) => (ms && ms > 0 ? (bytes * 1000) / ms : Infinity);
     const plan = planStep(workers, {
       batch, gradientBytes: this.model.gradientBytes, updateBytes: this.model.fp32 ? weightsBytes : this.model.gradientBytes, weightsBytes,
-      exampleBytes: IMAGE_BYTES + 1, pipelined: this.model.pipelined,
+      exampleBytes: IMAGE_BYTES + 1, pipelined: this.model.pipelined, overlappedApply: this.model.powerSgd,
     }, {
       upRate: this.link.up || Infinity, downRate: this.link.down || Infinity, foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
       sgdRate: rate(weightsBytes, last?.applyMs), encodeRate: Infinity,

@@ -116,6 +116,25 @@ describe('a star with fp32 AlexNet messages (187 MB each way per worker)', () =>
     expect(planStep(fleet(4), psgd, star(GBIT)).participants).toEqual([1, 2]);
   });
 
+  it('powersgd applies its update while the workers compute: an apply longer than the compute it could save benches the extra workers', () => {
+    // BENCHMARKS §3 on this 2-core VM: the coordinator's threads take ~45 ms to apply P̂ (ΣQ_i)ᵀ to
+    // AlexNet, started once the next step's assigns are out. Every fleet's step is then at least
+    // 45 ms, and N = 1's path (32 ms of compute, 0.5 ms each way) is already under it.
+    const psgd = run('alexnet', parseCompression('powersgd', 4));
+    const slowApply = star(10 * GBIT, 10 * GBIT, { sgdRate: psgd.weightsBytes / 0.045, encodeRate: Infinity }); // as training-step.ts prices it
+    const overlapped = { ...psgd, overlappedApply: true };
+    const plan = planStep(fleet(8, V100, 10 * GBIT), overlapped, slowApply);
+    expect(plan.participants).toEqual([1]);
+    expect(plan.predictedMs).toBeCloseTo(45, 0);
+    const one = predictStep([{ worker: worker(1, V100, 10 * GBIT), count: 128 }], overlapped, slowApply);
+    expect(one.limitedBy).toBe('coordinator');
+    // Priced as if the apply came after the step (as before), every added worker looked worth it.
+    expect(planStep(fleet(8, V100, 10 * GBIT), psgd, slowApply).participants.length).toBeGreaterThanOrEqual(4);
+    // An apply shorter than the compute saved keeps the workers that shorten the step.
+    const quickApply = planStep(fleet(8, V100, 10 * GBIT), overlapped, star(10 * GBIT, 10 * GBIT, { sgdRate: psgd.weightsBytes / 0.005, encodeRate: Infinity }));
+    expect(quickApply.participants.length).toBeGreaterThanOrEqual(4);
+  });
+
   it('a slow coordinator fold (a codec decoded in JavaScript) means fewer workers', () => {
     const fp16 = run('alexnet', parseCompression('fp16', 4));
     const ws = fleet(8, 1000, 10 * GBIT);
