@@ -22,6 +22,8 @@ export interface StepStats { lossSum: number; correct: number; count: number }
 export class TrainingStep {
   /** The last step's record (the 'step' event's). */
   last: StepRecord | null = null;
+  /** The compression the last cost plan was made in (--balance cost): a new one makes every bench stale. */
+  private plannedIn: string | null = null;
   private readonly link: LinkMeter;
 
   constructor(
@@ -121,16 +123,29 @@ export class TrainingStep {
       for (const c of pool) c.benchedByMs = null;
       return planShards(batch, this.shares(pool)).map((p) => ({ position: p.position, count: p.count, pin: null }));
     }
+    // After a switch of compression (--compress auto) every worker computes once, as with
+    // --balance speed: those benched in the old mode were priced at its bytes and, not kept
+    // current, would now be priced as downloading the whole weights on every step they rejoined,
+    // which is paid once. The step after, each is one version behind, priced at the new mode's bytes.
+    const mode = modeName(this.model.compress);
+    const switched = this.plannedIn !== null && this.plannedIn !== mode;
+    this.plannedIn = mode;
+    if (switched) {
+      for (const c of pool) c.benchedByMs = null;
+      return planShards(batch, pool.map(() => 1)).map((p) => ({ position: p.position, count: p.count, pin: null }));
+    }
     const weightsBytes = 4 * this.run.paramCount;
     const version = this.model.version;
     const workers = this.costs([...pool].sort((a, b) => a.id - b.id));
+    // Emulated links (tests, benchmarks) price the coordinator's link as fleet() does for the autopilot.
+    const links = this.opts.links?.();
     const last = this.last;
     const rate = (bytes: number, ms: number | undefined) => (ms && ms > 0 ? (bytes * 1000) / ms : Infinity);
     const plan = planStep(workers, {
       batch, gradientBytes: this.model.gradientBytes, updateBytes: this.model.fp32 ? weightsBytes : this.model.gradientBytes, weightsBytes,
       exampleBytes: IMAGE_BYTES + 1, pipelined: this.model.pipelined, overlappedApply: this.model.powerSgd,
     }, {
-      upRate: this.link.up || Infinity, downRate: this.link.down || Infinity, foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
+      upRate: links?.coordinator ?? (this.link.up || Infinity), downRate: links?.coordinator ?? (this.link.down || Infinity), foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
       sgdRate: rate(weightsBytes, last?.applyMs), encodeRate: Infinity,
     }, { step: version, probeEvery: 50 });
     const benched = new Map(plan.benched.map((b) => [b.worker, b.lengthensMs]));
