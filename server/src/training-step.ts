@@ -119,20 +119,16 @@ export class TrainingStep {
    */
   private plan(batch: number): { position: number; count: number; pin: number | null }[] {
     const pool = this.members.pool('train');
-    if (this.opts.balance !== 'cost' || !pool.length) {
-      for (const c of pool) c.benchedByMs = null;
-      return planShards(batch, this.shares(pool)).map((p) => ({ position: p.position, count: p.count, pin: null }));
-    }
-    // After a switch of compression (--compress auto) every worker computes once, as with
-    // --balance speed: those benched in the old mode were priced at its bytes and, not kept
+    // After a switch of compression (--compress auto) every worker computes once, as without
+    // --balance cost: those benched in the old mode were priced at its bytes and, not kept
     // current, would now be priced as downloading the whole weights on every step they rejoined,
     // which is paid once. The step after, each is one version behind, priced at the new mode's bytes.
     const mode = modeName(this.model.compress);
     const switched = this.plannedIn !== null && this.plannedIn !== mode;
     this.plannedIn = mode;
-    if (switched) {
+    if (this.opts.balance !== 'cost' || !pool.length || switched) {
       for (const c of pool) c.benchedByMs = null;
-      return planShards(batch, pool.map(() => 1)).map((p) => ({ position: p.position, count: p.count, pin: null }));
+      return planShards(batch, this.shares(pool)).map((p) => ({ position: p.position, count: p.count, pin: null }));
     }
     const weightsBytes = 4 * this.run.paramCount;
     const version = this.model.version;
