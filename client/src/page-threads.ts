@@ -15,7 +15,7 @@ export const MAX_WASM_THREADS = 8;
 export function parseWasmThreads(value: string | null): number | undefined {
   if (value === null) return undefined;
   if (/^[1-9]\d*$/.test(value) && Number(value) <= MAX_WASM_THREADS) return Number(value);
-  throw new Error(`?threads=${value} is not a whole number from 1 to ${MAX_WASM_THREADS}: give the number of threads ` +
+  throw new Error(`?threads=${value.slice(0, 16)} is not a whole number from 1 to ${MAX_WASM_THREADS}: give the number of threads ` +
     `for the WebAssembly backend (e.g. ?threads=2), or leave it out to let TensorFlow.js choose (half the cores)`);
 }
 

@@ -142,7 +142,8 @@ async function connectWorker(run: InProcessRun, w: InProcessWorkerOptions): Prom
       core.close();
       // Its tensors go once the frame in hand is done with them, or after 5 s as the page does
       // (page-socket.ts): a frame stuck on its exact copy's thread must not keep the run open for ever.
-      void Promise.race([handled, new Promise((r) => setTimeout(r, 5000))]).finally(() => { core.dispose(); resolve({ code, reason }); });
+      let late: ReturnType<typeof setTimeout> | undefined;
+      void Promise.race([handled, new Promise((r) => { late = setTimeout(r, 5000); })]).finally(() => { clearTimeout(late); core.dispose(); resolve({ code, reason }); });
     };
   });
   const worker: InProcessWorker = { workerId: identity.workerId, core, log, progress, closed, leave: (code = 1006, reason = '') => endpoint.close(code, reason) };

@@ -17,6 +17,9 @@ describe('?threads=', () => {
       expect(() => parseWasmThreads(bad), JSON.stringify(bad)).toThrow(`?threads=${bad} is not a whole number from 1 to ${MAX_WASM_THREADS}`);
     }
     expect(() => parseWasmThreads('x')).toThrow(/e\.g\. \?threads=2\), or leave it out/);
+    // A huge or multi-byte value is named by its start, not echoed whole.
+    expect(() => parseWasmThreads('9'.repeat(5000))).toThrow(/^\?threads=9{16} is not/);
+    expect(() => parseWasmThreads('２')).toThrow('?threads=２ is not a whole number');
   });
 
   it('says why a page got fewer threads than it asked for', () => {
