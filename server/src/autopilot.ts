@@ -36,6 +36,8 @@ export const EXACT_SLACK_MS = 5;
 export const NOISE_FACTOR = 2;
 /** A link rate that moves by more than this factor makes the modes' learnt overheads stale. */
 export const RATE_MOVE = 2;
+/** --balance cost, once settled on an unchanged fleet: steps between two pricings of every mode. */
+export const PRICE_EVERY = 4;
 /** A mode's overhead is the median of its last this many steady steps' (wall − model): one slow step moves nothing. */
 const SAMPLES = 5;
 
@@ -89,6 +91,9 @@ export class Autopilot {
   current: Compression = NO_COMPRESSION;
   /** The last decision (null until a worker is measured). */
   last: Choice | null = null;
+  /** Boundaries at which every mode was priced, and the step of the last one. */
+  pricings = 0;
+  private pricedAt = -Infinity;
   private readonly modes: Compression[];
   /** Per mode, its last steady steps' wall time beyond the model's price, ms. */
   private readonly extraMs = new Map<string, number[]>();
@@ -169,7 +174,14 @@ export class Autopilot {
     }
     this.lastSample = null;
     // What the modes took beyond the model was learnt at other rates: it does not carry over.
-    if (this.ratesMoved(fleet)) { this.extraMs.clear(); this.provisional.clear(); this.steady = 0; }
+    const moved = this.ratesMoved(fleet);
+    if (moved) { this.extraMs.clear(); this.provisional.clear(); this.steady = 0; }
+    // --balance cost prices every mode with a plan of its own: 2–12 ms a boundary at 8 workers
+    // here, between two steps of ~45 ms. Once the first choice is made, a fleet and rates that
+    // did not change are priced every PRICE_EVERY steps (the mode in hand keeps its last price).
+    if (fleet.counts === null && this.settled && !fleetChanged && !moved && this.expected !== null && step - this.pricedAt < PRICE_EVERY) return null;
+    this.pricedAt = step;
+    this.pricings++;
     const prices = this.price(fleet).filter((p) => Number.isFinite(p.ms));
     const now = prices.find((p) => p.compress.mode === this.current.mode);
     this.expected = now ? now.modelMs : null;

@@ -103,7 +103,7 @@ the run:
                       coordinator's and fetch the full weights on a mismatch (default ${DEFAULTS.verifyEvery}; 0 = never)
   --apply-threads T   powersgd: threads that apply each step's update to the coordinator's weights,
                       beside the event loop, which goes on receiving the next step meanwhile
-                      (default ${defaultApplyThreads()} here: the cores but one, at most 4, for models of 1 M
+                      (default ${defaultApplyThreads()} here: one a core, at most 4, for models of 1 M
                       weights or more; 0 = on the event loop, the default below).
                       The same bits whatever T
 

@@ -16,6 +16,17 @@ export function averageRate(average: number, sample: number): number {
   return average ? 1 / (0.7 / average + 0.3 / sample) : sample;
 }
 
+/**
+ * A worker's download rate with one more sample. A burst that shared the coordinator's link with
+ * other peers' (eight workers catching up at once) shows the worker's own link is at least that
+ * fast, not how fast: it can only raise a rate already measured (cost-measure.ts linkEstimate's
+ * rule). Without that, one catch-up at 10 Gbit/s left workers priced at 7 MB/s, and benched.
+ */
+export function downRateWith(prev: number, sample: number, shared: boolean): number {
+  if (!(sample > 0) || !Number.isFinite(sample)) return prev;
+  return shared && prev > 0 ? Math.max(prev, sample) : averageRate(prev, sample);
+}
+
 /** Only steps that move this much time the link; smaller ones time round trips. */
 const TIMED_BYTES = 4 * 1024 * 1024;
 /** Per step, what the rate seen keeps of itself before a new step's aggregate can raise it. */

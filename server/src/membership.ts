@@ -58,8 +58,12 @@ export interface Conn extends Peer {
   basis: number;
   /** Train examples/s (EMA) over whole shards, assign to last frame, as the coordinator timed them (pace.ts): shard sizes, deadlines. 0 = unknown. */
   speed: number;
-  /** Its compute alone, examples/s (EMA; pace.ts): the cost model's compute rate. 0 = unknown. */
+  /** Its compute alone, examples/s (the median of its last samples; pace.ts): the cost model's compute rate. 0 = unknown. */
   computeRate: number;
+  /** The compute samples computeRate is the median of (pace.ts averageCompute). */
+  computeSamples: number[];
+  /** computeRate comes only from shards whose download dominated their wait (pace.ts averageCompute): the planner re-measures it before trusting it. */
+  computeRough: boolean;
   shardSize: number;
   computeMs: number;
   uploadMs: number;
@@ -113,7 +117,7 @@ export class Membership {
   open(peer: Peer): Conn {
     const conn: Conn = {
       ...peer, joined: false, workerId: '', session: '', trust: { train: 0, eval: 0 }, caught: '', local: false, vouched: false, awaiting: { train: 0, eval: 0 },
-      kind: 'node', backend: '?', adapter: null, version: -1, basis: -1, speed: 0, computeRate: 0, shardSize: 0, computeMs: 0, uploadMs: 0, shardsDone: 0,
+      kind: 'node', backend: '?', adapter: null, version: -1, basis: -1, speed: 0, computeRate: 0, computeRough: false, computeSamples: [], shardSize: 0, computeMs: 0, uploadMs: 0, shardsDone: 0,
       joinedAt: Date.now(), lostAt: 0, tensors: 0, tensorBytes: 0, resyncs: 0, resyncVersion: -1, timeouts: 0,
       upRate: 0, benchedByMs: null,
     };

@@ -96,6 +96,13 @@ export interface ShardPace {
   computeRate: number;
   /** Bytes/s of its upload, first byte to last frame. */
   upRate: number;
+  /**
+   * The download came with the assign and took much of the wait (a catch-up with the full weights,
+   * fp32's weights on a slow link), or its rate is unknown for more than a megabyte: computeRate
+   * is then mostly a guess at the link, not the compute (one such sample, eight workers catching
+   * up at once through 1 Gbit/s, read 2 examples/s for a 4,000 examples/s machine).
+   */
+  rough: boolean;
 }
 
 /**
@@ -107,11 +114,35 @@ export function shardPace(t: ShardTiming): ShardPace {
   const download = t.downRate > 0 && Number.isFinite(t.downRate) ? (1000 * t.sentBytes) / t.downRate : 0;
   const less = (ms: number) => Math.max(1, ms - download, ms / 2);
   const first = Math.max(t.sentAt, t.firstAt), last = Math.max(first, t.lastAt);
+  const rough = t.sentBytes > ROUGH_BYTES && (download === 0 || download >= (first - t.sentAt) / 4);
   return {
     speed: (1000 * t.count) / less(last - t.sentAt),
     computeRate: (1000 * t.count) / less(first - t.sentAt),
     upRate: (t.bytes * 1000) / Math.max(0.01, last - first),
+    rough,
   };
+}
+
+/** An assign's download above this many bytes can make its compute sample rough (ShardPace.rough): an update of powersgd's factors at AlexNet size is 0.6 MB. */
+const ROUGH_BYTES = 1 << 20;
+
+/** Compute samples a worker's rate is the median of: one slow shard (a stall, a catch-up) moves nothing, and five steps after a change the rate is the new one. */
+export const COMPUTE_SAMPLES = 5;
+
+/**
+ * The compute rate with one more sample: the median of the last COMPUTE_SAMPLES. A rough sample
+ * (ShardPace.rough) only counts while the worker has no clean one: it must not drag a clean
+ * measurement down to the link's speed. The first clean sample drops the rough ones.
+ */
+export function averageCompute(w: { computeRate: number; computeRough: boolean; computeSamples: number[] }, sample: number, rough: boolean): void {
+  if (!(sample > 0) || !Number.isFinite(sample)) return;
+  if (rough && w.computeSamples.length && !w.computeRough) return;
+  if (!rough && w.computeRough) w.computeSamples = [];
+  w.computeRough = rough;
+  w.computeSamples = [...w.computeSamples, sample].slice(-COMPUTE_SAMPLES);
+  const sorted = [...w.computeSamples].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  w.computeRate = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
 /** An examples/s average with one more measured sample (EMA; 0 = none yet). */
@@ -133,7 +164,7 @@ export function impossibleClaim(claimedComputeMs: number, t: ShardTiming): strin
 }
 
 /** A worker's record, as far as its pace goes (membership.ts, Conn). */
-export interface Paced { speed: number; computeRate: number; upRate: number; downRate: number; computeMs: number; uploadMs: number }
+export interface Paced { speed: number; computeRate: number; computeRough: boolean; computeSamples: number[]; upRate: number; downRate: number; computeMs: number; uploadMs: number }
 
 /**
  * Files one train shard's timing (a copy's clock readings, scheduler.ts) on its worker: the
@@ -148,7 +179,7 @@ export function timeShard(w: Paced, c: { sentAt: number; firstAt: number; lastAt
   if (lie) return lie;
   const pace = shardPace(timing);
   w.speed = averageSpeed(w.speed, pace.speed);
-  w.computeRate = averageSpeed(w.computeRate, pace.computeRate);
+  averageCompute(w, pace.computeRate, pace.rough);
   w.upRate = averageRate(w.upRate, pace.upRate);
   return null;
 }

@@ -81,7 +81,7 @@ export interface CoordinatorOptions {
    * Both give the same bits. Default true.
    */
   pipeline?: boolean;
-  /** powersgd: helper threads that apply each update to the coordinator's weights beside the event loop (0: on it). Default applyThreadsFor (apply-threads.ts): the cores but one, at most 4, for models of 1 M weights or more; none below. */
+  /** powersgd: helper threads that apply each update to the coordinator's weights beside the event loop (0: on it). Default applyThreadsFor (apply-threads.ts): one a core, at most 4, for models of 1 M weights or more; none below. */
   applyThreads?: number;
   /** Idle workers are pinged this often; one that misses two pongs is dropped. */
   heartbeatMs?: number;

@@ -5,9 +5,10 @@
 import type { EventEmitter } from 'node:events';
 import { IMAGE_BYTES, planShards, type Result, type RunInfo } from '@tabtrain/shared';
 import type { Dataset } from './data';
-import { planStep, type WorkerCost } from './cost-model';
+import { planStep, probeInterval, type WorkerCost } from './cost-model';
 import { modeName, type Fleet } from './autopilot';
 import { guarded } from './guard';
+import { COMPUTE_SAMPLES } from './pace';
 import { LARGE_FRAME, LinkMeter, onLoopback } from './link-meter';
 import type { Conn, Membership } from './membership';
 import type { Replicas } from './replicas';
@@ -17,6 +18,9 @@ import type { Sessions } from './sessions';
 import type { Step } from './step';
 import type { Wire } from './wire';
 
+/** --balance cost: steps every worker computes after a switch or a change of fleet, before any is benched (COMPUTE_SAMPLES: its rate is then its own). */
+export const WARM_STEPS = COMPUTE_SAMPLES;
+
 export interface StepStats { lossSum: number; correct: number; count: number }
 
 export class TrainingStep {
@@ -24,7 +28,12 @@ export class TrainingStep {
   last: StepRecord | null = null;
   /** The compression the last cost plan was made in (--balance cost): a new one makes every bench stale. */
   private plannedIn: string | null = null;
+  /** The pool the last plan was made for (worker ids), and the version before which no worker is benched. */
+  private plannedFor = '';
+  private warmUntil = 0;
   private readonly link: LinkMeter;
+  /** --balance cost: steps between re-measurements of a benched worker (probeInterval, from the last plan). */
+  private probeEvery = 50;
 
   constructor(
     private readonly opts: CoordinatorOptions,
@@ -119,20 +128,26 @@ export class TrainingStep {
    */
   private plan(batch: number): { position: number; count: number; pin: number | null }[] {
     const pool = this.members.pool('train');
-    // After a switch of compression (--compress auto) every worker computes once, as without
-    // --balance cost: those benched in the old mode were priced at its bytes and, not kept
-    // current, would now be priced as downloading the whole weights on every step they rejoined,
-    // which is paid once. The step after, each is one version behind, priced at the new mode's bytes.
+    // After a switch of compression (--compress auto), or a worker joining or leaving, every
+    // worker computes for WARM_STEPS steps (shards by speed) before the plan may bench one: those
+    // benched in the old mode were priced at its bytes and, not kept current, would be priced as
+    // downloading the whole weights on every step they rejoined, which is paid once; and a bench
+    // decided on a rate from the first steps (a catch-up, a cold start) stuck, since a benched worker
+    // falls behind and is re-measured rarely (one run put a weak N = 8 batch on one worker).
     const mode = modeName(this.model.compress);
-    const switched = this.plannedIn !== null && this.plannedIn !== mode;
+    const fleet = pool.map((c) => c.id).sort((a, b) => a - b).join(',');
+    if (this.plannedIn !== mode || this.plannedFor !== fleet) this.warmUntil = this.model.version + WARM_STEPS;
     this.plannedIn = mode;
-    if (this.opts.balance !== 'cost' || !pool.length || switched) {
+    this.plannedFor = fleet;
+    if (this.opts.balance !== 'cost' || !pool.length || this.model.version < this.warmUntil) {
       for (const c of pool) c.benchedByMs = null;
       return planShards(batch, this.shares(pool)).map((p) => ({ position: p.position, count: p.count, pin: null }));
     }
     const weightsBytes = 4 * this.run.paramCount;
     const version = this.model.version;
-    const workers = this.costs([...pool].sort((a, b) => a.id - b.id));
+    // A compute rate only a download measured is re-measured (a probe shard) before the plan trusts it.
+    const sorted = [...pool].sort((a, b) => a.id - b.id);
+    const workers = this.costs(sorted).map((w, i) => (sorted[i].computeRough ? { ...w, computeRate: 0 } : w));
     // Emulated links (tests, benchmarks) price the coordinator's link as fleet() does for the autopilot.
     const links = this.opts.links?.();
     const last = this.last;
@@ -143,16 +158,21 @@ export class TrainingStep {
     }, {
       upRate: links?.coordinator ?? (this.link.up || Infinity), downRate: links?.coordinator ?? (this.link.down || Infinity), foldRate: rate(this.model.gradientBytes * (last?.shards.length ?? 1), last?.foldMs),
       sgdRate: rate(weightsBytes, last?.applyMs), encodeRate: Infinity,
-    }, { step: version, probeEvery: 50 });
+    }, { step: version, probeEvery: this.probeEvery });
     const benched = new Map(plan.benched.map((b) => [b.worker, b.lengthensMs]));
+    // Re-measuring a benched worker costs a step what the plan says adding it costs (its catch-up
+    // included: at AlexNet size through 1 Gbit/s, the whole weights, 1.6 s): spaced so that probes
+    // take at most 5% of the run, not every 50 steps whatever they cost.
+    const dearest = Math.max(0, ...plan.benched.map((b) => b.lengthensMs).filter(Number.isFinite));
+    if (plan.predictedMs) this.probeEvery = probeInterval(dearest, plan.predictedMs);
     // Infinity (no example left for it) shows as null in JSON, still benched.
     for (const c of pool) c.benchedByMs = benched.has(c.id) ? Math.round(benched.get(c.id)!) : null;
     return plan.shards.map((s) => ({ position: s.position, count: s.count, pin: s.worker }));
   }
 
-  /** --balance speed or equal: each worker's share of the batch; nobody joined yet: one shard for whoever comes first. */
+  /** --balance speed (and cost while it warms up) or equal: each worker's share of the batch; nobody joined yet: one shard for whoever comes first. */
   private shares(pool: Conn[]): number[] {
-    return pool.length ? pool.map((c) => (this.opts.balance === 'speed' ? c.speed || 1 : 1)) : [1];
+    return pool.length ? pool.map((c) => (this.opts.balance === 'equal' ? 1 : c.speed || 1)) : [1];
   }
 
   /** The workers as the cost model prices them, in the order given. */
@@ -163,7 +183,9 @@ export class TrainingStep {
     const links = this.opts.links?.();
     return pool.map((c) => ({
       id: c.id, computeRate: c.computeRate, upRate: links?.worker ?? (c.upRate || (small ? Infinity : 0)), downRate: links?.worker ?? (c.downRate || (small ? Infinity : 0)),
-      behind: Math.min(2, version - Math.max(0, c.version)),
+      // At least 1: a worker holding the current weights still downloads this step's update on
+      // its path (powersgd's P̂ and ΣQ, pipelined fp32's next weights), which the plan must price.
+      behind: Math.max(1, Math.min(2, version - Math.max(0, c.version))),
     }));
   }
 

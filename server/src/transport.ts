@@ -14,7 +14,7 @@ import { CLOSE, MAX_CLOSE_REASON_BYTES, MAX_FRAME_BYTES, ProtocolError, closeRea
 import { badRequest, guarded, guardHttp, guardUpgrade, refuseSocket, requestPath } from './guard';
 import { Admission, admissionLimits, type AdmissionLimits } from './admission';
 import { createListener, type ListenerTls } from './listener';
-import { LARGE_FRAME, averageRate } from './link-meter';
+import { LARGE_FRAME, downRateWith } from './link-meter';
 import { serveStatic } from './static';
 import { closedLine, newPeer, receive, type Peer, type PeerHandler, type Route, type Wire } from './wire';
 
@@ -179,7 +179,7 @@ export class Transport<P extends Peer> implements Wire<P> {
       p.missedPongs = 0;
       controlFrame(data);
       const t = p.timing;
-      if (t && data.equals(t.tag)) { p.timing = null; sampleDownRate(p, t.bytes, performance.now() - t.since); }
+      if (t && data.equals(t.tag)) { p.timing = null; sampleDownRate(p, t.bytes, performance.now() - t.since, t.shared); }
     });
     ws.on('ping', controlFrame);
     ws.on('message', (data: Buffer, isBinary: boolean) => {
@@ -219,7 +219,14 @@ export class Transport<P extends Peer> implements Wire<P> {
     this.bytesOut += frame.byteLength;
     p.outbox.push(frame);
     p.outboxBytes += frame.byteLength;
-    if (!p.writing) { p.progressAt = Date.now(); p.burst = { since: performance.now(), bytes: 0, timed: false }; this.pump(p); }
+    if (!p.writing) {
+      p.progressAt = Date.now();
+      // Bursts that overlap share the coordinator's link: each marks the others, and itself.
+      let shared = false;
+      for (const q of this.live) if (q !== p && q.burst) { q.burst.shared = true; shared = true; }
+      p.burst = { since: performance.now(), bytes: 0, timed: false, shared };
+      this.pump(p);
+    }
   }
 
   private ws(p: P): WebSocket {
@@ -254,7 +261,7 @@ export class Transport<P extends Peer> implements Wire<P> {
       // Behind a full send buffer, a large frame's write takes what the link takes to drain it.
       if (afterBuffer && frame.byteLength >= LARGE_FRAME) {
         burst.timed = true;
-        sampleDownRate(p, frame.byteLength, performance.now() - started);
+        sampleDownRate(p, frame.byteLength, performance.now() - started, burst.shared);
       }
       this.pump(p);
     });
@@ -264,9 +271,9 @@ export class Transport<P extends Peer> implements Wire<P> {
   private timeBurst(p: P): void {
     const b = p.burst;
     p.burst = null;
-    if (!b || b.timed || b.bytes < LARGE_FRAME || p.timing || p.closed) return;
+    if (!b || b.timed || b.bytes < TIMED_BURST || p.timing || p.closed) return;
     // A tag it cannot guess: a pong sent ahead of the bytes would make its link look fast.
-    p.timing = { since: b.since, bytes: b.bytes, tag: randomBytes(8) };
+    p.timing = { since: b.since, bytes: b.bytes, tag: randomBytes(8), shared: b.shared };
     this.ws(p).ping(p.timing.tag);
   }
 
@@ -338,7 +345,15 @@ export class Transport<P extends Peer> implements Wire<P> {
   }
 }
 
-/** One download sample: `bytes` in `ms`, into the peer's rate. */
-function sampleDownRate(p: Peer, bytes: number, ms: number): void {
-  p.downRate = averageRate(p.downRate, (bytes * 1000) / Math.max(0.01, ms));
+/**
+ * A burst this big or more is timed by a ping after it. Smaller than LARGE_FRAME so that
+ * powersgd's broadcasts (0.6 MB a step at AlexNet size, rank 4) keep a worker's rate fresh. The
+ * pong's round trip makes such a sample low; when other peers' bursts overlapped it (a broadcast
+ * goes to every worker at once) it can only raise the rate (downRateWith).
+ */
+const TIMED_BURST = 256 * 1024;
+
+/** One download sample: `bytes` in `ms`, into the peer's rate (link-meter.ts downRateWith). */
+function sampleDownRate(p: Peer, bytes: number, ms: number, shared: boolean): void {
+  p.downRate = downRateWith(p.downRate, (bytes * 1000) / Math.max(0.01, ms), shared);
 }

@@ -46,8 +46,9 @@ export interface Peer {
    * much are timed by their writes (the link drains the buffer); a burst too small to fill it is
    * timed from its first write to the pong of a ping sent after its last frame (`timing`).
    */
-  burst: { since: number; bytes: number; timed: boolean } | null;
-  timing: { since: number; bytes: number; tag: Buffer } | null;
+  burst: { since: number; bytes: number; timed: boolean; shared: boolean } | null;
+  /** `shared`: another peer's burst overlapped this one, so the coordinator's link was split (transport.ts sampleDownRate). */
+  timing: { since: number; bytes: number; tag: Buffer; shared: boolean } | null;
   /**
    * When the first bytes of the message now being handled were read from its socket. A message's
    * arrival time alone cannot time a link: a one-frame gradient is timed from its first byte to

@@ -2,7 +2,7 @@
 // mode and its price out. The run-level switches are tested in tests/integration/auto-compress.test.ts.
 import { describe, expect, it } from 'vitest';
 import { IMAGE_BYTES, getModel, paramLayout } from '@tabtrain/shared';
-import { Autopilot, FIRST_STREAK, HYSTERESIS, SETTLE_STEPS, STREAK, type Fleet } from '../../server/src/autopilot';
+import { Autopilot, FIRST_STREAK, HYSTERESIS, PRICE_EVERY, SETTLE_STEPS, STREAK, type Fleet } from '../../server/src/autopilot';
 import type { WorkerCost } from '../../server/src/cost-model';
 
 const GBIT = 119e6; // 1 Gbit/s Ethernet's TCP payload rate, bytes/s
@@ -62,6 +62,26 @@ describe('autopilot: the first choice', () => {
     // fp32 through 1 Gbit/s: the planner benches all but one worker (their bytes cost more than their compute saves).
     expect(c.prices.find((x) => x.compress.mode === 'none')!.workers).toBe(1);
     expect(c.prices.find((x) => x.compress.mode === 'powersgd')!.workers).toBeGreaterThan(1);
+  });
+
+  it('with --balance cost, once settled, an unchanged fleet is priced every PRICE_EVERY steps; a change at once', () => {
+    const p = pilot('alexnet');
+    const f = fleet(8, GBIT, { cost: true });
+    firstChoice(p, f);
+    const before = p.pricings;
+    for (let s = FIRST_STREAK + 1; s <= FIRST_STREAK + 4 * PRICE_EVERY; s++) { p.decide(f, s); p.observed(50); }
+    expect(p.pricings - before).toBe(4);
+    // A worker leaves: priced at the next boundary, whatever the cadence.
+    const n = p.pricings;
+    expect(p.decide(fleet(7, GBIT, { cost: true }), FIRST_STREAK + 4 * PRICE_EVERY + 1)).not.toBeNull();
+    expect(p.pricings).toBe(n + 1);
+    // Shards sized by the run (--balance speed or equal) are priced at every boundary: the model alone, no planner.
+    const q = pilot('alexnet');
+    const g = fleet(8, GBIT);
+    firstChoice(q, g);
+    const m = q.pricings;
+    for (let s = FIRST_STREAK + 1; s <= FIRST_STREAK + 8; s++) { q.decide(g, s); q.observed(50); }
+    expect(q.pricings - m).toBe(8);
   });
 
   it('loopback (no link limit), one worker, or a fast link with a small model: exact fp32', () => {

@@ -1,6 +1,7 @@
 // The step cost model and the planner (server/src/cost-model.ts): which workers a synchronous
 // step should use, and how many examples each, on a star whose coordinator link is shared.
 import { describe, expect, it } from 'vitest';
+import { downRateWith } from '../../server/src/link-meter';
 import { getModel, paramLayout } from '@tabtrain/shared';
 import { NO_COMPRESSION, parseCompression, uploadBytes, type Compression } from '@tabtrain/shared/compress';
 import {
@@ -282,6 +283,14 @@ describe('unmeasured workers and re-measurement', () => {
     expect(linkEstimate(110e6, 60e6, { flows: 2, aggregate: 119e6, capacity: 120e6 })).toBe(110e6);
     expect(linkEstimate(40e6, 60e6, { flows: 2, aggregate: 119e6, capacity: 120e6 })).toBe(60e6);
     expect(linkEstimate(110e6, NaN, { flows: 1, aggregate: 0, capacity: 120e6 })).toBe(110e6);
+  });
+
+  it('downRateWith: a burst that shared the coordinator\'s link only raises a worker\'s download rate', () => {
+    expect(downRateWith(0, 7e6, true)).toBe(7e6); // nothing better known: taken
+    expect(downRateWith(7e6, 300e6, true)).toBe(300e6);
+    expect(downRateWith(300e6, 7e6, true)).toBe(300e6); // eight catching up at once: says nothing against it
+    expect(downRateWith(100e6, 50e6, false)).toBeCloseTo(1 / (0.7 / 100e6 + 0.3 / 50e6), 0); // alone: averaged
+    for (const bad of [0, NaN, Infinity, -1]) expect(downRateWith(100e6, bad, false)).toBe(100e6);
   });
 });
 

@@ -1,6 +1,6 @@
 // pace.ts: deadlines and speeds from the coordinator's own clock, never a worker's word (issue 24).
 import { describe, expect, it } from 'vitest';
-import { MAX_MISSED_DEADLINES, MAX_TIMER_MS, averageSpeed, deadlineMs, impossibleClaim, missedDeadline, shardPace } from '../../server/src/pace';
+import { COMPUTE_SAMPLES, MAX_MISSED_DEADLINES, MAX_TIMER_MS, averageCompute, averageSpeed, deadlineMs, impossibleClaim, missedDeadline, shardPace } from '../../server/src/pace';
 
 const S = { minMs: 120_000, firstMs: 120_000, newcomerMs: 10_000, maxMs: 1_800_000 };
 
@@ -65,6 +65,31 @@ describe('speeds', () => {
     const p = shardPace({ ...timing, firstAt: 1000, lastAt: 1000 });
     expect(p.speed).toBe(100_000);
     expect(Number.isFinite(p.computeRate) && Number.isFinite(p.upRate)).toBe(true);
+  });
+
+  it('a compute sample the download dominated is rough: the whole weights with the assign, or a megabyte at an unknown rate', () => {
+    expect(shardPace(timing).rough).toBe(false);
+    expect(shardPace({ ...timing, sentBytes: 600_000, downRate: 0 }).rough).toBe(false); // powersgd's update: small
+    expect(shardPace({ ...timing, sentBytes: 2e6, downRate: 0 }).rough).toBe(true);
+    expect(shardPace({ ...timing, sentBytes: 2e6, downRate: 100e6 }).rough).toBe(false); // 20 ms of a 1,000 ms wait
+    expect(shardPace({ ...timing, sentBytes: 187e6, downRate: 119e6 }).rough).toBe(true); // AlexNet's weights at 1 Gbit/s
+  });
+
+  it('the compute rate: the median of its last samples; a rough sample never drags a clean rate down, and the first clean one drops the rough', () => {
+    const w = { computeRate: 0, computeRough: false, computeSamples: [] as number[] };
+    averageCompute(w, 2, true); // eight workers catching up at 1 Gbit/s: 2 examples/s
+    expect(w).toMatchObject({ computeRate: 2, computeRough: true });
+    averageCompute(w, 3000, false);
+    expect(w).toMatchObject({ computeRate: 3000, computeRough: false, computeSamples: [3000] });
+    averageCompute(w, 2, true);
+    expect(w.computeRate).toBe(3000);
+    for (const x of [3200, 100, 3100, 2900]) averageCompute(w, x, false); // one stall among them
+    expect(w.computeRate).toBe(3000);
+    for (let i = 0; i < COMPUTE_SAMPLES; i++) averageCompute(w, 1000, false); // a worker that really slowed
+    expect(w.computeRate).toBe(1000);
+    for (const bad of [0, -1, NaN, Infinity]) averageCompute(w, bad, false);
+    expect(w.computeSamples).toHaveLength(COMPUTE_SAMPLES);
+    expect(w.computeRate).toBe(1000);
   });
 
   it('the average ignores samples that are not positive and finite', () => {

@@ -73,7 +73,7 @@ scaleout options:
                         speed (serve's default): every worker computes, shards sized by its measured
                         examples/s. Runs of each land in their own files (--tag below), side by side
   --apply-threads T     powersgd: the coordinator's helper threads for each update (serve
-                        --apply-threads; default: the cores but one, at most 4; 0 = on its event loop)
+                        --apply-threads; default: one a core, at most 4; 0 = on its event loop)
   --out DIR             results folder (default bench/results)
   --tag NAME            file name stem (default scaleout-<kind>, scaleout-<kind>-link with --link;
                         -<balance> added for --balance cost or speed)
