@@ -129,7 +129,10 @@ export class Autopilot {
     // The codecs' CPU work is learnt per mode (overheadMs), not modelled: the coordinator's rates are not limits here.
     const coord: CoordinatorCost = { upRate: fleet.link.up, downRate: fleet.link.down, foldRate: Infinity, sgdRate: Infinity, encodeRate: Infinity };
     const learnt = this.modes.map((c) => this.overheadMs(c)).filter((x): x is number => x !== undefined);
-    const untried = learnt.length ? Math.min(...learnt) : 0;
+    // Never below 0: fp32's steps at 1 Gbit/s ran seconds faster than its model said (the workers'
+    // first rates are low), and int8, never run, was then priced at nothing and tried for 3 steps
+    // of 1.6 s in the middle of a powersgd run (bench scaleout --balance speed, N = 4 and 8).
+    const untried = learnt.length ? Math.max(0, Math.min(...learnt)) : 0;
     return this.modes.map((compress) => {
       const bytes = uploadBytes(this.sizes.params, this.sizes.total, compress);
       const run: RunCost = {
