@@ -21,6 +21,7 @@ import { ensurePageBuilt } from './page-build';
 import { plural } from './format';
 import { spawnWorker } from './spawn-worker';
 import { defaultApplyThreads } from './apply-threads';
+import { WARM_STEPS } from './training-step';
 
 
 function modelList(): string {
@@ -66,11 +67,13 @@ the run:
   --seed N            seed for init, data order and dropout (default ${DEFAULTS.seed})
   --data DIR          folder with the four Fashion-MNIST IDX .gz files (default ${DEFAULT_DATA_DIR})
   --min-workers N     workers to wait for before the first step (default ${DEFAULTS.minWorkers})
-  --balance MODE      speed: shard sizes follow each worker's measured examples/s (default);
+  --balance MODE      cost (default): a cost model (measured compute and link rates) picks the
+                      workers that make the step shortest and sizes their shards; a worker that would
+                      slow the step is benched (it stays joined, takes eval shards, and is measured
+                      again now and then); for ${WARM_STEPS} steps after a worker joins or leaves, or the
+                      compression changes, every worker computes, shards by speed
+                      speed: every worker computes, shard sizes follow its measured examples/s
                       equal: even shards, bit-reproducible runs (fp32 sums depend on the split)
-                      cost: a cost model (measured compute and link rates) picks the workers that make
-                      the step shortest and sizes their shards; a worker that would slow the step is
-                      benched (it stays joined, takes eval shards, and is measured again now and then)
   --max-steps N       stop after N steps in all (smoke runs); a partial epoch skips the test evaluation
   --eval-examples N   test images evaluated per epoch (default all ${DEFAULTS.evalExamples.toLocaleString('en-US')})
   --deadline-ms N     a shard not returned in N ms goes to another worker (default: 5× the worker's

@@ -105,7 +105,7 @@ export interface CoordinatorOptions {
 }
 
 export const DEFAULTS = {
-  epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1, balance: 'speed',
+  epochs: 10, batch: 128, seed: 42, port: 8080, host: '0.0.0.0', minWorkers: 1, balance: 'cost',
   evalExamples: 10_000, helloTimeoutMs: 10_000, minDeadlineMs: 120_000, firstDeadlineMs: 120_000, newcomerDeadlineMs: 10_000,
   slowReaderMs: 15_000, heartbeatMs: 10_000, verifyEvery: 10, probation: 3, verifyShards: 0.05,
 } as const;

@@ -98,20 +98,21 @@ describe('--compress auto', () => {
 
 describe('--compress auto with --balance cost', () => {
   it('workers benched in fp32 compute again once the run is in powersgd, though they fell behind', async () => {
-    // After the run's first WARM_STEPS (every worker computes), the model is told the coordinator's
-    // link carries 100 MB/s: in fp32 a third worker's 1.3 MB each way then costs more than the
-    // compute it saves, so it is benched and, not kept current, falls versions behind; in powersgd
-    // (76 KB) all three pay. Priced as downloading the whole weights on every step it rejoined
+    // After the run's first WARM_STEPS (every worker computes), the links are 30 MB/s (the memory
+    // wire slows each worker's frames to it; the model shares the coordinator's among them): in
+    // fp32 a second and third worker's 1.3 MB each way then cost more than the compute they save,
+    // so they are benched and, not kept current, fall versions behind; in powersgd (76 KB) all
+    // three pay. Priced as downloading the whole weights on every step it rejoined
     // (paid once), it was left out of the first powersgd step here, and of every measured step of
     // `bench scaleout --balance cost` through real links; now every worker computes the first
     // WARM_STEPS steps after a switch (the stale one catching up once).
     let links = FAST;
-    const run = await startInProcess({ model: MODEL, batch: 32, maxSteps: 22, seed: 7, minWorkers: 3, autoRank: 4, verifyEvery: 1, balance: 'cost', links: () => links });
+    const run = await startInProcess({ model: MODEL, batch: 32, maxSteps: 34, seed: 7, minWorkers: 3, autoRank: 4, verifyEvery: 1, balance: 'cost', links: () => links });
     const seen = modes(run);
     const computing: number[] = [];
     run.coord.events.on('step', (r: { step: number; shards: { worker: number | null; count: number }[] }) => {
       computing.push(new Set(r.shards.filter((s) => s.count > 0).map((s) => s.worker)).size);
-      if (r.step === WARM_STEPS + 1) links = { worker: 1e12, coordinator: 100e6 };
+      if (r.step === WARM_STEPS + 1) links = { worker: 30e6, coordinator: 30e6 };
     });
     try {
       await run.add(3, WORKER);
@@ -120,11 +121,13 @@ describe('--compress auto with --balance cost', () => {
       const into = seen.indexOf('powersgd');
       // fp32 for at least two steps with a worker benched before the switch: it fell behind.
       expect(computing.slice(WARM_STEPS + 2, into).filter((n) => n < 3).length).toBeGreaterThanOrEqual(2);
-      // The memory wire does not carry the 100 MB/s the model is told of, so the autopilot may move
-      // on to another mode later; the powersgd span's steps are the ones that say it.
+      // The memory wire does not share one coordinator link among the workers as the model does,
+      // so the autopilot may move on to another mode later; the powersgd span's steps say it.
       const span = seen.map((m, i) => (m === 'powersgd' ? i : -1)).filter((i) => i >= 0);
-      expect(span.length).toBeGreaterThanOrEqual(2);
-      expect(span.map((i) => computing[i])).toEqual(span.map(() => 3));
+      expect(span.length).toBeGreaterThanOrEqual(WARM_STEPS);
+      // The switch's first WARM_STEPS steps: every worker, the stale one caught up once (after
+      // them the plan may bench one again on its own measurements).
+      expect(span.slice(0, WARM_STEPS).map((i) => computing[i])).toEqual(Array(WARM_STEPS).fill(3));
       expect(run.lines.filter((l) => l.includes('replica differs'))).toEqual([]);
     } finally {
       await run.close();

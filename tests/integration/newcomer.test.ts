@@ -196,7 +196,7 @@ describe.concurrent('each command shows its own help', () => {
     expect(bench.out).toContain('scaleout options');
     expect(scaleout.out).toContain('scaleout options');
     // --balance offers serve's three ways to split a step (cost against speed is the lead's comparison).
-    expect(scaleout.out).toMatch(/--balance B .*equal \(default\)[^]*cost: the cost model[^]*speed \(serve's default\)/);
+    expect(scaleout.out).toMatch(/--balance B .*cost \(default,\s+as serve's\): the cost model[^]*speed: every worker[^]*equal: even shards/);
     for (const r of [serve, worker, bench, scaleout]) expect(r.out).not.toBe(general.out);
     const badBalance = await tabtrain(['bench', 'scaleout', '--balance', 'fast']);
     expect(badBalance.code).toBe(2);

@@ -8,6 +8,7 @@ import { COMPRESS_MODES, DEFAULT_RANK, parseCompression, type CompressMode } fro
 import { asTyped } from '@tabtrain/shared/cli-args';
 import { MODELS } from '@tabtrain/shared';
 import { UsageError } from '../usage';
+import { DEFAULTS } from '../run-options';
 import { micro } from './micro';
 import { scaleout, type BenchCompression, type ComputeKind, type LinkConfig, type Scaling, type WorkerCpu } from './scaleout';
 import { BALANCES, type Balance } from './scaleout-types';
@@ -67,16 +68,16 @@ scaleout options:
                         sleep = slept for the time it took when measured once on this machine (each
                         worker stands for its own machine; default with --link), real = done for real
                         on this machine's cores (default on loopback)
-  --balance B           how the coordinator splits each step, as serve's --balance: equal (default):
-                        even shards over every worker; cost: the cost model (measured compute and link
-                        rates) picks the workers that make the step shortest and sizes their shards;
-                        speed (serve's default): every worker computes, shards sized by its measured
-                        examples/s. Runs of each land in their own files (--tag below), side by side
+  --balance B           how the coordinator splits each step, as serve's --balance: cost (default,
+                        as serve's): the cost model (measured compute and link rates) picks the workers
+                        that make the step shortest and sizes their shards; speed: every worker
+                        computes, shards sized by its measured examples/s; equal: even shards over
+                        every worker. Runs of each land in their own files (--tag below), side by side
   --apply-threads T     powersgd: the coordinator's helper threads for each update (serve
                         --apply-threads; default: one a core, at most 4; 0 = on its event loop)
   --out DIR             results folder (default bench/results)
   --tag NAME            file name stem (default scaleout-<kind>, scaleout-<kind>-link with --link;
-                        -<balance> added for --balance cost or speed)
+                        -<balance> added for --balance speed or equal)
 
   Linked runs show, beside each step time, the compute bound, the link bound (bytes through the
   coordinator's link each way ÷ its TCP payload rate, and the same for the busiest worker link) and
@@ -141,7 +142,7 @@ export async function bench(argv: string[]): Promise<void> {
         batch: { type: 'string', default: '128' }, 'per-worker-batch': { type: 'string', default: '128' }, 'ms-per-example': { type: 'string', default: '0.25' },
         compress: { type: 'string', default: 'auto' }, rank: { type: 'string', default: String(DEFAULT_RANK) }, factors: { type: 'string', default: 'fp32' }, steps: { type: 'string', default: '5' }, 'burn-in': { type: 'string', default: '2' },
         backend: { type: 'string', default: 'wasm' }, out: { type: 'string', default: 'bench/results' }, tag: { type: 'string' },
-        link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' }, balance: { type: 'string', default: 'equal' }, 'apply-threads': { type: 'string' },
+        link: { type: 'string' }, 'coordinator-link': { type: 'string' }, rtt: { type: 'string', default: '1' }, 'worker-cpu': { type: 'string' }, balance: { type: 'string', default: DEFAULTS.balance }, 'apply-threads': { type: 'string' },
       },
     });
     const kind = v.kind as ComputeKind;
@@ -168,7 +169,7 @@ export async function bench(argv: string[]): Promise<void> {
       const why = whyNoNamespaces();
       if (why) throw new UsageError(`--link: ${why}.\n  For example: sudo bin/tabtrain bench scaleout --link ${v.link} --rtt ${rtt}`);
     }
-    const tag = v.tag ?? `scaleout-${kind}${links ? '-link' : ''}${balance === 'equal' ? '' : `-${balance}`}`;
+    const tag = v.tag ?? `scaleout-${kind}${links ? '-link' : ''}${balance === DEFAULTS.balance ? '' : `-${balance}`}`;
     log(`tabtrain bench scaleout (${kind}, --balance ${balance}) on ${machine()}; load average ${loadavg()[0].toFixed(2)}`);
     if (kind === 'synthetic') log(`synthetic compute: ${ms} ms per example (${ms > 0 ? (1000 / ms).toFixed(0) : '∞'} examples/s per worker), slept, not spun`);
     const what = realAndSlept(kind, workerCpu, !!links);
