@@ -70,8 +70,8 @@ the run:
   --balance MODE      cost (default): a cost model (measured compute and link rates) picks the
                       workers that make the step shortest and sizes their shards; a worker that would
                       slow the step is benched (it stays joined, takes eval shards, and is measured
-                      again now and then); for ${WARM_STEPS} steps after a worker joins or leaves, or the
-                      compression changes, every worker computes, shards by speed
+                      again now and then); for ${WARM_STEPS} steps after --compress auto switches
+                      into powersgd, every worker computes, shards by speed
                       speed: every worker computes, shard sizes follow its measured examples/s
                       equal: even shards, bit-reproducible runs (fp32 sums depend on the split)
   --max-steps N       stop after N steps in all (smoke runs); a partial epoch skips the test evaluation

@@ -18,7 +18,7 @@ import type { Sessions } from './sessions';
 import type { Step } from './step';
 import type { Wire } from './wire';
 
-/** --balance cost: steps every worker computes after a switch or a change of fleet, before any is benched (COMPUTE_SAMPLES: its rate is then its own). */
+/** --balance cost: steps every worker computes after a switch into powersgd, before any is benched (COMPUTE_SAMPLES: its rate is then its own). */
 export const WARM_STEPS = COMPUTE_SAMPLES;
 
 export interface StepStats { lossSum: number; correct: number; count: number }
@@ -28,8 +28,7 @@ export class TrainingStep {
   last: StepRecord | null = null;
   /** The compression the last cost plan was made in (--balance cost): a new one makes every bench stale. */
   private plannedIn: string | null = null;
-  /** The pool the last plan was made for (worker ids), and the version before which no worker is benched. */
-  private plannedFor = '';
+  /** The version before which no worker is benched (WARM_STEPS after a switch into powersgd). */
   private warmUntil = 0;
   private readonly link: LinkMeter;
   /** --balance cost: steps between re-measurements of a benched worker (probeInterval, from the last plan). */
@@ -128,17 +127,18 @@ export class TrainingStep {
    */
   private plan(batch: number): { position: number; count: number; pin: number | null }[] {
     const pool = this.members.pool('train');
-    // After a switch of compression (--compress auto), or a worker joining or leaving, every
-    // worker computes for WARM_STEPS steps (shards by speed) before the plan may bench one: those
-    // benched in the old mode were priced at its bytes and, not kept current, would be priced as
-    // downloading the whole weights on every step they rejoined, which is paid once; and a bench
-    // decided on a rate from the first steps (a catch-up, a cold start) stuck, since a benched worker
-    // falls behind and is re-measured rarely (one run put a weak N = 8 batch on one worker).
+    // After a switch into powersgd (--compress auto), every worker computes for WARM_STEPS steps
+    // (shards by speed) before the plan may bench one. Those benched in the old mode hold older
+    // weights than those that computed, and would be priced as downloading the whole weights on
+    // every step they rejoined, which is paid once; and a bench decided on the rates of the first
+    // steps after it (the catch-up, rough; then slow ones) stuck, since a benched worker falls
+    // behind and is re-measured rarely (one run put a weak N = 8 batch on one worker). Out of
+    // powersgd every worker needs the whole weights anyway (Replicas.restart): they start equal.
+    // Not at the run's start, nor for a newcomer: unmeasured, it gets a probe shard until a clean
+    // measurement (pace.ts), and a worker on a slow line does not hold five steps up.
     const mode = modeName(this.model.compress);
-    const fleet = pool.map((c) => c.id).sort((a, b) => a - b).join(',');
-    if (this.plannedIn !== mode || this.plannedFor !== fleet) this.warmUntil = this.model.version + WARM_STEPS;
+    if (this.plannedIn !== null && this.plannedIn !== mode && this.model.powerSgd) this.warmUntil = this.model.version + WARM_STEPS;
     this.plannedIn = mode;
-    this.plannedFor = fleet;
     if (this.opts.balance !== 'cost' || !pool.length || this.model.version < this.warmUntil) {
       for (const c of pool) c.benchedByMs = null;
       return planShards(batch, this.shares(pool)).map((p) => ({ position: p.position, count: p.count, pin: null }));
