@@ -7,7 +7,7 @@
 // each installed package of this checkout, except the workspaces' own links (@tabtrain/*), which
 // point into the copy as npm would make them.
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -63,7 +63,8 @@ describe('a fresh copy of the project, with the README\'s commands', () => {
   it('`npm start` builds a missing page with a progress line, serves the page and the dashboard, and trains', async () => {
     rmSync(join(copy, 'client/dist'), { recursive: true, force: true });
     // The README's `npm start`, on loopback, short, with its certificate in the copy.
-    const p = spawn('npm', ['start', '--', '--host', '127.0.0.1', '--port', '0', '--max-steps', '12', '--state-dir', join(copy, '.state')], { cwd: copy, stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = join(copy, 'steps.jsonl');
+    const p = spawn('npm', ['start', '--', '--host', '127.0.0.1', '--port', '0', '--max-steps', '30', '--state-dir', join(copy, '.state'), '--log', log], { cwd: copy, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     p.stdout.on('data', (d) => { out += d; });
     p.stderr.on('data', (d) => { out += d; });
@@ -91,7 +92,14 @@ describe('a fresh copy of the project, with the README\'s commands', () => {
       expect(dashboard.body).toMatch(/<html/);
       expect((await get(`https://127.0.0.1:${port}/`)).body).toBe(page.body);
       expect(await exited, out).toBe(0);
-      expect(out).toMatch(/done: 12 steps/);
+      expect(out).toMatch(/done: 30 steps/);
+      // --balance cost (the default) with both workers on this machine: they share its cores, so
+      // each is split by speed and none is benched (one was, from step 11, on a rate measured while
+      // the other computed: 572 examples/s on one worker against 692 on both).
+      const steps = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'step' || r.shards);
+      const late = steps.slice(-15);
+      expect(late.length, 'step records in the --log file').toBe(15);
+      for (const r of late) expect(new Set(r.shards.map((x: { worker: number }) => x.worker)).size, JSON.stringify(r.shards)).toBe(2);
       // --compress auto on loopback: no wire to save bytes on, so the run stays exact fp32 (it once
       // read CPU contention as a 33 MB/s link and went to powersgd after step 2, int8 after step 5).
       expect(out).toMatch(/compression fp32: predicted/);
