@@ -53,6 +53,8 @@ export class Transport<P extends Peer> implements Wire<P> {
   /** Logs the connections refused over the caps since the last report (listen sets it). */
   private reportAdmission: () => void = () => {};
   private readonly live = new Set<P>();
+  /** Peers with a burst under way (Peer.burst): a new burst shares the coordinator's link with these. */
+  private readonly bursting = new Set<P>();
   /** Each peer's socket: the transport's alone (the Peer record is shared with the handler). */
   private readonly sockets = new WeakMap<P, WebSocket>();
   private readonly routes: Route[] = [];
@@ -222,9 +224,9 @@ export class Transport<P extends Peer> implements Wire<P> {
     if (!p.writing) {
       p.progressAt = Date.now();
       // Bursts that overlap share the coordinator's link: each marks the others, and itself.
-      let shared = false;
-      for (const q of this.live) if (q !== p && q.burst) { q.burst.shared = true; shared = true; }
-      p.burst = { since: performance.now(), bytes: 0, timed: false, shared };
+      for (const q of this.bursting) q.burst!.shared = true;
+      p.burst = { since: performance.now(), bytes: 0, timed: false, shared: this.bursting.size > 0 };
+      this.bursting.add(p);
       this.pump(p);
     }
   }
@@ -271,6 +273,7 @@ export class Transport<P extends Peer> implements Wire<P> {
   private timeBurst(p: P): void {
     const b = p.burst;
     p.burst = null;
+    this.bursting.delete(p);
     if (!b || b.timed || b.bytes < TIMED_BURST || p.timing || p.closed) return;
     // A tag it cannot guess: a pong sent ahead of the bytes would make its link look fast.
     p.timing = { since: b.since, bytes: b.bytes, tag: randomBytes(8), shared: b.shared };
@@ -295,6 +298,7 @@ export class Transport<P extends Peer> implements Wire<P> {
     if (p.closed) return;
     p.closed = true;
     this.live.delete(p);
+    this.bursting.delete(p);
     this.handler.gone(p, code, reason, byUs);
   }
 
