@@ -15,6 +15,7 @@
 // tf.setBackend('wasm') (or any time after; both work).
 import * as tf from '@tensorflow/tfjs-core';
 import { flippedFilter, registerWasmStepKernels } from './wasm-step-kernels';
+import { installWasmTrainStep } from './wasm-train-step';
 import type {
   Conv2DBackpropFilterAttrs,
   Conv2DBackpropInputAttrs,
@@ -122,6 +123,7 @@ export function registerWasmKernels(): void {
   const replacement: KernelConfig = { ...original, kernelFunc: backpropInput };
   tf.registerKernel(replacement);
   registerWasmStepKernels();
+  installWasmTrainStep();
   registered = true;
 }
 

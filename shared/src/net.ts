@@ -30,8 +30,16 @@ const defaultIO: TensorIO = {
   },
 };
 
+/**
+ * A shard step that a backend may install in place of the engine's (client/src/wasm-train-step.ts:
+ * the wasm kernels called directly, no gradient tape). It writes the gradient sum into `out` and
+ * returns the stats, or returns null where it does not apply (another backend is active).
+ */
+export type ShardStep = (net: Net, x: tf.Tensor4D, labels: Uint8Array, masks: Float32Array[], count: number, out: Float32Array) => ShardStats | null;
+
 export class Net {
   static io: TensorIO = defaultIO;
+  static step: ShardStep | null = null;
   readonly params: ParamInfo[];
   readonly total: number;
   /** Resident weights, one variable per parameter, in layout order. */
@@ -110,6 +118,15 @@ export class Net {
    * tensor: WebGPU caps a binding at 128 MiB). Dropout masks are seeded per example.
    */
   async gradient(images: Uint8Array, labels: Uint8Array, count: number, seed: number, step: number, position: number, out: Float32Array): Promise<ShardStats> {
+    if (Net.step) {
+      const x = this.inputs(images, count);
+      try {
+        const stats = Net.step(this, x, labels, this.dropoutMasks(seed, step, position, count), count, out);
+        if (stats) return stats;
+      } finally {
+        x.dispose();
+      }
+    }
     const { stats, grads } = await this.gradientTensors(images, labels, count, seed, step, position);
     try {
       await Net.io.read(grads, this.params, out);
@@ -124,7 +141,7 @@ export class Net {
    * disposes them): PowerSGD (client/src/powersgd-ops.ts) reads back only its factors.
    */
   async gradientTensors(images: Uint8Array, labels: Uint8Array, count: number, seed: number, step: number, position: number): Promise<{ stats: ShardStats; grads: tf.Tensor[] }> {
-    const masks = dropoutLayers(this.spec).map((l) => tf.tensor2d(dropoutMask(seed, step, l.layer, position, count, l.units, l.rate), [count, l.units]));
+    const masks = this.dropoutMasks(seed, step, position, count).map((m) => tf.tensor2d(m, [count, m.length / count]));
     const x = this.inputs(images, count);
     const y = tf.tensor1d(Int32Array.from(labels.subarray(0, count)), 'int32');
     let correctT: tf.Scalar | null = null;
@@ -143,6 +160,11 @@ export class Net {
     } finally {
       tf.dispose([value, correctT!]);
     }
+  }
+
+  /** One [count, units] mask per dropout layer, seeded per example (the same on every backend and worker). */
+  private dropoutMasks(seed: number, step: number, position: number, count: number): Float32Array[] {
+    return dropoutLayers(this.spec).map((l) => dropoutMask(seed, step, l.layer, position, count, l.units, l.rate));
   }
 
   /** Forward only, no dropout: loss sum and correct count. */

@@ -1,0 +1,86 @@
+// The wasm training step without tfjs's engine (client/src/wasm-train-step.ts) against the engine's
+// own path (Net.forward + tf.variableGrads) on the cpu backend: the same gradient sum, loss and
+// correct count, on real Fashion-MNIST, at every model's layer shapes. The small models run a
+// ragged shard of 3 at their size; the full-size ones one example, held to the engine's path on
+// wasm (the cpu backend's naive convolutions would take minutes at 224×224).
+import { describe, it, expect, beforeAll } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+import { MODELS, initParams } from '@tabtrain/shared';
+import { Net, type ShardStats } from '@tabtrain/shared/net';
+import { registerWasmKernels } from '../../client/src/wasm-kernels';
+import { loadFashionMnist } from '../../server/src/data';
+
+const data = loadFashionMnist().train;
+let direct: typeof Net.step = null;
+
+beforeAll(async () => {
+  registerWasmKernels();
+  direct = Net.step;
+  await tf.setBackend('wasm');
+});
+
+/** One shard's gradient and stats on `backend`, through the direct step or the engine's path. */
+async function shard(backend: string, name: string, count: number, path: 'direct' | 'engine'): Promise<{ grad: Float32Array; stats: ShardStats; leftover: number }> {
+  await tf.setBackend(backend);
+  const net = new Net(MODELS[name]);
+  net.setWeights(initParams(net.spec, 7));
+  const grad = new Float32Array(net.total).fill(NaN); // every float must be written
+  const before = tf.engine().backend.numDataIds();
+  Net.step = path === 'direct' ? direct : null;
+  try {
+    // Examples 100.. and step 3: dropout masks of a later step, at a position other than 0.
+    const stats = await net.gradient(data.images.subarray(100 * 784, (100 + count) * 784), data.labels.subarray(100, 100 + count), count, 11, 3, 100, grad);
+    return { grad, stats, leftover: tf.engine().backend.numDataIds() - before };
+  } finally {
+    Net.step = direct;
+    net.dispose();
+  }
+}
+
+function expectSameGradient(expected: Float32Array, actual: Float32Array, rel: number): void {
+  let diff = 0, norm = 0, unwritten = 0;
+  for (let i = 0; i < expected.length; i++) {
+    if (!Number.isFinite(actual[i])) unwritten++;
+    diff += (expected[i] - actual[i]) ** 2;
+    norm += expected[i] ** 2;
+  }
+  expect(unwritten).toBe(0);
+  expect(norm).toBeGreaterThan(1e-6); // a real gradient
+  expect(Math.sqrt(diff / norm)).toBeLessThanOrEqual(rel);
+}
+
+describe('the wasm step without the engine', () => {
+  it('is installed by registerWasmKernels and declines every other backend', async () => {
+    expect(direct).not.toBeNull();
+    await tf.setBackend('cpu');
+    const net = new Net(MODELS['vgg11-tiny']);
+    const out = new Float32Array(net.total);
+    const x = net.inputs(data.images, 2);
+    expect(direct!(net, x, data.labels, [new Float32Array(64), new Float32Array(64)], 2, out)).toBeNull();
+    tf.dispose([x]);
+    net.dispose();
+  });
+
+  for (const name of ['alexnet-tiny', 'vgg11-tiny', 'alexnet-small', 'vgg11-small']) {
+    it(`${name}: the cpu backend's gradient, loss and correct count, and frees what it made`, async () => {
+      const cpu = await shard('cpu', name, 3, 'engine');
+      const wasm = await shard('wasm', name, 3, 'direct');
+      expectSameGradient(cpu.grad, wasm.grad, 2e-5);
+      expect(wasm.stats.count).toBe(3);
+      expect(wasm.stats.correct).toBe(cpu.stats.correct);
+      expect(wasm.stats.lossSum).toBeCloseTo(cpu.stats.lossSum, 4);
+      expect(wasm.leftover).toBe(0);
+    });
+  }
+
+  for (const name of ['alexnet', 'vgg11']) {
+    it(`${name} (224×224): the engine's gradient on wasm, one example`, async () => {
+      const engine = await shard('wasm', name, 1, 'engine');
+      const wasm = await shard('wasm', name, 1, 'direct');
+      expectSameGradient(engine.grad, wasm.grad, 2e-5);
+      expect(wasm.stats.lossSum).toBeCloseTo(engine.stats.lossSum, 4);
+      expect(wasm.leftover).toBe(0);
+    });
+  }
+});
