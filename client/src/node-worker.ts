@@ -248,7 +248,10 @@ function session(opts: NodeWorkerOptions, workerId: string, backend: string, ada
     let opened = false;
     let joined = false;
     let error: Outcome['error'] = null;
-    const ws = new WebSocket(opts.url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, ...trustCheck(opts.url, opts, (why) => { untrusted = why; }) });
+    // An all-zero mask: ws then neither copies nor XORs each gradient frame (a full pass over every
+    // byte sent). Masking guards proxies against a web page choosing the bytes on the wire; the
+    // bytes here are our own gradients (a browser tab's sockets still mask: the browser decides).
+    const ws = new WebSocket(opts.url, { maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, generateMask: (mask) => { mask.fill(0); }, ...trustCheck(opts.url, opts, (why) => { untrusted = why; }) });
     const send = (frame: Uint8Array) => new Promise<void>((res, rej) => ws.send(frame, (err) => (err ? rej(err) : res())));
     // One identity per instance across reconnects: the core records the id and session secret the welcome gives.
     if (!identities.has(workerId)) identities.set(workerId, { workerId, kind: 'node', backend, adapter, token: opts.token, local: process.env[LOCAL_KEY_ENV] });

@@ -129,8 +129,9 @@ ${admissionHelp(admissionLimits(), DEFAULTS.helloTimeoutMs)}
   --admin-token T     pause/resume/stop from the dashboard need this token (without it: read-only)
 
 workers on this machine:
-  --local-workers N   also start N Node workers on this machine (default 0); 'cores': one per core
-                      (${availableParallelism()} here): tfjs gives Node no wasm threads, so each is a process
+  --local-workers N   also start N Node workers on this machine, that train from the first step on its
+                      CPU; default 'cores': one per core (${availableParallelism()} here), as tfjs gives Node no
+                      wasm threads. 0: none, wait for workers to join (a coordinator that serves GPUs)
   --local-backend B   backend of the local workers: wasm | cpu | webgpu (default wasm)
 
 output (each is checked before the first step; missing folders on the way are created):
@@ -172,7 +173,9 @@ function int(v: string | undefined, name: string, min = 0, max = Number.MAX_SAFE
 export function localWorkerCount(v: string | undefined): number {
   if (v === 'cores') return availableParallelism();
   if (v !== undefined && !/^\s*\d+\s*$/.test(v)) throw new UsageError(`--local-workers must be a count ≥ 0 or 'cores' (one per core, ${availableParallelism()} here), got '${v}'`);
-  return int(v, 'local-workers') ?? 0;
+  // The default uses the machine: a contributor without a GPU, or a coordinator that waits for
+  // browsers, trains on every core meanwhile (--local-workers 0 waits for workers to join).
+  return int(v, 'local-workers') ?? availableParallelism();
 }
 
 function fraction(v: string | undefined, name: string): number | undefined {

@@ -60,8 +60,10 @@ export class Net {
     const done = Net.io.write?.(this.vars, this.params, flat);
     this.params.forEach((p, i) => {
       if (done?.[i]) return;
-      // slice(): backends may keep a reference to the array they are given; ours is reused.
-      const t = tf.tensor(flat.slice(p.offset, p.offset + p.size), p.shape, 'float32');
+      // slice(): backends may keep a reference to the array they are given; ours is reused. wasm
+      // copies it into its heap at once, so a view spares it a copy of the model a step.
+      const part = tf.getBackend() === 'wasm' ? flat.subarray(p.offset, p.offset + p.size) : flat.slice(p.offset, p.offset + p.size);
+      const t = tf.tensor(part, p.shape, 'float32');
       this.vars[i].assign(t);
       t.dispose();
     });

@@ -25,7 +25,7 @@ export const SERVE_DEADLINE_MS = 150_000;
 export function serveCli(args: string[], stateDir: string, deadlineMs = SERVE_DEADLINE_MS): Promise<string> {
   return new Promise((resolve, reject) => {
     const env = { ...process.env, TABTRAIN_STATE_DIR: stateDir };
-    const p = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    const p = spawn(BIN, ['serve', '--host', '127.0.0.1', '--port', '0', '--local-workers', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let log = '';
     let overdue = false;
     p.stdout.on('data', (d) => { log += d; });

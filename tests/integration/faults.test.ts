@@ -100,7 +100,7 @@ describe('faults', () => {
     const port = await freePort();
     const cfg = ['--model', 'alexnet-tiny', '--batch', '16', '--seed', '9', '--max-steps', '12', '--balance', 'equal', '--min-workers', '2', '--port', String(port), '--host', '127.0.0.1'];
     const out = join(dir, 'final.bin');
-    const serve = (extra: string[]) => spawn('bin/tabtrain', ['serve', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const serve = (extra: string[]) => spawn('bin/tabtrain', ['serve', '--local-workers', '0', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
     const first = serve([...cfg, '--checkpoint', dir, '--checkpoint-every', '2']);
     const url = `ws://127.0.0.1:${port}/ws`;
     const procs = workers(url, 2, ['--backend', 'wasm', '--delay-ms', '10']);
@@ -184,7 +184,7 @@ describe('faults', () => {
     for (const f of ['weights-4.bin.tmp-99999', 'checkpoint.json.tmp-99999']) writeFileSync(join(good, f), 'half');
     const cliPort = await freePort();
     const out = join(good, 'final.bin');
-    const resumed = spawn('bin/tabtrain', ['serve', '--resume', good, '--max-steps', '14', '--min-workers', '2', '--port', String(cliPort), '--host', '127.0.0.1', '--weights-out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const resumed = spawn('bin/tabtrain', ['serve', '--resume', good, '--local-workers', '0', '--max-steps', '14', '--min-workers', '2', '--port', String(cliPort), '--host', '127.0.0.1', '--weights-out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     resumed.stdout!.on('data', (d) => { log += d; });
     resumed.stderr!.on('data', (d) => { log += d; });
@@ -223,7 +223,7 @@ describe('faults', () => {
       const dir = mkdtempSync(join(tmpdir(), 'tabtrain-bad-ckpt-'));
       writeFileSync(join(dir, 'weights-4.bin'), new Uint8Array(weights.buffer));
       writeFileSync(join(dir, 'checkpoint.json'), JSON.stringify({ ...ckpt, ...change }));
-      const cli = spawn('bin/tabtrain', ['serve', '--resume', dir, '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const cli = spawn('bin/tabtrain', ['serve', '--resume', dir, '--local-workers', '0', '--port', '0', '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       cli.stdout!.on('data', (d) => { out += d; });

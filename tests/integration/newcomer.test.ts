@@ -64,7 +64,7 @@ async function busyPort(): Promise<number> {
   return (s.address() as { port: number }).port;
 }
 
-const SERVE = ['serve', '--model', 'vgg11-tiny', '--batch', '16', '--host', '127.0.0.1', ...STATE];
+const SERVE = ['serve', '--model', 'vgg11-tiny', '--batch', '16', '--host', '127.0.0.1', '--local-workers', '0', ...STATE];
 
 // Every test here runs `tabtrain` processes of its own (own ports, own folders) and waits on their
 // output: they run side by side (describe.concurrent, vitest's 5 at a time), and so do the
@@ -114,9 +114,9 @@ describe.concurrent('serve: one line that names the problem and the fix', () => 
     const finished = save(join(tmp, 'finished'), perEpoch, 1);
     const twoDone = save(join(tmp, 'two-done'), 2 * perEpoch + 5, 4);
     const [fin, epochs, steps] = await Promise.all([
-      tabtrain(['serve', '--resume', finished, '--port', '0', '--host', '127.0.0.1', ...STATE]),
-      tabtrain(['serve', '--resume', twoDone, '--epochs', '2', '--port', '0', '--host', '127.0.0.1', ...STATE]),
-      tabtrain(['serve', '--resume', twoDone, '--max-steps', '100', '--port', '0', '--host', '127.0.0.1', ...STATE]),
+      tabtrain(['serve', '--resume', finished, '--local-workers', '0', '--port', '0', '--host', '127.0.0.1', ...STATE]),
+      tabtrain(['serve', '--resume', twoDone, '--local-workers', '0', '--epochs', '2', '--port', '0', '--host', '127.0.0.1', ...STATE]),
+      tabtrain(['serve', '--resume', twoDone, '--local-workers', '0', '--max-steps', '100', '--port', '0', '--host', '127.0.0.1', ...STATE]),
     ]);
     oneLine(fin, `tabtrain: ${finished} is a finished run (1 epoch, ${perEpoch.toLocaleString('en-US')} steps done): to train further, give --epochs 2 or more`);
     oneLine(epochs, `tabtrain: --epochs 2 is not beyond what ${twoDone} has done (2 epochs, ${(2 * perEpoch + 5).toLocaleString('en-US')} steps): give --epochs 3 or more to train further`);

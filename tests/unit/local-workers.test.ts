@@ -1,14 +1,14 @@
-// --local-workers: a count, or 'cores' (one worker process per core: tfjs gives Node no wasm threads).
+// --local-workers: a count, or 'cores' (the default: one worker process per core, as tfjs gives Node no wasm threads).
 import { describe, it, expect } from 'vitest';
 import { availableParallelism } from 'node:os';
 import { localWorkerCount, SERVE_HELP } from '../../server/src/cli';
 
 describe('--local-workers', () => {
-  it("'cores' is one worker per core; a number is that many; none is 0", () => {
+  it("'cores' (the default) is one worker per core; a number is that many", () => {
     expect(localWorkerCount('cores')).toBe(availableParallelism());
     expect(localWorkerCount('3')).toBe(3);
     expect(localWorkerCount('0')).toBe(0);
-    expect(localWorkerCount(undefined)).toBe(0);
+    expect(localWorkerCount(undefined)).toBe(availableParallelism());
   });
 
   it('anything else is refused with a message naming both forms', () => {
@@ -18,7 +18,7 @@ describe('--local-workers', () => {
   });
 
   it('the help says what cores means here', () => {
-    expect(SERVE_HELP).toContain(`'cores': one per core`);
+    expect(SERVE_HELP).toContain(`default 'cores': one per core`);
     expect(SERVE_HELP).toContain(`(${availableParallelism()} here)`);
   });
 });

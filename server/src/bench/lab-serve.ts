@@ -52,7 +52,7 @@ async function main(argv: string[]): Promise<number> {
   const lab = NetLab.create({ workers, worker: { rateBits, rttMs } });
   console.log(`lab-serve: ${lab.prefix}: coordinator ${lab.coordinator.ip} and ${workers} worker namespaces, every link ${formatRate(rateBits)} each way${rttMs > 0 ? (lab.netem ? `, RTT ${rttMs} ms` : ', no netem in this kernel: RTT not applied') : ''}`);
   const token = randomBytes(18).toString('base64url').replace(/^-/, 'A');
-  const coord = lab.spawnIn(lab.coordinator, BIN, ['serve', ...serveArgs, '--host', lab.coordinator.ip, '--port', String(PORT), '--no-tls', `--token=${token}`], { cwd: ROOT, stdio: 'inherit' });
+  const coord = lab.spawnIn(lab.coordinator, BIN, ['serve', '--local-workers', '0', ...serveArgs, '--host', lab.coordinator.ip, '--port', String(PORT), '--no-tls', `--token=${token}`], { cwd: ROOT, stdio: 'inherit' });
   // Workers keep trying to connect until the coordinator listens (their --connect-timeout).
   const url = `ws://${lab.coordinator.ip}:${PORT}/ws`;
   for (const [i, host] of lab.workers.entries()) {
