@@ -33,7 +33,7 @@ interface Saved { layer: LayerSpec; x: TensorInfo; y: TensorInfo; param: number;
 
 /** Makes Net.gradient run shards through wasmShardStep while the wasm backend is active. */
 export function installWasmTrainStep(): void {
-  Net.step = (net, x, labels, masks, count, out) => (tf.getBackend() === 'wasm' ? wasmShardStep(net, x, labels, masks, count, out) : null);
+  Net.step = { backend: 'wasm', run: wasmShardStep };
 }
 
 const view = (t: TensorInfo, shape: number[]): TensorInfo => ({ dataId: t.dataId, shape, dtype: t.dtype });
@@ -59,7 +59,7 @@ export function wasmShardStep(net: Net, x: tf.Tensor4D, labels: Uint8Array, mask
     for (const t of ts) if (owned.delete(t.dataId)) backend.disposeData(t.dataId);
   };
   /** `f(a)`, freeing `a` after (its last reader). */
-  const then = (a: TensorInfo, f: (a: TensorInfo) => TensorInfo) => { const t = f(a); free(a); return t; };
+  const freeing = (a: TensorInfo, f: (a: TensorInfo) => TensorInfo) => { const t = f(a); free(a); return t; };
   // A view is taken after every allocation: growing the heap detaches the old ones.
   const heap = (t: TensorInfo) => backend.typedArrayFromHeap(t);
   const param = (i: number): TensorInfo => ({ dataId: net.vars[i].dataId, shape: net.vars[i].shape, dtype: 'float32' });
@@ -75,15 +75,15 @@ export function wasmShardStep(net: Net, x: tf.Tensor4D, labels: Uint8Array, mask
       let mask: TensorInfo | undefined;
       if (layer.kind === 'conv') {
         const conv = run(tf.Conv2D, { x: h, filter: param(p) }, { strides: layer.stride, pad: layer.pad, dataFormat: 'NHWC', dilations: 1 });
-        y = then(then(conv, (c) => run(tf.Add, { a: c, b: param(p + 1) })), (z) => run(tf.Relu, { x: z }));
+        y = freeing(freeing(conv, (c) => run(tf.Add, { a: c, b: param(p + 1) })), (z) => run(tf.Relu, { x: z }));
         p += 2;
       } else if (layer.kind === 'pool') {
         y = run(tf.MaxPool, { x: h }, { filterSize: layer.size, strides: layer.stride, pad: 'valid' });
       } else if (layer.kind === 'flatten') {
         y = view(h, [count, h.shape.slice(1).reduce((a, b) => a * b, 1)]);
       } else if (layer.kind === 'dense') {
-        y = then(run(tf.BatchMatMul, { a: h, b: param(p) }, { transposeA: false, transposeB: false }), (m) => run(tf.Add, { a: m, b: param(p + 1) }));
-        if (layer.relu) y = then(y, (z) => run(tf.Relu, { x: z }));
+        y = freeing(run(tf.BatchMatMul, { a: h, b: param(p) }, { transposeA: false, transposeB: false }), (m) => run(tf.Add, { a: m, b: param(p + 1) }));
+        if (layer.relu) y = freeing(y, (z) => run(tf.Relu, { x: z }));
         p += 2;
       } else {
         mask = backend.makeOutput(h.shape, 'float32');
@@ -101,7 +101,7 @@ export function wasmShardStep(net: Net, x: tf.Tensor4D, labels: Uint8Array, mask
     const stats = softmaxCrossEntropy(heap(h), labels, count, h.shape[1], heap(dy));
 
     // Backward, layer by layer in reverse, with the kernels of tfjs's gradients.
-    const reluBackward = (g: TensorInfo, y: TensorInfo) => then(run(tf.Step, { x: y }, { alpha: 0 }), (step) => then(g, (a) => run(tf.Multiply, { a, b: step })));
+    const reluBackward = (g: TensorInfo, y: TensorInfo) => freeing(run(tf.Step, { x: y }, { alpha: 0 }), (step) => freeing(g, (a) => run(tf.Multiply, { a, b: step })));
     for (let i = saved.length - 1; i >= 0; i--) {
       const { layer, x: lx, y, param: at, mask } = saved[i];
       if (layer.kind === 'conv') {
@@ -111,10 +111,10 @@ export function wasmShardStep(net: Net, x: tf.Tensor4D, labels: Uint8Array, mask
         const conv = { strides: layer.stride, pad: layer.pad, dataFormat: 'NHWC' };
         gradientOut(at, run(tf.Conv2DBackpropFilter, { x: lx, dy }, { ...conv, filterShape: w.shape }));
         // The first layer's input is the image: no gradient flows there.
-        if (i > 0) dy = then(dy, (g) => run(tf.Conv2DBackpropInput, { dy: g, filter: w }, { ...conv, inputShape: lx.shape }));
+        if (i > 0) dy = freeing(dy, (g) => run(tf.Conv2DBackpropInput, { dy: g, filter: w }, { ...conv, inputShape: lx.shape }));
         free(y);
       } else if (layer.kind === 'pool') {
-        dy = then(dy, (g) => run(tf.MaxPoolGrad, { dy: g, input: lx, output: y }, { filterSize: layer.size, strides: layer.stride, pad: 'valid' }));
+        dy = freeing(dy, (g) => run(tf.MaxPoolGrad, { dy: g, input: lx, output: y }, { filterSize: layer.size, strides: layer.stride, pad: 'valid' }));
         free(y);
       } else if (layer.kind === 'flatten') {
         dy = view(dy, lx.shape);
@@ -122,10 +122,10 @@ export function wasmShardStep(net: Net, x: tf.Tensor4D, labels: Uint8Array, mask
         if (layer.relu) dy = reluBackward(dy, y);
         gradientOut(at + 1, run(tf.Sum, { x: dy }, { axis: [0], keepDims: false }));
         gradientOut(at, run(tf.BatchMatMul, { a: lx, b: dy }, { transposeA: true, transposeB: false }));
-        if (i > 0) dy = then(dy, (g) => run(tf.BatchMatMul, { a: g, b: param(at) }, { transposeA: false, transposeB: true }));
+        if (i > 0) dy = freeing(dy, (g) => run(tf.BatchMatMul, { a: g, b: param(at) }, { transposeA: false, transposeB: true }));
         free(y);
       } else {
-        dy = then(dy, (g) => run(tf.Multiply, { a: g, b: mask! }));
+        dy = freeing(dy, (g) => run(tf.Multiply, { a: g, b: mask! }));
         free(mask!, y);
       }
     }

@@ -32,10 +32,13 @@ const defaultIO: TensorIO = {
 
 /**
  * A shard step that a backend may install in place of the engine's (client/src/wasm-train-step.ts:
- * the wasm kernels called directly, no gradient tape). It writes the gradient sum into `out` and
- * returns the stats, or returns null where it does not apply (another backend is active).
+ * the wasm kernels called directly, no gradient tape). Used while `backend` is the active one:
+ * `run` writes the gradient sum into `out` and returns the stats.
  */
-export type ShardStep = (net: Net, x: tf.Tensor4D, labels: Uint8Array, masks: Float32Array[], count: number, out: Float32Array) => ShardStats | null;
+export interface ShardStep {
+  backend: string;
+  run(net: Net, x: tf.Tensor4D, labels: Uint8Array, masks: Float32Array[], count: number, out: Float32Array): ShardStats;
+}
 
 export class Net {
   static io: TensorIO = defaultIO;
@@ -120,11 +123,10 @@ export class Net {
    * tensor: WebGPU caps a binding at 128 MiB). Dropout masks are seeded per example.
    */
   async gradient(images: Uint8Array, labels: Uint8Array, count: number, seed: number, step: number, position: number, out: Float32Array): Promise<ShardStats> {
-    if (Net.step) {
+    if (Net.step?.backend === tf.getBackend()) {
       const x = this.inputs(images, count);
       try {
-        const stats = Net.step(this, x, labels, this.dropoutMasks(seed, step, position, count), count, out);
-        if (stats) return stats;
+        return Net.step.run(this, x, labels, this.dropoutMasks(seed, step, position, count), count, out);
       } finally {
         x.dispose();
       }
