@@ -6,8 +6,9 @@
 // the wasm kernels directly, as the kernels in wasm-kernels.ts already call each other: the same
 // kernels the engine would run for Net.forward and its gradient (Conv2D, Add, Relu, MaxPool,
 // BatchMatMul, and their gradients), in the same order, so the forward is bit for bit the
-// engine's. Only the loss (ten logits a row) is a loop here; the gradients are copied from the
-// heap straight into the caller's flat vector. Nothing becomes a tf.Tensor: no tape, no clones.
+// engine's, and so is the gradient: the one loop here, the loss's gradient at the labels, rounds
+// as tfjs's does. The gradients are copied from the heap straight into the caller's flat vector.
+// Nothing becomes a tf.Tensor: no tape, no clones.
 //
 // Why not XNNPACK's fused conv + bias + ReLU: its other rounding moved a max pool's winner in
 // AlexNet at 224×224 (two near-equal maxima), which sent a gradient to another pixel: 4e-3 of conv
@@ -95,10 +96,18 @@ export function wasmShardStep(net: Net, x: tf.Tensor4D, labels: Uint8Array, mask
       h = y;
     }
 
-    // Loss: the sum over the shard of -log softmax at the label; its gradient is softmax - onehot.
-    let dy = backend.makeOutput(h.shape, 'float32');
-    owned.add(dy.dataId);
-    const stats = softmaxCrossEntropy(heap(h), labels, count, h.shape[1], heap(dy));
+    // Loss: the sum over the shard of -log softmax at the label, and its gradient softmax - onehot,
+    // with the kernels and in the order of tf.logSoftmax and its gradient.
+    const ls = logSoftmax(run, free, h);
+    const stats = lossStats(heap(h), heap(ls), labels, count, h.shape[1]);
+    let dy = freeing(run(tf.Exp, { x: ls }), (softmax) => {
+      const d = backend.makeOutput(h.shape, 'float32');
+      owned.add(d.dataId);
+      const s = heap(softmax), g = heap(d), classes = h.shape[1];
+      // -onehot - (-1 · softmax), as the gradient computes it: one float32 rounding, at the label.
+      for (let i = 0; i < g.length; i++) g[i] = i % classes === labels[(i / classes) | 0] ? Math.fround(s[i] - 1) : s[i];
+      return d;
+    });
 
     // Backward, layer by layer in reverse, with the kernels of tfjs's gradients.
     const reluBackward = (g: TensorInfo, y: TensorInfo) => freeing(run(tf.Step, { x: y }, { alpha: 0 }), (step) => freeing(g, (a) => run(tf.Multiply, { a, b: step })));
@@ -135,23 +144,32 @@ export function wasmShardStep(net: Net, x: tf.Tensor4D, labels: Uint8Array, mask
   }
 }
 
+type Run = (name: string, inputs: Record<string, TensorInfo>, attrs?: object) => TensorInfo;
+
+/** tf.logSoftmax's forward on the wasm kernels: (z - max) - log Σ exp(z - max), row by row. */
+function logSoftmax(run: Run, free: (...ts: TensorInfo[]) => void, logits: TensorInfo): TensorInfo {
+  const max = run(tf.Max, { x: logits }, { reductionIndices: [1], keepDims: true });
+  const shifted = run(tf.Sub, { a: logits, b: max });
+  const exp = run(tf.Exp, { x: shifted });
+  const sum = run(tf.Sum, { x: exp }, { axis: [1], keepDims: true });
+  const log = run(tf.Log, { x: sum });
+  const value = run(tf.Sub, { a: shifted, b: log });
+  free(max, shifted, exp, sum, log);
+  return value;
+}
+
 /**
- * Loss sum, correct count and dlogits = softmax - onehot, row by row in float64. tfjs computes
- * logSoftmax as (z - max) - log Σ exp(z - max); so does this. The prediction is the first largest
- * logit, as tf.argMax picks it.
+ * The loss sum as the engine's Multiply, Sum and Neg give it (a float32 sum in order: only the
+ * label's term is not zero), and the correct count: the first largest logit, as tf.argMax picks it.
  */
-function softmaxCrossEntropy(logits: Float32Array, labels: Uint8Array, count: number, classes: number, dlogits: Float32Array): ShardStats {
-  let lossSum = 0, correct = 0;
+function lossStats(logits: Float32Array, logSoftmax: Float32Array, labels: Uint8Array, count: number, classes: number): ShardStats {
+  let sum = 0, correct = 0;
   for (let n = 0; n < count; n++) {
     const row = n * classes;
-    let max = -Infinity, argmax = 0;
-    for (let c = 0; c < classes; c++) if (logits[row + c] > max) { max = logits[row + c]; argmax = c; }
-    let sum = 0;
-    for (let c = 0; c < classes; c++) sum += Math.exp(logits[row + c] - max);
-    const label = labels[n];
-    lossSum -= logits[row + label] - max - Math.log(sum);
-    if (argmax === label) correct++;
-    for (let c = 0; c < classes; c++) dlogits[row + c] = Math.exp(logits[row + c] - max) / sum - (c === label ? 1 : 0);
+    sum = Math.fround(sum + logSoftmax[row + labels[n]]);
+    let argmax = 0;
+    for (let c = 1; c < classes; c++) if (logits[row + c] > logits[row + argmax]) argmax = c;
+    if (argmax === labels[n]) correct++;
   }
-  return { lossSum, correct, count };
+  return { lossSum: -sum, correct, count };
 }

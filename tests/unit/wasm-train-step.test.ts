@@ -1,8 +1,9 @@
 // The wasm training step without tfjs's engine (client/src/wasm-train-step.ts) against the engine's
-// own path (Net.forward + tf.variableGrads) on the cpu backend: the same gradient sum, loss and
-// correct count, on real Fashion-MNIST, at every model's layer shapes. The small models run a
-// ragged shard of 3 at their size; the full-size ones one example, held to the engine's path on
-// wasm (the cpu backend's naive convolutions would take minutes at 224×224).
+// own path (Net.forward + tf.variableGrads), on real Fashion-MNIST, at every model's layer shapes:
+// bit for bit the engine's on wasm (the same kernels in the same order: a run's trajectory does
+// not move), and the cpu backend's to float32 rounding. The small models run a ragged shard of 3;
+// the full-size ones one example, on wasm only (the cpu backend's naive convolutions would take
+// minutes at 224×224).
 import { describe, it, expect, beforeAll } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
@@ -38,6 +39,15 @@ async function shard(backend: string, name: string, count: number, path: 'direct
   }
 }
 
+/** Bit for bit, -0 included; and every float was written. */
+function expectIdentical(expected: { grad: Float32Array; stats: ShardStats }, actual: { grad: Float32Array; stats: ShardStats }): void {
+  let differ = 0;
+  for (let i = 0; i < expected.grad.length; i++) if (!Object.is(expected.grad[i], actual.grad[i])) differ++;
+  expect(differ).toBe(0);
+  expect(actual.grad.some(Number.isNaN)).toBe(false);
+  expect(actual.stats).toEqual(expected.stats);
+}
+
 function expectSameGradient(expected: Float32Array, actual: Float32Array, rel: number): void {
   let diff = 0, norm = 0, unwritten = 0;
   for (let i = 0; i < expected.length; i++) {
@@ -61,9 +71,10 @@ describe('the wasm step without the engine', () => {
   });
 
   for (const name of ['alexnet-tiny', 'vgg11-tiny', 'alexnet-small', 'vgg11-small']) {
-    it(`${name}: the cpu backend's gradient, loss and correct count, and frees what it made`, async () => {
+    it(`${name}: the engine's gradient on wasm bit for bit, the cpu backend's to rounding; frees what it made`, async () => {
       const cpu = await shard('cpu', name, 3, 'engine');
       const wasm = await shard('wasm', name, 3, 'direct');
+      expectIdentical(await shard('wasm', name, 3, 'engine'), wasm);
       expectSameGradient(cpu.grad, wasm.grad, 2e-5);
       expect(wasm.stats.count).toBe(3);
       expect(wasm.stats.correct).toBe(cpu.stats.correct);
@@ -73,11 +84,10 @@ describe('the wasm step without the engine', () => {
   }
 
   for (const name of ['alexnet', 'vgg11']) {
-    it(`${name} (224×224): the engine's gradient on wasm, one example`, async () => {
+    it(`${name} (224×224): the engine's gradient on wasm bit for bit, one example`, async () => {
       const engine = await shard('wasm', name, 1, 'engine');
       const wasm = await shard('wasm', name, 1, 'direct');
-      expectSameGradient(engine.grad, wasm.grad, 2e-5);
-      expect(wasm.stats.lossSum).toBeCloseTo(engine.stats.lossSum, 4);
+      expectIdentical(engine, wasm);
       expect(wasm.leftover).toBe(0);
     });
   }
