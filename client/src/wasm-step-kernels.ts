@@ -5,7 +5,9 @@
 //   We transpose explicitly (cheap at these sizes) and always hand XNNPACK the smaller operand as
 //   the one it packs (b), since a gradient's b is a fresh tensor that it packs on every call.
 // - MaxPoolGrad: wasm's C kernel took 2 ms where the forward pool takes 0.04 ms. Ours finds each
-//   window's first maximum (as the cpu backend does) and adds dy there, straight on the wasm heap.
+//   window's first maximum (as the cpu backend does) and adds dy there, straight on the wasm heap:
+//   kernels.wat's SIMD maxPoolGrad, run over tfjs's own memory (1.1 ms of an alexnet-small step
+//   in JavaScript), or the plain loop below where a shape or the platform does not suit it.
 // - Identity: the engine clones every tensor that the gradient tape saves (75 a vgg11-small step),
 //   and wasm's Identity copies the data each time. tfjs tensors are immutable and nothing here
 //   writes the wasm heap in place, so the clone shares the data by reference count, as wasm's
@@ -13,6 +15,7 @@
 //
 // All are registered by registerWasmKernels() (wasm-kernels.ts), in the page and in Node alike.
 import * as tf from '@tensorflow/tfjs-core';
+import { instantiateKernels, type Kernels } from '@tabtrain/shared/simd';
 import type { BatchMatMulAttrs, KernelBackend, KernelConfig, KernelFunc, MaxPoolGradAttrs, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 
 /** The parts of tfjs-backend-wasm's BackendWasm that these kernels use. */
@@ -80,6 +83,22 @@ export function registerWasmStepKernels(): void {
     const info = tf.backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
     if (input.dtype !== 'float32' || info.dilationHeight !== 1 || info.dilationWidth !== 1) return original(args);
     const out = backend.makeOutput(input.shape, 'float32');
+    const k = heapKernels(backend);
+    if (k && info.inChannels % 4 === 0) {
+      // kernels.wat's maxPoolGrad, four channels a turn, into f64 sums that demote rounds once.
+      const n = out.shape.reduce((a, b) => a * b, 1);
+      const sums = backend.makeOutput([2 * n], 'float32'); // n 8-byte slots
+      try {
+        const at = (t: TensorInfo) => backend.typedArrayFromHeap(t).byteOffset;
+        new Uint8Array(backend.typedArrayFromHeap(sums).buffer, at(sums), 8 * n).fill(0);
+        const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, strideHeight, strideWidth, filterHeight, filterWidth, padInfo } = info;
+        k.maxPoolGrad(at(input), at(dy), at(sums), batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, strideHeight, strideWidth, filterHeight, filterWidth, padInfo.top, padInfo.left);
+        k.demote(at(sums), at(out), n);
+      } finally {
+        backend.disposeData(sums.dataId);
+      }
+      return out;
+    }
     // Views after the allocation: makeOutput may grow (and so detach) the heap.
     const dx = backend.typedArrayFromHeap(out);
     dx.fill(0);
@@ -99,27 +118,45 @@ export function registerWasmStepKernels(): void {
   });
 }
 
+/** The WebAssembly.Memory behind a wasm backend's heap: exported by the plain build, kept on the module by the threaded one. */
+interface EmscriptenModule { wasmMemory?: WebAssembly.Memory; asm?: { memory?: WebAssembly.Memory } }
+
+const heapKernelsOf = new WeakMap<object, Kernels | null>();
+/**
+ * kernels.wat instantiated over the backend's own heap (so they read and write tensors in place),
+ * once per backend; null where WebAssembly SIMD is missing or the heap's memory cannot be found.
+ */
+export function heapKernels(backend: KernelBackend): Kernels | null {
+  if (!heapKernelsOf.has(backend)) {
+    const mod = (backend as unknown as { wasm: EmscriptenModule }).wasm;
+    const memory = mod.wasmMemory ?? mod.asm?.memory;
+    heapKernelsOf.set(backend, memory instanceof WebAssembly.Memory ? instantiateKernels(memory) : null);
+  }
+  return heapKernelsOf.get(backend)!;
+}
+
 /**
  * W'[kh-1-i, kw-1-j, co, ci] = W[i, j, ci, co]: the filter of the input gradient as a convolution
- * (wasm-kernels.ts), in one pass on the heap. wasm's Reverse took 1-4 ms for a 3×3×96×96 filter,
- * 40× its Transpose.
+ * (wasm-kernels.ts). Flipping both spatial axes reverses the order of the kh·kw taps, so it is
+ * wasm's Transpose of each tap's ci×co matrix, then the taps copied back in reverse (a memcpy
+ * each). wasm's Reverse took 1-4 ms for a 3×3×96×96 filter, 40× its Transpose; a JavaScript loop
+ * over the heap took 0.66 ms of an alexnet-small step.
  */
 export function flippedFilter(backend: KernelBackend, filter: TensorInfo): TensorInfo {
   const heap = backend as WasmHeap;
   const [kh, kw, ci, co] = filter.shape;
-  const out = heap.makeOutput([kh, kw, co, ci], 'float32');
-  const dst = heap.typedArrayFromHeap(out);
-  const src = heap.typedArrayFromHeap(filter);
-  const plane = ci * co;
-  for (let i = 0; i < kh; i++) {
-    for (let j = 0; j < kw; j++) {
-      const from = (i * kw + j) * plane, to = ((kh - 1 - i) * kw + (kw - 1 - j)) * plane;
-      for (let a = 0; a < ci; a++) {
-        for (let b = 0; b < co; b++) dst[to + b * ci + a] = src[from + a * co + b];
-      }
-    }
+  const taps = kh * kw, plane = ci * co;
+  const transpose = tf.getKernel(tf.Transpose, 'wasm')!.kernelFunc;
+  const t = transpose({ inputs: { x: { dataId: filter.dataId, shape: [taps, ci, co], dtype: 'float32' } }, backend, attrs: { perm: [0, 2, 1] } as unknown as NamedAttrMap }) as TensorInfo;
+  try {
+    const out = heap.makeOutput([kh, kw, co, ci], 'float32');
+    // Views after the allocation: makeOutput may grow (and so detach) the heap.
+    const dst = heap.typedArrayFromHeap(out), src = heap.typedArrayFromHeap(t);
+    for (let k = 0; k < taps; k++) dst.set(src.subarray(k * plane, (k + 1) * plane), (taps - 1 - k) * plane);
+    return out;
+  } finally {
+    backend.disposeData(t.dataId);
   }
-  return out;
 }
 
 /** MaxPoolGrad's float64 accumulator, kept across calls (a step's largest pool input). */

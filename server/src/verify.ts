@@ -9,7 +9,7 @@
 //                  largest gradient, webgpu ~2e-7), and a liar's does not.
 import type { Result } from '@tabtrain/shared';
 import type { Segment } from '@tabtrain/shared/compress';
-import { halfNormSq } from '@tabtrain/shared/simd-codecs';
+import { floatNormSq, halfNormSq } from '@tabtrain/shared/simd-codecs';
 
 /** How far two honest copies of one shard may differ: ‖a − b‖ ≤ TOL · max(‖a‖, ‖b‖) (backends differ by ~1e-5). */
 export const GRADIENT_TOLERANCE = 1e-3;
@@ -23,13 +23,9 @@ export interface CopyEvidence {
 
 /** Σ x² over the bodies, in double precision; NaN or Infinity if any float is not finite. */
 export function sumSquares(parts: Float32Array[]): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  for (const x of parts) {
-    const n = x.length & ~3;
-    for (let i = 0; i < n; i += 4) { s0 += x[i] * x[i]; s1 += x[i + 1] * x[i + 1]; s2 += x[i + 2] * x[i + 2]; s3 += x[i + 3] * x[i + 3]; }
-    for (let i = n; i < x.length; i++) s0 += x[i] * x[i];
-  }
-  return s0 + s1 + s2 + s3;
+  let s = 0;
+  for (const x of parts) s += floatNormSq(x);
+  return s;
 }
 
 /** Σ (a − b)² over two copies' bodies (same segmentation: the run's plan); null if they are not cut alike. */

@@ -525,4 +525,101 @@
         (local.set $x (i32.add (local.get $x) (i32.const 4)))
         (local.set $qa (i32.add (local.get $qa) (i32.const 8)))
         (br $next))))
+
+  ;; ---- a training step's max pool backward on tfjs's wasm heap (client/src/wasm-step-kernels.ts) ----
+  ;;
+  ;;   maxPoolGrad(x, dy, acc, …)  f64 acc[first maximum of each window] += dy[window], NHWC
+  ;;   demote(acc, dst, n)         f32 dst[i] = acc[i] (n a multiple of 4)
+  ;;
+  ;; A window's maximum is its first in row-major order, as tfjs's cpu backend picks it: only a
+  ;; strictly greater value replaces it, so NaN never is one, and a window of -Infinity and NaN
+  ;; passes nothing on. Overlapping windows (AlexNet's 3/2) give an input several terms, summed in
+  ;; f64 and rounded once by demote, as the cpu backend does; a single term rounds back to itself.
+  ;; Four channels a turn in f32x4 lanes, each lane keeping its own maximum and its element index;
+  ;; c must be a multiple of 4 (the caller takes other shapes). acc holds 8-byte slots, zeroed by
+  ;; the caller; padding (padT, padL) only narrows the windows.
+  (func $addAt (param $acc i32) (param $at i32) (param $g f32)
+    (if (i32.ge_s (local.get $at) (i32.const 0))
+      (then
+        (local.set $at (i32.add (local.get $acc) (i32.shl (local.get $at) (i32.const 3))))
+        (f64.store (local.get $at) (f64.add (f64.load (local.get $at)) (f64.promote_f32 (local.get $g)))))))
+
+  (func (export "maxPoolGrad") (param $x i32) (param $dy i32) (param $acc i32)
+      (param $batch i32) (param $inH i32) (param $inW i32) (param $c i32) (param $outH i32) (param $outW i32)
+      (param $sH i32) (param $sW i32) (param $fH i32) (param $fW i32) (param $padT i32) (param $padL i32)
+    (local $b i32) (local $oh i32) (local $ow i32) (local $ch i32) (local $o i32) (local $base i32)
+    (local $h0 i32) (local $h1 i32) (local $w0 i32) (local $w1 i32) (local $h i32) (local $w i32) (local $i i32)
+    (local $best v128) (local $at v128) (local $v v128) (local $gt v128) (local $lanes v128) (local $none v128) (local $low v128)
+    (local $g i32)
+    (local.set $lanes (v128.const i32x4 0 1 2 3))
+    (local.set $none (i32x4.splat (i32.const -1)))
+    (local.set $low (f32x4.splat (f32.const -inf)))
+    (loop $batches
+      (if (i32.lt_u (local.get $b) (local.get $batch)) (then
+        (local.set $base (i32.mul (local.get $b) (i32.mul (local.get $inH) (i32.mul (local.get $inW) (local.get $c)))))
+        (local.set $oh (i32.const 0))
+        (loop $rows
+          (if (i32.lt_u (local.get $oh) (local.get $outH)) (then
+            (local.set $h0 (i32.sub (i32.mul (local.get $oh) (local.get $sH)) (local.get $padT)))
+            (local.set $h1 (i32.add (local.get $h0) (local.get $fH)))
+            (if (i32.lt_s (local.get $h0) (i32.const 0)) (then (local.set $h0 (i32.const 0))))
+            (if (i32.gt_s (local.get $h1) (local.get $inH)) (then (local.set $h1 (local.get $inH))))
+            (local.set $ow (i32.const 0))
+            (loop $cols
+              (if (i32.lt_u (local.get $ow) (local.get $outW)) (then
+                (local.set $w0 (i32.sub (i32.mul (local.get $ow) (local.get $sW)) (local.get $padL)))
+                (local.set $w1 (i32.add (local.get $w0) (local.get $fW)))
+                (if (i32.lt_s (local.get $w0) (i32.const 0)) (then (local.set $w0 (i32.const 0))))
+                (if (i32.gt_s (local.get $w1) (local.get $inW)) (then (local.set $w1 (local.get $inW))))
+                (local.set $ch (i32.const 0))
+                (loop $channels
+                  (if (i32.lt_u (local.get $ch) (local.get $c)) (then
+                    (local.set $best (local.get $low))
+                    (local.set $at (local.get $none))
+                    (local.set $h (local.get $h0))
+                    (loop $wrows
+                      (if (i32.lt_s (local.get $h) (local.get $h1)) (then
+                        (local.set $i (i32.add (i32.add (local.get $base) (local.get $ch))
+                          (i32.mul (i32.add (i32.mul (local.get $h) (local.get $inW)) (local.get $w0)) (local.get $c))))
+                        (local.set $w (local.get $w0))
+                        (loop $wcols
+                          (if (i32.lt_s (local.get $w) (local.get $w1)) (then
+                            (local.set $v (v128.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))))
+                            (local.set $gt (f32x4.gt (local.get $v) (local.get $best)))
+                            (local.set $best (v128.bitselect (local.get $v) (local.get $best) (local.get $gt)))
+                            (local.set $at (v128.bitselect (i32x4.add (i32x4.splat (local.get $i)) (local.get $lanes)) (local.get $at) (local.get $gt)))
+                            (local.set $i (i32.add (local.get $i) (local.get $c)))
+                            (local.set $w (i32.add (local.get $w) (i32.const 1)))
+                            (br $wcols))))
+                        (local.set $h (i32.add (local.get $h) (i32.const 1)))
+                        (br $wrows))))
+                    (local.set $g (i32.add (local.get $dy) (i32.shl (i32.add (local.get $o) (local.get $ch)) (i32.const 2))))
+                    (call $addAt (local.get $acc) (i32x4.extract_lane 0 (local.get $at)) (f32.load offset=0 (local.get $g)))
+                    (call $addAt (local.get $acc) (i32x4.extract_lane 1 (local.get $at)) (f32.load offset=4 (local.get $g)))
+                    (call $addAt (local.get $acc) (i32x4.extract_lane 2 (local.get $at)) (f32.load offset=8 (local.get $g)))
+                    (call $addAt (local.get $acc) (i32x4.extract_lane 3 (local.get $at)) (f32.load offset=12 (local.get $g)))
+                    (local.set $ch (i32.add (local.get $ch) (i32.const 4)))
+                    (br $channels))))
+                (local.set $o (i32.add (local.get $o) (local.get $c)))
+                (local.set $ow (i32.add (local.get $ow) (i32.const 1)))
+                (br $cols))))
+            (local.set $oh (i32.add (local.get $oh) (i32.const 1)))
+            (br $rows))))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $batches)))))
+
+  ;; Two f64x2 loads demoted into the halves of one f32x4 store.
+  (func (export "demote") (param $acc i32) (param $dst i32) (param $n i32)
+    (local $end i32)
+    (local.set $end (i32.add (local.get $dst) (i32.shl (local.get $n) (i32.const 2))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $dst) (local.get $end)))
+        (v128.store (local.get $dst)
+          (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+            (f32x4.demote_f64x2_zero (v128.load offset=0 (local.get $acc)))
+            (f32x4.demote_f64x2_zero (v128.load offset=16 (local.get $acc)))))
+        (local.set $acc (i32.add (local.get $acc) (i32.const 32)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+        (br $next))))
 )

@@ -62,6 +62,25 @@ export function halfNormSq(body: Uint8Array, count: number): number {
 }
 
 /**
+ * Σ x² of fp32 values, in f64 (the verifier's norms of fp32 gradients, server/src/verify.ts):
+ * copied into the kernel memory block by block and squared there, about 4× the plain loop; the
+ * last < 16 values, and everything where WebAssembly SIMD is missing, by the loop. Not finite if
+ * a value is Inf or NaN.
+ */
+export function floatNormSq(x: Float32Array): number {
+  const m = decodeMemory();
+  const whole = m ? x.length & ~15 : 0;
+  let sum = 0;
+  for (let i = 0; i < whole; i += BLOCK) {
+    const n = Math.min(BLOCK, whole - i);
+    m!.floats.set(x.subarray(i, i + n));
+    sum += m!.k.sumSquares(FLOATS_AT, FLOATS_AT + 4 * n);
+  }
+  for (let i = whole; i < x.length; i++) sum += x[i] * x[i];
+  return sum;
+}
+
+/**
  * Decodes the first count − count mod 16 halves of an fp16 body in the kernels, a block at a
  * time, handing each block's floats (a view of the kernel memory, good until the next block) to
  * `take` with the index of its first value. Returns how many it decoded and whether all were finite.

@@ -25,6 +25,10 @@ export interface Kernels {
   int8Decode(codes: number, dst: number, n: number, scale: number): void;
   // PowerSGD's update w −= k · P̂ Qᵀ over `rows` rows (powersgd.ts); any cols, rank ≥ 1.
   lowRankApply(w: number, rows: number, cols: number, p: number, pStride: number, q: number, rank: number, k: number): void;
+  // A training step's max pool backward on tfjs's wasm heap (client/src/wasm-step-kernels.ts).
+  maxPoolGrad(x: number, dy: number, acc: number, batch: number, inH: number, inW: number, c: number, outH: number, outW: number,
+    sH: number, sW: number, fH: number, fW: number, padT: number, padL: number): void;
+  demote(acc: number, dst: number, n: number): void;
 }
 
 const compiled: { plain?: WebAssembly.Module | null; shared?: WebAssembly.Module | null } = {};

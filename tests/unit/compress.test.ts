@@ -6,7 +6,7 @@ import {
   GradientEncoder, COMPRESS_MODES, decodeInto, gradientFrame, parseCompression, planBytes, planSegments, roundSegments, uploadBytes,
   type Compression, type Segment,
 } from '@tabtrain/shared/compress';
-import { halfNormSq } from '@tabtrain/shared/simd-codecs';
+import { floatNormSq, halfNormSq } from '@tabtrain/shared/simd-codecs';
 import { halfToFloatTable, toHalf } from '@tabtrain/shared/scalar-codecs';
 import { sumInOrder } from '../../server/src/aggregate';
 import { StreamReducer } from '../../server/src/reducer';
@@ -149,6 +149,25 @@ describe('fp16', () => {
         expect(Number.isFinite(halfNormSq(new Uint8Array(h.buffer), n))).toBe(false);
         h[0] = 0x7e00; h[n - 1] = 0; // NaN
         expect(Number.isFinite(halfNormSq(new Uint8Array(h.buffer), n))).toBe(false);
+      }
+    }
+  });
+});
+
+describe('fp32 norms', () => {
+  it('floatNormSq (the verifier\'s fp32 norm): every float squared in f64, in blocks and tails of any length; Inf or NaN gives no finite norm', () => {
+    for (const n of [0, 5, 16, 16383, 16384, 16400, 40_007]) {
+      const x = new Float32Array(n);
+      for (let i = 0; i < n; i++) x[i] = Math.sin(i * 1.7) * 10 ** ((i % 9) - 4);
+      let want = 0;
+      for (let i = 0; i < n; i++) want += x[i] * x[i];
+      expect(Math.abs(floatNormSq(x) - want)).toBeLessThanOrEqual(1e-12 * want);
+      expect(floatNormSq(x.subarray(1))).toBeCloseTo(want - x[0] * x[0], 9); // an unaligned view
+      if (n) {
+        x[n - 1] = Infinity;
+        expect(Number.isFinite(floatNormSq(x))).toBe(false);
+        x[0] = NaN; x[n - 1] = 0;
+        expect(Number.isFinite(floatNormSq(x))).toBe(false);
       }
     }
   });

@@ -7,6 +7,7 @@ import '@tensorflow/tfjs-backend-wasm';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { MODELS, layerShapes } from '@tabtrain/shared';
 import { registerWasmKernels } from '../../client/src/wasm-kernels';
+import { heapKernels } from '../../client/src/wasm-step-kernels';
 
 const BATCH = 3;
 
@@ -53,7 +54,7 @@ function expectClose(expected: Float32Array, actual: Float32Array, rel: number):
 // their geometry and lose width: a dense layer's input is capped at MAX_INPUTS (its units, and so
 // which operand the kernel transposes and packs, are kept), a pool's channels at MAX_CHANNELS
 // beyond MAX_POOL_FLOATS (its height, width, window and stride are kept).
-const MAX_INPUTS = 512, MAX_POOL_FLOATS = 40_000, MAX_CHANNELS = 2;
+const MAX_INPUTS = 512, MAX_POOL_FLOATS = 40_000, MAX_CHANNELS = 4; // 4: a whole lane group of the SIMD kernel
 // A full-size model's conv layer keeps its input size, kernel, stride and padding; its channels are
 // halved until one example's forward pass is within MAX_CONV_MACS multiply-adds (the small and
 // tiny models' layers, the ones the tests and the CPU demo train, are checked whole).
@@ -88,6 +89,10 @@ for (const spec of Object.values(MODELS)) {
 pools.set('stride 1, same padding', { input: [9, 9, 5], size: 3, stride: 1, pad: 'same' });
 pools.set('stride 4, pad 1', { input: [17, 15, 3], size: 5, stride: 4, pad: 1 });
 pools.set('stride 4, same padding (asymmetric)', { input: [10, 13, 2], size: 3, stride: 4, pad: 'same' });
+// The same with whole groups of 4 channels: kernels.wat's SIMD maxPoolGrad, not the plain loop.
+pools.set('stride 1, same padding, 8 channels', { input: [9, 9, 8], size: 3, stride: 1, pad: 'same' });
+pools.set('stride 4, pad 1, 4 channels', { input: [17, 15, 4], size: 5, stride: 4, pad: 1 });
+pools.set('stride 4, same padding (asymmetric), 12 channels', { input: [10, 13, 12], size: 3, stride: 4, pad: 'same' });
 
 beforeAll(async () => {
   registerWasmKernels();
@@ -155,4 +160,19 @@ describe('wasm MaxPoolGrad', () => {
       expect(expected.values.some((v) => v !== 0)).toBe(true);
     });
   }
+
+  it('takes the SIMD kernel over the heap, and matches cpu where windows hold NaN and -Infinity', async () => {
+    expect(heapKernels(tf.backend())).not.toBeNull();
+    const xShape: [number, number, number, number] = [BATCH, 7, 7, 8];
+    const x = random(size(xShape), 6, 8);
+    // Whole windows of -Infinity (nothing passes), NaN beside finite values (never a maximum).
+    for (let i = 0; i < x.length; i += 3) x[i] = i % 2 ? Number.NaN : -Infinity;
+    for (let i = 0; i < 7 * 7 * 8; i += 8) x[i] = -Infinity;
+    const outShape = tf.tidy(() => tf.maxPool(tf.zeros(xShape) as tf.Tensor4D, 3, 2, 'valid').shape);
+    const r = random(size(outShape), 7);
+    const f = () => tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(a as tf.Tensor4D, 3, 2, 'valid'), tf.tensor(r, outShape))))(tf.tensor(x, xShape));
+    const expected = await on('cpu', f);
+    const actual = await on('wasm', f);
+    expect(Array.from(actual.values)).toEqual(Array.from(expected.values));
+  });
 });
