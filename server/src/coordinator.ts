@@ -234,7 +234,7 @@ export class Coordinator {
     const t0 = performance.now();
     let lastProgress = 0;
     let partialEpoch: EpochMetrics | null = null;
-    let order = new Uint32Array(0), orderOf = -1;
+    let order: Uint32Array = new Uint32Array(0), orderOf = -1;
     try {
       this.control.set('waiting', `waiting for ${plural(this.opts.minWorkers, 'worker')}`);
       // A run already at its end (a resume of a finished one) has nothing to wait for.
