@@ -130,7 +130,13 @@ export function heapKernels(backend: KernelBackend): Kernels | null {
   if (!heapKernelsOf.has(backend)) {
     const mod = (backend as unknown as { wasm: EmscriptenModule }).wasm;
     const memory = mod.wasmMemory ?? mod.asm?.memory;
-    heapKernelsOf.set(backend, memory instanceof WebAssembly.Memory ? instantiateKernels(memory) : null);
+    let kernels: Kernels | null = null;
+    try {
+      kernels = memory instanceof WebAssembly.Memory ? instantiateKernels(memory) : null;
+    } catch {
+      // A memory the kernels cannot import (a build whose limits differ): the plain loop serves.
+    }
+    heapKernelsOf.set(backend, kernels);
   }
   return heapKernelsOf.get(backend)!;
 }

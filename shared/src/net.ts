@@ -45,6 +45,8 @@ export class Net {
   static step: ShardStep | null = null;
   readonly params: ParamInfo[];
   readonly total: number;
+  /** gradientTensors' scratch where Net.step runs the shard (one gradient's floats, kept across steps). */
+  private flatGradient: Float32Array | null = null;
   /** Resident weights, one variable per parameter, in layout order. */
   readonly vars: tf.Variable[];
 
@@ -145,6 +147,13 @@ export class Net {
    * disposes them): PowerSGD (client/src/powersgd-ops.ts) reads back only its factors.
    */
   async gradientTensors(images: Uint8Array, labels: Uint8Array, count: number, seed: number, step: number, position: number): Promise<{ stats: ShardStats; grads: tf.Tensor[] }> {
+    if (Net.step?.backend === tf.getBackend()) {
+      // The backend's own step (the engine's gradient bit for bit), then one tensor per parameter
+      // from the flat sum: two copies of the gradient, against the engine's tape and clones.
+      const flat = (this.flatGradient ??= new Float32Array(this.total));
+      const stats = await this.gradient(images, labels, count, seed, step, position, flat);
+      return { stats, grads: this.params.map((p) => tf.tensor(flat.subarray(p.offset, p.offset + p.size), p.shape)) };
+    }
     const masks = this.dropoutMasks(seed, step, position, count).map((m) => tf.tensor2d(m, [count, m.length / count]));
     const x = this.inputs(images, count);
     const y = tf.tensor1d(Int32Array.from(labels.subarray(0, count)), 'int32');

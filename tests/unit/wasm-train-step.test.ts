@@ -83,6 +83,35 @@ describe('the wasm step without the engine', () => {
     });
   }
 
+  it('gradientTensors (PowerSGD\'s tensors) goes through the step too: the engine\'s tensors bit for bit, nothing left over', async () => {
+    await tf.setBackend('wasm');
+    const net = new Net(MODELS['alexnet-small']);
+    net.setWeights(initParams(net.spec, 7));
+    const tensors = async (step: typeof Net.step) => {
+      Net.step = step;
+      const before = tf.engine().backend.numDataIds();
+      try {
+        const { stats, grads } = await net.gradientTensors(data.images.subarray(100 * 784, 103 * 784), data.labels.subarray(100, 103), 3, 11, 3, 100);
+        const grad = new Float32Array(net.total);
+        for (const [i, p] of net.params.entries()) {
+          expect(grads[i].shape).toEqual(p.shape);
+          grad.set(await grads[i].data(), p.offset);
+        }
+        tf.dispose(grads);
+        return { grad, stats, leftover: tf.engine().backend.numDataIds() - before };
+      } finally {
+        Net.step = direct;
+      }
+    };
+    try {
+      const viaStep = await tensors(direct);
+      expectIdentical(await tensors(null), viaStep);
+      expect(viaStep.leftover).toBe(0);
+    } finally {
+      net.dispose();
+    }
+  });
+
   for (const name of ['alexnet', 'vgg11']) {
     it(`${name} (224×224): the engine's gradient on wasm bit for bit, one example`, async () => {
       const engine = await shard('wasm', name, 1, 'engine');
