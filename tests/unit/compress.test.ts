@@ -162,8 +162,9 @@ describe('fp32 norms', () => {
       let want = 0;
       for (let i = 0; i < n; i++) want += x[i] * x[i];
       expect(Math.abs(floatNormSq(x) - want)).toBeLessThanOrEqual(1e-12 * want);
-      expect(floatNormSq(x.subarray(1))).toBeCloseTo(want - x[0] * x[0], 9); // an unaligned view
       if (n) {
+        // A view at an odd float: blocks cut elsewhere, the same sum to rounding.
+        expect(Math.abs(floatNormSq(x.subarray(1)) - (want - x[0] * x[0]))).toBeLessThanOrEqual(1e-12 * want);
         x[n - 1] = Infinity;
         expect(Number.isFinite(floatNormSq(x))).toBe(false);
         x[0] = NaN; x[n - 1] = 0;
