@@ -64,8 +64,8 @@ export function halfNormSq(body: Uint8Array, count: number): number {
 /**
  * Σ x² of fp32 values, in f64 (the verifier's norms of fp32 gradients, server/src/verify.ts):
  * copied into the kernel memory block by block and squared there (the quick start's coordinator:
- * 0.25 ms a step, against 0.78 ms for the plain loop); the last < 16 values, and everything where WebAssembly SIMD is missing, by the loop. Not finite if
- * a value is Inf or NaN.
+ * 0.25 ms a step, against 0.78 ms for the plain loop); the last < 16 values, and everything where
+ * WebAssembly SIMD is missing, by the loop. Not finite if a value is Inf or NaN.
  */
 export function floatNormSq(x: Float32Array): number {
   const m = decodeMemory();
