@@ -1,6 +1,6 @@
 // Issue 23's table: PyTorch (one thread) beside tabtrain's wasm worker (one thread), batch 16,
 // interleaved model by model so that both see the same load on a shared machine, `--rounds` times.
-//   node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps 5] [--profile] [--baseline DIR] [--tag NAME] [MODEL...]
+//   node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps N] [--profile] [--baseline DIR] [--tag NAME] [MODEL...]
 // --baseline DIR also runs DIR's bench/worker-speed.ts (another checkout, e.g. before a change) in
 // the same interleaving, so that before and after see the same load.
 // Writes bench/results/cpu-compare[-TAG].json (and -profile with --profile: both profilers' tables
@@ -9,27 +9,34 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
+import { getModel } from '@tabtrain/shared';
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    rounds: { type: 'string', default: '2' }, steps: { type: 'string', default: '5' }, batch: { type: 'string', default: '16' },
+    rounds: { type: 'string', default: '2' }, steps: { type: 'string' }, batch: { type: 'string', default: '16' },
     profile: { type: 'boolean', default: false }, from: { type: 'string' }, baseline: { type: 'string' }, tag: { type: 'string' }, help: { type: 'boolean', default: false },
   },
 });
 if (v.help) {
-  console.log('node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps 5] [--batch 16] [--profile] [--tag NAME] [MODEL...]\n' +
+  console.log('node --import tsx bench/cpu-compare.ts [--rounds 2] [--steps N] [--batch 16] [--profile] [--tag NAME] [MODEL...]\n' +
+    '--steps: timed steps per run (default 200 for the small models, past V8\'s warm-up; 3 at 224×224).\n' +
     'PyTorch vs tabtrain wasm, one thread each, interleaved; JSON in bench/results/. Default models: alexnet-small vgg11-small.\n' +
     '--baseline DIR: also time DIR\'s worker (another checkout) in the same interleaving.');
   process.exit(0);
 }
 const models = positionals.length ? positionals : ['alexnet-small', 'vgg11-small'];
-const common = ['--batch', v.batch!, '--steps', v.steps!];
+// Default steps: enough for a steady state. A small model's first seconds carry V8's compiler
+// threads (2.5–3.9 CPU ms a step beyond the wall clock over 9 steps, about none over 200:
+// docs/BENCHMARKS.md §7), which a ratio per CPU second would charge to wasm; a full-size step is
+// seconds long, its warm-up one step among few.
+const stepsFor = (model: string) => v.steps ?? (getModel(model).input >= 224 ? '3' : '200');
+const common = (model: string) => ['--batch', v.batch!, '--steps', stepsFor(model)];
 const PYTHON = '/usr/bin/python3';
 
 function torch(mode: 'speed' | 'profile', model: string): Record<string, unknown> {
   try {
-    return JSON.parse(execFileSync(PYTHON, ['bench/torch-step.py', mode, ...common, model], { encoding: 'utf8' }));
+    return JSON.parse(execFileSync(PYTHON, ['bench/torch-step.py', mode, ...common(model), model], { encoding: 'utf8' }));
   } catch (e) {
     throw new Error(`PyTorch run failed (${(e as Error).message.split('\n')[0]}): install it with \`apt-get install python3-torch\``);
   }
@@ -37,7 +44,7 @@ function torch(mode: 'speed' | 'profile', model: string): Record<string, unknown
 
 function wasm(script: 'worker-speed' | 'worker-profile', model: string, cwd = process.cwd()): Record<string, unknown> {
   const out = `/tmp/tabtrain-cpu-compare-${process.pid}.json`;
-  execFileSync(process.execPath, ['--import', 'tsx', `bench/${script}.ts`, ...common, '--out', out, model], { cwd, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(process.execPath, ['--import', 'tsx', `bench/${script}.ts`, ...common(model), '--out', out, model], { cwd, stdio: ['ignore', 'ignore', 'inherit'] });
   return JSON.parse(execFileSync('cat', [out], { encoding: 'utf8' })).results[0];
 }
 
