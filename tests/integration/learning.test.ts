@@ -4,8 +4,8 @@
 // 1. Convergence: exact fp32 (--compress none) passes 80% test accuracy on all 10,000 test images
 //    after one epoch. Equal shards make this one fixed outcome, not a draw: 0.8322 (loss 0.839) since
 //    the wasm step kernels of issue 23 (XNNPACK sums some products in another order; 0.8283 before,
-//    as bench/results/accuracy/alexnet-small-2epochs-none.json's first epoch). 84 s for the epoch in
-//    CI conditions, the whole file 135 s.
+//    as bench/results/accuracy/alexnet-small-2epochs-none.json's first epoch). The whole file took
+//    135 s in CI conditions when this was written, 120–121 s since max pool's SIMD kernel.
 // 2. Every --compress mode trains for real over the first 400 steps (~1/5 epoch) of that run. This
 //    early, at lr 0.1, the trajectory is chaotic: test accuracy swings by several points between
 //    modes (measured 0.59–0.66), and even fp16, whose update differs from the exact one by 2.2e-4
