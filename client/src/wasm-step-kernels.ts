@@ -18,8 +18,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { instantiateKernels, type Kernels } from '@tabtrain/shared/simd';
 import type { BatchMatMulAttrs, KernelBackend, KernelConfig, KernelFunc, MaxPoolGradAttrs, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 
-/** The parts of tfjs-backend-wasm's BackendWasm that these kernels use. */
-interface WasmHeap extends KernelBackend {
+/** The parts of tfjs-backend-wasm's BackendWasm that our kernels and the direct step (wasm-train-step.ts) use. */
+export interface WasmHeap extends KernelBackend {
   incRef(dataId: object): void;
   makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
   typedArrayFromHeap(t: TensorInfo): Float32Array;

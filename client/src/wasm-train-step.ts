@@ -20,14 +20,10 @@
 // active (installWasmTrainStep, called by registerWasmKernels); other backends keep the engine.
 import * as tf from '@tensorflow/tfjs-core';
 import { Net, type ShardStats } from '@tabtrain/shared/net';
-import type { KernelBackend, KernelFunc, NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type { NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
 import type { LayerSpec } from '@tabtrain/shared';
+import type { WasmHeap } from './wasm-step-kernels';
 
-/** The parts of tfjs-backend-wasm's BackendWasm that the step uses. */
-interface WasmHeap extends KernelBackend {
-  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
-  typedArrayFromHeap(t: TensorInfo): Float32Array;
-}
 
 /** One layer's forward, kept for its backward: its input, its output, its first parameter, a dropout mask. */
 interface Saved { layer: LayerSpec; x: TensorInfo; y: TensorInfo; param: number; mask?: TensorInfo }
